@@ -1,0 +1,279 @@
+//! BACKUP: writes a snapshot to `<job>-<n>.bck` from a forked child, so the
+//! job worker carries on at once, with at most `max_backups` children alive.
+//!
+//! # Why the child is safe in a multi-threaded process
+//! After `fork` only the calling thread exists in the child; a lock that any
+//! other thread held at that instant (a store shard, the allocator's arena,
+//! stdout) stays locked forever there. So the child touches no lock at all:
+//! the parent takes the snapshot under the store's locks, renders it to bytes
+//! and builds every path as a `CString` *before* forking. The child then only
+//! makes async-signal-safe system calls (`open`, `write`, `fsync`, `rename`,
+//! `unlink`, `close`, `_exit`) on that memory, allocates nothing, and leaves
+//! with `_exit` so no destructor or `atexit` handler runs.
+//!
+//! The file appears whole or not at all: the child writes `<name>.tmp`,
+//! fsyncs it, renames it over the final name and fsyncs the folder.
+//!
+//! Each child is reaped by a small waiter thread, which frees the child's slot;
+//! [`Backups::wait_all`] lets the program wait for all of them before it exits.
+
+use nix::errno::Errno;
+use nix::fcntl::{open, renameat, OFlag, AT_FDCWD};
+use nix::sys::stat::Mode;
+use nix::sys::wait::{waitpid, WaitStatus};
+use nix::unistd::{fork, fsync, unlink, write, ForkResult, Pid};
+use std::ffi::CString;
+use std::fmt;
+use std::os::fd::AsFd;
+use std::os::unix::ffi::OsStrExt;
+use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::{Arc, Condvar, Mutex, PoisonError};
+
+/// Why a backup could not be written.
+#[derive(Debug)]
+pub enum BackupError {
+    /// The path holds a NUL byte and cannot be passed to the OS.
+    BadPath(PathBuf),
+    /// Writing the file failed (in-process fallback when fork is impossible).
+    Write {
+        path: PathBuf,
+        stage: &'static str,
+        errno: Errno,
+    },
+}
+
+impl fmt::Display for BackupError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            BackupError::BadPath(p) => write!(f, "backup path {} is not valid", p.display()),
+            BackupError::Write { path, stage, errno } => write!(
+                f,
+                "backup {} failed: {stage}: {}",
+                path.display(),
+                errno.desc()
+            ),
+        }
+    }
+}
+
+impl std::error::Error for BackupError {}
+
+/// Limits and tracks the backup children of the whole program.
+pub struct Backups {
+    limit: usize,
+    running: Mutex<usize>,
+    freed: Condvar,
+    failed: AtomicUsize,
+}
+
+/// Everything the child needs, prepared before fork.
+struct Plan {
+    tmp: CString,
+    dst: CString,
+    dir: CString,
+    /// `kvs: backup <path> failed: `, written before the failing step.
+    error_prefix: Vec<u8>,
+    data: Vec<u8>,
+}
+
+impl Backups {
+    /// At most `limit` (at least 1) children at once.
+    pub fn new(limit: usize) -> Arc<Self> {
+        Arc::new(Backups {
+            limit: limit.max(1),
+            running: Mutex::new(0),
+            freed: Condvar::new(),
+            failed: AtomicUsize::new(0),
+        })
+    }
+
+    /// Waits for a free slot, then calls `snapshot` for the bytes and writes
+    /// them to `path` from a child process. Returns once the child is started
+    /// (or, if fork is impossible, once the file is written in this thread).
+    pub fn start(
+        self: &Arc<Self>,
+        path: &Path,
+        snapshot: impl FnOnce() -> Vec<u8>,
+    ) -> Result<(), BackupError> {
+        let bad = || BackupError::BadPath(path.to_path_buf());
+        let mut tmp_path = path.as_os_str().to_owned();
+        tmp_path.push(".tmp");
+        let dir = match path.parent() {
+            Some(d) if !d.as_os_str().is_empty() => d.as_os_str(),
+            _ => ".".as_ref(),
+        };
+        let cstr = |b: &[u8]| CString::new(b).map_err(|_| bad());
+        let mut plan = Plan {
+            tmp: cstr(tmp_path.as_bytes())?,
+            dst: cstr(path.as_os_str().as_bytes())?,
+            dir: cstr(dir.as_bytes())?,
+            error_prefix: format!("kvs: backup {} failed: ", path.display()).into_bytes(),
+            data: Vec::new(),
+        };
+
+        self.acquire();
+        // The snapshot is taken once the slot is ours, so at most `limit`
+        // snapshots are in memory at a time.
+        plan.data = snapshot();
+
+        // SAFETY: the child only runs `child_main`, which makes
+        // async-signal-safe system calls on memory prepared above and ends in
+        // `_exit`; see the module documentation.
+        match unsafe { fork() } {
+            Ok(ForkResult::Child) => child_main(&plan),
+            Ok(ForkResult::Parent { child }) => {
+                drop(plan);
+                self.reap_later(child, path.to_path_buf());
+                Ok(())
+            }
+            Err(_) => {
+                // Fork is impossible (process limit, memory): the data must
+                // still not be lost, so write it from this thread.
+                let result = write_atomically(&plan).map_err(|(stage, errno)| {
+                    self.failed.fetch_add(1, Ordering::Relaxed);
+                    BackupError::Write {
+                        path: path.to_path_buf(),
+                        stage,
+                        errno,
+                    }
+                });
+                self.release();
+                result
+            }
+        }
+    }
+
+    /// Blocks until every backup child has exited and been reaped.
+    pub fn wait_all(&self) {
+        let mut running = self.running.lock().unwrap_or_else(PoisonError::into_inner);
+        while *running > 0 {
+            running = self
+                .freed
+                .wait(running)
+                .unwrap_or_else(PoisonError::into_inner);
+        }
+    }
+
+    /// How many backups have failed so far.
+    pub fn failures(&self) -> usize {
+        self.failed.load(Ordering::Relaxed)
+    }
+
+    fn acquire(&self) {
+        let mut running = self.running.lock().unwrap_or_else(PoisonError::into_inner);
+        while *running >= self.limit {
+            running = self
+                .freed
+                .wait(running)
+                .unwrap_or_else(PoisonError::into_inner);
+        }
+        *running += 1;
+    }
+
+    fn release(&self) {
+        let mut running = self.running.lock().unwrap_or_else(PoisonError::into_inner);
+        *running -= 1;
+        self.freed.notify_all();
+    }
+
+    fn reap_later(self: &Arc<Self>, child: Pid, path: PathBuf) {
+        let me = Arc::clone(self);
+        let p = path.clone();
+        let spawned = std::thread::Builder::new()
+            .name("kvs-backup-reaper".into())
+            .spawn(move || {
+                me.reap(child, &p);
+                me.release();
+            });
+        if spawned.is_err() {
+            // No thread can be started: reap here. Slower, never a zombie.
+            self.reap(child, &path);
+            self.release();
+        }
+    }
+
+    fn reap(&self, child: Pid, path: &Path) {
+        loop {
+            match waitpid(child, None) {
+                Ok(WaitStatus::Exited(_, 0)) => return,
+                Ok(WaitStatus::Exited(_, _)) => {
+                    // The child has already said why on stderr.
+                    self.failed.fetch_add(1, Ordering::Relaxed);
+                    return;
+                }
+                Ok(WaitStatus::Signaled(_, sig, _)) => {
+                    eprintln!("kvs: backup {} killed by {sig}", path.display());
+                    self.failed.fetch_add(1, Ordering::Relaxed);
+                    return;
+                }
+                Ok(_) | Err(Errno::EINTR) => continue,
+                Err(e) => {
+                    eprintln!("kvs: cannot reap backup {}: {}", path.display(), e.desc());
+                    return;
+                }
+            }
+        }
+    }
+}
+
+/// The whole life of a backup child.
+fn child_main(plan: &Plan) -> ! {
+    let code = match write_atomically(plan) {
+        Ok(()) => 0,
+        Err((stage, errno)) => {
+            let err = std::io::stderr();
+            let fd = err.as_fd();
+            let _ = write(fd, &plan.error_prefix);
+            let _ = write(fd, stage.as_bytes());
+            let _ = write(fd, b": ");
+            let _ = write(fd, errno.desc().as_bytes());
+            let _ = write(fd, b"\n");
+            1
+        }
+    };
+    // SAFETY: `_exit` ends the child without running destructors or atexit
+    // handlers, which could take locks that are held by threads that do not
+    // exist in the child.
+    unsafe { nix::libc::_exit(code) }
+}
+
+/// Writes `plan.data` to `plan.tmp`, fsyncs, renames it to `plan.dst` and
+/// fsyncs the folder. On failure the temporary file is removed. Allocates
+/// nothing, so the backup child may call it.
+fn write_atomically(plan: &Plan) -> Result<(), (&'static str, Errno)> {
+    let result = (|| {
+        let fd = open(
+            plan.tmp.as_c_str(),
+            OFlag::O_WRONLY | OFlag::O_CREAT | OFlag::O_TRUNC | OFlag::O_CLOEXEC,
+            Mode::from_bits_truncate(0o644),
+        )
+        .map_err(|e| ("create", e))?;
+        let mut rest = &plan.data[..];
+        while !rest.is_empty() {
+            match write(&fd, rest) {
+                Ok(n) => rest = &rest[n..],
+                Err(Errno::EINTR) => continue,
+                Err(e) => return Err(("write", e)),
+            }
+        }
+        fsync(&fd).map_err(|e| ("fsync", e))?;
+        drop(fd);
+        renameat(AT_FDCWD, plan.tmp.as_c_str(), AT_FDCWD, plan.dst.as_c_str())
+            .map_err(|e| ("rename", e))
+    })();
+    if result.is_err() {
+        let _ = unlink(plan.tmp.as_c_str());
+        return result;
+    }
+    // The rename is durable only once the folder itself is synced; failing
+    // here does not undo a complete file, so it is not an error.
+    if let Ok(dir) = open(
+        plan.dir.as_c_str(),
+        OFlag::O_RDONLY | OFlag::O_DIRECTORY | OFlag::O_CLOEXEC,
+        Mode::empty(),
+    ) {
+        let _ = fsync(&dir);
+    }
+    Ok(())
+}

@@ -1,0 +1,51 @@
+//! `kvs`: batch mode runs a folder of job files; server mode also serves
+//! clients over named pipes. See `kvs --help`.
+
+use kvs::backup::Backups;
+use kvs::cli::{parse_args, Mode, USAGE};
+use kvs::jobs::run_folder;
+use kvs::store::Store;
+use std::path::Path;
+use std::process::ExitCode;
+use std::sync::Arc;
+
+fn main() -> ExitCode {
+    match parse_args(std::env::args().skip(1)) {
+        Ok(Mode::Help) => {
+            println!("{USAGE}");
+            ExitCode::SUCCESS
+        }
+        Ok(Mode::Batch {
+            jobs_dir,
+            max_backups,
+            max_threads,
+        }) => batch(&jobs_dir, max_backups, max_threads),
+        Ok(Mode::Server { .. }) => {
+            eprintln!("kvs: server mode is not available yet");
+            ExitCode::from(2)
+        }
+        Err(e) => {
+            eprintln!("kvs: {e}\n{USAGE}");
+            ExitCode::from(2)
+        }
+    }
+}
+
+/// Exit status: 0 all jobs ran, 1 some job or backup failed, 2 bad usage.
+fn batch(dir: &Path, max_backups: usize, max_threads: usize) -> ExitCode {
+    let store = Arc::new(Store::new());
+    let backups = Backups::new(max_backups);
+    let report = match run_folder(dir, &store, &backups, max_threads) {
+        Ok(r) => r,
+        Err(e) => {
+            eprintln!("kvs: cannot read jobs folder {}: {e}", dir.display());
+            return ExitCode::from(1);
+        }
+    };
+    backups.wait_all();
+    if report.failed_jobs > 0 || backups.failures() > 0 {
+        ExitCode::from(1)
+    } else {
+        ExitCode::SUCCESS
+    }
+}

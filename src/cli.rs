@@ -1,0 +1,188 @@
+//! Command-line parsing for `kvs`: the number of positional arguments picks
+//! batch or server mode (SPEC section 1); options may follow them.
+
+use std::fmt;
+use std::path::PathBuf;
+
+pub const USAGE: &str = "\
+usage: kvs <jobs_dir> <max_backups> <max_threads>
+       kvs <jobs_dir> <max_threads> <max_backups> <registration_fifo> [options]
+
+Batch mode (3 arguments) runs every *.job file in <jobs_dir> and exits.
+Server mode (4 arguments) also serves clients through <registration_fifo>
+until SIGINT or SIGTERM. Note the different order of the two limits.
+
+Server options:
+  --max-sessions <n>        sessions at once (default 1024)
+  --max-subscriptions <n>   subscriptions per session (default 1024)
+  --output-buffer <bytes>   per-client output buffer before disconnect (default 1048576)
+  --store-threads <n>       threads running client store operations (default 2)
+  --fifo-mode <octal>       mode of the registration FIFO (default 600)
+  -h, --help                print this help";
+
+/// Limits of server mode; see [`USAGE`].
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ServerOptions {
+    pub max_sessions: usize,
+    pub max_subscriptions: usize,
+    pub output_buffer: usize,
+    pub store_threads: usize,
+    pub fifo_mode: u32,
+}
+
+impl Default for ServerOptions {
+    fn default() -> Self {
+        ServerOptions {
+            max_sessions: 1024,
+            max_subscriptions: 1024,
+            output_buffer: 1 << 20,
+            store_threads: 2,
+            fifo_mode: 0o600,
+        }
+    }
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Mode {
+    Help,
+    Batch {
+        jobs_dir: PathBuf,
+        max_backups: usize,
+        max_threads: usize,
+    },
+    Server {
+        jobs_dir: PathBuf,
+        max_threads: usize,
+        max_backups: usize,
+        registration_fifo: PathBuf,
+        options: ServerOptions,
+    },
+}
+
+/// A command line that cannot be run; print it, then [`USAGE`], exit 2.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct UsageError(pub String);
+
+impl fmt::Display for UsageError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(&self.0)
+    }
+}
+
+impl std::error::Error for UsageError {}
+
+/// Parses a whole number >= 1.
+pub fn positive(name: &str, value: &str) -> Result<usize, UsageError> {
+    match value.parse::<usize>() {
+        Ok(n) if n >= 1 => Ok(n),
+        _ => Err(UsageError(format!(
+            "{name} must be a whole number >= 1, not '{value}'"
+        ))),
+    }
+}
+
+/// Parses the arguments after the program name.
+pub fn parse_args<I: IntoIterator<Item = String>>(args: I) -> Result<Mode, UsageError> {
+    let args: Vec<String> = args.into_iter().collect();
+    if args.iter().any(|a| a == "-h" || a == "--help") {
+        return Ok(Mode::Help);
+    }
+    let split = args
+        .iter()
+        .position(|a| a.starts_with("--"))
+        .unwrap_or(args.len());
+    let (pos, flags) = args.split_at(split);
+    match pos.len() {
+        3 => {
+            if let Some(f) = flags.first() {
+                return Err(UsageError(format!("batch mode takes no option '{f}'")));
+            }
+            Ok(Mode::Batch {
+                jobs_dir: PathBuf::from(&pos[0]),
+                max_backups: positive("max_backups", &pos[1])?,
+                max_threads: positive("max_threads", &pos[2])?,
+            })
+        }
+        4 => Ok(Mode::Server {
+            jobs_dir: PathBuf::from(&pos[0]),
+            max_threads: positive("max_threads", &pos[1])?,
+            max_backups: positive("max_backups", &pos[2])?,
+            registration_fifo: PathBuf::from(&pos[3]),
+            options: parse_server_options(flags)?,
+        }),
+        n => Err(UsageError(format!(
+            "expected 3 arguments (batch mode) or 4 (server mode), got {n}"
+        ))),
+    }
+}
+
+fn parse_server_options(flags: &[String]) -> Result<ServerOptions, UsageError> {
+    let mut o = ServerOptions::default();
+    let mut it = flags.iter();
+    while let Some(flag) = it.next() {
+        let value = it
+            .next()
+            .ok_or_else(|| UsageError(format!("option {flag} needs a value")))?;
+        let name = flag.trim_start_matches("--");
+        match flag.as_str() {
+            "--max-sessions" => o.max_sessions = positive(name, value)?,
+            "--max-subscriptions" => o.max_subscriptions = positive(name, value)?,
+            "--output-buffer" => o.output_buffer = positive(name, value)?,
+            "--store-threads" => o.store_threads = positive(name, value)?,
+            "--fifo-mode" => {
+                o.fifo_mode = u32::from_str_radix(value, 8)
+                    .ok()
+                    .filter(|m| *m <= 0o777)
+                    .ok_or_else(|| {
+                        UsageError(format!("--fifo-mode: '{value}' is not an octal mode"))
+                    })?
+            }
+            _ => return Err(UsageError(format!("unknown option '{flag}'"))),
+        }
+    }
+    Ok(o)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn parse(v: &[&str]) -> Result<Mode, UsageError> {
+        parse_args(v.iter().map(|s| s.to_string()))
+    }
+
+    #[test]
+    fn modes_by_argument_count() {
+        assert_eq!(
+            parse(&["d", "2", "4"]),
+            Ok(Mode::Batch {
+                jobs_dir: "d".into(),
+                max_backups: 2,
+                max_threads: 4
+            })
+        );
+        match parse(&["d", "4", "2", "/tmp/reg", "--max-sessions", "9"]) {
+            Ok(Mode::Server {
+                max_threads: 4,
+                max_backups: 2,
+                options,
+                ..
+            }) => assert_eq!(options.max_sessions, 9),
+            other => panic!("{other:?}"),
+        }
+        assert_eq!(parse(&["d", "--help"]), Ok(Mode::Help));
+    }
+
+    #[test]
+    fn bad_arguments() {
+        assert!(parse(&[]).is_err());
+        assert!(parse(&["d", "2"]).is_err());
+        assert!(parse(&["d", "0", "1"]).is_err());
+        assert!(parse(&["d", "x", "1"]).is_err());
+        assert!(parse(&["d", "1", "-3"]).is_err());
+        assert!(parse(&["d", "1", "1", "--max-sessions", "2"]).is_err());
+        assert!(parse(&["d", "1", "1", "f", "--bogus", "2"]).is_err());
+        assert!(parse(&["d", "1", "1", "f", "--max-sessions"]).is_err());
+        assert!(parse(&["d", "1", "1", "f", "--fifo-mode", "999"]).is_err());
+    }
+}

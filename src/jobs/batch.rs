@@ -1,0 +1,82 @@
+//! Runs every `*.job` file of a folder on a pool of job workers that share
+//! one store: batch mode, and the job side of server mode.
+
+use super::runner::{run_job, JobSummary};
+use crate::backup::Backups;
+use crate::store::Store;
+use std::io;
+use std::path::{Path, PathBuf};
+use std::sync::mpsc;
+use std::sync::Arc;
+use threadpool::ThreadPool;
+
+/// The `*.job` files directly inside `dir`, sorted by name. Sub-folders and
+/// other files are ignored.
+pub fn find_jobs(dir: &Path) -> io::Result<Vec<PathBuf>> {
+    let mut jobs = Vec::new();
+    for entry in std::fs::read_dir(dir)? {
+        let entry = entry?;
+        let path = entry.path();
+        let is_job = path.extension().is_some_and(|e| e == "job")
+            && path.file_stem().is_some_and(|s| !s.is_empty());
+        // metadata() follows symlinks: a link to a job file is a job file.
+        if is_job && std::fs::metadata(&path).is_ok_and(|m| m.is_file()) {
+            jobs.push(path);
+        }
+    }
+    jobs.sort();
+    Ok(jobs)
+}
+
+/// How a folder's run went.
+#[derive(Debug, Default, Clone, PartialEq, Eq)]
+pub struct BatchReport {
+    pub jobs: usize,
+    /// Jobs that could not be read or whose `.out` could not be written.
+    pub failed_jobs: usize,
+    pub invalid_lines: usize,
+    pub commands: usize,
+}
+
+/// Runs every job of `dir` with `workers` threads and waits for them (but
+/// not for backup children: call [`Backups::wait_all`] for that).
+pub fn run_folder(
+    dir: &Path,
+    store: &Arc<Store>,
+    backups: &Arc<Backups>,
+    workers: usize,
+) -> io::Result<BatchReport> {
+    let jobs = find_jobs(dir)?;
+    let mut report = BatchReport {
+        jobs: jobs.len(),
+        ..BatchReport::default()
+    };
+    let pool = ThreadPool::with_name("kvs-job".into(), workers.max(1));
+    let (tx, rx) = mpsc::channel::<Option<JobSummary>>();
+    for job in jobs {
+        let (store, backups, tx) = (store.clone(), backups.clone(), tx.clone());
+        pool.execute(move || {
+            let result = run_job(&store, &backups, &job);
+            if let Err(e) = &result {
+                eprintln!("kvs: {e}");
+            }
+            // The receiver outlives the pool; a failed send cannot happen.
+            let _ = tx.send(result.ok());
+        });
+    }
+    drop(tx);
+    for summary in rx {
+        match summary {
+            Some(s) => {
+                report.commands += s.commands;
+                report.invalid_lines += s.invalid_lines;
+            }
+            None => report.failed_jobs += 1,
+        }
+    }
+    pool.join();
+    if pool.panic_count() > 0 {
+        report.failed_jobs += pool.panic_count();
+    }
+    Ok(report)
+}

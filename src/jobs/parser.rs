@@ -1,0 +1,379 @@
+//! The job-line parser: one line of a `.job` file in, one [`Command`] (or a
+//! typed reason why not) out. It works on bytes, never panics, and never
+//! allocates for a line it rejects before reaching its keys.
+//!
+//! Grammar (SPEC section 2), with optional spaces or tabs around tokens:
+//! ```text
+//! line    := blank | '#' anything | command
+//! command := "WRITE" ws '[' pair+ ']' | "READ" ws list | "DELETE" ws list
+//!          | "SHOW" | "BACKUP" | "HELP" | "WAIT" ws digits
+//! pair    := '(' string ',' string ')' [',']
+//! list    := '[' string (',' string)* ']'
+//! string  := 1 to 40 bytes, none of them whitespace , ( ) [ ]
+//! ```
+
+use super::command::{Command, MAX_PAIRS, MAX_STRING};
+use std::fmt;
+
+/// Why a job line is not a valid command.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum ParseError {
+    /// The first word is not a command name.
+    UnknownCommand,
+    /// A command that takes no argument was given one, or a list was
+    /// followed by more text.
+    TrailingInput,
+    /// Expected the given byte (e.g. `[`) but found something else or the end.
+    Expected(char),
+    /// A key or value is empty.
+    EmptyString,
+    /// A key or value is longer than [`MAX_STRING`] bytes.
+    StringTooLong,
+    /// More than [`MAX_PAIRS`] keys or pairs.
+    TooManyItems,
+    /// An empty list `[]`.
+    EmptyList,
+    /// WAIT needs a whole number of milliseconds.
+    BadDelay,
+    /// A key or value holds a byte SPEC forbids (whitespace, NUL, `,()[]`).
+    InvalidChar,
+    /// The line is not valid UTF-8.
+    NotUtf8,
+    /// The line is longer than any valid command can be.
+    LineTooLong,
+}
+
+impl fmt::Display for ParseError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            ParseError::UnknownCommand => f.write_str("unknown command"),
+            ParseError::TrailingInput => f.write_str("unexpected text after the command"),
+            ParseError::Expected(c) => write!(f, "expected '{c}'"),
+            ParseError::EmptyString => f.write_str("empty key or value"),
+            ParseError::StringTooLong => {
+                write!(f, "key or value longer than {MAX_STRING} bytes")
+            }
+            ParseError::TooManyItems => write!(f, "more than {MAX_PAIRS} keys or pairs"),
+            ParseError::EmptyList => f.write_str("empty list"),
+            ParseError::BadDelay => f.write_str("WAIT needs a whole number of milliseconds"),
+            ParseError::InvalidChar => f.write_str("forbidden character in key or value"),
+            ParseError::NotUtf8 => f.write_str("line is not valid UTF-8"),
+            ParseError::LineTooLong => f.write_str("line too long"),
+        }
+    }
+}
+
+impl std::error::Error for ParseError {}
+
+/// Parses one line (without its `\n`; a trailing `\r` is ignored).
+/// `Ok(None)` is a blank line or a comment.
+pub fn parse_line(line: &[u8]) -> Result<Option<Command>, ParseError> {
+    let line = line.strip_suffix(b"\r").unwrap_or(line);
+    if line.first() == Some(&b'#') {
+        return Ok(None);
+    }
+    let mut c = Cursor { s: line, i: 0 };
+    c.skip_ws();
+    if c.at_end() {
+        return Ok(None);
+    }
+    let word = c.word();
+    let cmd = match word {
+        b"WRITE" => Command::Write(c.pairs()?),
+        b"READ" => Command::Read(c.list()?),
+        b"DELETE" => Command::Delete(c.list()?),
+        b"SHOW" => Command::Show,
+        b"BACKUP" => Command::Backup,
+        b"HELP" => Command::Help,
+        b"WAIT" => Command::Wait(c.delay()?),
+        _ => return Err(ParseError::UnknownCommand),
+    };
+    c.skip_ws();
+    if !c.at_end() {
+        return Err(ParseError::TrailingInput);
+    }
+    Ok(Some(cmd))
+}
+
+/// Whether `b` may appear in a key or value.
+pub fn is_string_byte(b: u8) -> bool {
+    !(b.is_ascii_whitespace() || matches!(b, b',' | b'(' | b')' | b'[' | b']' | 0))
+}
+
+/// Checks a key or value against SPEC's rules: 1 to 40 bytes of UTF-8 with
+/// no whitespace, NUL, `,`, `(`, `)`, `[` or `]`.
+pub fn validate_string(s: &[u8]) -> Result<&str, ParseError> {
+    if s.is_empty() {
+        return Err(ParseError::EmptyString);
+    }
+    if s.len() > MAX_STRING {
+        return Err(ParseError::StringTooLong);
+    }
+    if !s.iter().all(|&b| is_string_byte(b)) {
+        return Err(ParseError::InvalidChar);
+    }
+    std::str::from_utf8(s).map_err(|_| ParseError::NotUtf8)
+}
+
+struct Cursor<'a> {
+    s: &'a [u8],
+    i: usize,
+}
+
+impl<'a> Cursor<'a> {
+    fn at_end(&self) -> bool {
+        self.i >= self.s.len()
+    }
+
+    fn peek(&self) -> Option<u8> {
+        self.s.get(self.i).copied()
+    }
+
+    fn skip_ws(&mut self) {
+        while matches!(self.peek(), Some(b' ' | b'\t')) {
+            self.i += 1;
+        }
+    }
+
+    /// The run of non-blank bytes up to the next space, tab or `[`.
+    fn word(&mut self) -> &'a [u8] {
+        let start = self.i;
+        while matches!(self.peek(), Some(b) if !matches!(b, b' ' | b'\t' | b'[')) {
+            self.i += 1;
+        }
+        &self.s[start..self.i]
+    }
+
+    fn expect(&mut self, want: u8) -> Result<(), ParseError> {
+        self.skip_ws();
+        if self.peek() == Some(want) {
+            self.i += 1;
+            Ok(())
+        } else {
+            Err(ParseError::Expected(want as char))
+        }
+    }
+
+    /// A key or value: the bytes up to the next delimiter.
+    fn string(&mut self) -> Result<String, ParseError> {
+        self.skip_ws();
+        let start = self.i;
+        while matches!(self.peek(), Some(b) if is_string_byte(b)) {
+            self.i += 1;
+        }
+        let s = validate_string(&self.s[start..self.i])?;
+        Ok(s.to_owned())
+    }
+
+    fn list(&mut self) -> Result<Vec<String>, ParseError> {
+        self.expect(b'[')?;
+        self.skip_ws();
+        if self.peek() == Some(b']') {
+            return Err(ParseError::EmptyList);
+        }
+        let mut keys = Vec::new();
+        loop {
+            if keys.len() == MAX_PAIRS {
+                return Err(ParseError::TooManyItems);
+            }
+            keys.push(self.string()?);
+            self.skip_ws();
+            match self.peek() {
+                Some(b',') => self.i += 1,
+                Some(b']') => {
+                    self.i += 1;
+                    return Ok(keys);
+                }
+                _ => return Err(ParseError::Expected(']')),
+            }
+        }
+    }
+
+    fn pairs(&mut self) -> Result<Vec<(String, String)>, ParseError> {
+        self.expect(b'[')?;
+        self.skip_ws();
+        if self.peek() == Some(b']') {
+            return Err(ParseError::EmptyList);
+        }
+        let mut pairs = Vec::new();
+        loop {
+            if pairs.len() == MAX_PAIRS {
+                return Err(ParseError::TooManyItems);
+            }
+            self.expect(b'(')?;
+            let k = self.string()?;
+            self.expect(b',')?;
+            let v = self.string()?;
+            self.expect(b')')?;
+            pairs.push((k, v));
+            self.skip_ws();
+            // HELP shows `(k,v)(k2,v2),...`: a comma between pairs is allowed.
+            if self.peek() == Some(b',') {
+                self.i += 1;
+                self.skip_ws();
+            }
+            match self.peek() {
+                Some(b']') => {
+                    self.i += 1;
+                    return Ok(pairs);
+                }
+                Some(b'(') => {}
+                _ => return Err(ParseError::Expected(']')),
+            }
+        }
+    }
+
+    fn delay(&mut self) -> Result<u64, ParseError> {
+        self.skip_ws();
+        let start = self.i;
+        while matches!(self.peek(), Some(b'0'..=b'9')) {
+            self.i += 1;
+        }
+        let digits = &self.s[start..self.i];
+        if digits.is_empty() {
+            return Err(ParseError::BadDelay);
+        }
+        // ASCII digits are UTF-8; overflow is the only parse failure left.
+        std::str::from_utf8(digits)
+            .ok()
+            .and_then(|d| d.parse().ok())
+            .ok_or(ParseError::BadDelay)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn ok(line: &str) -> Command {
+        parse_line(line.as_bytes()).unwrap().unwrap()
+    }
+
+    fn err(line: &str) -> ParseError {
+        parse_line(line.as_bytes()).unwrap_err()
+    }
+
+    fn s(v: &[&str]) -> Vec<String> {
+        v.iter().map(|x| x.to_string()).collect()
+    }
+
+    #[test]
+    fn blank_and_comment_lines() {
+        assert_eq!(parse_line(b""), Ok(None));
+        assert_eq!(parse_line(b"   \t"), Ok(None));
+        assert_eq!(parse_line(b"\r"), Ok(None));
+        assert_eq!(parse_line(b"# WRITE [(a,b)]"), Ok(None));
+    }
+
+    #[test]
+    fn write() {
+        assert_eq!(
+            ok("WRITE [(a,1)(b,2)]"),
+            Command::Write(vec![("a".into(), "1".into()), ("b".into(), "2".into())])
+        );
+        assert_eq!(
+            ok("WRITE [(a,1),(b,2)]\r"),
+            Command::Write(vec![("a".into(), "1".into()), ("b".into(), "2".into())])
+        );
+        assert_eq!(
+            ok("  WRITE  [ ( a , 1 ) ]  "),
+            Command::Write(vec![("a".into(), "1".into())])
+        );
+    }
+
+    #[test]
+    fn read_delete() {
+        assert_eq!(ok("READ [c,a]"), Command::Read(s(&["c", "a"])));
+        assert_eq!(ok("READ[a]"), Command::Read(s(&["a"])));
+        assert_eq!(ok("DELETE [x, y]"), Command::Delete(s(&["x", "y"])));
+    }
+
+    #[test]
+    fn simple_commands() {
+        assert_eq!(ok("SHOW"), Command::Show);
+        assert_eq!(ok("BACKUP"), Command::Backup);
+        assert_eq!(ok("HELP"), Command::Help);
+        assert_eq!(ok("WAIT 0"), Command::Wait(0));
+        assert_eq!(ok("WAIT 1500"), Command::Wait(1500));
+    }
+
+    #[test]
+    fn unknown_or_trailing() {
+        assert_eq!(err("FOO"), ParseError::UnknownCommand);
+        assert_eq!(err("write [(a,1)]"), ParseError::UnknownCommand);
+        assert_eq!(err("SHOWX"), ParseError::UnknownCommand);
+        assert_eq!(err("SHOW now"), ParseError::TrailingInput);
+        assert_eq!(err("READ [a] [b]"), ParseError::TrailingInput);
+    }
+
+    #[test]
+    fn brackets() {
+        assert_eq!(err("WRITE [(a,1)"), ParseError::Expected(']'));
+        assert_eq!(err("READ a"), ParseError::Expected('['));
+        assert_eq!(err("READ [a"), ParseError::Expected(']'));
+        assert_eq!(err("WRITE (a,1)"), ParseError::Expected('['));
+        assert_eq!(err("WRITE [a,1]"), ParseError::Expected('('));
+        assert_eq!(err("WRITE [(a1)]"), ParseError::Expected(','));
+        assert_eq!(err("WRITE [(a,1]"), ParseError::Expected(')'));
+        assert_eq!(err("DELETE []"), ParseError::EmptyList);
+        assert_eq!(err("WRITE []"), ParseError::EmptyList);
+    }
+
+    #[test]
+    fn string_rules() {
+        let k40 = "k".repeat(40);
+        assert_eq!(
+            ok(&format!("READ [{k40}]")),
+            Command::Read(vec![k40.clone()])
+        );
+        assert_eq!(err(&format!("READ [{k40}x]")), ParseError::StringTooLong);
+        assert_eq!(
+            err(&format!("WRITE [(a,{k40}x)]")),
+            ParseError::StringTooLong
+        );
+        assert_eq!(err("READ [a,,b]"), ParseError::EmptyString);
+        assert_eq!(err("WRITE [(,1)]"), ParseError::EmptyString);
+        assert_eq!(err("WRITE [(a,)]"), ParseError::EmptyString);
+        assert_eq!(parse_line(b"READ [\xff]"), Err(ParseError::NotUtf8));
+        assert_eq!(ok("READ [clé]"), Command::Read(s(&["clé"])));
+    }
+
+    #[test]
+    fn item_limits() {
+        let keys: Vec<String> = (0..256).map(|i| format!("k{i}")).collect();
+        assert!(
+            matches!(ok(&format!("READ [{}]", keys.join(","))), Command::Read(v) if v.len() == 256)
+        );
+        let more: Vec<String> = (0..257).map(|i| format!("k{i}")).collect();
+        assert_eq!(
+            err(&format!("READ [{}]", more.join(","))),
+            ParseError::TooManyItems
+        );
+        let pairs: String = (0..257).map(|i| format!("(k{i},v)")).collect();
+        assert_eq!(err(&format!("WRITE [{pairs}]")), ParseError::TooManyItems);
+    }
+
+    #[test]
+    fn wait_delay() {
+        assert_eq!(err("WAIT"), ParseError::BadDelay);
+        assert_eq!(err("WAIT -1"), ParseError::BadDelay);
+        assert_eq!(err("WAIT ten"), ParseError::BadDelay);
+        assert_eq!(err("WAIT 99999999999999999999999"), ParseError::BadDelay);
+        assert_eq!(err("WAIT 10 20"), ParseError::TrailingInput);
+    }
+
+    #[test]
+    fn display_round_trips() {
+        for line in [
+            "WRITE [(a,1)(b,2)]",
+            "READ [a,b]",
+            "DELETE [z]",
+            "SHOW",
+            "WAIT 7",
+            "BACKUP",
+            "HELP",
+        ] {
+            assert_eq!(ok(line).to_string(), line);
+        }
+    }
+}

@@ -1,0 +1,317 @@
+//! The shared in-memory table: string keys to string values, split into shards
+//! that each sit behind their own lock, so that job workers and server threads
+//! working on different keys do not wait on each other.
+//!
+//! Every multi-key operation locks the shards it touches in ascending shard
+//! order. That single rule makes a multi-key WRITE or DELETE atomic with respect
+//! to every other operation and rules out deadlock, since no two threads can
+//! ever wait on each other's shards in a cycle.
+//!
+//! Changes are reported through an optional hook (see [`Store::set_change_hook`])
+//! called while the shard locks are still held, so the order in which the hook
+//! sees changes of one key is exactly the order in which they were applied.
+//! In batch mode no hook is set and the cost is a single branch.
+
+mod snapshot;
+
+pub use snapshot::Snapshot;
+
+use std::collections::hash_map::DefaultHasher;
+use std::collections::HashMap;
+use std::hash::{Hash, Hasher};
+use std::sync::{OnceLock, PoisonError, RwLock, RwLockReadGuard, RwLockWriteGuard};
+
+/// Number of shards of a store made with [`Store::new`]. A power of two well
+/// above the worker count keeps the chance of two workers colliding low.
+pub const DEFAULT_SHARDS: usize = 64;
+
+/// One change to one key, as seen by a change hook.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Change<'a> {
+    pub key: &'a str,
+    /// The new value, or `None` when the key was deleted.
+    pub value: Option<&'a str>,
+}
+
+/// Receives the changes of one operation, in the order they were applied,
+/// while the touched shards are still locked. It must be quick and must not
+/// call back into the store.
+pub type ChangeHook = Box<dyn Fn(&[Change<'_>]) + Send + Sync>;
+
+type Shard = HashMap<String, String>;
+
+/// The sharded key-value table. Share it between threads with an `Arc`.
+pub struct Store {
+    shards: Box<[RwLock<Shard>]>,
+    hook: OnceLock<ChangeHook>,
+}
+
+impl Default for Store {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+impl Store {
+    /// A store with [`DEFAULT_SHARDS`] shards.
+    pub fn new() -> Self {
+        Self::with_shards(DEFAULT_SHARDS)
+    }
+
+    /// A store with `shards` shards (at least one). One shard makes it a
+    /// single-lock table, which is what the benchmarks compare against.
+    pub fn with_shards(shards: usize) -> Self {
+        let shards = (0..shards.max(1))
+            .map(|_| RwLock::new(Shard::new()))
+            .collect();
+        Store {
+            shards,
+            hook: OnceLock::new(),
+        }
+    }
+
+    /// Installs the hook that every later change is reported to. Only one hook
+    /// can ever be set; a second call returns the hook back as the error.
+    pub fn set_change_hook(&self, hook: ChangeHook) -> Result<(), ChangeHook> {
+        self.hook.set(hook)
+    }
+
+    fn shard_of(&self, key: &str) -> usize {
+        // A fixed-key hasher: the shard of a key must not change between calls.
+        let mut h = DefaultHasher::new();
+        key.hash(&mut h);
+        (h.finish() % self.shards.len() as u64) as usize
+    }
+
+    /// The sorted, de-duplicated shard indices of `keys`: the lock order.
+    fn shards_of<'k>(&self, keys: impl Iterator<Item = &'k str>) -> Vec<usize> {
+        let mut idx: Vec<usize> = keys.map(|k| self.shard_of(k)).collect();
+        idx.sort_unstable();
+        idx.dedup();
+        idx
+    }
+
+    fn write_locks(&self, order: &[usize]) -> Vec<RwLockWriteGuard<'_, Shard>> {
+        order
+            .iter()
+            .map(|&i| {
+                self.shards[i]
+                    .write()
+                    .unwrap_or_else(PoisonError::into_inner)
+            })
+            .collect()
+    }
+
+    fn read_locks(&self, order: &[usize]) -> Vec<RwLockReadGuard<'_, Shard>> {
+        order
+            .iter()
+            .map(|&i| {
+                self.shards[i]
+                    .read()
+                    .unwrap_or_else(PoisonError::into_inner)
+            })
+            .collect()
+    }
+
+    /// Sets each key to its value, in order (a key given twice ends with its
+    /// last value). Atomic: no reader sees some of the pairs and not others.
+    pub fn write<K: AsRef<str>, V: AsRef<str>>(&self, pairs: &[(K, V)]) {
+        let order = self.shards_of(pairs.iter().map(|(k, _)| k.as_ref()));
+        let mut guards = self.write_locks(&order);
+        for (k, v) in pairs {
+            let (k, v) = (k.as_ref(), v.as_ref());
+            let g = &mut guards[slot(&order, self.shard_of(k))];
+            match g.get_mut(k) {
+                Some(old) => {
+                    old.clear();
+                    old.push_str(v);
+                }
+                None => {
+                    g.insert(k.to_owned(), v.to_owned());
+                }
+            }
+        }
+        if let Some(hook) = self.hook.get() {
+            let changes: Vec<Change<'_>> = pairs
+                .iter()
+                .map(|(k, v)| Change {
+                    key: k.as_ref(),
+                    value: Some(v.as_ref()),
+                })
+                .collect();
+            hook(&changes);
+        }
+        drop(guards);
+    }
+
+    /// The value of each key, in the order given. Atomic over all the keys.
+    pub fn read<K: AsRef<str>>(&self, keys: &[K]) -> Vec<Option<String>> {
+        let order = self.shards_of(keys.iter().map(AsRef::as_ref));
+        let guards = self.read_locks(&order);
+        keys.iter()
+            .map(|k| {
+                let k = k.as_ref();
+                guards[slot(&order, self.shard_of(k))].get(k).cloned()
+            })
+            .collect()
+    }
+
+    /// Deletes the keys in order; for each, whether it existed at that point
+    /// (so a key given twice reports `false` the second time). Atomic.
+    pub fn delete<K: AsRef<str>>(&self, keys: &[K]) -> Vec<bool> {
+        let order = self.shards_of(keys.iter().map(AsRef::as_ref));
+        let mut guards = self.write_locks(&order);
+        let existed: Vec<bool> = keys
+            .iter()
+            .map(|k| {
+                let k = k.as_ref();
+                guards[slot(&order, self.shard_of(k))].remove(k).is_some()
+            })
+            .collect();
+        if let Some(hook) = self.hook.get() {
+            let changes: Vec<Change<'_>> = keys
+                .iter()
+                .zip(&existed)
+                .filter(|(_, &e)| e)
+                .map(|(k, _)| Change {
+                    key: k.as_ref(),
+                    value: None,
+                })
+                .collect();
+            if !changes.is_empty() {
+                hook(&changes);
+            }
+        }
+        drop(guards);
+        existed
+    }
+
+    /// Whether `key` is present right now.
+    pub fn contains(&self, key: &str) -> bool {
+        self.shards[self.shard_of(key)]
+            .read()
+            .unwrap_or_else(PoisonError::into_inner)
+            .contains_key(key)
+    }
+
+    /// A consistent copy of the whole table, sorted by key: every shard is
+    /// read-locked (in order) for the duration of the copy, so the snapshot is
+    /// the table as it was at one instant. Sorting happens after the locks
+    /// are released.
+    pub fn snapshot(&self) -> Snapshot {
+        let all: Vec<usize> = (0..self.shards.len()).collect();
+        let guards = self.read_locks(&all);
+        let mut pairs = Vec::with_capacity(guards.iter().map(|g| g.len()).sum());
+        for g in &guards {
+            pairs.extend(g.iter().map(|(k, v)| (k.clone(), v.clone())));
+        }
+        drop(guards);
+        Snapshot::from_unsorted(pairs)
+    }
+
+    /// Number of keys (not atomic across shards; for statistics only).
+    pub fn len(&self) -> usize {
+        self.shards
+            .iter()
+            .map(|s| s.read().unwrap_or_else(PoisonError::into_inner).len())
+            .sum()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+}
+
+/// Position of shard `shard` in the sorted lock order `order`.
+fn slot(order: &[usize], shard: usize) -> usize {
+    // Every key's shard is in `order` by construction.
+    order.binary_search(&shard).unwrap_or_else(|i| i)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::sync::{Arc, Mutex};
+
+    #[test]
+    fn write_read_delete() {
+        let s = Store::new();
+        s.write(&[("a", "1"), ("b", "2"), ("a", "3")]);
+        assert_eq!(
+            s.read(&["a", "b", "c"]),
+            vec![Some("3".into()), Some("2".into()), None]
+        );
+        assert_eq!(s.delete(&["a", "c", "a"]), vec![true, false, false]);
+        assert_eq!(s.read(&["a"]), vec![None]);
+        assert_eq!(s.len(), 1);
+    }
+
+    #[test]
+    fn snapshot_is_sorted_by_bytes() {
+        let s = Store::with_shards(7);
+        s.write(&[("b", "x"), ("B", "y"), ("a", "z"), ("aa", "w")]);
+        let snap = s.snapshot();
+        let keys: Vec<&str> = snap.pairs().iter().map(|(k, _)| k.as_str()).collect();
+        assert_eq!(keys, vec!["B", "a", "aa", "b"]);
+    }
+
+    #[test]
+    fn hook_sees_changes_in_order_and_only_real_deletes() {
+        let s = Store::new();
+        let seen = Arc::new(Mutex::new(Vec::new()));
+        let sink = seen.clone();
+        let hook: ChangeHook = Box::new(move |changes| {
+            let mut v = sink.lock().unwrap();
+            for c in changes {
+                v.push((c.key.to_owned(), c.value.map(str::to_owned)));
+            }
+        });
+        assert!(s.set_change_hook(hook).is_ok());
+        s.write(&[("k", "1"), ("k", "2")]);
+        s.delete(&["k", "missing"]);
+        let v = seen.lock().unwrap().clone();
+        assert_eq!(
+            v,
+            vec![
+                ("k".into(), Some("1".into())),
+                ("k".into(), Some("2".into())),
+                ("k".into(), None)
+            ]
+        );
+    }
+
+    #[test]
+    fn multi_key_writes_are_never_torn() {
+        // Writers set all keys of a group to the same value; readers must
+        // never see two different values within one read.
+        let s = Arc::new(Store::new());
+        let keys: Vec<String> = (0..32).map(|i| format!("key{i}")).collect();
+        let mut handles = Vec::new();
+        for w in 0..2 {
+            let (s, keys) = (s.clone(), keys.clone());
+            handles.push(std::thread::spawn(move || {
+                for n in 0..2000 {
+                    let v = format!("{w}-{n}");
+                    let pairs: Vec<(&str, &str)> =
+                        keys.iter().map(|k| (k.as_str(), v.as_str())).collect();
+                    s.write(&pairs);
+                }
+            }));
+        }
+        for _ in 0..2 {
+            let (s, keys) = (s.clone(), keys.clone());
+            handles.push(std::thread::spawn(move || {
+                for _ in 0..2000 {
+                    let got = s.read(&keys);
+                    assert!(got.windows(2).all(|w| w[0] == w[1]), "torn read: {got:?}");
+                    let snap = s.snapshot();
+                    let vals: Vec<&String> = snap.pairs().iter().map(|(_, v)| v).collect();
+                    assert!(vals.windows(2).all(|w| w[0] == w[1]), "torn snapshot");
+                }
+            }));
+        }
+        for h in handles {
+            h.join().unwrap();
+        }
+    }
+}

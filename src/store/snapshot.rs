@@ -1,0 +1,57 @@
+//! A consistent, sorted copy of the store and its SHOW / backup text form.
+
+/// The table at one instant, sorted by key (byte order).
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Snapshot {
+    pairs: Vec<(String, String)>,
+}
+
+impl Snapshot {
+    pub(crate) fn from_unsorted(mut pairs: Vec<(String, String)>) -> Self {
+        pairs.sort_unstable_by(|a, b| a.0.as_bytes().cmp(b.0.as_bytes()));
+        Snapshot { pairs }
+    }
+
+    pub fn pairs(&self) -> &[(String, String)] {
+        &self.pairs
+    }
+
+    pub fn len(&self) -> usize {
+        self.pairs.len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.pairs.is_empty()
+    }
+
+    /// Appends SHOW's text, one `(key, value)` line per pair, to `out`.
+    /// Backups use the same bytes, so a `.bck` always equals a SHOW.
+    pub fn render_into(&self, out: &mut Vec<u8>) {
+        out.reserve(self.pairs.iter().map(|(k, v)| k.len() + v.len() + 5).sum());
+        for (k, v) in &self.pairs {
+            out.push(b'(');
+            out.extend_from_slice(k.as_bytes());
+            out.extend_from_slice(b", ");
+            out.extend_from_slice(v.as_bytes());
+            out.extend_from_slice(b")\n");
+        }
+    }
+
+    pub fn render(&self) -> Vec<u8> {
+        let mut out = Vec::new();
+        self.render_into(&mut out);
+        out
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn renders_show_format() {
+        let s = Snapshot::from_unsorted(vec![("b".into(), "2".into()), ("a".into(), "1".into())]);
+        assert_eq!(s.render(), b"(a, 1)\n(b, 2)\n");
+        assert!(Snapshot::default().render().is_empty());
+    }
+}
