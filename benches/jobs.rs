@@ -1,1 +1,82 @@
-fn main() {}
+//! `cargo bench --bench jobs`: commands per second running a generated jobs
+//! folder (16 files x 50,000 commands) with 1 and 2 workers, with and
+//! without BACKUP lines. Each figure is the best of three runs; the
+//! 2-worker figure is also printed as a ratio of the 1-worker one.
+
+use kvs::backup::Backups;
+use kvs::jobs::run_folder;
+use kvs::store::Store;
+use std::fmt::Write as _;
+use std::path::Path;
+use std::sync::Arc;
+use std::time::Instant;
+
+const FILES: usize = 16;
+const COMMANDS: usize = 50_000;
+
+/// A realistic mix: mostly writes and reads of a few keys at a time over a
+/// key space of 1,000 keys per file, some deletes, and (optionally) a
+/// BACKUP every 10,000 commands.
+fn generate(dir: &Path, backups: bool) {
+    for f in 0..FILES {
+        let mut job = String::with_capacity(COMMANDS * 40);
+        let mut x: u64 = 0x9e37_79b9_7f4a_7c15 ^ f as u64;
+        for n in 0..COMMANDS {
+            x ^= x << 13;
+            x ^= x >> 7;
+            x ^= x << 17;
+            let k = x % 1000;
+            if backups && n % 10_000 == 9_999 {
+                job.push_str("BACKUP\n");
+                continue;
+            }
+            match x % 10 {
+                0..=4 => writeln!(job, "WRITE [(f{f}k{k},v{n})(f{f}k{},w{n})]", k + 1),
+                5..=8 => writeln!(job, "READ [f{f}k{k},f{f}k{}]", k + 2),
+                _ => writeln!(job, "DELETE [f{f}k{k}]"),
+            }
+            .unwrap();
+        }
+        std::fs::write(dir.join(format!("gen{f:02}.job")), job).unwrap();
+    }
+}
+
+fn commands_per_sec(dir: &Path, workers: usize) -> f64 {
+    (0..3)
+        .map(|_| {
+            let store = Arc::new(Store::new());
+            let backups = Backups::new(4);
+            let start = Instant::now();
+            let report = run_folder(dir, &store, &backups, workers).expect("run folder");
+            backups.wait_all();
+            let secs = start.elapsed().as_secs_f64();
+            assert_eq!(report.failed_jobs, 0);
+            report.commands as f64 / secs
+        })
+        .fold(0.0, f64::max)
+}
+
+fn main() {
+    // `cargo test --benches` passes --bench-less flags; only run when benched.
+    if !std::env::args().any(|a| a == "--bench") {
+        return;
+    }
+    println!("jobs: {FILES} files x {COMMANDS} commands, best of 3 runs");
+    println!(
+        "{:<12} {:>16} {:>16} {:>7}",
+        "folder", "1 worker cmd/s", "2 workers cmd/s", "ratio"
+    );
+    for backups in [false, true] {
+        let tmp = tempfile::tempdir().expect("tempdir");
+        generate(tmp.path(), backups);
+        let one = commands_per_sec(tmp.path(), 1);
+        let two = commands_per_sec(tmp.path(), 2);
+        println!(
+            "{:<12} {:>16.0} {:>16.0} {:>6.2}x",
+            if backups { "with BACKUP" } else { "no BACKUP" },
+            one,
+            two,
+            two / one
+        );
+    }
+}

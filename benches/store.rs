@@ -1,1 +1,155 @@
-fn main() {}
+//! `cargo bench --bench store`: reads and writes per second of the sharded
+//! store against a single `Mutex<HashMap>`, on 1 and 2 threads, measured in
+//! the same run and printed as a ratio (the machines are shared and noisy,
+//! so only the ratio means much).
+
+use criterion::{BenchmarkId, Criterion, Throughput};
+use kvs::store::Store;
+use std::collections::HashMap;
+use std::hint::black_box;
+use std::sync::{Arc, Barrier, Mutex};
+use std::time::{Duration, Instant};
+
+const KEYS: usize = 100_000;
+
+/// What both tables offer to the benchmark.
+trait Table: Send + Sync + 'static {
+    fn write(&self, k: &str, v: &str);
+    fn read(&self, k: &str) -> Option<String>;
+}
+
+impl Table for Store {
+    fn write(&self, k: &str, v: &str) {
+        Store::write(self, &[(k, v)]);
+    }
+    fn read(&self, k: &str) -> Option<String> {
+        self.get(k)
+    }
+}
+
+/// The baseline: one lock over one map.
+struct MutexMap(Mutex<HashMap<String, String>>);
+
+impl Table for MutexMap {
+    fn write(&self, k: &str, v: &str) {
+        let mut m = self.0.lock().unwrap();
+        match m.get_mut(k) {
+            Some(old) => {
+                old.clear();
+                old.push_str(v);
+            }
+            None => {
+                m.insert(k.to_owned(), v.to_owned());
+            }
+        }
+    }
+    fn read(&self, k: &str) -> Option<String> {
+        self.0.lock().unwrap().get(k).cloned()
+    }
+}
+
+#[derive(Clone, Copy, Debug)]
+enum Op {
+    Read,
+    Write,
+}
+
+fn keys() -> Arc<Vec<String>> {
+    Arc::new((0..KEYS).map(|i| format!("key-{i:08}")).collect())
+}
+
+fn filled<T: Table>(t: T, keys: &[String]) -> Arc<T> {
+    for k in keys {
+        t.write(k, "initial-value-of-some-length");
+    }
+    Arc::new(t)
+}
+
+/// Runs `ops` operations split over `threads` threads; returns the time.
+fn run<T: Table>(
+    t: &Arc<T>,
+    keys: &Arc<Vec<String>>,
+    op: Op,
+    threads: usize,
+    ops: u64,
+) -> Duration {
+    let barrier = Arc::new(Barrier::new(threads + 1));
+    let handles: Vec<_> = (0..threads)
+        .map(|id| {
+            let (t, keys, barrier) = (t.clone(), keys.clone(), barrier.clone());
+            std::thread::spawn(move || {
+                barrier.wait();
+                let mut i = id * 7919;
+                for _ in 0..ops / threads as u64 {
+                    i = (i + 104_729) % KEYS;
+                    match op {
+                        Op::Read => {
+                            black_box(t.read(&keys[i]));
+                        }
+                        Op::Write => t.write(&keys[i], "v-0123456789abcdef0123456789abcdef"),
+                    }
+                }
+            })
+        })
+        .collect();
+    barrier.wait();
+    let start = Instant::now();
+    for h in handles {
+        h.join().unwrap();
+    }
+    start.elapsed()
+}
+
+fn ops_per_sec<T: Table>(t: &Arc<T>, keys: &Arc<Vec<String>>, op: Op, threads: usize) -> f64 {
+    let ops = 2_000_000;
+    // Best of three: the least disturbed run.
+    (0..3)
+        .map(|_| ops as f64 / run(t, keys, op, threads, ops).as_secs_f64())
+        .fold(0.0, f64::max)
+}
+
+fn main() {
+    let keys = keys();
+    let sharded = filled(Store::new(), &keys);
+    let single = filled(MutexMap(Mutex::new(HashMap::new())), &keys);
+
+    let mut c = Criterion::default()
+        .sample_size(20)
+        .warm_up_time(Duration::from_millis(500))
+        .measurement_time(Duration::from_secs(2))
+        .configure_from_args();
+    for op in [Op::Read, Op::Write] {
+        let mut g = c.benchmark_group(format!("store/{op:?}"));
+        g.throughput(Throughput::Elements(1));
+        for threads in [1, 2] {
+            g.bench_with_input(BenchmarkId::new("sharded", threads), &threads, |b, &n| {
+                b.iter_custom(|iters| run(&sharded, &keys, op, n, iters.max(n as u64)))
+            });
+            g.bench_with_input(BenchmarkId::new("mutex", threads), &threads, |b, &n| {
+                b.iter_custom(|iters| run(&single, &keys, op, n, iters.max(n as u64)))
+            });
+        }
+        g.finish();
+    }
+    c.final_summary();
+
+    println!("\nstore summary (ops/s, best of 3 x 2M ops, same run):");
+    println!(
+        "{:<6} {:>7} {:>14} {:>14} {:>7}",
+        "op", "threads", "sharded", "mutex", "ratio"
+    );
+    for op in [Op::Read, Op::Write] {
+        for threads in [1, 2] {
+            let s = ops_per_sec(&sharded, &keys, op, threads);
+            let m = ops_per_sec(&single, &keys, op, threads);
+            println!(
+                "{:<6} {:>7} {:>14.0} {:>14.0} {:>6.2}x",
+                format!("{op:?}"),
+                threads,
+                s,
+                m,
+                s / m
+            );
+        }
+    }
+}

@@ -144,3 +144,28 @@ fn overlong_lines_and_odd_bytes_do_not_stop_a_job() {
         "[(a,1)]\n"
     );
 }
+
+#[test]
+fn a_failed_backup_is_reported_and_the_job_goes_on() {
+    let tmp = tempfile::tempdir().unwrap();
+    fs::write(
+        tmp.path().join("b.job"),
+        "WRITE [(a,1)]\nBACKUP\nBACKUP\nREAD [a]\n",
+    )
+    .unwrap();
+    // The first backup's temporary file cannot be created: a folder is there.
+    fs::create_dir(tmp.path().join("b-1.bck.tmp")).unwrap();
+    let out = run_kvs(&[tmp.path().to_str().unwrap(), "1", "1"]);
+    assert_eq!(out.status.code(), Some(1), "{}", out.stderr);
+    assert!(out.stderr.contains("backup"), "{}", out.stderr);
+    assert!(out.stderr.contains("b-1.bck"), "{}", out.stderr);
+    assert!(!tmp.path().join("b-1.bck").exists());
+    assert_eq!(
+        fs::read_to_string(tmp.path().join("b-2.bck")).unwrap(),
+        "(a, 1)\n"
+    );
+    assert_eq!(
+        fs::read_to_string(tmp.path().join("b.out")).unwrap(),
+        "[(a,1)]\n"
+    );
+}
