@@ -7,5 +7,7 @@
 
 pub mod backup;
 pub mod cli;
+pub mod client;
 pub mod jobs;
+pub mod reactor;
 pub mod store;

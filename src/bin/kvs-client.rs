@@ -1,1 +1,215 @@
-fn main() {}
+//! `kvs-client <client_id> <registration_fifo>`: talks to a kvs server from
+//! a terminal or a shell pipeline. Commands come on stdin; answers and
+//! notifications go to stdout, one line each (SPEC section 4).
+
+use kvs::client::commands::{parse_client_line, ClientCommand};
+use kvs::client::{read_notification, Answer, ClientError, ClientFifos, Connection};
+use kvs::reactor::protocol::Request;
+use signal_hook::consts::{SIGHUP, SIGINT, SIGTERM};
+use signal_hook::iterator::Signals;
+use std::io::{self, BufRead};
+use std::path::PathBuf;
+use std::process::ExitCode;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
+use std::time::Duration;
+
+const USAGE: &str = "\
+usage: kvs-client <client_id> <registration_fifo>
+
+Creates $TMPDIR/req<id>, resp<id> and notif<id> (TMPDIR defaults to /tmp),
+connects to the kvs server listening on <registration_fifo>, then reads
+commands from stdin, one per line:
+  SUBSCRIBE [key,...]      UNSUBSCRIBE [key,...]
+  READ [key,...]           WRITE [(key,value)...]      DELETE [key,...]
+  DELAY <ms>               DISCONNECT (end of input does the same)
+Each notification prints as (key,value) or (key,DELETED).
+Exit status: 0 after DISCONNECT, 1 if the server refused, closed or vanished,
+2 on a bad command line.";
+
+/// Shared by the threads that may end the program, so that the FIFOs are
+/// removed and the reason is printed exactly once.
+struct Exit {
+    fifos: ClientFifos,
+    done: AtomicBool,
+}
+
+impl Exit {
+    /// Removes the FIFOs and exits; a second caller only waits to be ended.
+    fn now(&self, code: i32, message: Option<&str>) -> ! {
+        if !self.done.swap(true, Ordering::SeqCst) {
+            if let Some(m) = message {
+                eprintln!("{m}");
+            }
+            self.fifos.remove();
+            std::process::exit(code);
+        }
+        loop {
+            std::thread::park();
+        }
+    }
+}
+
+fn main() -> ExitCode {
+    let args: Vec<String> = std::env::args().skip(1).collect();
+    if args.iter().any(|a| a == "-h" || a == "--help") {
+        println!("{USAGE}");
+        return ExitCode::SUCCESS;
+    }
+    let [id, registration] = &args[..] else {
+        eprintln!(
+            "kvs-client: expected 2 arguments, got {}\n{USAGE}",
+            args.len()
+        );
+        return ExitCode::from(2);
+    };
+    if id.is_empty() || id.contains('/') || id.contains('\0') {
+        eprintln!("kvs-client: client id '{id}' must be non-empty and hold no '/'\n{USAGE}");
+        return ExitCode::from(2);
+    }
+    let dir = std::env::var_os("TMPDIR")
+        .filter(|d| !d.is_empty())
+        .map(PathBuf::from)
+        .unwrap_or_else(|| PathBuf::from("/tmp"));
+    let fifos = match ClientFifos::create(&dir, id) {
+        Ok(f) => f,
+        Err(e) => {
+            eprintln!("kvs-client: {e}");
+            return ExitCode::from(1);
+        }
+    };
+    let exit = Arc::new(Exit {
+        fifos,
+        done: AtomicBool::new(false),
+    });
+    watch_signals(&exit);
+    run(&exit, PathBuf::from(registration))
+}
+
+/// Removes the FIFOs when the client is interrupted or killed politely.
+fn watch_signals(exit: &Arc<Exit>) {
+    let Ok(mut signals) = Signals::new([SIGINT, SIGTERM, SIGHUP]) else {
+        eprintln!("kvs-client: cannot watch signals; FIFOs may be left behind if interrupted");
+        return;
+    };
+    let exit = exit.clone();
+    std::thread::spawn(move || {
+        if let Some(sig) = signals.forever().next() {
+            exit.now(128 + sig, None);
+        }
+    });
+}
+
+fn run(exit: &Arc<Exit>, registration: PathBuf) -> ExitCode {
+    let mut conn = match Connection::connect(&exit.fifos, &registration) {
+        Ok(c) => c,
+        Err(ClientError::Refused) => {
+            println!("Server returned 1 for operation: connect");
+            exit.now(1, Some("kvs-client: the server refused the connection"));
+        }
+        Err(e) => exit.now(1, Some(&format!("kvs-client: {e}"))),
+    };
+    println!("Server returned 0 for operation: connect");
+
+    let disconnecting = Arc::new(AtomicBool::new(false));
+    if let Some(mut notif) = conn.take_notifications() {
+        let (exit, disconnecting) = (exit.clone(), disconnecting.clone());
+        std::thread::spawn(move || loop {
+            match read_notification(&mut notif) {
+                Ok(Some((key, value))) => println!("({key},{value})"),
+                Ok(None) | Err(_) => {
+                    if disconnecting.load(Ordering::SeqCst) {
+                        return;
+                    }
+                    exit.now(1, Some("Disconnected by server"));
+                }
+            }
+        });
+    }
+
+    let stdin = io::stdin();
+    let mut line = Vec::new();
+    let mut input = stdin.lock();
+    loop {
+        line.clear();
+        match input.read_until(b'\n', &mut line) {
+            Ok(0) => break,
+            Ok(_) => {}
+            Err(e) => {
+                eprintln!("kvs-client: reading stdin failed: {e}");
+                break;
+            }
+        }
+        let cmd = match parse_client_line(line.strip_suffix(b"\n").unwrap_or(&line)) {
+            Ok(Some(cmd)) => cmd,
+            Ok(None) => continue,
+            Err(_) => {
+                eprintln!("Invalid command. See HELP for usage");
+                continue;
+            }
+        };
+        let result = match cmd {
+            ClientCommand::Disconnect => break,
+            ClientCommand::Delay(ms) => {
+                if ms > 0 {
+                    println!("Waiting...");
+                    std::thread::sleep(Duration::from_millis(ms));
+                }
+                Ok(())
+            }
+            ClientCommand::Subscribe(keys) => {
+                each(&mut conn, keys, Request::Subscribe, "subscribe")
+            }
+            ClientCommand::Unsubscribe(keys) => {
+                each(&mut conn, keys, Request::Unsubscribe, "unsubscribe")
+            }
+            ClientCommand::Read(keys) => keys.into_iter().try_for_each(|k| {
+                let a = conn.request(&Request::Read(k.clone()))?;
+                if let Some(v) = &a.value {
+                    println!("({k},{v})");
+                }
+                report(&a, "read");
+                Ok(())
+            }),
+            ClientCommand::Write(pairs) => pairs.into_iter().try_for_each(|(k, v)| {
+                conn.request(&Request::Write(k, v))
+                    .map(|a| report(&a, "write"))
+            }),
+            ClientCommand::Delete(keys) => each(&mut conn, keys, Request::Delete, "delete"),
+        };
+        if let Err(e) = result {
+            fail(exit, e);
+        }
+    }
+
+    disconnecting.store(true, Ordering::SeqCst);
+    match conn.request(&Request::Disconnect) {
+        Ok(a) => report(&a, "disconnect"),
+        Err(e) => fail(exit, e),
+    }
+    exit.now(0, None)
+}
+
+fn each(
+    conn: &mut Connection,
+    keys: Vec<String>,
+    make: fn(String) -> Request,
+    name: &str,
+) -> Result<(), ClientError> {
+    for k in keys {
+        let a = conn.request(&make(k))?;
+        report(&a, name);
+    }
+    Ok(())
+}
+
+fn report(a: &Answer, name: &str) {
+    println!("Server returned {} for operation: {name}", a.code as char);
+}
+
+fn fail(exit: &Exit, e: ClientError) -> ! {
+    match e {
+        ClientError::Disconnected => exit.now(1, Some("Disconnected by server")),
+        e => exit.now(1, Some(&format!("kvs-client: {e}"))),
+    }
+}

@@ -4,6 +4,7 @@
 use kvs::backup::Backups;
 use kvs::cli::{parse_args, Mode, USAGE};
 use kvs::jobs::run_folder;
+use kvs::reactor::{run_server, ServerConfig};
 use kvs::store::Store;
 use std::path::Path;
 use std::process::ExitCode;
@@ -20,9 +21,27 @@ fn main() -> ExitCode {
             max_backups,
             max_threads,
         }) => batch(&jobs_dir, max_backups, max_threads),
-        Ok(Mode::Server { .. }) => {
-            eprintln!("kvs: server mode is not available yet");
-            ExitCode::from(2)
+        Ok(Mode::Server {
+            jobs_dir,
+            max_threads,
+            max_backups,
+            registration_fifo,
+            options,
+        }) => {
+            let cfg = ServerConfig {
+                jobs_dir: &jobs_dir,
+                max_threads,
+                max_backups,
+                registration_fifo: &registration_fifo,
+                options,
+            };
+            match run_server(cfg) {
+                Ok(()) => ExitCode::SUCCESS,
+                Err(e) => {
+                    eprintln!("kvs: {e}");
+                    ExitCode::from(1)
+                }
+            }
         }
         Err(e) => {
             eprintln!("kvs: {e}\n{USAGE}");

@@ -95,6 +95,46 @@ pub fn parse_line(line: &[u8]) -> Result<Option<Command>, ParseError> {
     Ok(Some(cmd))
 }
 
+/// Splits a line into its first word and the rest, for other line-based
+/// languages (the client's stdin) that share the argument syntax.
+pub fn split_word(line: &[u8]) -> (&[u8], &[u8]) {
+    let line = line.strip_suffix(b"\r").unwrap_or(line);
+    let mut c = Cursor { s: line, i: 0 };
+    c.skip_ws();
+    let word = c.word();
+    (word, &line[c.i..])
+}
+
+/// Parses `rest` as a whole argument with `f`: nothing but blanks may follow.
+fn whole<'a, T>(
+    rest: &'a [u8],
+    f: impl FnOnce(&mut Cursor<'a>) -> Result<T, ParseError>,
+) -> Result<T, ParseError> {
+    let mut c = Cursor { s: rest, i: 0 };
+    let v = f(&mut c)?;
+    c.skip_ws();
+    if c.at_end() {
+        Ok(v)
+    } else {
+        Err(ParseError::TrailingInput)
+    }
+}
+
+/// A `[k1,k2,...]` argument.
+pub fn parse_keys(rest: &[u8]) -> Result<Vec<String>, ParseError> {
+    whole(rest, Cursor::list)
+}
+
+/// A `[(k1,v1)(k2,v2)...]` argument.
+pub fn parse_pairs(rest: &[u8]) -> Result<Vec<(String, String)>, ParseError> {
+    whole(rest, Cursor::pairs)
+}
+
+/// A `<delay_ms>` argument.
+pub fn parse_delay(rest: &[u8]) -> Result<u64, ParseError> {
+    whole(rest, Cursor::delay)
+}
+
 /// Whether `b` may appear in a key or value.
 pub fn is_string_byte(b: u8) -> bool {
     !(b.is_ascii_whitespace() || matches!(b, b',' | b'(' | b')' | b'[' | b']' | 0))

@@ -210,6 +210,18 @@ impl Store {
             .cloned()
     }
 
+    /// Runs `f` with whether `key` is present, while its shard is still
+    /// locked: no change to the key can be applied (nor reported to the
+    /// hook) between the check and the end of `f`. The server subscribes
+    /// through this so that a subscription misses no later change.
+    pub fn with_presence<R>(&self, key: &str, f: impl FnOnce(bool) -> R) -> R {
+        let g = self
+            .shard(key)
+            .read()
+            .unwrap_or_else(PoisonError::into_inner);
+        f(g.contains_key(key))
+    }
+
     /// Whether `key` is present right now.
     pub fn contains(&self, key: &str) -> bool {
         self.shard(key)

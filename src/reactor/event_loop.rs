@@ -1,0 +1,577 @@
+//! The reactor: one thread, one `mio::Poll`, owning the registration FIFO,
+//! every session's FIFOs, the signal pipe and the waker. It never blocks:
+//! every descriptor is non-blocking and drained until `WouldBlock`, store
+//! work goes to the [`StorePool`], and a client that does not read is
+//! disconnected once its output buffer is full instead of being waited on.
+//!
+//! Tokens: a session in slab slot `i` uses `3i` (request FIFO), `3i + 1`
+//! (response FIFO) and `3i + 2` (notification FIFO); the fixed sources take
+//! the highest tokens.
+
+use super::fifo::{open_checked, probe, End, FifoError, FifoId, RegistrationFifo};
+use super::mailbox::{Event, Mailbox, OpResult};
+use super::protocol::{self, ConnectRequest, Decoded, Request, FAIL, OK};
+use super::registration::Framer;
+use super::session::{ReadOutcome, Session};
+use super::store_ops::{StoreOp, StorePool};
+use super::subscriptions::{SessionId, Subscriptions};
+use crate::cli::ServerOptions;
+use mio::unix::pipe::{Receiver, Sender};
+use mio::{Events, Interest, Poll, Token};
+use signal_hook::consts::{SIGINT, SIGTERM, SIGUSR1};
+use signal_hook_mio::v1_0::Signals;
+use slab::Slab;
+use std::collections::HashSet;
+use std::io::{self, Read};
+use std::path::PathBuf;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::mpsc::{Receiver as Inbox, TryRecvError};
+use std::sync::Arc;
+use std::time::Instant;
+
+pub const REGISTRATION: Token = Token(usize::MAX - 1);
+pub const SIGNALS: Token = Token(usize::MAX - 2);
+pub const WAKER: Token = Token(usize::MAX - 3);
+
+const REQ: usize = 0;
+const RESP: usize = 1;
+const NOTIF: usize = 2;
+
+fn token(sid: SessionId, kind: usize) -> Token {
+    Token(sid * 3 + kind)
+}
+
+/// Why a session ended, for the server's log.
+enum Close {
+    /// The client asked (DISCONNECT) or went away: nothing to log.
+    Quiet,
+    Log(String),
+}
+
+pub struct Reactor {
+    poll: Poll,
+    registration: Option<(Receiver, RegistrationFifo, PathBuf)>,
+    framer: Framer,
+    signals: Signals,
+    sessions: Slab<Session>,
+    subs: Subscriptions,
+    /// FIFOs held by live sessions: no second session may name them.
+    fifos_in_use: HashSet<FifoId>,
+    inbox: Inbox<Event>,
+    mailbox: Arc<Mailbox>,
+    pool: StorePool,
+    /// Subscriptions live or being taken; the change hook skips all work
+    /// while it is zero.
+    watched: Arc<AtomicUsize>,
+    opts: ServerOptions,
+    next_generation: u64,
+    /// Sessions with bytes queued since the last flush.
+    dirty: Vec<SessionId>,
+    shutting_down: bool,
+    jobs_done: bool,
+}
+
+pub struct ReactorParts {
+    pub poll: Poll,
+    pub registration: RegistrationFifo,
+    pub registration_path: PathBuf,
+    pub inbox: Inbox<Event>,
+    pub mailbox: Arc<Mailbox>,
+    pub pool: StorePool,
+    pub watched: Arc<AtomicUsize>,
+    pub opts: ServerOptions,
+}
+
+impl Reactor {
+    pub fn new(parts: ReactorParts) -> io::Result<Reactor> {
+        let ReactorParts {
+            poll,
+            registration,
+            registration_path,
+            inbox,
+            mailbox,
+            pool,
+            watched,
+            opts,
+        } = parts;
+        let mut reader = Receiver::from(registration.reader.try_clone()?);
+        poll.registry()
+            .register(&mut reader, REGISTRATION, Interest::READABLE)?;
+        let mut signals = Signals::new([SIGUSR1, SIGINT, SIGTERM])?;
+        poll.registry()
+            .register(&mut signals, SIGNALS, Interest::READABLE)?;
+        Ok(Reactor {
+            poll,
+            registration: Some((reader, registration, registration_path)),
+            framer: Framer::default(),
+            signals,
+            sessions: Slab::new(),
+            subs: Subscriptions::default(),
+            fifos_in_use: HashSet::new(),
+            inbox,
+            mailbox,
+            pool,
+            watched,
+            opts,
+            next_generation: 0,
+            dirty: Vec::new(),
+            shutting_down: false,
+            jobs_done: false,
+        })
+    }
+
+    /// Serves until SIGINT or SIGTERM and the served job files are done.
+    pub fn run(&mut self) -> io::Result<()> {
+        let mut events = Events::with_capacity(1024);
+        loop {
+            let timeout = self
+                .framer
+                .deadline()
+                .map(|d| d.saturating_duration_since(Instant::now()));
+            match self.poll.poll(&mut events, timeout) {
+                Ok(()) => {}
+                Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+                Err(e) => return Err(e),
+            }
+            for ev in events.iter() {
+                match ev.token() {
+                    REGISTRATION => self.read_registrations(),
+                    SIGNALS => self.handle_signals(),
+                    WAKER => {}
+                    Token(t) => self.session_ready(t / 3, t % 3),
+                }
+            }
+            if self.framer.expire(Instant::now()) {
+                eprintln!("kvs: dropped an incomplete connect request");
+            }
+            self.drain_inbox();
+            self.flush_dirty();
+            if self.shutting_down && self.jobs_done {
+                break;
+            }
+        }
+        self.close_all();
+        self.pool.join();
+        Ok(())
+    }
+
+    // ----- registration -------------------------------------------------
+
+    fn read_registrations(&mut self) {
+        let mut chunk = [0u8; 4096];
+        loop {
+            let Some((reader, _, _)) = self.registration.as_mut() else {
+                return;
+            };
+            let n = match reader.read(&mut chunk) {
+                Ok(0) => return, // cannot happen while we hold a write end
+                Ok(n) => n,
+                Err(e) if e.kind() == io::ErrorKind::WouldBlock => return,
+                Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
+                Err(e) => {
+                    eprintln!("kvs: reading the registration FIFO failed: {e}");
+                    return;
+                }
+            };
+            for msg in self.framer.push(&chunk[..n], Instant::now()) {
+                match msg {
+                    Ok(c) => self.connect(c),
+                    Err(e) => eprintln!("kvs: dropped a bad connect request: {e}"),
+                }
+            }
+        }
+    }
+
+    /// Serves a connect request: checks and opens the client's FIFOs and
+    /// answers on its response FIFO, or refuses.
+    fn connect(&mut self, c: ConnectRequest) {
+        let show = |p: &[u8]| String::from_utf8_lossy(p).into_owned();
+        let name = show(&c.req);
+        let refuse = |why: String| eprintln!("kvs: refused client {name}: {why}");
+
+        // The response FIFO first: without it there is no one to answer.
+        let resp_id = match probe(&c.resp) {
+            Ok(id) => id,
+            Err(e) => return refuse(format!("response FIFO {}: {e}", show(&c.resp))),
+        };
+        if self.fifos_in_use.contains(&resp_id) || Some(resp_id) == self.registration_id() {
+            // Answering would write into another client's stream.
+            return refuse(format!("response FIFO {} is already in use", show(&c.resp)));
+        }
+        let resp = match open_checked(&c.resp, resp_id, End::Write) {
+            Ok(fd) => Sender::from(fd),
+            Err(e) => return refuse(format!("response FIFO {}: {e}", show(&c.resp))),
+        };
+        let answer_refused = |mut resp: Sender, why: String| {
+            refuse(why);
+            let _ = io::Write::write(&mut resp, &[protocol::OP_CONNECT, FAIL]);
+        };
+        if self.sessions.len() >= self.opts.max_sessions {
+            return answer_refused(
+                resp,
+                format!("session limit ({}) reached", self.opts.max_sessions),
+            );
+        }
+        let opened = self.open_rest(&c, resp_id);
+        let (req, notif, ids) = match opened {
+            Ok(x) => x,
+            Err(why) => return answer_refused(resp, why),
+        };
+
+        let generation = self.next_generation;
+        self.next_generation += 1;
+        let entry = self.sessions.vacant_entry();
+        let sid = entry.key();
+        let mut session = Session::new(generation, name.clone(), req, resp, notif, ids);
+        if let Err(e) =
+            self.poll
+                .registry()
+                .register(&mut session.req, token(sid, REQ), Interest::READABLE)
+        {
+            let resp = session.resp.pipe;
+            return answer_refused(resp, format!("cannot watch its request FIFO: {e}"));
+        }
+        protocol::push_response(session.resp.queue(), protocol::OP_CONNECT, OK);
+        self.fifos_in_use.extend(ids);
+        entry.insert(session);
+        // No read yet: until the client opens its end, the request FIFO
+        // reads as end-of-file. Its first event comes once the client has
+        // opened it (epoll reports no hang-up before a writer appears).
+        self.dirty.push(sid);
+    }
+
+    fn registration_id(&self) -> Option<FifoId> {
+        self.registration.as_ref().map(|(_, r, _)| r.id)
+    }
+
+    /// Opens the request and notification FIFOs of a connect request.
+    fn open_rest(
+        &self,
+        c: &ConnectRequest,
+        resp_id: FifoId,
+    ) -> Result<(Receiver, Sender, [FifoId; 3]), String> {
+        let show = |p: &[u8]| String::from_utf8_lossy(p).into_owned();
+        let check = |path: &[u8], what: &str| -> Result<FifoId, String> {
+            let id =
+                probe(path).map_err(|e: FifoError| format!("{what} FIFO {}: {e}", show(path)))?;
+            if self.fifos_in_use.contains(&id) || Some(id) == self.registration_id() {
+                return Err(format!("{what} FIFO {} is already in use", show(path)));
+            }
+            Ok(id)
+        };
+        let req_id = check(&c.req, "request")?;
+        let notif_id = check(&c.notif, "notification")?;
+        if req_id == resp_id || req_id == notif_id || resp_id == notif_id {
+            return Err("the three FIFOs must be different".into());
+        }
+        let req = open_checked(&c.req, req_id, End::Read)
+            .map_err(|e| format!("request FIFO {}: {e}", show(&c.req)))?;
+        let notif = open_checked(&c.notif, notif_id, End::Write)
+            .map_err(|e| format!("notification FIFO {}: {e}", show(&c.notif)))?;
+        Ok((
+            Receiver::from(req),
+            Sender::from(notif),
+            [req_id, resp_id, notif_id],
+        ))
+    }
+
+    // ----- signals --------------------------------------------------------
+
+    fn handle_signals(&mut self) {
+        let pending: Vec<i32> = self.signals.pending().collect();
+        for sig in pending {
+            match sig {
+                SIGUSR1 => {
+                    let n = self.sessions.len();
+                    self.close_all();
+                    eprintln!("kvs: SIGUSR1: disconnected {n} clients, cleared all subscriptions");
+                }
+                _ => self.begin_shutdown(),
+            }
+        }
+    }
+
+    fn begin_shutdown(&mut self) {
+        if self.shutting_down {
+            return;
+        }
+        self.shutting_down = true;
+        if let Some((mut reader, reg, path)) = self.registration.take() {
+            let _ = self.poll.registry().deregister(&mut reader);
+            if let Err(e) = std::fs::remove_file(&path) {
+                eprintln!("kvs: cannot remove {}: {e}", path.display());
+            }
+            drop(reg);
+        }
+        if !self.jobs_done {
+            eprintln!("kvs: shutting down once the running job files finish");
+        }
+    }
+
+    // ----- sessions -------------------------------------------------------
+
+    fn session_ready(&mut self, sid: SessionId, kind: usize) {
+        if !self.sessions.contains(sid) {
+            return;
+        }
+        match kind {
+            REQ => self.service(sid),
+            _ => self.flush(sid),
+        }
+    }
+
+    /// Reads and answers a session's requests for as long as it can make
+    /// progress without waiting.
+    fn service(&mut self, sid: SessionId) {
+        loop {
+            let Some(s) = self.sessions.get_mut(sid) else {
+                return;
+            };
+            let mut progressed = s.read_requests() == ReadOutcome::Data;
+            loop {
+                let Some(s) = self.sessions.get_mut(sid) else {
+                    return;
+                };
+                if s.busy {
+                    break;
+                }
+                match Request::decode(&s.inbuf) {
+                    Decoded::Incomplete => break,
+                    Decoded::Request(r, len) => {
+                        s.inbuf.drain(..len);
+                        progressed = true;
+                        self.handle(sid, r);
+                    }
+                    Decoded::Invalid { op, len, error } => {
+                        s.inbuf.drain(..len);
+                        protocol::push_response(s.resp.queue(), op, FAIL);
+                        eprintln!("kvs: client {}: {error}", s.name);
+                        self.dirty.push(sid);
+                        progressed = true;
+                    }
+                    Decoded::Unknown(op) => {
+                        protocol::push_response(s.resp.queue(), op, FAIL);
+                        let why = format!("unknown op code {op}; closing the session");
+                        return self.close(sid, Close::Log(why));
+                    }
+                }
+            }
+            if !progressed {
+                break;
+            }
+        }
+        if let Some(s) = self.sessions.get(sid) {
+            if s.peer_closed && !s.busy {
+                self.close(sid, Close::Quiet);
+            }
+        }
+    }
+
+    fn handle(&mut self, sid: SessionId, request: Request) {
+        let Some(s) = self.sessions.get_mut(sid) else {
+            return;
+        };
+        let op = request.op();
+        let store_op = match request {
+            Request::Disconnect => {
+                protocol::push_response(s.resp.queue(), op, OK);
+                return self.close(sid, Close::Quiet);
+            }
+            Request::Unsubscribe(key) => {
+                let was = s.subscriptions.remove(&key);
+                if was {
+                    self.subs.unsubscribe(&key, sid);
+                    self.watched.fetch_sub(1, Ordering::SeqCst);
+                }
+                protocol::push_response(s.resp.queue(), op, if was { OK } else { FAIL });
+                self.dirty.push(sid);
+                return;
+            }
+            Request::Subscribe(key) => {
+                if s.subscriptions.len() >= self.opts.max_subscriptions
+                    && !s.subscriptions.contains(&key)
+                {
+                    eprintln!(
+                        "kvs: client {}: subscription limit ({}) reached, not subscribed to {key}",
+                        s.name, self.opts.max_subscriptions
+                    );
+                    protocol::push_response(s.resp.queue(), op, b'0');
+                    self.dirty.push(sid);
+                    return;
+                }
+                // Counted before the store looks, so that no change made
+                // after the look is skipped by the hook.
+                self.watched.fetch_add(1, Ordering::SeqCst);
+                StoreOp::Subscribe(key)
+            }
+            Request::Read(key) => StoreOp::Read(key),
+            Request::Write(key, value) => StoreOp::Write(key, value),
+            Request::Delete(key) => StoreOp::Delete(key),
+        };
+        s.busy = true;
+        self.pool.submit(sid, s.generation, store_op);
+    }
+
+    fn finish(&mut self, sid: SessionId, generation: u64, result: OpResult) {
+        let live = self
+            .sessions
+            .get(sid)
+            .is_some_and(|s| s.generation == generation);
+        if !live {
+            if matches!(result, OpResult::Subscribe { .. }) {
+                self.watched.fetch_sub(1, Ordering::SeqCst);
+            }
+            return;
+        }
+        let Some(s) = self.sessions.get_mut(sid) else {
+            return;
+        };
+        s.busy = false;
+        let out = s.resp.queue();
+        match result {
+            OpResult::Subscribe { key, exists } => {
+                // SUBSCRIBE answers '1' when subscribed (SPEC section 3).
+                protocol::push_response(
+                    out,
+                    protocol::OP_SUBSCRIBE,
+                    if exists { b'1' } else { b'0' },
+                );
+                if exists && s.subscriptions.insert(key.clone()) {
+                    self.subs.subscribe(&key, sid);
+                } else {
+                    self.watched.fetch_sub(1, Ordering::SeqCst);
+                }
+            }
+            OpResult::Read(Some(value)) => {
+                protocol::push_response(out, protocol::OP_READ, OK);
+                protocol::push_string(out, &value);
+            }
+            OpResult::Read(None) => protocol::push_response(out, protocol::OP_READ, FAIL),
+            OpResult::Write => protocol::push_response(out, protocol::OP_WRITE, OK),
+            OpResult::Delete(existed) => {
+                protocol::push_response(out, protocol::OP_DELETE, if existed { OK } else { FAIL })
+            }
+        }
+        self.dirty.push(sid);
+        self.service(sid);
+    }
+
+    /// Writes what a session has queued; disconnects it if its reader is
+    /// gone or it has fallen further behind than its output buffer allows.
+    fn flush(&mut self, sid: SessionId) {
+        if let Err(why) = self.try_flush(sid) {
+            self.close(sid, Close::Log(why));
+        }
+    }
+
+    fn try_flush(&mut self, sid: SessionId) -> Result<(), String> {
+        let Some(s) = self.sessions.get_mut(sid) else {
+            return Ok(());
+        };
+        let registry = self.poll.registry();
+        for (kind, out) in [(RESP, &mut s.resp), (NOTIF, &mut s.notif)] {
+            out.flush()
+                .map_err(|e| format!("writing to the client failed: {e}"))?;
+            let want = out.pending() > 0;
+            if want != out.registered {
+                if want {
+                    registry.register(&mut out.pipe, token(sid, kind), Interest::WRITABLE)
+                } else {
+                    registry.deregister(&mut out.pipe)
+                }
+                .map_err(|e| format!("cannot watch its FIFO: {e}"))?;
+                out.registered = want;
+            }
+        }
+        if s.pending_output() > self.opts.output_buffer {
+            return Err(format!(
+                "not reading: more than {} bytes of output waiting; disconnected",
+                self.opts.output_buffer
+            ));
+        }
+        Ok(())
+    }
+
+    fn flush_dirty(&mut self) {
+        let mut dirty = std::mem::take(&mut self.dirty);
+        dirty.sort_unstable();
+        dirty.dedup();
+        for &sid in &dirty {
+            self.flush(sid);
+        }
+        dirty.clear();
+        // Keep the allocation for the next round.
+        if self.dirty.is_empty() {
+            self.dirty = dirty;
+        }
+    }
+
+    /// Ends a session: a last try to send what it has queued (such as the
+    /// answer to DISCONNECT), then its FIFOs are closed and its
+    /// subscriptions forgotten.
+    fn close(&mut self, sid: SessionId, why: Close) {
+        if !self.sessions.contains(sid) {
+            return;
+        }
+        let mut s = self.sessions.remove(sid);
+        let _ = s.resp.flush();
+        let _ = s.notif.flush();
+        let registry = self.poll.registry();
+        let _ = registry.deregister(&mut s.req);
+        for out in [&mut s.resp, &mut s.notif] {
+            if out.registered {
+                let _ = registry.deregister(&mut out.pipe);
+            }
+        }
+        for key in &s.subscriptions {
+            self.subs.unsubscribe(key, sid);
+        }
+        self.watched
+            .fetch_sub(s.subscriptions.len(), Ordering::SeqCst);
+        for id in &s.fifos {
+            self.fifos_in_use.remove(id);
+        }
+        if let Close::Log(why) = why {
+            eprintln!("kvs: client {}: {why}", s.name);
+        }
+    }
+
+    /// Closes every session; the caller logs once, not once per client.
+    fn close_all(&mut self) {
+        let sids: Vec<SessionId> = self.sessions.iter().map(|(sid, _)| sid).collect();
+        for sid in sids {
+            self.close(sid, Close::Quiet);
+        }
+        debug_assert!(self.subs.is_empty());
+        self.subs.clear();
+    }
+
+    // ----- events from other threads ---------------------------------------
+
+    fn drain_inbox(&mut self) {
+        self.mailbox.take_wake();
+        loop {
+            match self.inbox.try_recv() {
+                Ok(Event::Changes(changes)) => self.notify(&changes),
+                Ok(Event::Done {
+                    sid,
+                    generation,
+                    result,
+                }) => self.finish(sid, generation, result),
+                Ok(Event::JobsDone) => self.jobs_done = true,
+                Err(TryRecvError::Empty | TryRecvError::Disconnected) => return,
+            }
+        }
+    }
+
+    fn notify(&mut self, changes: &[(String, Option<String>)]) {
+        for (key, value) in changes {
+            for &sid in self.subs.subscribers(key) {
+                if let Some(s) = self.sessions.get_mut(sid) {
+                    protocol::push_notification(s.notif.queue(), key, value.as_deref());
+                    self.dirty.push(sid);
+                }
+            }
+        }
+    }
+}

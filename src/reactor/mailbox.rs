@@ -1,0 +1,72 @@
+//! The way back into the reactor: store threads, the change hook and the job
+//! runner post [`Event`]s on a channel and wake the reactor's `Poll` through
+//! a `mio::Waker`. The waker is rung once per batch, not once per event: a
+//! flag says a wake-up is already on its way.
+
+use super::subscriptions::SessionId;
+use mio::Waker;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::mpsc::{self, Receiver, Sender};
+use std::sync::Arc;
+
+/// The answer of a store operation done for a session.
+#[derive(Debug)]
+pub enum OpResult {
+    /// Whether the key existed (and so the subscription was taken).
+    Subscribe {
+        key: String,
+        exists: bool,
+    },
+    Read(Option<String>),
+    Write,
+    /// Whether the key existed.
+    Delete(bool),
+}
+
+#[derive(Debug)]
+pub enum Event {
+    /// Changes to the store, in the order they were applied.
+    Changes(Vec<(String, Option<String>)>),
+    /// A session's store operation finished.
+    Done {
+        sid: SessionId,
+        generation: u64,
+        result: OpResult,
+    },
+    /// The job files of the served folder have all run.
+    JobsDone,
+}
+
+pub struct Mailbox {
+    tx: Sender<Event>,
+    waker: Waker,
+    wake_pending: AtomicBool,
+}
+
+impl Mailbox {
+    pub fn new(waker: Waker) -> (Arc<Mailbox>, Receiver<Event>) {
+        let (tx, rx) = mpsc::channel();
+        let mailbox = Mailbox {
+            tx,
+            waker,
+            wake_pending: AtomicBool::new(false),
+        };
+        (Arc::new(mailbox), rx)
+    }
+
+    /// Posts `event` and makes sure the reactor will look at its inbox.
+    pub fn post(&self, event: Event) {
+        // Send first, then ring: a reactor that cleared the flag before this
+        // swap will see the event when it drains after that.
+        if self.tx.send(event).is_ok() && !self.wake_pending.swap(true, Ordering::SeqCst) {
+            if let Err(e) = self.waker.wake() {
+                eprintln!("kvs: cannot wake the reactor: {e}");
+            }
+        }
+    }
+
+    /// Called by the reactor just before it drains the inbox.
+    pub fn take_wake(&self) {
+        self.wake_pending.store(false, Ordering::SeqCst);
+    }
+}

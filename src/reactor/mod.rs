@@ -1,0 +1,143 @@
+//! Server mode: the job workers of batch mode plus a long-running server
+//! that clients reach through named pipes (SPEC section 3).
+//!
+//! - [`protocol`]: the wire format, bytes to values and back.
+//! - [`registration`]: framing of the shared registration FIFO.
+//! - [`fifo`]: opening FIFOs named by untrusted peers, safely.
+//! - [`session`]: one client's FIFOs and buffers.
+//! - [`subscriptions`]: key to subscribed sessions.
+//! - [`store_ops`] and [`mailbox`]: store work off the reactor thread, and
+//!   the way its results and change events come back.
+//! - [`event_loop`]: the reactor itself.
+
+pub mod event_loop;
+pub mod fifo;
+pub mod mailbox;
+pub mod protocol;
+pub mod registration;
+pub mod session;
+pub mod store_ops;
+pub mod subscriptions;
+
+use crate::backup::Backups;
+use crate::cli::ServerOptions;
+use crate::jobs::run_folder;
+use crate::store::{ChangeHook, Store};
+use event_loop::{Reactor, ReactorParts, WAKER};
+use mailbox::{Event, Mailbox};
+use std::fmt;
+use std::io;
+use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::Arc;
+use store_ops::StorePool;
+
+/// Why the server could not start or stopped abnormally.
+#[derive(Debug)]
+pub enum ServerError {
+    JobsFolder(PathBuf, io::Error),
+    Registration(PathBuf, fifo::RegistrationError),
+    Io(&'static str, io::Error),
+}
+
+impl fmt::Display for ServerError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            ServerError::JobsFolder(p, e) => {
+                write!(f, "cannot read jobs folder {}: {e}", p.display())
+            }
+            ServerError::Registration(p, e) => write!(f, "registration FIFO {}: {e}", p.display()),
+            ServerError::Io(what, e) => write!(f, "{what}: {e}"),
+        }
+    }
+}
+
+impl std::error::Error for ServerError {}
+
+/// What server mode is asked to do.
+pub struct ServerConfig<'a> {
+    pub jobs_dir: &'a Path,
+    pub max_threads: usize,
+    pub max_backups: usize,
+    pub registration_fifo: &'a Path,
+    pub options: ServerOptions,
+}
+
+/// Runs server mode until SIGINT or SIGTERM; returns once the job files
+/// have finished, every backup child is reaped and every session closed.
+pub fn run_server(cfg: ServerConfig<'_>) -> Result<(), ServerError> {
+    // Fail at once, not from a worker thread later.
+    std::fs::read_dir(cfg.jobs_dir)
+        .map_err(|e| ServerError::JobsFolder(cfg.jobs_dir.to_path_buf(), e))?;
+
+    let poll = mio::Poll::new().map_err(|e| ServerError::Io("cannot create the poller", e))?;
+    let waker = mio::Waker::new(poll.registry(), WAKER)
+        .map_err(|e| ServerError::Io("cannot create the waker", e))?;
+    let (mailbox, inbox) = Mailbox::new(waker);
+
+    let store = Arc::new(Store::new());
+    let watched = Arc::new(AtomicUsize::new(0));
+    let hook: ChangeHook = {
+        let (mailbox, watched) = (mailbox.clone(), watched.clone());
+        Box::new(move |changes| {
+            if watched.load(Ordering::SeqCst) == 0 {
+                return;
+            }
+            let owned = changes
+                .iter()
+                .map(|c| (c.key.to_owned(), c.value.map(str::to_owned)))
+                .collect();
+            mailbox.post(Event::Changes(owned));
+        })
+    };
+    // A fresh store has no hook yet.
+    let _ = store.set_change_hook(hook);
+
+    let registration = fifo::create_registration(cfg.registration_fifo, cfg.options.fifo_mode)
+        .map_err(|e| ServerError::Registration(cfg.registration_fifo.to_path_buf(), e))?;
+
+    let pool = StorePool::new(cfg.options.store_threads, store.clone(), mailbox.clone());
+    let reactor = Reactor::new(ReactorParts {
+        poll,
+        registration,
+        registration_path: cfg.registration_fifo.to_path_buf(),
+        inbox,
+        mailbox: mailbox.clone(),
+        pool,
+        watched,
+        opts: cfg.options.clone(),
+    });
+    let mut reactor = match reactor {
+        Ok(r) => r,
+        Err(e) => {
+            let _ = std::fs::remove_file(cfg.registration_fifo);
+            return Err(ServerError::Io("cannot start the reactor", e));
+        }
+    };
+
+    let backups = Backups::new(cfg.max_backups);
+    let jobs = {
+        let (dir, store, backups, mailbox) = (
+            cfg.jobs_dir.to_path_buf(),
+            store.clone(),
+            backups.clone(),
+            mailbox.clone(),
+        );
+        let workers = cfg.max_threads;
+        std::thread::Builder::new()
+            .name("kvs-jobs".into())
+            .spawn(move || {
+                if let Err(e) = run_folder(&dir, &store, &backups, workers) {
+                    eprintln!("kvs: cannot read jobs folder {}: {e}", dir.display());
+                }
+                mailbox.post(Event::JobsDone);
+            })
+            .map_err(|e| ServerError::Io("cannot start the job workers", e))?
+    };
+
+    let result = reactor.run();
+    drop(reactor);
+    let _ = jobs.join();
+    backups.wait_all();
+    result.map_err(|e| ServerError::Io("reactor failed", e))
+}

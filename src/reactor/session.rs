@@ -1,0 +1,139 @@
+//! One connected client: its three FIFOs, the bytes waiting to be parsed
+//! and to be written, and its subscriptions.
+
+use super::fifo::FifoId;
+use mio::unix::pipe::{Receiver, Sender};
+use std::collections::HashSet;
+use std::io::{self, Read, Write};
+
+/// Most unparsed request bytes kept per session; reading pauses above it.
+pub const MAX_INBUF: usize = 64 * 1024;
+
+/// Bytes waiting to go out on one FIFO. Everything queued between two
+/// flushes leaves in one `write` call.
+pub struct Outbox {
+    pub pipe: Sender,
+    buf: Vec<u8>,
+    sent: usize,
+    /// Whether the pipe is registered for WRITABLE events (only while bytes wait).
+    pub registered: bool,
+}
+
+impl Outbox {
+    pub fn new(pipe: Sender) -> Self {
+        Outbox {
+            pipe,
+            buf: Vec::new(),
+            sent: 0,
+            registered: false,
+        }
+    }
+
+    pub fn pending(&self) -> usize {
+        self.buf.len() - self.sent
+    }
+
+    /// Where to append bytes to send.
+    pub fn queue(&mut self) -> &mut Vec<u8> {
+        &mut self.buf
+    }
+
+    /// Writes until everything is out or the pipe is full. `Err` means the
+    /// reader is gone (EPIPE) or the pipe failed.
+    pub fn flush(&mut self) -> io::Result<()> {
+        while self.sent < self.buf.len() {
+            match self.pipe.write(&self.buf[self.sent..]) {
+                Ok(0) => return Err(io::ErrorKind::WriteZero.into()),
+                Ok(n) => self.sent += n,
+                Err(e) if e.kind() == io::ErrorKind::WouldBlock => break,
+                Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
+                Err(e) => return Err(e),
+            }
+        }
+        if self.sent == self.buf.len() {
+            self.buf.clear();
+            self.sent = 0;
+        } else if self.sent > self.buf.len() / 2 {
+            self.buf.drain(..self.sent);
+            self.sent = 0;
+        }
+        Ok(())
+    }
+}
+
+pub struct Session {
+    /// Distinguishes this session from an earlier one in the same slab slot,
+    /// so a late store result is never delivered to the wrong client.
+    pub generation: u64,
+    /// For messages: the request FIFO's path.
+    pub name: String,
+    pub req: Receiver,
+    pub resp: Outbox,
+    pub notif: Outbox,
+    pub fifos: [FifoId; 3],
+    pub inbuf: Vec<u8>,
+    pub subscriptions: HashSet<String>,
+    /// A request is at the store pool; the next waits for its answer, so
+    /// answers leave in request order.
+    pub busy: bool,
+    /// The client closed its request FIFO (end-of-file).
+    pub peer_closed: bool,
+}
+
+/// What one call to [`Session::read_requests`] saw.
+#[derive(Debug, PartialEq, Eq)]
+pub enum ReadOutcome {
+    /// Some bytes arrived.
+    Data,
+    /// Nothing new (the pipe is empty or the buffer full).
+    Nothing,
+}
+
+impl Session {
+    pub fn new(
+        generation: u64,
+        name: String,
+        req: Receiver,
+        resp: Sender,
+        notif: Sender,
+        fifos: [FifoId; 3],
+    ) -> Self {
+        Session {
+            generation,
+            name,
+            req,
+            resp: Outbox::new(resp),
+            notif: Outbox::new(notif),
+            fifos,
+            inbuf: Vec::new(),
+            subscriptions: HashSet::new(),
+            busy: false,
+            peer_closed: false,
+        }
+    }
+
+    /// Reads the request FIFO until it is empty, at end-of-file, or
+    /// [`MAX_INBUF`] bytes wait to be parsed.
+    pub fn read_requests(&mut self) -> ReadOutcome {
+        let mut got = ReadOutcome::Nothing;
+        let mut chunk = [0u8; 4096];
+        while !self.peer_closed && self.inbuf.len() < MAX_INBUF {
+            match self.req.read(&mut chunk) {
+                Ok(0) => self.peer_closed = true,
+                Ok(n) => {
+                    self.inbuf.extend_from_slice(&chunk[..n]);
+                    got = ReadOutcome::Data;
+                }
+                Err(e) if e.kind() == io::ErrorKind::WouldBlock => break,
+                Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
+                Err(_) => self.peer_closed = true,
+            }
+        }
+        got
+    }
+
+    /// Bytes queued for this client on both FIFOs.
+    pub fn pending_output(&self) -> usize {
+        self.resp.pending() + self.notif.pending()
+    }
+}
