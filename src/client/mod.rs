@@ -158,15 +158,15 @@ fn set_blocking(fd: &OwnedFd) -> Result<(), ClientError> {
     Ok(())
 }
 
-/// Reads exactly `buf.len()` bytes from a non-blocking FIFO, waiting at
-/// most [`ANSWER_TIMEOUT`] in all.
+/// Reads exactly `buf.len()` bytes from a FIFO, waiting at most `timeout`
+/// in all.
 ///
 /// It polls before every read: a FIFO whose writer has not opened it yet
 /// reads as end-of-file, but polls as not ready (Linux reports a hang-up
 /// only once a writer has come and gone), so only a read after a ready
 /// poll can tell a closed session from a server that has not answered yet.
-fn read_answer(file: &mut File, buf: &mut [u8]) -> Result<(), ClientError> {
-    let deadline = Instant::now() + ANSWER_TIMEOUT;
+fn read_within(file: &mut File, buf: &mut [u8], timeout: Duration) -> Result<(), ClientError> {
+    let deadline = Instant::now() + timeout;
     let mut got = 0;
     while got < buf.len() {
         let left = deadline.saturating_duration_since(Instant::now());
@@ -242,7 +242,7 @@ impl Connection {
         drop(reg);
 
         let mut answer = [0u8; 2];
-        read_answer(&mut resp, &mut answer)?;
+        read_within(&mut resp, &mut answer, ANSWER_TIMEOUT)?;
         if answer != [protocol::OP_CONNECT, protocol::OK] {
             return Err(ClientError::Refused);
         }
@@ -276,11 +276,11 @@ impl Connection {
             Err(e) => return Err(e.into()),
         }
         let mut head = [0u8; 2];
-        read_answer(&mut self.resp, &mut head)?;
+        read_within(&mut self.resp, &mut head, ANSWER_TIMEOUT)?;
         let mut value = None;
         if head == [protocol::OP_READ, protocol::OK] {
             let mut field = [0u8; STRING_FIELD];
-            read_answer(&mut self.resp, &mut field)?;
+            read_within(&mut self.resp, &mut field, ANSWER_TIMEOUT)?;
             value = Some(protocol::field_str(&field));
         }
         Ok(Answer {
@@ -302,4 +302,18 @@ pub fn read_notification(notif: &mut File) -> io::Result<Option<(String, String)
         Err(e) if e.kind() == io::ErrorKind::UnexpectedEof => Ok(None),
         Err(e) => Err(e),
     }
+}
+
+/// Reads one notification, waiting at most `timeout`. A session closed by
+/// the server is [`ClientError::Disconnected`].
+pub fn read_notification_within(
+    notif: &mut File,
+    timeout: Duration,
+) -> Result<(String, String), ClientError> {
+    let mut frame = [0u8; NOTIFICATION_LEN];
+    read_within(notif, &mut frame, timeout)?;
+    Ok((
+        protocol::field_str(&frame[..STRING_FIELD]),
+        protocol::field_str(&frame[STRING_FIELD..]),
+    ))
 }

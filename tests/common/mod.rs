@@ -111,3 +111,201 @@ pub fn files_ending(dir: &Path, suffix: &str) -> Vec<String> {
     v.sort();
     v
 }
+
+/// A `kvs` server in its own temporary folder, killed on drop if the test
+/// has not stopped it.
+pub struct Server {
+    pub child: Child,
+    pub dir: tempfile::TempDir,
+    pub jobs: std::path::PathBuf,
+    pub fifo: std::path::PathBuf,
+    pub log: std::path::PathBuf,
+}
+
+impl Server {
+    /// Starts `kvs <jobs> 2 2 <fifo> <extra...>` with the given job files and
+    /// waits (bounded) until the registration FIFO exists.
+    pub fn start(jobs: &[(&str, &str)], extra: &[&str]) -> Server {
+        let dir = tempfile::Builder::new()
+            .prefix("kvs-srv")
+            .tempdir_in("/tmp")
+            .expect("tempdir");
+        let jobs_dir = dir.path().join("jobs");
+        std::fs::create_dir(&jobs_dir).unwrap();
+        for (name, text) in jobs {
+            std::fs::write(jobs_dir.join(name), text).unwrap();
+        }
+        let fifo = dir.path().join("register");
+        let log = dir.path().join("server.log");
+        let child = Command::new(KVS)
+            .arg(&jobs_dir)
+            .args(["2", "2"])
+            .arg(&fifo)
+            .args(extra)
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(std::fs::File::create(&log).unwrap())
+            .spawn()
+            .expect("start kvs server");
+        let server = Server {
+            child,
+            dir,
+            jobs: jobs_dir,
+            fifo,
+            log,
+        };
+        let start = Instant::now();
+        while !server.fifo.exists() {
+            assert!(
+                start.elapsed() < Duration::from_secs(10),
+                "server did not start"
+            );
+            std::thread::sleep(Duration::from_millis(5));
+        }
+        server
+    }
+
+    pub fn pid(&self) -> i32 {
+        self.child.id() as i32
+    }
+
+    pub fn signal(&self, sig: nix::sys::signal::Signal) {
+        nix::sys::signal::kill(nix::unistd::Pid::from_raw(self.pid()), sig).expect("signal server");
+    }
+
+    /// What the server has written to stderr so far.
+    pub fn log(&self) -> String {
+        std::fs::read_to_string(&self.log).unwrap_or_default()
+    }
+
+    /// Waits until the server's log contains `needle` (bounded).
+    pub fn wait_log(&self, needle: &str) {
+        let start = Instant::now();
+        while !self.log().contains(needle) {
+            assert!(
+                start.elapsed() < Duration::from_secs(10),
+                "server log never said {needle:?}; log:\n{}",
+                self.log()
+            );
+            std::thread::sleep(Duration::from_millis(10));
+        }
+    }
+
+    /// SIGTERM, then a bounded wait for the exit status.
+    pub fn stop(&mut self) -> ExitStatus {
+        self.signal(nix::sys::signal::Signal::SIGTERM);
+        wait_bounded(&mut self.child, Duration::from_secs(30))
+    }
+
+    pub fn running(&mut self) -> bool {
+        self.child.try_wait().expect("try_wait").is_none()
+    }
+}
+
+impl Drop for Server {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// A short private folder for client FIFOs: their paths must fit 40 bytes.
+pub fn client_dir() -> tempfile::TempDir {
+    tempfile::Builder::new()
+        .prefix("kc")
+        .tempdir_in("/tmp")
+        .expect("client tempdir")
+}
+
+/// A `kvs-client` process with its stdin and stdout in the test's hands.
+pub struct ClientProc {
+    pub child: Child,
+    stdin: Option<std::process::ChildStdin>,
+    lines: std::sync::mpsc::Receiver<String>,
+    pub seen: Vec<String>,
+    _dir: tempfile::TempDir,
+}
+
+impl ClientProc {
+    pub fn start(id: &str, fifo: &Path) -> ClientProc {
+        let dir = client_dir();
+        let mut child = Command::new(CLIENT)
+            .arg(id)
+            .arg(fifo)
+            .env("TMPDIR", dir.path())
+            .stdin(Stdio::piped())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .expect("start kvs-client");
+        let (tx, rx) = std::sync::mpsc::channel();
+        let stdout = child.stdout.take().expect("stdout");
+        let stderr = child.stderr.take().expect("stderr");
+        for (pipe, prefix) in [
+            (Box::new(stdout) as Box<dyn Read + Send>, ""),
+            (Box::new(stderr) as Box<dyn Read + Send>, "stderr: "),
+        ] {
+            let tx = tx.clone();
+            std::thread::spawn(move || {
+                use std::io::BufRead;
+                for line in std::io::BufReader::new(pipe).lines().map_while(Result::ok) {
+                    if tx.send(format!("{prefix}{line}")).is_err() {
+                        return;
+                    }
+                }
+            });
+        }
+        let stdin = child.stdin.take();
+        ClientProc {
+            child,
+            stdin,
+            lines: rx,
+            seen: Vec::new(),
+            _dir: dir,
+        }
+    }
+
+    pub fn send(&mut self, line: &str) {
+        use std::io::Write;
+        let stdin = self.stdin.as_mut().expect("stdin open");
+        writeln!(stdin, "{line}").expect("write to client");
+        stdin.flush().expect("flush client stdin");
+    }
+
+    pub fn close_stdin(&mut self) {
+        self.stdin = None;
+    }
+
+    /// The next output line (stdout, or stderr prefixed `stderr: `), waiting
+    /// at most 10 s.
+    pub fn next_line(&mut self) -> String {
+        let line = self
+            .lines
+            .recv_timeout(Duration::from_secs(10))
+            .unwrap_or_else(|_| panic!("no output from client; so far: {:?}", self.seen));
+        self.seen.push(line.clone());
+        line
+    }
+
+    /// Waits until a line equal to `want` arrives; lines before it are kept
+    /// in `seen`.
+    pub fn expect(&mut self, want: &str) {
+        loop {
+            if self.next_line() == want {
+                return;
+            }
+        }
+    }
+
+    pub fn wait(&mut self) -> ExitStatus {
+        self.stdin = None;
+        wait_bounded(&mut self.child, Duration::from_secs(20))
+    }
+}
+
+impl Drop for ClientProc {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}

@@ -1,0 +1,415 @@
+//! End-to-end tests of server mode: the real `kvs` server, reached by the
+//! real `kvs-client` and by in-process sessions speaking the wire protocol.
+
+mod common;
+
+use common::*;
+use kvs::client::{read_notification_within, ClientError, ClientFifos, Connection};
+use kvs::reactor::protocol::{self, ConnectRequest, Request};
+use nix::sys::signal::Signal;
+use nix::sys::stat::Mode;
+use std::fs::File;
+use std::io::{Read, Write};
+use std::os::unix::ffi::OsStrExt;
+use std::path::Path;
+use std::time::{Duration, Instant};
+
+const WAIT: Duration = Duration::from_secs(10);
+
+/// An in-process session: its FIFOs (removed on drop), the connection and
+/// the notification FIFO.
+struct Session {
+    conn: Connection,
+    notif: File,
+    _fifos: ClientFifos,
+    _dir: tempfile::TempDir,
+}
+
+fn session(id: &str, fifo: &Path) -> Session {
+    let dir = client_dir();
+    let fifos = ClientFifos::create(dir.path(), id).expect("client FIFOs");
+    let mut conn = Connection::connect(&fifos, fifo).expect("connect");
+    let notif = conn.take_notifications().expect("notification FIFO");
+    Session {
+        conn,
+        notif,
+        _fifos: fifos,
+        _dir: dir,
+    }
+}
+
+impl Session {
+    fn ask(&mut self, r: Request) -> u8 {
+        self.conn.request(&r).expect("request").code
+    }
+    fn note(&mut self) -> (String, String) {
+        read_notification_within(&mut self.notif, WAIT).expect("notification")
+    }
+}
+
+fn write(k: &str, v: &str) -> Request {
+    Request::Write(k.into(), v.into())
+}
+
+#[test]
+fn job_changes_reach_a_subscribed_client_in_order() {
+    let server = Server::start(
+        &[(
+            "live.job",
+            "WRITE [(temp,20)]\nWAIT 2000\nWRITE [(temp,21)]\nDELETE [temp]\n",
+        )],
+        &[],
+    );
+    let mut c = ClientProc::start("live", &server.fifo);
+    c.expect("Server returned 0 for operation: connect");
+    // The job's first write may not have run yet: subscribe until it has.
+    let start = Instant::now();
+    loop {
+        c.send("SUBSCRIBE [temp]");
+        let line = c.next_line();
+        if line == "Server returned 1 for operation: subscribe" {
+            break;
+        }
+        assert_eq!(line, "Server returned 0 for operation: subscribe");
+        assert!(start.elapsed() < WAIT, "key never appeared");
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    assert_eq!(c.next_line(), "(temp,21)");
+    assert_eq!(c.next_line(), "(temp,DELETED)");
+    c.send("DISCONNECT");
+    c.expect("Server returned 0 for operation: disconnect");
+    assert_eq!(c.wait().code(), Some(0));
+}
+
+#[test]
+fn client_commands_and_answers() {
+    let server = Server::start(&[], &[]);
+    let mut c = ClientProc::start("cmds", &server.fifo);
+    c.expect("Server returned 0 for operation: connect");
+    for (line, want) in [
+        (
+            "SUBSCRIBE [k]",
+            "Server returned 0 for operation: subscribe",
+        ),
+        ("WRITE [(k,v1)]", "Server returned 0 for operation: write"),
+        (
+            "SUBSCRIBE [k]",
+            "Server returned 1 for operation: subscribe",
+        ),
+        ("READ [k]", "(k,v1)"),
+        ("READ [nope]", "Server returned 1 for operation: read"),
+        (
+            "UNSUBSCRIBE [nope]",
+            "Server returned 1 for operation: unsubscribe",
+        ),
+        (
+            "UNSUBSCRIBE [k]",
+            "Server returned 0 for operation: unsubscribe",
+        ),
+        ("DELETE [nope]", "Server returned 1 for operation: delete"),
+        ("BOGUS", "stderr: Invalid command. See HELP for usage"),
+        ("DELAY 10", "Waiting..."),
+    ] {
+        c.send(line);
+        c.expect(want);
+    }
+    c.close_stdin();
+    c.expect("Server returned 0 for operation: disconnect");
+    assert_eq!(c.wait().code(), Some(0));
+    // Its FIFOs are gone.
+    assert!(!c.seen.is_empty());
+}
+
+#[test]
+fn many_subscribers_get_every_change_in_order() {
+    let server = Server::start(&[], &[]);
+    let keys: Vec<String> = (0..20).map(|i| format!("key{i}")).collect();
+    let mut writer = session("w", &server.fifo);
+    for k in &keys {
+        assert_eq!(writer.ask(write(k, "0")), b'0');
+    }
+    const CLIENTS: usize = 200;
+    const ROUNDS: usize = 20;
+    let mut subs: Vec<(Session, Vec<String>)> = (0..CLIENTS)
+        .map(|i| {
+            let mut s = session(&format!("s{i}"), &server.fifo);
+            let mine: Vec<String> = (0..5)
+                .map(|j| keys[(i + j * 3) % keys.len()].clone())
+                .collect();
+            for k in &mine {
+                assert_eq!(s.ask(Request::Subscribe(k.clone())), b'1');
+            }
+            (s, mine)
+        })
+        .collect();
+    for n in 1..=ROUNDS {
+        for k in &keys {
+            assert_eq!(writer.ask(write(k, &n.to_string())), b'0');
+        }
+    }
+    for (s, mine) in &mut subs {
+        let mut last: std::collections::HashMap<String, usize> =
+            mine.iter().map(|k| (k.clone(), 0)).collect();
+        for _ in 0..mine.len() * ROUNDS {
+            let (k, v) = s.note();
+            let v: usize = v.parse().expect("numeric value");
+            let prev = last
+                .get_mut(&k)
+                .unwrap_or_else(|| panic!("unsubscribed key {k}"));
+            assert_eq!(v, *prev + 1, "key {k} out of order");
+            *prev = v;
+        }
+        assert!(last.values().all(|&v| v == ROUNDS));
+    }
+}
+
+#[test]
+fn sigusr1_disconnects_everyone_and_keeps_the_data() {
+    let server = Server::start(&[], &[]);
+    let mut clients: Vec<ClientProc> = (0..3)
+        .map(|i| {
+            let mut c = ClientProc::start(&format!("u{i}"), &server.fifo);
+            c.expect("Server returned 0 for operation: connect");
+            c.send(&format!("WRITE [(u{i},kept)]"));
+            c.expect("Server returned 0 for operation: write");
+            c.send(&format!("SUBSCRIBE [u{i}]"));
+            c.expect("Server returned 1 for operation: subscribe");
+            c
+        })
+        .collect();
+    server.signal(Signal::SIGUSR1);
+    for c in &mut clients {
+        c.expect("stderr: Disconnected by server");
+        assert_eq!(c.wait().code(), Some(1));
+    }
+    let mut fresh = session("fresh", &server.fifo);
+    for i in 0..3 {
+        let a = fresh.conn.request(&Request::Read(format!("u{i}"))).unwrap();
+        assert_eq!(a.value.as_deref(), Some("kept"));
+    }
+    // Subscriptions were forgotten: a change reaches only the new subscriber.
+    assert_eq!(fresh.ask(Request::Subscribe("u0".into())), b'1');
+    assert_eq!(fresh.ask(write("u0", "new")), b'0');
+    assert_eq!(fresh.note(), ("u0".into(), "new".into()));
+}
+
+#[test]
+fn a_killed_client_does_not_hurt_the_server() {
+    let server = Server::start(&[], &[]);
+    let mut victim = ClientProc::start("victim", &server.fifo);
+    victim.expect("Server returned 0 for operation: connect");
+    victim.send("WRITE [(x,1)]");
+    victim.expect("Server returned 0 for operation: write");
+    victim.send("SUBSCRIBE [x]");
+    victim.expect("Server returned 1 for operation: subscribe");
+    victim.child.kill().unwrap();
+    victim.child.wait().unwrap();
+    let mut other = session("other", &server.fifo);
+    assert_eq!(other.ask(Request::Subscribe("x".into())), b'1');
+    for n in 0..100 {
+        assert_eq!(other.ask(write("x", &n.to_string())), b'0');
+    }
+    for n in 0..100 {
+        assert_eq!(other.note().1, n.to_string());
+    }
+}
+
+#[test]
+fn a_client_that_never_reads_is_cut_off_and_others_go_on() {
+    let server = Server::start(&[], &["--output-buffer", "4096"]);
+    let mut writer = session("w", &server.fifo);
+    assert_eq!(writer.ask(write("hot", "0")), b'0');
+    let mut sleeper = session("sleeper", &server.fifo);
+    assert_eq!(sleeper.ask(Request::Subscribe("hot".into())), b'1');
+    let mut reader = session("reader", &server.fifo);
+    assert_eq!(reader.ask(Request::Subscribe("hot".into())), b'1');
+    // 2,000 notifications of 82 bytes: far more than a pipe (64 KiB) and
+    // the 4 KiB buffer hold. The reader keeps up as they come.
+    for n in 1..=2000 {
+        assert_eq!(writer.ask(write("hot", &n.to_string())), b'0');
+        assert_eq!(reader.note(), ("hot".into(), n.to_string()));
+    }
+    server.wait_log("client");
+    assert!(server.log().contains("not reading"), "{}", server.log());
+    // The sleeper finds its session closed once it drains its pipe.
+    let mut closed = false;
+    for _ in 0..2000 {
+        match read_notification_within(&mut sleeper.notif, WAIT) {
+            Ok(_) => continue,
+            Err(ClientError::Disconnected) => {
+                closed = true;
+                break;
+            }
+            Err(e) => panic!("{e}"),
+        }
+    }
+    assert!(closed, "slow client was never disconnected");
+}
+
+/// Writes a raw 121-byte connect request naming these three paths.
+fn raw_connect(fifo: &Path, req: &Path, resp: &Path, notif: &Path) {
+    let msg = ConnectRequest {
+        req: req.as_os_str().as_bytes().to_vec(),
+        resp: resp.as_os_str().as_bytes().to_vec(),
+        notif: notif.as_os_str().as_bytes().to_vec(),
+    }
+    .encode()
+    .expect("paths fit");
+    let mut reg = std::fs::OpenOptions::new().write(true).open(fifo).unwrap();
+    reg.write_all(&msg).unwrap();
+}
+
+fn mkfifo(p: &Path) {
+    nix::unistd::mkfifo(p, Mode::from_bits_truncate(0o600)).unwrap();
+}
+
+#[test]
+fn fifos_that_are_files_or_links_are_refused() {
+    let server = Server::start(&[], &[]);
+    let d = client_dir();
+    let (req, resp, notif) = (
+        d.path().join("rq"),
+        d.path().join("rs"),
+        d.path().join("nt"),
+    );
+    mkfifo(&req);
+    mkfifo(&resp);
+    // A regular file as the notification FIFO: refused with '1'.
+    std::fs::write(&notif, b"precious").unwrap();
+    let mut answer = File::from(
+        nix::fcntl::open(
+            &resp,
+            nix::fcntl::OFlag::O_RDONLY | nix::fcntl::OFlag::O_NONBLOCK,
+            Mode::empty(),
+        )
+        .unwrap(),
+    );
+    raw_connect(&server.fifo, &req, &resp, &notif);
+    server.wait_log("notification FIFO");
+    let mut buf = [0u8; 2];
+    answer.read_exact(&mut buf).unwrap();
+    assert_eq!(buf, [protocol::OP_CONNECT, protocol::FAIL]);
+    assert_eq!(std::fs::read(&notif).unwrap(), b"precious");
+
+    // A symlink to a FIFO, and a regular file as the response FIFO: refused,
+    // nothing is written anywhere.
+    let link = d.path().join("ln");
+    std::os::unix::fs::symlink(&req, &link).unwrap();
+    let file = d.path().join("file");
+    std::fs::write(&file, b"x").unwrap();
+    raw_connect(&server.fifo, &req, &link, &resp);
+    server.wait_log("symbolic link");
+    raw_connect(&server.fifo, &req, &file, &resp);
+    server.wait_log("is not a FIFO");
+    raw_connect(&server.fifo, &req, Path::new("/dev/null"), &resp);
+    assert_eq!(std::fs::read(&file).unwrap(), b"x");
+
+    // Another client's FIFOs cannot be borrowed.
+    let _owner = session("own", &server.fifo);
+    let cd = _owner._dir.path().to_path_buf();
+    raw_connect(&server.fifo, &req, &cd.join("respown"), &notif);
+    server.wait_log("already in use");
+
+    // The server still serves.
+    let mut ok = session("ok", &server.fifo);
+    assert_eq!(ok.ask(write("a", "b")), b'0');
+}
+
+#[test]
+fn malformed_messages_get_errors_and_the_server_goes_on() {
+    let server = Server::start(&[], &[]);
+    {
+        // Garbage, a bad op, a short fragment on the registration FIFO.
+        let mut reg = std::fs::OpenOptions::new()
+            .write(true)
+            .open(&server.fifo)
+            .unwrap();
+        reg.write_all(&[9u8; 121]).unwrap();
+        reg.write_all(b"short").unwrap();
+    }
+    server.wait_log("bad connect request");
+    std::thread::sleep(Duration::from_millis(150));
+    let mut s = session("m", &server.fifo);
+    assert_eq!(s.ask(write("k", "v")), b'0');
+
+    // A key field with no NUL in its 41 bytes: op, '1', session goes on.
+    let d = client_dir();
+    let fifos = ClientFifos::create(d.path(), "raw").unwrap();
+    let mut conn = Connection::connect(&fifos, &server.fifo).unwrap();
+    drop(conn.take_notifications());
+    let mut req = std::fs::OpenOptions::new()
+        .write(true)
+        .open(&fifos.req)
+        .unwrap();
+    let mut resp = File::open(&fifos.resp).unwrap();
+    let mut bad = vec![protocol::OP_READ];
+    bad.extend_from_slice(&[b'a'; 41]);
+    req.write_all(&bad).unwrap();
+    let mut buf = [0u8; 2];
+    resp.read_exact(&mut buf).unwrap();
+    assert_eq!(buf, [protocol::OP_READ, protocol::FAIL]);
+    assert_eq!(
+        conn.request(&Request::Read("k".into()))
+            .unwrap()
+            .value
+            .as_deref(),
+        Some("v")
+    );
+    // An unknown op: answered with '1', then the session is closed.
+    req.write_all(&[42]).unwrap();
+    resp.read_exact(&mut buf).unwrap();
+    assert_eq!(buf, [42, protocol::FAIL]);
+    let mut rest = Vec::new();
+    // End of file: the server closed its end.
+    resp.read_to_end(&mut rest).unwrap();
+    assert!(rest.is_empty());
+
+    // Everyone else is still served.
+    assert_eq!(s.ask(write("k", "w")), b'0');
+}
+
+#[test]
+fn sigterm_exits_cleanly() {
+    let mut server = Server::start(&[("slow.job", "WAIT 300\nWRITE [(a,1)]\nBACKUP\n")], &[]);
+    let mut c = session("t", &server.fifo);
+    assert_eq!(c.ask(write("b", "2")), b'0');
+    let status = server.stop();
+    assert_eq!(status.code(), Some(0), "{}", server.log());
+    assert!(!server.fifo.exists(), "registration FIFO left behind");
+    // The running job finished and its backup was written.
+    assert_eq!(
+        std::fs::read_to_string(server.jobs.join("slow.out")).unwrap(),
+        "Waiting...\n"
+    );
+    assert!(server.jobs.join("slow-1.bck").exists());
+    let dir = server.dir.path().to_str().unwrap().to_owned();
+    assert_eq!(processes_mentioning(&dir), Vec::<u32>::new());
+    // The session was closed.
+    assert!(matches!(
+        read_notification_within(&mut c.notif, WAIT),
+        Err(ClientError::Disconnected)
+    ));
+}
+
+#[test]
+fn a_second_server_on_the_same_fifo_is_refused() {
+    let server = Server::start(&[], &[]);
+    let out = run_kvs(&[
+        server.jobs.to_str().unwrap(),
+        "1",
+        "1",
+        server.fifo.to_str().unwrap(),
+    ]);
+    assert_eq!(out.status.code(), Some(1));
+    assert!(out.stderr.contains("another process"), "{}", out.stderr);
+    let file = server.dir.path().join("plain");
+    std::fs::write(&file, b"").unwrap();
+    let out = run_kvs(&[
+        server.jobs.to_str().unwrap(),
+        "1",
+        "1",
+        file.to_str().unwrap(),
+    ]);
+    assert_eq!(out.status.code(), Some(1));
+    assert!(out.stderr.contains("not a FIFO"), "{}", out.stderr);
+}
