@@ -70,6 +70,7 @@ pub fn run_server(cfg: ServerConfig<'_>) -> Result<(), ServerError> {
     std::fs::read_dir(cfg.jobs_dir)
         .map_err(|e| ServerError::JobsFolder(cfg.jobs_dir.to_path_buf(), e))?;
 
+    raise_fd_limit();
     let poll = mio::Poll::new().map_err(|e| ServerError::Io("cannot create the poller", e))?;
     let waker = mio::Waker::new(poll.registry(), WAKER)
         .map_err(|e| ServerError::Io("cannot create the waker", e))?;
@@ -140,4 +141,17 @@ pub fn run_server(cfg: ServerConfig<'_>) -> Result<(), ServerError> {
     let _ = jobs.join();
     backups.wait_all();
     result.map_err(|e| ServerError::Io("reactor failed", e))
+}
+
+/// Each session holds three descriptors, so the default soft limit (often
+/// 1,024) would cap the server near 340 clients: raise it to the hard
+/// limit. If that fails the server still runs, and a connect that finds no
+/// descriptor left is refused cleanly.
+pub fn raise_fd_limit() {
+    use nix::sys::resource::{getrlimit, setrlimit, Resource};
+    if let Ok((soft, hard)) = getrlimit(Resource::RLIMIT_NOFILE) {
+        if soft < hard {
+            let _ = setrlimit(Resource::RLIMIT_NOFILE, hard, hard);
+        }
+    }
 }

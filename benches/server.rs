@@ -1,0 +1,342 @@
+//! `cargo bench --bench server`: the server over real FIFOs, measured
+//! against a bare pipe in the same run.
+//!
+//! 1. Request round trips per second and p50/p99/p999 latency with 1 and 16
+//!    clients (alternating WRITE and READ), beside a bare ping-pong through
+//!    a `cat` process over two pipes with the same message size.
+//! 2. Notification latency p50/p99 from just before a WRITE is sent until
+//!    each subscriber has read its notification, with 1, 100 and 1,000
+//!    subscribers on one key (writes paced: one at a time).
+//! 3. Notifications per second delivered when the writer does not pace.
+
+use kvs::client::{ClientFifos, Connection};
+use kvs::reactor::protocol::{Request, NOTIFICATION_LEN};
+use mio::unix::SourceFd;
+use mio::{Events, Interest, Poll, Token};
+use std::fs::File;
+use std::io::{ErrorKind, Read, Write};
+use std::os::fd::AsRawFd;
+use std::process::{Child, Command, Stdio};
+use std::sync::{Arc, Barrier};
+use std::time::{Duration, Instant};
+
+const KVS: &str = env!("CARGO_BIN_EXE_kvs");
+
+struct Server {
+    child: Child,
+    dir: tempfile::TempDir,
+}
+
+impl Server {
+    fn start() -> Server {
+        let dir = tempfile::Builder::new()
+            .prefix("kb")
+            .tempdir_in("/tmp")
+            .unwrap();
+        let jobs = dir.path().join("jobs");
+        std::fs::create_dir(&jobs).unwrap();
+        let child = Command::new(KVS)
+            .arg(&jobs)
+            .args(["1", "1"])
+            .arg(dir.path().join("reg"))
+            .args(["--max-sessions", "2000", "--store-threads", "2"])
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .expect("start kvs");
+        let start = Instant::now();
+        while !dir.path().join("reg").exists() {
+            assert!(
+                start.elapsed() < Duration::from_secs(10),
+                "server did not start"
+            );
+            std::thread::sleep(Duration::from_millis(5));
+        }
+        Server { child, dir }
+    }
+
+    fn session(&self, id: &str) -> (Connection, File, ClientFifos) {
+        let fifos = ClientFifos::create(self.dir.path(), id).expect("FIFOs");
+        let mut conn = Connection::connect(&fifos, &self.dir.path().join("reg")).expect("connect");
+        let notif = conn.take_notifications().expect("notif");
+        (conn, notif, fifos)
+    }
+}
+
+impl Drop for Server {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// Percentile `p` (0..=1) of sorted latencies, in microseconds.
+fn pct(sorted: &[Duration], p: f64) -> f64 {
+    if sorted.is_empty() {
+        return f64::NAN;
+    }
+    let i = ((sorted.len() - 1) as f64 * p).round() as usize;
+    sorted[i].as_secs_f64() * 1e6
+}
+
+struct Stats {
+    per_sec: f64,
+    lat: Vec<Duration>,
+}
+
+impl Stats {
+    fn line(&self, name: &str) -> String {
+        format!(
+            "{name:<28} {:>11.0}/s  p50 {:>7.1} us  p99 {:>7.1} us  p999 {:>8.1} us",
+            self.per_sec,
+            pct(&self.lat, 0.5),
+            pct(&self.lat, 0.99),
+            pct(&self.lat, 0.999)
+        )
+    }
+}
+
+/// Runs `clients` threads of `each` round trips through `trip`; merges
+/// their latencies.
+fn run_clients<T: Send + 'static>(states: Vec<T>, each: usize, trip: fn(&mut T, usize)) -> Stats {
+    let barrier = Arc::new(Barrier::new(states.len() + 1));
+    let handles: Vec<_> = states
+        .into_iter()
+        .map(|mut st| {
+            let barrier = barrier.clone();
+            std::thread::spawn(move || {
+                let mut lat = Vec::with_capacity(each);
+                barrier.wait();
+                for i in 0..each {
+                    let t = Instant::now();
+                    trip(&mut st, i);
+                    lat.push(t.elapsed());
+                }
+                lat
+            })
+        })
+        .collect();
+    barrier.wait();
+    let start = Instant::now();
+    let mut lat: Vec<Duration> = handles
+        .into_iter()
+        .flat_map(|h| h.join().unwrap())
+        .collect();
+    let secs = start.elapsed().as_secs_f64();
+    lat.sort_unstable();
+    Stats {
+        per_sec: lat.len() as f64 / secs,
+        lat,
+    }
+}
+
+/// A bare pipe ping-pong: 42 bytes out to `cat`, 42 bytes back.
+struct Cat {
+    child: Child,
+    msg: [u8; 42],
+}
+
+fn cat_trip(c: &mut Cat, _: usize) {
+    let msg = c.msg;
+    c.child.stdin.as_mut().unwrap().write_all(&msg).unwrap();
+    let mut back = [0u8; 42];
+    c.child
+        .stdout
+        .as_mut()
+        .unwrap()
+        .read_exact(&mut back)
+        .unwrap();
+}
+
+fn cat() -> Cat {
+    let child = Command::new("cat")
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .spawn()
+        .expect("start cat");
+    Cat {
+        child,
+        msg: [7; 42],
+    }
+}
+
+struct KvsClient {
+    conn: Connection,
+    key: String,
+    _keep: (File, ClientFifos),
+}
+
+fn kvs_trip(c: &mut KvsClient, i: usize) {
+    let r = if i % 2 == 0 {
+        Request::Write(c.key.clone(), i.to_string())
+    } else {
+        Request::Read(c.key.clone())
+    };
+    c.conn.request(&r).expect("request");
+}
+
+fn round_trips(server: &Server) {
+    println!("\n== round trips (WRITE/READ alternating; bare pipe = ping-pong through cat) ==");
+    for (clients, each) in [(1usize, 20_000usize), (16, 2_000)] {
+        let cats: Vec<Cat> = (0..clients).map(|_| cat()).collect();
+        let pipe = run_clients(cats, each, cat_trip);
+        let kvs_clients: Vec<KvsClient> = (0..clients)
+            .map(|i| {
+                let (conn, notif, fifos) = server.session(&format!("rt{clients}-{i}"));
+                KvsClient {
+                    conn,
+                    key: format!("key{i}"),
+                    _keep: (notif, fifos),
+                }
+            })
+            .collect();
+        let kvs = run_clients(kvs_clients, each, kvs_trip);
+        println!("{}", pipe.line(&format!("bare pipe, {clients} clients")));
+        println!("{}", kvs.line(&format!("kvs, {clients} clients")));
+        println!(
+            "  ratio kvs/pipe: throughput {:.2}x, p50 latency {:.2}x, p99 latency {:.2}x",
+            kvs.per_sec / pipe.per_sec,
+            pct(&kvs.lat, 0.5) / pct(&pipe.lat, 0.5),
+            pct(&kvs.lat, 0.99) / pct(&pipe.lat, 0.99)
+        );
+    }
+}
+
+/// Reads notifications from many FIFOs on one thread.
+struct Fanout {
+    poll: Poll,
+    files: Vec<File>,
+    partial: Vec<Vec<u8>>,
+    events: Events,
+}
+
+impl Fanout {
+    fn new(files: Vec<File>) -> Fanout {
+        let poll = Poll::new().unwrap();
+        for (i, f) in files.iter().enumerate() {
+            set_nonblocking(f);
+            poll.registry()
+                .register(&mut SourceFd(&f.as_raw_fd()), Token(i), Interest::READABLE)
+                .unwrap();
+        }
+        let n = files.len();
+        Fanout {
+            poll,
+            files,
+            partial: vec![Vec::new(); n],
+            events: Events::with_capacity(1024),
+        }
+    }
+
+    /// Reads until `want` whole notifications have arrived in all; returns
+    /// the arrival time of each.
+    fn collect(&mut self, want: usize) -> Vec<Instant> {
+        let mut arrivals = Vec::with_capacity(want);
+        let deadline = Instant::now() + Duration::from_secs(60);
+        let mut buf = vec![0u8; 64 * 1024];
+        while arrivals.len() < want {
+            assert!(
+                Instant::now() < deadline,
+                "notifications missing: {} of {want}",
+                arrivals.len()
+            );
+            self.poll
+                .poll(&mut self.events, Some(Duration::from_millis(100)))
+                .unwrap();
+            for ev in self.events.iter() {
+                let i = ev.token().0;
+                loop {
+                    match self.files[i].read(&mut buf) {
+                        Ok(0) => panic!("session {i} closed"),
+                        Ok(n) => {
+                            let now = Instant::now();
+                            let p = &mut self.partial[i];
+                            p.extend_from_slice(&buf[..n]);
+                            let whole = p.len() / NOTIFICATION_LEN;
+                            p.drain(..whole * NOTIFICATION_LEN);
+                            arrivals.extend(std::iter::repeat_n(now, whole));
+                        }
+                        Err(e) if e.kind() == ErrorKind::WouldBlock => break,
+                        Err(e) => panic!("{e}"),
+                    }
+                }
+            }
+        }
+        arrivals
+    }
+}
+
+fn set_nonblocking(f: &File) {
+    use nix::fcntl::{fcntl, FcntlArg, OFlag};
+    let flags = OFlag::from_bits_truncate(fcntl(f, FcntlArg::F_GETFL).unwrap());
+    fcntl(f, FcntlArg::F_SETFL(flags | OFlag::O_NONBLOCK)).unwrap();
+}
+
+fn fan_out(server: &Server) {
+    println!("\n== notifications: one writer, N subscribers on one key ==");
+    let (mut writer, _wn, _wf) = server.session("fw");
+    for subs in [1usize, 100, 1000] {
+        let key = format!("hot{subs}");
+        writer
+            .request(&Request::Write(key.clone(), "0".into()))
+            .unwrap();
+        let mut keep = Vec::new();
+        let mut files = Vec::new();
+        for i in 0..subs {
+            let (mut conn, notif, fifos) = server.session(&format!("f{subs}-{i}"));
+            assert_eq!(
+                conn.request(&Request::Subscribe(key.clone())).unwrap().code,
+                b'1'
+            );
+            files.push(notif);
+            keep.push((conn, fifos));
+        }
+        let mut fan = Fanout::new(files);
+
+        // Latency: paced writes, each waits for all its notifications.
+        let rounds = (20_000 / subs).clamp(20, 2_000);
+        let mut lat = Vec::with_capacity(rounds * subs);
+        for n in 0..rounds {
+            let t0 = Instant::now();
+            writer
+                .request(&Request::Write(key.clone(), n.to_string()))
+                .unwrap();
+            lat.extend(fan.collect(subs).into_iter().map(|t| t - t0));
+        }
+        lat.sort_unstable();
+
+        // Throughput: unpaced writes, as fast as the writer can go.
+        let writes = (200_000 / subs).clamp(100, 20_000);
+        let t0 = Instant::now();
+        let mut got = 0;
+        for n in 0..writes {
+            writer
+                .request(&Request::Write(key.clone(), n.to_string()))
+                .unwrap();
+            // Keep up enough that no subscriber hits its output limit.
+            if n % 50 == 49 {
+                got += fan.collect((n + 1) * subs - got).len();
+            }
+        }
+        got += fan.collect(writes * subs - got).len();
+        let per_sec = got as f64 / t0.elapsed().as_secs_f64();
+        println!(
+            "{subs:>5} subscribers: latency p50 {:>7.1} us  p99 {:>8.1} us ({} samples); {:>10.0} notifications/s",
+            pct(&lat, 0.5),
+            pct(&lat, 0.99),
+            lat.len(),
+            per_sec
+        );
+    }
+}
+
+fn main() {
+    if !std::env::args().any(|a| a == "--bench") {
+        return;
+    }
+    kvs::reactor::raise_fd_limit();
+    let server = Server::start();
+    round_trips(&server);
+    fan_out(&server);
+}
