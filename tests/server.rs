@@ -413,3 +413,32 @@ fn a_second_server_on_the_same_fifo_is_refused() {
     assert_eq!(out.status.code(), Some(1));
     assert!(out.stderr.contains("not a FIFO"), "{}", out.stderr);
 }
+
+#[test]
+fn limits_give_error_answers_not_crashes() {
+    let server = Server::start(&[], &["--max-sessions", "2", "--max-subscriptions", "2"]);
+    let mut a = session("la", &server.fifo);
+    let _b = session("lb", &server.fifo);
+    // A third session is refused with '1' on its response FIFO.
+    let d = client_dir();
+    let fifos = ClientFifos::create(d.path(), "lc").unwrap();
+    assert!(matches!(
+        Connection::connect(&fifos, &server.fifo),
+        Err(ClientError::Refused)
+    ));
+    server.wait_log("session limit (2) reached");
+    for k in ["k1", "k2", "k3"] {
+        assert_eq!(a.ask(write(k, "v")), b'0');
+    }
+    assert_eq!(a.ask(Request::Subscribe("k1".into())), b'1');
+    assert_eq!(a.ask(Request::Subscribe("k2".into())), b'1');
+    // Subscribing again to a key already held is not a new subscription.
+    assert_eq!(a.ask(Request::Subscribe("k2".into())), b'1');
+    assert_eq!(a.ask(Request::Subscribe("k3".into())), b'0');
+    server.wait_log("subscription limit (2) reached");
+    // Freeing one makes room again.
+    assert_eq!(a.ask(Request::Unsubscribe("k1".into())), b'0');
+    assert_eq!(a.ask(Request::Subscribe("k3".into())), b'1');
+    assert_eq!(a.ask(write("k3", "changed")), b'0');
+    assert_eq!(a.note(), ("k3".into(), "changed".into()));
+}
