@@ -35,7 +35,18 @@ impl Server {
             .unwrap();
         let jobs = dir.path().join("jobs");
         std::fs::create_dir(&jobs).unwrap();
-        let child = Command::new(KVS)
+        // KVS_BENCH_WRAP="perf record -g -o srv.perf --" profiles the server.
+        let wrap = std::env::var("KVS_BENCH_WRAP").unwrap_or_default();
+        let mut words = wrap.split_whitespace();
+        let mut cmd = match words.next() {
+            Some(tool) => {
+                let mut c = Command::new(tool);
+                c.args(words).arg(KVS);
+                c
+            }
+            None => Command::new(KVS),
+        };
+        let child = cmd
             .arg(&jobs)
             .args(["1", "1"])
             .arg(dir.path().join("reg"))
@@ -66,6 +77,18 @@ impl Server {
 
 impl Drop for Server {
     fn drop(&mut self) {
+        // SIGTERM first, so that a wrapping profiler can write its data.
+        let _ = nix::sys::signal::kill(
+            nix::unistd::Pid::from_raw(self.child.id() as i32),
+            nix::sys::signal::Signal::SIGTERM,
+        );
+        let start = Instant::now();
+        while start.elapsed() < Duration::from_secs(10) {
+            if let Ok(Some(_)) = self.child.try_wait() {
+                return;
+            }
+            std::thread::sleep(Duration::from_millis(10));
+        }
         let _ = self.child.kill();
         let _ = self.child.wait();
     }
@@ -336,7 +359,17 @@ fn main() {
         return;
     }
     kvs::reactor::raise_fd_limit();
+    // `cargo bench --bench server -- fanout` runs only that part.
+    let only: Vec<String> = std::env::args()
+        .skip(1)
+        .filter(|a| !a.starts_with('-'))
+        .collect();
+    let wanted = |name: &str| only.is_empty() || only.iter().any(|o| o == name);
     let server = Server::start();
-    round_trips(&server);
-    fan_out(&server);
+    if wanted("roundtrip") {
+        round_trips(&server);
+    }
+    if wanted("fanout") {
+        fan_out(&server);
+    }
 }

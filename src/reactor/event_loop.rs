@@ -404,7 +404,16 @@ impl Reactor {
                 self.watched.fetch_add(1, Ordering::SeqCst);
                 StoreOp::Subscribe(key)
             }
-            Request::Read(key) => StoreOp::Read(key),
+            Request::Read(key) => match self.pool.store().try_get(&key) {
+                // A read whose shard is free is answered here and now: two
+                // thread hand-offs fewer, and still no waiting on a lock.
+                Ok(value) => {
+                    protocol::push_read_answer(s.resp.queue(), value.as_deref());
+                    self.dirty.push(sid);
+                    return;
+                }
+                Err(_) => StoreOp::Read(key),
+            },
             Request::Write(key, value) => StoreOp::Write(key, value),
             Request::Delete(key) => StoreOp::Delete(key),
         };
@@ -442,11 +451,7 @@ impl Reactor {
                     self.watched.fetch_sub(1, Ordering::SeqCst);
                 }
             }
-            OpResult::Read(Some(value)) => {
-                protocol::push_response(out, protocol::OP_READ, OK);
-                protocol::push_string(out, &value);
-            }
-            OpResult::Read(None) => protocol::push_response(out, protocol::OP_READ, FAIL),
+            OpResult::Read(value) => protocol::push_read_answer(out, value.as_deref()),
             OpResult::Write => protocol::push_response(out, protocol::OP_WRITE, OK),
             OpResult::Delete(existed) => {
                 protocol::push_response(out, protocol::OP_DELETE, if existed { OK } else { FAIL })

@@ -215,6 +215,17 @@ pub fn push_response(out: &mut Vec<u8>, op: u8, code: u8) {
     out.push(code);
 }
 
+/// Appends READ's answer: `5, '0', value[41]` when found, `5, '1'` when not.
+pub fn push_read_answer(out: &mut Vec<u8>, value: Option<&str>) {
+    match value {
+        Some(v) => {
+            push_response(out, OP_READ, OK);
+            push_string(out, v);
+        }
+        None => push_response(out, OP_READ, FAIL),
+    }
+}
+
 /// Appends a notification for `key`: its new value, or `DELETED`.
 pub fn push_notification(out: &mut Vec<u8>, key: &str, value: Option<&str>) {
     push_string(out, key);

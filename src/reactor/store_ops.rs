@@ -66,6 +66,11 @@ impl StorePool {
         });
     }
 
+    /// The store the pool works on, for the reactor's lock-free fast path.
+    pub fn store(&self) -> &Store {
+        &self.store
+    }
+
     /// Waits for every submitted operation to finish.
     pub fn join(&self) {
         self.pool.join();

@@ -17,11 +17,15 @@ mod snapshot;
 pub use snapshot::Snapshot;
 
 use std::collections::HashMap;
-use std::sync::{OnceLock, PoisonError, RwLock, RwLockReadGuard, RwLockWriteGuard};
+use std::sync::{OnceLock, PoisonError, RwLock, RwLockReadGuard, RwLockWriteGuard, TryLockError};
 
 /// Number of shards of a store made with [`Store::new`]. A power of two well
 /// above the worker count keeps the chance of two workers colliding low.
 pub const DEFAULT_SHARDS: usize = 64;
+
+/// [`Store::try_get`] found the key's shard locked.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct WouldBlock;
 
 /// One change to one key, as seen by a change hook.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -210,6 +214,16 @@ impl Store {
             .cloned()
     }
 
+    /// The value of one key, or `Err(WouldBlock)` if its shard is locked by
+    /// a writer right now: for callers that must never wait on a lock.
+    pub fn try_get(&self, key: &str) -> Result<Option<String>, WouldBlock> {
+        match self.shard(key).try_read() {
+            Ok(g) => Ok(g.get(key).cloned()),
+            Err(TryLockError::Poisoned(p)) => Ok(p.into_inner().get(key).cloned()),
+            Err(TryLockError::WouldBlock) => Err(WouldBlock),
+        }
+    }
+
     /// Runs `f` with whether `key` is present, while its shard is still
     /// locked: no change to the key can be applied (nor reported to the
     /// hook) between the check and the end of `f`. The server subscribes
@@ -293,6 +307,16 @@ mod tests {
         assert_eq!(s.delete(&["a", "c", "a"]), vec![true, false, false]);
         assert_eq!(s.read(&["a"]), vec![None]);
         assert_eq!(s.len(), 1);
+    }
+
+    #[test]
+    fn try_get_never_waits() {
+        let s = Store::with_shards(1);
+        s.write(&[("a", "1")]);
+        assert_eq!(s.try_get("a"), Ok(Some("1".into())));
+        assert_eq!(s.try_get("b"), Ok(None));
+        let _writer = s.shards[0].write().unwrap();
+        assert_eq!(s.try_get("a"), Err(WouldBlock));
     }
 
     #[test]
