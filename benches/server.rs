@@ -29,9 +29,11 @@ struct Server {
 
 impl Server {
     fn start() -> Server {
+        // KVS_BENCH_DIR=/dev/shm puts every FIFO on tmpfs.
+        let base = std::env::var("KVS_BENCH_DIR").unwrap_or_else(|_| "/tmp".into());
         let dir = tempfile::Builder::new()
             .prefix("kb")
-            .tempdir_in("/tmp")
+            .tempdir_in(base)
             .unwrap();
         let jobs = dir.path().join("jobs");
         std::fs::create_dir(&jobs).unwrap();
@@ -199,9 +201,10 @@ fn kvs_trip(c: &mut KvsClient, i: usize) {
     c.conn.request(&r).expect("request");
 }
 
-fn round_trips(server: &Server) {
+fn round_trips(server: &Server) -> Vec<(usize, f64)> {
+    let mut kvs_rps = Vec::new();
     println!("\n== round trips (WRITE/READ alternating; bare pipe = ping-pong through cat) ==");
-    for (clients, each) in [(1usize, 20_000usize), (16, 2_000)] {
+    for (clients, each) in [(1usize, 20_000usize), (16, 2_000), (50, 1_000)] {
         let cats: Vec<Cat> = (0..clients).map(|_| cat()).collect();
         let pipe = run_clients(cats, each, cat_trip);
         let kvs_clients: Vec<KvsClient> = (0..clients)
@@ -223,7 +226,9 @@ fn round_trips(server: &Server) {
             pct(&kvs.lat, 0.5) / pct(&pipe.lat, 0.5),
             pct(&kvs.lat, 0.99) / pct(&pipe.lat, 0.99)
         );
+        kvs_rps.push((clients, kvs.per_sec));
     }
+    kvs_rps
 }
 
 /// Reads notifications from many FIFOs on one thread.
@@ -296,62 +301,166 @@ fn set_nonblocking(f: &File) {
     fcntl(f, FcntlArg::F_SETFL(flags | OFlag::O_NONBLOCK)).unwrap();
 }
 
+/// One subscribed key per subscriber, or one key for all of them.
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum Keys {
+    One,
+    Disjoint,
+}
+
 fn fan_out(server: &Server) {
-    println!("\n== notifications: one writer, N subscribers on one key ==");
+    println!("\n== notifications: one writer, N subscribers (latency: write sent -> notification read) ==");
     let (mut writer, _wn, _wf) = server.session("fw");
-    for subs in [1usize, 100, 1000] {
-        let key = format!("hot{subs}");
+    for keys in [Keys::One, Keys::Disjoint] {
+        for subs in [1usize, 100, 1000] {
+            fan_out_case(server, &mut writer, keys, subs);
+        }
+    }
+}
+
+fn fan_out_case(server: &Server, writer: &mut Connection, keys: Keys, subs: usize) {
+    let tag = if keys == Keys::One { "one" } else { "dis" };
+    let key_of = |i: usize| match keys {
+        Keys::One => format!("{tag}{subs}"),
+        Keys::Disjoint => format!("{tag}{subs}-{i}"),
+    };
+    let mut keep = Vec::new();
+    let mut files = Vec::new();
+    // Every key exists before anyone subscribes, so no setup write is
+    // delivered as a notification.
+    for i in 0..subs {
         writer
-            .request(&Request::Write(key.clone(), "0".into()))
+            .request(&Request::Write(key_of(i), "0".into()))
             .unwrap();
-        let mut keep = Vec::new();
-        let mut files = Vec::new();
-        for i in 0..subs {
-            let (mut conn, notif, fifos) = server.session(&format!("f{subs}-{i}"));
-            assert_eq!(
-                conn.request(&Request::Subscribe(key.clone())).unwrap().code,
-                b'1'
-            );
-            files.push(notif);
-            keep.push((conn, fifos));
-        }
-        let mut fan = Fanout::new(files);
+    }
+    for i in 0..subs {
+        let (mut conn, notif, fifos) = server.session(&format!("{tag}{subs}-{i}"));
+        assert_eq!(
+            conn.request(&Request::Subscribe(key_of(i))).unwrap().code,
+            b'1'
+        );
+        files.push(notif);
+        keep.push((conn, fifos));
+    }
+    let mut fan = Fanout::new(files);
+    // Notifications one write causes.
+    let per_write = if keys == Keys::One { subs } else { 1 };
 
-        // Latency: paced writes, each waits for all its notifications.
-        let rounds = (20_000 / subs).clamp(20, 2_000);
-        let mut lat = Vec::with_capacity(rounds * subs);
-        for n in 0..rounds {
-            let t0 = Instant::now();
-            writer
-                .request(&Request::Write(key.clone(), n.to_string()))
-                .unwrap();
-            lat.extend(fan.collect(subs).into_iter().map(|t| t - t0));
-        }
-        lat.sort_unstable();
-
-        // Throughput: unpaced writes, as fast as the writer can go.
-        let writes = (200_000 / subs).clamp(100, 20_000);
+    // Latency: paced writes, each waits for all its notifications.
+    let rounds = (20_000 / per_write).clamp(20, 2_000);
+    let mut lat = Vec::with_capacity(rounds * per_write);
+    for n in 0..rounds {
         let t0 = Instant::now();
-        let mut got = 0;
-        for n in 0..writes {
-            writer
-                .request(&Request::Write(key.clone(), n.to_string()))
-                .unwrap();
-            // Keep up enough that no subscriber hits its output limit.
-            if n % 50 == 49 {
-                got += fan.collect((n + 1) * subs - got).len();
-            }
+        writer
+            .request(&Request::Write(key_of(n % subs), n.to_string()))
+            .unwrap();
+        lat.extend(fan.collect(per_write).into_iter().map(|t| t - t0));
+    }
+    lat.sort_unstable();
+
+    // Throughput: unpaced writes, reading along every 50 writes so that no
+    // subscriber reaches its output limit.
+    let writes = (200_000 / per_write).clamp(100, 20_000);
+    let t0 = Instant::now();
+    let mut got = 0;
+    for n in 0..writes {
+        writer
+            .request(&Request::Write(key_of(n % subs), n.to_string()))
+            .unwrap();
+        if n % 50 == 49 {
+            got += fan.collect((n + 1) * per_write - got).len();
         }
-        got += fan.collect(writes * subs - got).len();
-        let per_sec = got as f64 / t0.elapsed().as_secs_f64();
+    }
+    got += fan.collect(writes * per_write - got).len();
+    let per_sec = got as f64 / t0.elapsed().as_secs_f64();
+    let what = if keys == Keys::One {
+        "on one key"
+    } else {
+        "disjoint keys"
+    };
+    println!(
+        "{subs:>5} subscribers, {what:<13}: p50 {:>7.1} us  p99 {:>8.1} us ({} samples); {:>9.0} notifications/s",
+        pct(&lat, 0.5),
+        pct(&lat, 0.99),
+        lat.len(),
+        per_sec
+    );
+}
+
+/// redis-benchmark SET/GET against a private redis-server on loopback, if
+/// both are installed; nothing is installed here.
+fn redis(kvs_rps: &[(usize, f64)]) {
+    println!("\n== Redis (redis-benchmark SET+GET, loopback, pipeline 1) vs kvs (WRITE/READ over FIFOs) ==");
+    let have = |tool: &str| {
+        Command::new(tool)
+            .arg("--version")
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .status()
+            .is_ok_and(|s| s.success())
+    };
+    if !have("redis-server") || !have("redis-benchmark") {
+        println!("skipped: redis-server and redis-benchmark are not installed (Debian: apt install redis-server)");
+        return;
+    }
+    let port = 20_000 + (std::process::id() % 20_000) as u16;
+    let mut server = Command::new("redis-server")
+        .args([
+            "--port",
+            &port.to_string(),
+            "--bind",
+            "127.0.0.1",
+            "--save",
+            "",
+            "--appendonly",
+            "no",
+        ])
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .expect("start redis-server");
+    let start = Instant::now();
+    while std::net::TcpStream::connect(("127.0.0.1", port)).is_err() {
+        assert!(
+            start.elapsed() < Duration::from_secs(10),
+            "redis-server did not start"
+        );
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    for &(clients, kvs) in kvs_rps {
+        let out = Command::new("redis-benchmark")
+            .args([
+                "-p",
+                &port.to_string(),
+                "-t",
+                "set,get",
+                "-n",
+                "100000",
+                "--csv",
+            ])
+            .args(["-c", &clients.to_string()])
+            .output()
+            .expect("run redis-benchmark");
+        let text = String::from_utf8_lossy(&out.stdout);
+        // "SET","rps","avg","min","p50","p95","p99","max"
+        let rps: Vec<f64> = text
+            .lines()
+            .filter(|l| l.starts_with("\"SET\"") || l.starts_with("\"GET\""))
+            .filter_map(|l| l.split(',').nth(1)?.trim_matches('"').parse().ok())
+            .collect();
+        if rps.len() != 2 {
+            println!("redis-benchmark gave no figures: {text}");
+            continue;
+        }
+        // The same mix as kvs's alternating WRITE/READ: total ops / total time.
+        let redis = 2.0 / (1.0 / rps[0] + 1.0 / rps[1]);
         println!(
-            "{subs:>5} subscribers: latency p50 {:>7.1} us  p99 {:>8.1} us ({} samples); {:>10.0} notifications/s",
-            pct(&lat, 0.5),
-            pct(&lat, 0.99),
-            lat.len(),
-            per_sec
+            "{clients:>3} clients: redis {redis:>9.0} req/s   kvs {kvs:>9.0} req/s   kvs/redis {:.2}x",
+            kvs / redis
         );
     }
+    let _ = server.kill();
+    let _ = server.wait();
 }
 
 fn main() {
@@ -366,10 +475,15 @@ fn main() {
         .collect();
     let wanted = |name: &str| only.is_empty() || only.iter().any(|o| o == name);
     let server = Server::start();
-    if wanted("roundtrip") {
-        round_trips(&server);
+    let mut kvs_rps = Vec::new();
+    if wanted("roundtrip") || wanted("redis") {
+        kvs_rps = round_trips(&server);
     }
     if wanted("fanout") {
         fan_out(&server);
+    }
+    if wanted("redis") {
+        let pairs: Vec<(usize, f64)> = kvs_rps.into_iter().filter(|(c, _)| *c != 16).collect();
+        redis(&pairs);
     }
 }
