@@ -336,7 +336,8 @@ fn malformed_messages_get_errors_and_the_server_goes_on() {
     let d = client_dir();
     let fifos = ClientFifos::create(d.path(), "raw").unwrap();
     let mut conn = Connection::connect(&fifos, &server.fifo).unwrap();
-    drop(conn.take_notifications());
+    // Held open: a client that closes its notification FIFO is gone.
+    let _notif = conn.take_notifications();
     let mut req = std::fs::OpenOptions::new()
         .write(true)
         .open(&fifos.req)

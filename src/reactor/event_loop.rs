@@ -8,11 +8,11 @@
 //! (response FIFO) and `3i + 2` (notification FIFO); the fixed sources take
 //! the highest tokens.
 
-use super::fifo::{open_checked, probe, End, FifoError, FifoId, RegistrationFifo};
+use super::fifo::{open_checked, open_write_end, probe, End, FifoError, FifoId, RegistrationFifo};
 use super::mailbox::{Event, Mailbox, OpResult};
 use super::protocol::{self, ConnectRequest, Decoded, Request, FAIL, OK};
 use super::registration::Framer;
-use super::session::{ReadOutcome, Session};
+use super::session::{Outbox, ReadOutcome, Session, SessionFifos};
 use super::store_ops::{StoreOp, StorePool};
 use super::subscriptions::{SessionId, Subscriptions};
 use crate::cli::ServerOptions;
@@ -138,7 +138,10 @@ impl Reactor {
                     REGISTRATION => self.read_registrations(),
                     SIGNALS => self.handle_signals(),
                     WAKER => {}
-                    Token(t) => self.session_ready(t / 3, t % 3),
+                    Token(t) => {
+                        let gone = ev.is_error() || ev.is_write_closed();
+                        self.session_ready(t / 3, t % 3, gone)
+                    }
                 }
             }
             if self.framer.expire(Instant::now()) {
@@ -190,53 +193,58 @@ impl Reactor {
         let refuse = |why: String| eprintln!("kvs: refused client {name}: {why}");
 
         // The response FIFO first: without it there is no one to answer.
-        let resp_id = match probe(&c.resp) {
+        let resp_id = match self.check_fifo(&c.resp, "response") {
             Ok(id) => id,
+            // Answering a FIFO in use would write into another client's stream.
+            Err(why) => return refuse(why),
+        };
+        let resp = match open_write_end(&c.resp, resp_id) {
+            Ok((fd, shared)) => Outbox::new(Sender::from(fd), shared),
             Err(e) => return refuse(format!("response FIFO {}: {e}", show(&c.resp))),
         };
-        if self.fifos_in_use.contains(&resp_id) || Some(resp_id) == self.registration_id() {
-            // Answering would write into another client's stream.
-            return refuse(format!("response FIFO {} is already in use", show(&c.resp)));
-        }
-        let resp = match open_checked(&c.resp, resp_id, End::Write) {
-            Ok(fd) => Sender::from(fd),
-            Err(e) => return refuse(format!("response FIFO {}: {e}", show(&c.resp))),
-        };
-        let answer_refused = |mut resp: Sender, why: String| {
+        let answer_refused = |mut resp: Outbox, why: String| {
             refuse(why);
-            let _ = io::Write::write(&mut resp, &[protocol::OP_CONNECT, FAIL]);
+            protocol::push_response(resp.queue(), protocol::OP_CONNECT, FAIL);
+            let _ = resp.flush();
         };
         if self.sessions.len() >= self.opts.max_sessions {
-            return answer_refused(
-                resp,
-                format!("session limit ({}) reached", self.opts.max_sessions),
-            );
+            let why = format!("session limit ({}) reached", self.opts.max_sessions);
+            return answer_refused(resp, why);
         }
-        let opened = self.open_rest(&c, resp_id);
-        let (req, notif, ids) = match opened {
+        let (req, notif, req_id, notif_id) = match self.open_rest(&c, resp_id) {
             Ok(x) => x,
             Err(why) => return answer_refused(resp, why),
+        };
+        let fifos = SessionFifos {
+            req,
+            resp,
+            notif,
+            ids: [req_id, resp_id, notif_id],
+            out_paths: [c.resp, c.notif],
         };
 
         let generation = self.next_generation;
         self.next_generation += 1;
         let entry = self.sessions.vacant_entry();
         let sid = entry.key();
-        let mut session = Session::new(generation, name.clone(), req, resp, notif, ids);
-        if let Err(e) =
-            self.poll
-                .registry()
-                .register(&mut session.req, token(sid, REQ), Interest::READABLE)
-        {
-            let resp = session.resp.pipe;
-            return answer_refused(resp, format!("cannot watch its request FIFO: {e}"));
-        }
-        protocol::push_response(session.resp.queue(), protocol::OP_CONNECT, OK);
-        self.fifos_in_use.extend(ids);
-        entry.insert(session);
+        let mut session = Session::new(generation, name.clone(), fifos);
         // No read yet: until the client opens its end, the request FIFO
         // reads as end-of-file. Its first event comes once the client has
         // opened it (epoll reports no hang-up before a writer appears).
+        let registry = self.poll.registry();
+        let registered = registry
+            .register(&mut session.req, token(sid, REQ), Interest::READABLE)
+            .and_then(|()| registry.register(&mut session.resp.pipe, token(sid, RESP), Interest::WRITABLE))
+            .and_then(|()| registry.register(&mut session.notif.pipe, token(sid, NOTIF), Interest::WRITABLE));
+        if let Err(e) = registered {
+            let _ = registry.deregister(&mut session.req);
+            let _ = registry.deregister(&mut session.resp.pipe);
+            let _ = registry.deregister(&mut session.notif.pipe);
+            return answer_refused(session.resp, format!("cannot watch its FIFOs: {e}"));
+        }
+        protocol::push_response(session.resp.queue(), protocol::OP_CONNECT, OK);
+        self.fifos_in_use.extend(session.fifos);
+        entry.insert(session);
         self.dirty.push(sid);
     }
 
@@ -244,35 +252,66 @@ impl Reactor {
         self.registration.as_ref().map(|(_, r, _)| r.id)
     }
 
+    /// Checks that `path` is a FIFO that no session and not the
+    /// registration FIFO uses; the error is the reason to log.
+    fn check_fifo(&self, path: &[u8], what: &str) -> Result<FifoId, String> {
+        let show = String::from_utf8_lossy(path);
+        let id = probe(path).map_err(|e: FifoError| format!("{what} FIFO {show}: {e}"))?;
+        if self.fifos_in_use.contains(&id) || Some(id) == self.registration_id() {
+            return Err(format!("{what} FIFO {show} is already in use"));
+        }
+        Ok(id)
+    }
+
     /// Opens the request and notification FIFOs of a connect request.
     fn open_rest(
         &self,
         c: &ConnectRequest,
         resp_id: FifoId,
-    ) -> Result<(Receiver, Sender, [FifoId; 3]), String> {
+    ) -> Result<(Receiver, Outbox, FifoId, FifoId), String> {
         let show = |p: &[u8]| String::from_utf8_lossy(p).into_owned();
-        let check = |path: &[u8], what: &str| -> Result<FifoId, String> {
-            let id =
-                probe(path).map_err(|e: FifoError| format!("{what} FIFO {}: {e}", show(path)))?;
-            if self.fifos_in_use.contains(&id) || Some(id) == self.registration_id() {
-                return Err(format!("{what} FIFO {} is already in use", show(path)));
-            }
-            Ok(id)
-        };
-        let req_id = check(&c.req, "request")?;
-        let notif_id = check(&c.notif, "notification")?;
+        let req_id = self.check_fifo(&c.req, "request")?;
+        let notif_id = self.check_fifo(&c.notif, "notification")?;
         if req_id == resp_id || req_id == notif_id || resp_id == notif_id {
             return Err("the three FIFOs must be different".into());
         }
         let req = open_checked(&c.req, req_id, End::Read)
             .map_err(|e| format!("request FIFO {}: {e}", show(&c.req)))?;
-        let notif = open_checked(&c.notif, notif_id, End::Write)
+        let (notif, shared) = open_write_end(&c.notif, notif_id)
             .map_err(|e| format!("notification FIFO {}: {e}", show(&c.notif)))?;
         Ok((
             Receiver::from(req),
-            Sender::from(notif),
-            [req_id, resp_id, notif_id],
+            Outbox::new(Sender::from(notif), shared),
+            req_id,
+            notif_id,
         ))
+    }
+
+    /// The client has sent a request, so it has read the connect answer and
+    /// holds its read ends: reopen shared write ends write-only, so that its
+    /// going away can be seen (see [`super::fifo`]).
+    fn unshare(&mut self, sid: SessionId) -> Result<(), String> {
+        let Some(s) = self.sessions.get_mut(sid) else {
+            return Ok(());
+        };
+        let registry = self.poll.registry();
+        for (i, (kind, out)) in [(RESP, &mut s.resp), (NOTIF, &mut s.notif)].into_iter().enumerate() {
+            if !out.shared {
+                continue;
+            }
+            let fd = open_checked(&s.out_paths[i], s.fifos[kind], End::Write)
+                .map_err(|e| format!("cannot reopen its FIFO: {e}"))?;
+            let mut pipe = Sender::from(fd);
+            let _ = registry.deregister(&mut out.pipe);
+            registry
+                .register(&mut pipe, token(sid, kind), Interest::WRITABLE)
+                .map_err(|e| format!("cannot watch its FIFO: {e}"))?;
+            // Bytes still in the pipe stay there: the pipe outlives the swap
+            // because the new descriptor is open before the old one closes.
+            out.pipe = pipe;
+            out.shared = false;
+        }
+        Ok(())
     }
 
     // ----- signals --------------------------------------------------------
@@ -310,12 +349,14 @@ impl Reactor {
 
     // ----- sessions -------------------------------------------------------
 
-    fn session_ready(&mut self, sid: SessionId, kind: usize) {
+    /// `gone`: a write end reports that the client closed its read end.
+    fn session_ready(&mut self, sid: SessionId, kind: usize, gone: bool) {
         if !self.sessions.contains(sid) {
             return;
         }
         match kind {
             REQ => self.service(sid),
+            _ if gone => self.close(sid, Close::Quiet),
             _ => self.flush(sid),
         }
     }
@@ -340,6 +381,11 @@ impl Reactor {
                     Decoded::Request(r, len) => {
                         s.inbuf.drain(..len);
                         progressed = true;
+                        if s.resp.shared || s.notif.shared {
+                            if let Err(why) = self.unshare(sid) {
+                                return self.close(sid, Close::Log(why));
+                            }
+                        }
                         self.handle(sid, r);
                     }
                     Decoded::Invalid { op, len, error } => {
@@ -473,20 +519,9 @@ impl Reactor {
         let Some(s) = self.sessions.get_mut(sid) else {
             return Ok(());
         };
-        let registry = self.poll.registry();
-        for (kind, out) in [(RESP, &mut s.resp), (NOTIF, &mut s.notif)] {
+        for out in [&mut s.resp, &mut s.notif] {
             out.flush()
                 .map_err(|e| format!("writing to the client failed: {e}"))?;
-            let want = out.pending() > 0;
-            if want != out.registered {
-                if want {
-                    registry.register(&mut out.pipe, token(sid, kind), Interest::WRITABLE)
-                } else {
-                    registry.deregister(&mut out.pipe)
-                }
-                .map_err(|e| format!("cannot watch its FIFO: {e}"))?;
-                out.registered = want;
-            }
         }
         if s.pending_output() > self.opts.output_buffer {
             return Err(format!(
@@ -523,11 +558,8 @@ impl Reactor {
         let _ = s.notif.flush();
         let registry = self.poll.registry();
         let _ = registry.deregister(&mut s.req);
-        for out in [&mut s.resp, &mut s.notif] {
-            if out.registered {
-                let _ = registry.deregister(&mut out.pipe);
-            }
-        }
+        let _ = registry.deregister(&mut s.resp.pipe);
+        let _ = registry.deregister(&mut s.notif.pipe);
         for key in &s.subscriptions {
             self.subs.unsubscribe(key, sid);
         }

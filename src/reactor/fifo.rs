@@ -4,11 +4,14 @@
 //! FIFO, not a link), opened with `O_NOFOLLOW | O_NONBLOCK`, and the opened
 //! descriptor is `fstat`ed to be that same FIFO (no swap in between).
 //!
-//! Write ends are opened `O_RDWR`: on Linux that never blocks and never
-//! fails for want of a reader, so the reactor can open a client's response
-//! and notification FIFOs before the client has opened them, and a client
-//! that opens its read end with a plain blocking `open` is let through at
-//! once. A client that dies is seen as end-of-file on its request FIFO.
+//! Write ends are opened `O_WRONLY` when the client already holds its read
+//! end (kvs-client opens them before it connects): then a client that dies
+//! is seen at once, as an error on the pipe. A client that will open its read
+//! ends only after connecting (as the original C clients do) would make that
+//! open fail with `ENXIO`, so the server falls back to `O_RDWR`, which on
+//! Linux never blocks and never fails for want of a reader; such an end is
+//! reopened `O_WRONLY` once the client has sent its first request, which it
+//! can only do after reading the connect answer.
 
 use nix::errno::Errno;
 use nix::fcntl::{open, OFlag};
@@ -77,11 +80,15 @@ pub fn probe(path: &[u8]) -> Result<FifoId, FifoError> {
     Ok(id(&st))
 }
 
-/// Which end of a client FIFO the server holds.
+/// How the server holds a client FIFO.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum End {
     Read,
+    /// Write only: fails with `ENXIO` while nobody holds the read end.
     Write,
+    /// Read and write: never blocks, never fails for want of a reader, but
+    /// hides the client's going away.
+    Shared,
 }
 
 /// Opens the FIFO at `path`, which [`probe`] said is `expected`, without
@@ -90,7 +97,8 @@ pub fn open_checked(path: &[u8], expected: FifoId, end: End) -> Result<OwnedFd, 
     let c = cpath(path)?;
     let access = match end {
         End::Read => OFlag::O_RDONLY,
-        End::Write => OFlag::O_RDWR,
+        End::Write => OFlag::O_WRONLY,
+        End::Shared => OFlag::O_RDWR,
     };
     let flags = access | OFlag::O_NONBLOCK | OFlag::O_NOFOLLOW | OFlag::O_CLOEXEC;
     let fd = open(c.as_c_str(), flags, Mode::empty()).map_err(|e| match e {
@@ -105,6 +113,18 @@ pub fn open_checked(path: &[u8], expected: FifoId, end: End) -> Result<OwnedFd, 
         return Err(FifoError::Replaced);
     }
     Ok(fd)
+}
+
+/// Opens the write end of a client FIFO: `O_WRONLY` if the client holds
+/// its read end already, otherwise shared (`O_RDWR`). The flag says which.
+pub fn open_write_end(path: &[u8], expected: FifoId) -> Result<(OwnedFd, bool), FifoError> {
+    match open_checked(path, expected, End::Write) {
+        Ok(fd) => Ok((fd, false)),
+        Err(FifoError::Sys(_, Errno::ENXIO)) => {
+            open_checked(path, expected, End::Shared).map(|fd| (fd, true))
+        }
+        Err(e) => Err(e),
+    }
 }
 
 /// Why the registration FIFO could not be set up.
@@ -212,8 +232,13 @@ mod tests {
         let b = |p: &Path| p.as_os_str().as_bytes().to_vec();
 
         let fid = probe(&b(&fifo)).unwrap();
-        assert!(open_checked(&b(&fifo), fid, End::Write).is_ok());
-        assert!(open_checked(&b(&fifo), fid, End::Read).is_ok());
+        // Nobody reads yet: a shared write end.
+        let (_w, shared) = open_write_end(&b(&fifo), fid).unwrap();
+        assert!(shared);
+        let _r = open_checked(&b(&fifo), fid, End::Read).unwrap();
+        // A reader is there now: write only.
+        let (_w2, shared) = open_write_end(&b(&fifo), fid).unwrap();
+        assert!(!shared);
         assert_eq!(probe(&b(&file)), Err(FifoError::NotFifo));
         assert_eq!(probe(&b(&link)), Err(FifoError::Symlink));
         assert_eq!(probe(b"/dev/null"), Err(FifoError::NotFifo));

@@ -11,21 +11,27 @@ pub const MAX_INBUF: usize = 64 * 1024;
 
 /// Bytes waiting to go out on one FIFO. Everything queued between two
 /// flushes leaves in one `write` call.
+///
+/// The pipe stays registered for WRITABLE events for the session's whole
+/// life: edge-triggered, that costs an event only when a full pipe drains
+/// or when the client's read end goes away, which is how a client that
+/// dies is noticed even while it has nothing to receive.
 pub struct Outbox {
     pub pipe: Sender,
     buf: Vec<u8>,
     sent: usize,
-    /// Whether the pipe is registered for WRITABLE events (only while bytes wait).
-    pub registered: bool,
+    /// Held `O_RDWR` until the client shows it has opened its end (see
+    /// [`super::fifo`]).
+    pub shared: bool,
 }
 
 impl Outbox {
-    pub fn new(pipe: Sender) -> Self {
+    pub fn new(pipe: Sender, shared: bool) -> Self {
         Outbox {
             pipe,
             buf: Vec::new(),
             sent: 0,
-            registered: false,
+            shared,
         }
     }
 
@@ -71,6 +77,8 @@ pub struct Session {
     pub resp: Outbox,
     pub notif: Outbox,
     pub fifos: [FifoId; 3],
+    /// Paths of the response and notification FIFOs, to reopen shared ends.
+    pub out_paths: [Vec<u8>; 2],
     pub inbuf: Vec<u8>,
     pub subscriptions: HashSet<String>,
     /// A request is at the store pool; the next waits for its answer, so
@@ -89,22 +97,27 @@ pub enum ReadOutcome {
     Nothing,
 }
 
+/// The opened FIFOs of a new session.
+pub struct SessionFifos {
+    pub req: Receiver,
+    pub resp: Outbox,
+    pub notif: Outbox,
+    /// Request, response, notification.
+    pub ids: [FifoId; 3],
+    /// Response, notification.
+    pub out_paths: [Vec<u8>; 2],
+}
+
 impl Session {
-    pub fn new(
-        generation: u64,
-        name: String,
-        req: Receiver,
-        resp: Sender,
-        notif: Sender,
-        fifos: [FifoId; 3],
-    ) -> Self {
+    pub fn new(generation: u64, name: String, f: SessionFifos) -> Self {
         Session {
             generation,
             name,
-            req,
-            resp: Outbox::new(resp),
-            notif: Outbox::new(notif),
-            fifos,
+            req: f.req,
+            resp: f.resp,
+            notif: f.notif,
+            fifos: f.ids,
+            out_paths: f.out_paths,
             inbuf: Vec::new(),
             subscriptions: HashSet::new(),
             busy: false,
