@@ -8,7 +8,9 @@
 //! (response FIFO) and `3i + 2` (notification FIFO); the fixed sources take
 //! the highest tokens.
 
-use super::fifo::{open_checked, open_write_end, probe, End, FifoError, FifoId, RegistrationFifo};
+use super::fifo::{
+    create_registration, identity, open_checked, probe, End, FifoError, FifoId, RegistrationFifo,
+};
 use super::mailbox::{Event, Mailbox, OpResult};
 use super::protocol::{self, ConnectRequest, Decoded, Request, FAIL, OK};
 use super::registration::Framer;
@@ -17,7 +19,7 @@ use super::store_ops::{StoreOp, StorePool};
 use super::subscriptions::{SessionId, Subscriptions};
 use crate::cli::ServerOptions;
 use mio::unix::pipe::{Receiver, Sender};
-use mio::{Events, Interest, Poll, Token};
+use mio::{Events, Interest, Poll, Registry, Token};
 use signal_hook::consts::{SIGINT, SIGTERM, SIGUSR1};
 use signal_hook_mio::v1_0::Signals;
 use slab::Slab;
@@ -27,11 +29,16 @@ use std::path::PathBuf;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::mpsc::{Receiver as Inbox, TryRecvError};
 use std::sync::Arc;
-use std::time::Instant;
+use std::time::{Duration, Instant};
 
 pub const REGISTRATION: Token = Token(usize::MAX - 1);
 pub const SIGNALS: Token = Token(usize::MAX - 2);
 pub const WAKER: Token = Token(usize::MAX - 3);
+
+/// How long a client may take to open its read ends after connecting.
+pub const OPEN_GRACE: Duration = Duration::from_secs(5);
+/// How often a write end that waits for its client is retried.
+const OPEN_RETRY: Duration = Duration::from_millis(2);
 
 const REQ: usize = 0;
 const RESP: usize = 1;
@@ -41,6 +48,31 @@ fn token(sid: SessionId, kind: usize) -> Token {
     Token(sid * 3 + kind)
 }
 
+/// Opens the write end of a client FIFO, or `None` while the client does
+/// not hold its read end yet (see [`super::fifo`]).
+fn open_write_end(path: &[u8], id: FifoId) -> Result<Option<Sender>, FifoError> {
+    match open_checked(path, id, End::Write) {
+        Ok(fd) => Ok(Some(Sender::from(fd))),
+        Err(FifoError::Sys(_, nix::errno::Errno::ENXIO)) => Ok(None),
+        Err(e) => Err(e),
+    }
+}
+
+/// Write ends stay registered for WRITABLE for the session's life (see
+/// [`Outbox`]).
+fn watch_out(registry: &Registry, sid: SessionId, kind: usize, out: &mut Outbox) -> io::Result<()> {
+    match out.pipe.as_mut() {
+        Some(pipe) => registry.register(pipe, token(sid, kind), Interest::WRITABLE),
+        None => Ok(()),
+    }
+}
+
+fn unwatch_out(registry: &Registry, out: &mut Outbox) {
+    if let Some(pipe) = out.pipe.as_mut() {
+        let _ = registry.deregister(pipe);
+    }
+}
+
 /// Why a session ended, for the server's log.
 enum Close {
     /// The client asked (DISCONNECT) or went away: nothing to log.
@@ -48,9 +80,31 @@ enum Close {
     Log(String),
 }
 
+/// How often the registration path is checked (see `check_registration`).
+const REGISTRATION_CHECK: Duration = Duration::from_secs(1);
+
+/// The registration FIFO as a source of the poller.
+struct Listener {
+    reader: Receiver,
+    fifo: RegistrationFifo,
+}
+
+impl Listener {
+    fn new(poll: &Poll, fifo: RegistrationFifo) -> io::Result<Listener> {
+        let mut reader = Receiver::from(fifo.reader.try_clone()?);
+        poll.registry()
+            .register(&mut reader, REGISTRATION, Interest::READABLE)?;
+        Ok(Listener { reader, fifo })
+    }
+}
+
 pub struct Reactor {
     poll: Poll,
-    registration: Option<(Receiver, RegistrationFifo, PathBuf)>,
+    /// The registration FIFO while the server takes new clients.
+    listener: Option<Listener>,
+    registration_path: PathBuf,
+    /// When to check next that the registration path is still our FIFO.
+    next_registration_check: Instant,
     framer: Framer,
     signals: Signals,
     sessions: Slab<Session>,
@@ -67,13 +121,14 @@ pub struct Reactor {
     next_generation: u64,
     /// Sessions with bytes queued since the last flush.
     dirty: Vec<SessionId>,
+    /// Sessions with a write end still waiting for its client.
+    opening: Vec<SessionId>,
     shutting_down: bool,
     jobs_done: bool,
 }
 
 pub struct ReactorParts {
     pub poll: Poll,
-    pub registration: RegistrationFifo,
     pub registration_path: PathBuf,
     pub inbox: Inbox<Event>,
     pub mailbox: Arc<Mailbox>,
@@ -86,7 +141,6 @@ impl Reactor {
     pub fn new(parts: ReactorParts) -> io::Result<Reactor> {
         let ReactorParts {
             poll,
-            registration,
             registration_path,
             inbox,
             mailbox,
@@ -94,15 +148,14 @@ impl Reactor {
             watched,
             opts,
         } = parts;
-        let mut reader = Receiver::from(registration.reader.try_clone()?);
-        poll.registry()
-            .register(&mut reader, REGISTRATION, Interest::READABLE)?;
         let mut signals = Signals::new([SIGUSR1, SIGINT, SIGTERM])?;
         poll.registry()
             .register(&mut signals, SIGNALS, Interest::READABLE)?;
         Ok(Reactor {
             poll,
-            registration: Some((reader, registration, registration_path)),
+            listener: None,
+            registration_path,
+            next_registration_check: Instant::now() + REGISTRATION_CHECK,
             framer: Framer::default(),
             signals,
             sessions: Slab::new(),
@@ -115,19 +168,32 @@ impl Reactor {
             opts,
             next_generation: 0,
             dirty: Vec::new(),
+            opening: Vec::new(),
             shutting_down: false,
             jobs_done: false,
         })
+    }
+
+    /// Starts taking clients through `fifo`, the registration FIFO.
+    pub fn listen(&mut self, fifo: RegistrationFifo) -> io::Result<()> {
+        self.listener = Some(Listener::new(&self.poll, fifo)?);
+        Ok(())
     }
 
     /// Serves until SIGINT or SIGTERM and the served job files are done.
     pub fn run(&mut self) -> io::Result<()> {
         let mut events = Events::with_capacity(1024);
         loop {
-            let timeout = self
-                .framer
-                .deadline()
-                .map(|d| d.saturating_duration_since(Instant::now()));
+            let retry = (!self.opening.is_empty()).then(|| Instant::now() + OPEN_RETRY);
+            let timeout = [
+                self.framer.deadline(),
+                retry,
+                Some(self.next_registration_check),
+            ]
+            .into_iter()
+            .flatten()
+            .min()
+            .map(|d| d.saturating_duration_since(Instant::now()));
             match self.poll.poll(&mut events, timeout) {
                 Ok(()) => {}
                 Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
@@ -143,6 +209,13 @@ impl Reactor {
                         self.session_ready(t / 3, t % 3, gone)
                     }
                 }
+            }
+            if !self.opening.is_empty() {
+                self.retry_opening();
+            }
+            if Instant::now() >= self.next_registration_check {
+                self.check_registration();
+                self.next_registration_check = Instant::now() + REGISTRATION_CHECK;
             }
             if self.framer.expire(Instant::now()) {
                 eprintln!("kvs: dropped an incomplete connect request");
@@ -163,10 +236,10 @@ impl Reactor {
     fn read_registrations(&mut self) {
         let mut chunk = [0u8; 4096];
         loop {
-            let Some((reader, _, _)) = self.registration.as_mut() else {
+            let Some(listener) = self.listener.as_mut() else {
                 return;
             };
-            let n = match reader.read(&mut chunk) {
+            let n = match listener.reader.read(&mut chunk) {
                 Ok(0) => return, // cannot happen while we hold a write end
                 Ok(n) => n,
                 Err(e) if e.kind() == io::ErrorKind::WouldBlock => return,
@@ -199,11 +272,19 @@ impl Reactor {
             Err(why) => return refuse(why),
         };
         let resp = match open_write_end(&c.resp, resp_id) {
-            Ok((fd, shared)) => Outbox::new(Sender::from(fd), shared),
+            Ok(pipe) => Outbox::new(pipe),
             Err(e) => return refuse(format!("response FIFO {}: {e}", show(&c.resp))),
         };
+        let resp_path = c.resp.clone();
         let answer_refused = |mut resp: Outbox, why: String| {
             refuse(why);
+            if resp.pipe.is_none() {
+                // The client does not read yet: leave the answer in the
+                // pipe for when it does (best effort).
+                resp.pipe = open_checked(&resp_path, resp_id, End::Shared)
+                    .ok()
+                    .map(Sender::from);
+            }
             protocol::push_response(resp.queue(), protocol::OP_CONNECT, FAIL);
             let _ = resp.flush();
         };
@@ -234,22 +315,83 @@ impl Reactor {
         let registry = self.poll.registry();
         let registered = registry
             .register(&mut session.req, token(sid, REQ), Interest::READABLE)
-            .and_then(|()| registry.register(&mut session.resp.pipe, token(sid, RESP), Interest::WRITABLE))
-            .and_then(|()| registry.register(&mut session.notif.pipe, token(sid, NOTIF), Interest::WRITABLE));
+            .and_then(|()| watch_out(registry, sid, RESP, &mut session.resp))
+            .and_then(|()| watch_out(registry, sid, NOTIF, &mut session.notif));
         if let Err(e) = registered {
             let _ = registry.deregister(&mut session.req);
-            let _ = registry.deregister(&mut session.resp.pipe);
-            let _ = registry.deregister(&mut session.notif.pipe);
+            unwatch_out(registry, &mut session.resp);
+            unwatch_out(registry, &mut session.notif);
             return answer_refused(session.resp, format!("cannot watch its FIFOs: {e}"));
         }
         protocol::push_response(session.resp.queue(), protocol::OP_CONNECT, OK);
+        if session.resp.pipe.is_none() || session.notif.pipe.is_none() {
+            session.opening_since = Some(Instant::now());
+            self.opening.push(sid);
+        }
         self.fifos_in_use.extend(session.fifos);
         entry.insert(session);
         self.dirty.push(sid);
     }
 
     fn registration_id(&self) -> Option<FifoId> {
-        self.registration.as_ref().map(|(_, r, _)| r.id)
+        self.listener.as_ref().map(|l| l.fifo.id)
+    }
+
+    /// Stops taking new clients; removes the registration FIFO if asked
+    /// and if the path still names it (never a file someone put there).
+    fn stop_listening(&mut self, unlink: bool) {
+        let Some(mut listener) = self.listener.take() else {
+            return;
+        };
+        let _ = self.poll.registry().deregister(&mut listener.reader);
+        let path = &self.registration_path;
+        if unlink && identity(path) == Ok(Some(listener.fifo.id)) {
+            if let Err(e) = std::fs::remove_file(path) {
+                eprintln!("kvs: cannot remove {}: {e}", path.display());
+            }
+        }
+    }
+
+    /// The registration FIFO may be removed or replaced while the server
+    /// runs. Removed: it is created again, so clients can still connect.
+    /// Replaced by anything else: that is left alone, and the server stops
+    /// taking new clients but serves the ones it has.
+    fn check_registration(&mut self) {
+        let Some(ours) = self.registration_id() else {
+            return;
+        };
+        let path = self.registration_path.clone();
+        match identity(&path) {
+            Ok(Some(id)) if id == ours => {}
+            Ok(None) => {
+                self.stop_listening(false);
+                let created = create_registration(&path, self.opts.fifo_mode)
+                    .map_err(|e| e.to_string())
+                    .and_then(|fifo| Listener::new(&self.poll, fifo).map_err(|e| e.to_string()));
+                match created {
+                    Ok(listener) => {
+                        self.listener = Some(listener);
+                        eprintln!("kvs: registration FIFO {} was removed; created it again", path.display());
+                    }
+                    Err(e) => eprintln!(
+                        "kvs: registration FIFO {} was removed and cannot be created again ({e}); not taking new clients",
+                        path.display()
+                    ),
+                }
+            }
+            Ok(Some(_)) => {
+                self.stop_listening(false);
+                eprintln!(
+                    "kvs: registration FIFO {} was replaced by another file; left alone, not taking new clients",
+                    path.display()
+                );
+            }
+            Err(e) => eprintln!(
+                "kvs: cannot check registration FIFO {}: {}",
+                path.display(),
+                e.desc()
+            ),
+        }
     }
 
     /// Checks that `path` is a FIFO that no session and not the
@@ -277,41 +419,62 @@ impl Reactor {
         }
         let req = open_checked(&c.req, req_id, End::Read)
             .map_err(|e| format!("request FIFO {}: {e}", show(&c.req)))?;
-        let (notif, shared) = open_write_end(&c.notif, notif_id)
+        let notif = open_write_end(&c.notif, notif_id)
             .map_err(|e| format!("notification FIFO {}: {e}", show(&c.notif)))?;
-        Ok((
-            Receiver::from(req),
-            Outbox::new(Sender::from(notif), shared),
-            req_id,
-            notif_id,
-        ))
+        Ok((Receiver::from(req), Outbox::new(notif), req_id, notif_id))
     }
 
-    /// The client has sent a request, so it has read the connect answer and
-    /// holds its read ends: reopen shared write ends write-only, so that its
-    /// going away can be seen (see [`super::fifo`]).
-    fn unshare(&mut self, sid: SessionId) -> Result<(), String> {
+    /// Retries opening the write ends that waited for their client; ends
+    /// the sessions whose client has not opened them within [`OPEN_GRACE`].
+    fn retry_opening(&mut self) {
+        let now = Instant::now();
+        for sid in std::mem::take(&mut self.opening) {
+            let outcome = match self.sessions.get_mut(sid) {
+                Some(s) if s.opening_since.is_some() => self.try_open_late(sid, now),
+                _ => continue,
+            };
+            match outcome {
+                Ok(true) => {}
+                Ok(false) => self.opening.push(sid),
+                Err(why) => self.close(sid, Close::Log(why)),
+            }
+        }
+    }
+
+    /// One retry for session `sid`: `Ok(true)` once both ends are open.
+    fn try_open_late(&mut self, sid: SessionId, now: Instant) -> Result<bool, String> {
         let Some(s) = self.sessions.get_mut(sid) else {
-            return Ok(());
+            return Ok(true);
         };
         let registry = self.poll.registry();
-        for (i, (kind, out)) in [(RESP, &mut s.resp), (NOTIF, &mut s.notif)].into_iter().enumerate() {
-            if !out.shared {
+        for (i, (kind, out)) in [(RESP, &mut s.resp), (NOTIF, &mut s.notif)]
+            .into_iter()
+            .enumerate()
+        {
+            if out.pipe.is_some() {
                 continue;
             }
-            let fd = open_checked(&s.out_paths[i], s.fifos[kind], End::Write)
-                .map_err(|e| format!("cannot reopen its FIFO: {e}"))?;
-            let mut pipe = Sender::from(fd);
-            let _ = registry.deregister(&mut out.pipe);
-            registry
-                .register(&mut pipe, token(sid, kind), Interest::WRITABLE)
-                .map_err(|e| format!("cannot watch its FIFO: {e}"))?;
-            // Bytes still in the pipe stay there: the pipe outlives the swap
-            // because the new descriptor is open before the old one closes.
-            out.pipe = pipe;
-            out.shared = false;
+            match open_checked(&s.out_paths[i], s.fifos[kind], End::Write) {
+                Ok(fd) => {
+                    out.pipe = Some(Sender::from(fd));
+                    watch_out(registry, sid, kind, out)
+                        .map_err(|e| format!("cannot watch its FIFO: {e}"))?;
+                }
+                Err(FifoError::Sys(_, nix::errno::Errno::ENXIO)) => {}
+                Err(e) => return Err(format!("cannot open its FIFO: {e}")),
+            }
         }
-        Ok(())
+        if s.resp.pipe.is_some() && s.notif.pipe.is_some() {
+            s.opening_since = None;
+            self.dirty.push(sid);
+            return Ok(true);
+        }
+        match s.opening_since {
+            Some(since) if now.duration_since(since) > OPEN_GRACE => Err(format!(
+                "did not open its response and notification FIFOs within {OPEN_GRACE:?}"
+            )),
+            _ => Ok(false),
+        }
     }
 
     // ----- signals --------------------------------------------------------
@@ -335,13 +498,7 @@ impl Reactor {
             return;
         }
         self.shutting_down = true;
-        if let Some((mut reader, reg, path)) = self.registration.take() {
-            let _ = self.poll.registry().deregister(&mut reader);
-            if let Err(e) = std::fs::remove_file(&path) {
-                eprintln!("kvs: cannot remove {}: {e}", path.display());
-            }
-            drop(reg);
-        }
+        self.stop_listening(true);
         if !self.jobs_done {
             eprintln!("kvs: shutting down once the running job files finish");
         }
@@ -381,11 +538,6 @@ impl Reactor {
                     Decoded::Request(r, len) => {
                         s.inbuf.drain(..len);
                         progressed = true;
-                        if s.resp.shared || s.notif.shared {
-                            if let Err(why) = self.unshare(sid) {
-                                return self.close(sid, Close::Log(why));
-                            }
-                        }
                         self.handle(sid, r);
                     }
                     Decoded::Invalid { op, len, error } => {
@@ -558,8 +710,8 @@ impl Reactor {
         let _ = s.notif.flush();
         let registry = self.poll.registry();
         let _ = registry.deregister(&mut s.req);
-        let _ = registry.deregister(&mut s.resp.pipe);
-        let _ = registry.deregister(&mut s.notif.pipe);
+        unwatch_out(registry, &mut s.resp);
+        unwatch_out(registry, &mut s.notif);
         for key in &s.subscriptions {
             self.subs.unsubscribe(key, sid);
         }

@@ -4,14 +4,12 @@
 //! FIFO, not a link), opened with `O_NOFOLLOW | O_NONBLOCK`, and the opened
 //! descriptor is `fstat`ed to be that same FIFO (no swap in between).
 //!
-//! Write ends are opened `O_WRONLY` when the client already holds its read
-//! end (kvs-client opens them before it connects): then a client that dies
-//! is seen at once, as an error on the pipe. A client that will open its read
-//! ends only after connecting (as the original C clients do) would make that
-//! open fail with `ENXIO`, so the server falls back to `O_RDWR`, which on
-//! Linux never blocks and never fails for want of a reader; such an end is
-//! reopened `O_WRONLY` once the client has sent its first request, which it
-//! can only do after reading the connect answer.
+//! Write ends are opened `O_WRONLY | O_NONBLOCK`, which fails with `ENXIO`
+//! while the client does not hold the read end yet; the reactor then retries
+//! for a grace period (a client blocked in a plain `open` of its read end
+//! counts as a reader, so the original C clients get through). Holding only
+//! the write end means a client that dies is seen at once, as an error on
+//! the pipe.
 
 use nix::errno::Errno;
 use nix::fcntl::{open, OFlag};
@@ -80,14 +78,24 @@ pub fn probe(path: &[u8]) -> Result<FifoId, FifoError> {
     Ok(id(&st))
 }
 
+/// The identity of whatever `path` names (not following a symlink), or
+/// `None` if nothing is there.
+pub fn identity(path: &Path) -> Result<Option<FifoId>, Errno> {
+    match lstat(path) {
+        Ok(st) => Ok(Some(id(&st))),
+        Err(Errno::ENOENT) => Ok(None),
+        Err(e) => Err(e),
+    }
+}
+
 /// How the server holds a client FIFO.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum End {
     Read,
     /// Write only: fails with `ENXIO` while nobody holds the read end.
     Write,
-    /// Read and write: never blocks, never fails for want of a reader, but
-    /// hides the client's going away.
+    /// Read and write: on Linux never blocks and never fails for want of a
+    /// reader. Only for a last word (a refusal) to a client not reading yet.
     Shared,
 }
 
@@ -113,18 +121,6 @@ pub fn open_checked(path: &[u8], expected: FifoId, end: End) -> Result<OwnedFd, 
         return Err(FifoError::Replaced);
     }
     Ok(fd)
-}
-
-/// Opens the write end of a client FIFO: `O_WRONLY` if the client holds
-/// its read end already, otherwise shared (`O_RDWR`). The flag says which.
-pub fn open_write_end(path: &[u8], expected: FifoId) -> Result<(OwnedFd, bool), FifoError> {
-    match open_checked(path, expected, End::Write) {
-        Ok(fd) => Ok((fd, false)),
-        Err(FifoError::Sys(_, Errno::ENXIO)) => {
-            open_checked(path, expected, End::Shared).map(|fd| (fd, true))
-        }
-        Err(e) => Err(e),
-    }
 }
 
 /// Why the registration FIFO could not be set up.
@@ -232,13 +228,14 @@ mod tests {
         let b = |p: &Path| p.as_os_str().as_bytes().to_vec();
 
         let fid = probe(&b(&fifo)).unwrap();
-        // Nobody reads yet: a shared write end.
-        let (_w, shared) = open_write_end(&b(&fifo), fid).unwrap();
-        assert!(shared);
+        // Nobody reads yet: a write end waits, a shared one does not.
+        assert_eq!(
+            open_checked(&b(&fifo), fid, End::Write).unwrap_err(),
+            FifoError::Sys("open", Errno::ENXIO)
+        );
+        assert!(open_checked(&b(&fifo), fid, End::Shared).is_ok());
         let _r = open_checked(&b(&fifo), fid, End::Read).unwrap();
-        // A reader is there now: write only.
-        let (_w2, shared) = open_write_end(&b(&fifo), fid).unwrap();
-        assert!(!shared);
+        assert!(open_checked(&b(&fifo), fid, End::Write).is_ok());
         assert_eq!(probe(&b(&file)), Err(FifoError::NotFifo));
         assert_eq!(probe(&b(&link)), Err(FifoError::Symlink));
         assert_eq!(probe(b"/dev/null"), Err(FifoError::NotFifo));

@@ -94,27 +94,26 @@ pub fn run_server(cfg: ServerConfig<'_>) -> Result<(), ServerError> {
     // A fresh store has no hook yet.
     let _ = store.set_change_hook(hook);
 
-    let registration = fifo::create_registration(cfg.registration_fifo, cfg.options.fifo_mode)
-        .map_err(|e| ServerError::Registration(cfg.registration_fifo.to_path_buf(), e))?;
-
     let pool = StorePool::new(cfg.options.store_threads, store.clone(), mailbox.clone());
-    let reactor = Reactor::new(ReactorParts {
+    let mut reactor = Reactor::new(ReactorParts {
         poll,
-        registration,
         registration_path: cfg.registration_fifo.to_path_buf(),
         inbox,
         mailbox: mailbox.clone(),
         pool,
         watched,
         opts: cfg.options.clone(),
-    });
-    let mut reactor = match reactor {
-        Ok(r) => r,
-        Err(e) => {
-            let _ = std::fs::remove_file(cfg.registration_fifo);
-            return Err(ServerError::Io("cannot start the reactor", e));
-        }
-    };
+    })
+    .map_err(|e| ServerError::Io("cannot start the reactor", e))?;
+
+    // Last: once the FIFO exists, clients may come, and everything they
+    // need is in place.
+    let registration = fifo::create_registration(cfg.registration_fifo, cfg.options.fifo_mode)
+        .map_err(|e| ServerError::Registration(cfg.registration_fifo.to_path_buf(), e))?;
+    if let Err(e) = reactor.listen(registration) {
+        let _ = std::fs::remove_file(cfg.registration_fifo);
+        return Err(ServerError::Io("cannot watch the registration FIFO", e));
+    }
 
     let backups = Backups::new(cfg.max_backups);
     let jobs = {

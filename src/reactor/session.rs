@@ -5,6 +5,7 @@ use super::fifo::FifoId;
 use mio::unix::pipe::{Receiver, Sender};
 use std::collections::HashSet;
 use std::io::{self, Read, Write};
+use std::time::Instant;
 
 /// Most unparsed request bytes kept per session; reading pauses above it.
 pub const MAX_INBUF: usize = 64 * 1024;
@@ -17,21 +18,19 @@ pub const MAX_INBUF: usize = 64 * 1024;
 /// or when the client's read end goes away, which is how a client that
 /// dies is noticed even while it has nothing to receive.
 pub struct Outbox {
-    pub pipe: Sender,
+    /// `None` until the client has opened its read end (see [`super::fifo`]);
+    /// bytes queue meanwhile.
+    pub pipe: Option<Sender>,
     buf: Vec<u8>,
     sent: usize,
-    /// Held `O_RDWR` until the client shows it has opened its end (see
-    /// [`super::fifo`]).
-    pub shared: bool,
 }
 
 impl Outbox {
-    pub fn new(pipe: Sender, shared: bool) -> Self {
+    pub fn new(pipe: Option<Sender>) -> Self {
         Outbox {
             pipe,
             buf: Vec::new(),
             sent: 0,
-            shared,
         }
     }
 
@@ -47,8 +46,11 @@ impl Outbox {
     /// Writes until everything is out or the pipe is full. `Err` means the
     /// reader is gone (EPIPE) or the pipe failed.
     pub fn flush(&mut self) -> io::Result<()> {
+        let Some(pipe) = self.pipe.as_mut() else {
+            return Ok(());
+        };
         while self.sent < self.buf.len() {
-            match self.pipe.write(&self.buf[self.sent..]) {
+            match pipe.write(&self.buf[self.sent..]) {
                 Ok(0) => return Err(io::ErrorKind::WriteZero.into()),
                 Ok(n) => self.sent += n,
                 Err(e) if e.kind() == io::ErrorKind::WouldBlock => break,
@@ -77,8 +79,10 @@ pub struct Session {
     pub resp: Outbox,
     pub notif: Outbox,
     pub fifos: [FifoId; 3],
-    /// Paths of the response and notification FIFOs, to reopen shared ends.
+    /// Paths of the response and notification FIFOs, for opening them late.
     pub out_paths: [Vec<u8>; 2],
+    /// Since when a write end waits for the client to open its read end.
+    pub opening_since: Option<Instant>,
     pub inbuf: Vec<u8>,
     pub subscriptions: HashSet<String>,
     /// A request is at the store pool; the next waits for its answer, so
@@ -118,6 +122,7 @@ impl Session {
             notif: f.notif,
             fifos: f.ids,
             out_paths: f.out_paths,
+            opening_since: None,
             inbuf: Vec::new(),
             subscriptions: HashSet::new(),
             busy: false,
