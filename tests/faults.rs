@@ -7,12 +7,10 @@ mod common;
 
 use common::*;
 use kvs::client::{read_notification_within, ClientError, ClientFifos, Connection};
-use kvs::reactor::protocol::{self, ConnectRequest, Request};
+use kvs::reactor::protocol::{self, Request};
 use nix::sys::signal::Signal;
-use nix::sys::stat::Mode;
 use std::fs::{File, OpenOptions};
 use std::io::{Read, Write};
-use std::os::unix::ffi::OsStrExt;
 use std::path::Path;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
@@ -68,26 +66,6 @@ impl Rng {
         self.0 ^= self.0 << 17;
         self.0 % n
     }
-}
-
-fn mkfifo(p: &Path) {
-    nix::unistd::mkfifo(p, Mode::from_bits_truncate(0o600)).unwrap();
-}
-
-fn raw_connect(fifo: &Path, req: &Path, resp: &Path, notif: &Path) {
-    let msg = ConnectRequest {
-        req: req.as_os_str().as_bytes().to_vec(),
-        resp: resp.as_os_str().as_bytes().to_vec(),
-        notif: notif.as_os_str().as_bytes().to_vec(),
-    }
-    .encode()
-    .expect("paths fit");
-    OpenOptions::new()
-        .write(true)
-        .open(fifo)
-        .unwrap()
-        .write_all(&msg)
-        .unwrap();
 }
 
 /// Runs `f` on a thread and gives up after 10 s: a blocking `open` of a

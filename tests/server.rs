@@ -5,12 +5,11 @@ mod common;
 
 use common::*;
 use kvs::client::{read_notification_within, ClientError, ClientFifos, Connection};
-use kvs::reactor::protocol::{self, ConnectRequest, Request};
+use kvs::reactor::protocol::{self, Request};
 use nix::sys::signal::Signal;
 use nix::sys::stat::Mode;
 use std::fs::File;
 use std::io::{Read, Write};
-use std::os::unix::ffi::OsStrExt;
 use std::path::Path;
 use std::time::{Duration, Instant};
 
@@ -244,23 +243,6 @@ fn a_client_that_never_reads_is_cut_off_and_others_go_on() {
         }
     }
     assert!(closed, "slow client was never disconnected");
-}
-
-/// Writes a raw 121-byte connect request naming these three paths.
-fn raw_connect(fifo: &Path, req: &Path, resp: &Path, notif: &Path) {
-    let msg = ConnectRequest {
-        req: req.as_os_str().as_bytes().to_vec(),
-        resp: resp.as_os_str().as_bytes().to_vec(),
-        notif: notif.as_os_str().as_bytes().to_vec(),
-    }
-    .encode()
-    .expect("paths fit");
-    let mut reg = std::fs::OpenOptions::new().write(true).open(fifo).unwrap();
-    reg.write_all(&msg).unwrap();
-}
-
-fn mkfifo(p: &Path) {
-    nix::unistd::mkfifo(p, Mode::from_bits_truncate(0o600)).unwrap();
 }
 
 #[test]

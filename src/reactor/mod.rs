@@ -28,7 +28,7 @@ use mailbox::{Event, Mailbox};
 use std::fmt;
 use std::io;
 use std::path::{Path, PathBuf};
-use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::Arc;
 use store_ops::StorePool;
 
@@ -71,6 +71,15 @@ pub fn run_server(cfg: ServerConfig<'_>) -> Result<(), ServerError> {
         .map_err(|e| ServerError::JobsFolder(cfg.jobs_dir.to_path_buf(), e))?;
 
     raise_fd_limit();
+    // A write to a client whose read end is gone must fail with EPIPE and
+    // end that session, not kill the server. Rust binaries ignore SIGPIPE
+    // already; a handler (installed safely by signal-hook) makes sure of it
+    // when the server runs inside another program too.
+    signal_hook::flag::register(
+        signal_hook::consts::SIGPIPE,
+        Arc::new(AtomicBool::new(false)),
+    )
+    .map_err(|e| ServerError::Io("cannot handle SIGPIPE", e))?;
     let poll = mio::Poll::new().map_err(|e| ServerError::Io("cannot create the poller", e))?;
     let waker = mio::Waker::new(poll.registry(), WAKER)
         .map_err(|e| ServerError::Io("cannot create the waker", e))?;

@@ -309,3 +309,35 @@ impl Drop for ClientProc {
         let _ = self.child.wait();
     }
 }
+
+pub fn mkfifo(p: &Path) {
+    nix::unistd::mkfifo(p, nix::sys::stat::Mode::from_bits_truncate(0o600)).expect("mkfifo");
+}
+
+/// Creates request, response and notification FIFOs in `dir`.
+pub fn three_fifos(dir: &Path) -> [std::path::PathBuf; 3] {
+    let paths = ["rq", "rs", "nt"].map(|n| dir.join(n));
+    for p in &paths {
+        mkfifo(p);
+    }
+    paths
+}
+
+/// Writes a raw 121-byte connect request naming these three paths.
+pub fn raw_connect(fifo: &Path, req: &Path, resp: &Path, notif: &Path) {
+    use std::io::Write;
+    use std::os::unix::ffi::OsStrExt;
+    let msg = kvs::reactor::protocol::ConnectRequest {
+        req: req.as_os_str().as_bytes().to_vec(),
+        resp: resp.as_os_str().as_bytes().to_vec(),
+        notif: notif.as_os_str().as_bytes().to_vec(),
+    }
+    .encode()
+    .expect("paths fit");
+    std::fs::OpenOptions::new()
+        .write(true)
+        .open(fifo)
+        .expect("open registration FIFO")
+        .write_all(&msg)
+        .expect("write connect request");
+}

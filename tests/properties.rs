@@ -1,0 +1,145 @@
+//! Properties of every parser that reads untrusted bytes (job lines, client
+//! stdin lines, the wire protocol, the registration FIFO's framing): any
+//! input gives a value or a typed error, never a panic, and every valid
+//! command or message written out and read back is the same. These run on
+//! stable Rust in `cargo test`; the long coverage-guided runs are under
+//! `fuzz/` (see README).
+
+use kvs::client::commands::parse_client_line;
+use kvs::jobs::command::{MAX_PAIRS, MAX_STRING};
+use kvs::jobs::{parse_line, Command};
+use kvs::reactor::protocol::{ConnectRequest, Decoded, Request, CONNECT_LEN};
+use kvs::reactor::registration::Framer;
+use proptest::prelude::*;
+use std::time::{Duration, Instant};
+
+/// A valid key or value: 1 to 40 bytes, none of them forbidden; includes
+/// multi-byte UTF-8.
+fn string() -> impl Strategy<Value = String> {
+    "[a-zA-Z0-9_:.\\-é€]{1,13}".prop_filter("fits 40 bytes", |s| s.len() <= MAX_STRING)
+}
+
+fn keys() -> impl Strategy<Value = Vec<String>> {
+    prop::collection::vec(string(), 1..=20)
+}
+
+fn command() -> impl Strategy<Value = Command> {
+    prop_oneof![
+        prop::collection::vec((string(), string()), 1..=20).prop_map(Command::Write),
+        keys().prop_map(Command::Read),
+        keys().prop_map(Command::Delete),
+        Just(Command::Show),
+        Just(Command::Backup),
+        Just(Command::Help),
+        any::<u32>().prop_map(|ms| Command::Wait(ms as u64)),
+    ]
+}
+
+fn request() -> impl Strategy<Value = Request> {
+    prop_oneof![
+        Just(Request::Disconnect),
+        string().prop_map(Request::Subscribe),
+        string().prop_map(Request::Unsubscribe),
+        string().prop_map(Request::Read),
+        (string(), string()).prop_map(|(k, v)| Request::Write(k, v)),
+        string().prop_map(Request::Delete),
+    ]
+}
+
+/// Bytes that look like job lines often enough to reach deep into the parser.
+fn job_like_bytes() -> impl Strategy<Value = Vec<u8>> {
+    prop_oneof![
+        prop::collection::vec(any::<u8>(), 0..200),
+        "(WRITE|READ|DELETE|WAIT|SHOW|BACKUP|HELP)? ?[\\[\\]\\(\\), a-z0-9\\t]{0,80}"
+            .prop_map(|s| s.into_bytes()),
+    ]
+}
+
+proptest! {
+    #![proptest_config(ProptestConfig::with_cases(2000))]
+
+    #[test]
+    fn job_lines_never_panic(line in job_like_bytes()) {
+        let _ = parse_line(&line);
+        let _ = parse_client_line(&line);
+    }
+
+    #[test]
+    fn valid_commands_round_trip(cmd in command()) {
+        let text = cmd.to_string();
+        prop_assert_eq!(parse_line(text.as_bytes()), Ok(Some(cmd)));
+    }
+
+    #[test]
+    fn parsed_commands_respect_the_limits(line in job_like_bytes()) {
+        if let Ok(Some(cmd)) = parse_line(&line) {
+            let strings: Vec<&String> = match &cmd {
+                Command::Write(p) => {
+                    prop_assert!(p.len() <= MAX_PAIRS);
+                    p.iter().flat_map(|(k, v)| [k, v]).collect()
+                }
+                Command::Read(k) | Command::Delete(k) => {
+                    prop_assert!(k.len() <= MAX_PAIRS);
+                    k.iter().collect()
+                }
+                _ => Vec::new(),
+            };
+            for s in strings {
+                prop_assert!(!s.is_empty() && s.len() <= MAX_STRING, "{:?}", s);
+            }
+        }
+    }
+
+    #[test]
+    fn request_bytes_never_panic(bytes in prop::collection::vec(any::<u8>(), 0..200)) {
+        match Request::decode(&bytes) {
+            Decoded::Request(_, len) | Decoded::Invalid { len, .. } => prop_assert!(len <= bytes.len()),
+            Decoded::Incomplete | Decoded::Unknown(_) => {}
+        }
+    }
+
+    #[test]
+    fn requests_round_trip(r in request()) {
+        let bytes = r.encode().expect("valid request encodes");
+        prop_assert_eq!(Request::decode(&bytes), Decoded::Request(r, bytes.len()));
+    }
+
+    #[test]
+    fn connect_bytes_never_panic(bytes in prop::collection::vec(any::<u8>(), CONNECT_LEN)) {
+        let mut msg = [0u8; CONNECT_LEN];
+        msg.copy_from_slice(&bytes);
+        let _ = ConnectRequest::decode(&msg);
+    }
+
+    #[test]
+    fn connects_round_trip(paths in prop::collection::vec("/[a-z0-9/._]{1,39}", 3)) {
+        let c = ConnectRequest {
+            req: paths[0].clone().into_bytes(),
+            resp: paths[1].clone().into_bytes(),
+            notif: paths[2].clone().into_bytes(),
+        };
+        let msg = c.encode().expect("paths fit");
+        prop_assert_eq!(ConnectRequest::decode(&msg), Ok(c));
+    }
+
+    /// Whatever garbage came before, a well-formed connect in its own read
+    /// once the garbage stopped for 100 ms is served (SPEC section 3).
+    #[test]
+    fn registration_recovers_after_garbage(
+        chunks in prop::collection::vec(prop::collection::vec(any::<u8>(), 0..300), 0..5),
+    ) {
+        let mut framer = Framer::default();
+        let t0 = Instant::now();
+        for c in &chunks {
+            let _ = framer.push(c, t0);
+        }
+        let good = ConnectRequest {
+            req: b"/tmp/req1".to_vec(),
+            resp: b"/tmp/resp1".to_vec(),
+            notif: b"/tmp/notif1".to_vec(),
+        };
+        let later = t0 + Duration::from_millis(150);
+        let got = framer.push(&good.encode().unwrap(), later);
+        prop_assert_eq!(got.last().cloned(), Some(Ok(good)));
+    }
+}
