@@ -86,14 +86,7 @@ fn a_client_opening_its_fifos_in_the_original_order_is_served() {
     // reading, then reads the answer.
     let server = Server::start(&[], &[]);
     let d = client_dir();
-    let (rq, rs, nt) = (
-        d.path().join("rq"),
-        d.path().join("rs"),
-        d.path().join("nt"),
-    );
-    for p in [&rq, &rs, &nt] {
-        mkfifo(p);
-    }
+    let [rq, rs, nt] = three_fifos(d.path());
     raw_connect(&server.fifo, &rq, &rs, &nt);
     let (rq2, rs2, nt2) = (rq.clone(), rs.clone(), nt.clone());
     let (mut req, mut resp, mut notif) = bounded(move || {
@@ -134,14 +127,7 @@ fn a_client_that_never_opens_its_fifos_is_dropped_after_the_grace_period() {
     let server = Server::start(&[], &[]);
     let baseline = fd_count(server.pid());
     let d = client_dir();
-    let (rq, rs, nt) = (
-        d.path().join("rq"),
-        d.path().join("rs"),
-        d.path().join("nt"),
-    );
-    for p in [&rq, &rs, &nt] {
-        mkfifo(p);
-    }
+    let [rq, rs, nt] = three_fifos(d.path());
     raw_connect(&server.fifo, &rq, &rs, &nt);
     server.wait_log("did not open its response and notification FIFOs");
     wait_fds(&server, baseline, Duration::from_secs(5));

@@ -249,14 +249,9 @@ fn a_client_that_never_reads_is_cut_off_and_others_go_on() {
 fn fifos_that_are_files_or_links_are_refused() {
     let server = Server::start(&[], &[]);
     let d = client_dir();
-    let (req, resp, notif) = (
-        d.path().join("rq"),
-        d.path().join("rs"),
-        d.path().join("nt"),
-    );
-    mkfifo(&req);
-    mkfifo(&resp);
+    let [req, resp, notif] = three_fifos(d.path());
     // A regular file as the notification FIFO: refused with '1'.
+    std::fs::remove_file(&notif).unwrap();
     std::fs::write(&notif, b"precious").unwrap();
     let mut answer = File::from(
         nix::fcntl::open(
