@@ -420,3 +420,55 @@ fn limits_give_error_answers_not_crashes() {
     assert_eq!(a.ask(write("k3", "changed")), b'0');
     assert_eq!(a.note(), ("k3".into(), "changed".into()));
 }
+
+#[test]
+fn a_client_whose_server_dies_says_so_and_cleans_up() {
+    let mut server = Server::start(&[], &[]);
+    let mut c = ClientProc::start("orphan", &server.fifo);
+    c.expect("Server returned 0 for operation: connect");
+    server.child.kill().unwrap();
+    server.child.wait().unwrap();
+    c.expect("stderr: Disconnected by server");
+    assert_eq!(c.wait().code(), Some(1));
+    let dir = c.fifo_dir().to_path_buf();
+    assert_eq!(
+        std::fs::read_dir(dir).unwrap().count(),
+        0,
+        "client FIFOs left behind"
+    );
+}
+
+#[test]
+fn client_usage() {
+    let run = |args: &[&str]| {
+        std::process::Command::new(CLIENT)
+            .args(args)
+            .stdin(std::process::Stdio::null())
+            .output()
+            .unwrap()
+    };
+    let help = run(&["--help"]);
+    assert_eq!(help.status.code(), Some(0));
+    assert!(String::from_utf8_lossy(&help.stdout).contains("usage: kvs-client"));
+    for bad in [
+        &[][..],
+        &["only-one"][..],
+        &["a/b", "/tmp/x"][..],
+        &["a", "b", "c"][..],
+    ] {
+        let out = run(bad);
+        assert_eq!(out.status.code(), Some(2), "{bad:?}");
+        assert!(String::from_utf8_lossy(&out.stderr).contains("usage: kvs-client"));
+    }
+    // No server there: a clear error, exit 1, no FIFOs left.
+    let d = client_dir();
+    let out = std::process::Command::new(CLIENT)
+        .args(["lonely", "/nonexistent/registration"])
+        .env("TMPDIR", d.path())
+        .stdin(std::process::Stdio::null())
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(1));
+    assert!(String::from_utf8_lossy(&out.stderr).contains("no server is listening"));
+    assert_eq!(std::fs::read_dir(d.path()).unwrap().count(), 0);
+}

@@ -223,7 +223,7 @@ pub struct ClientProc {
     stdin: Option<std::process::ChildStdin>,
     lines: std::sync::mpsc::Receiver<String>,
     pub seen: Vec<String>,
-    _dir: tempfile::TempDir,
+    dir: tempfile::TempDir,
 }
 
 impl ClientProc {
@@ -261,8 +261,13 @@ impl ClientProc {
             stdin,
             lines: rx,
             seen: Vec::new(),
-            _dir: dir,
+            dir,
         }
+    }
+
+    /// The folder (TMPDIR) holding this client's FIFOs.
+    pub fn fifo_dir(&self) -> &Path {
+        self.dir.path()
     }
 
     pub fn send(&mut self, line: &str) {
