@@ -472,3 +472,25 @@ fn client_usage() {
     assert!(String::from_utf8_lossy(&out.stderr).contains("no server is listening"));
     assert_eq!(std::fs::read_dir(d.path()).unwrap().count(), 0);
 }
+
+#[test]
+fn a_client_id_in_use_is_refused_and_left_alone() {
+    let server = Server::start(&[], &[]);
+    let mut first = ClientProc::start("twin", &server.fifo);
+    first.expect("Server returned 0 for operation: connect");
+    let out = std::process::Command::new(CLIENT)
+        .args(["twin"])
+        .arg(&server.fifo)
+        .env("TMPDIR", first.fifo_dir())
+        .stdin(std::process::Stdio::null())
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(1));
+    assert!(String::from_utf8_lossy(&out.stderr).contains("in use"));
+    // The first client is untouched.
+    first.send("WRITE [(twin,1)]");
+    first.expect("Server returned 0 for operation: write");
+    first.close_stdin();
+    first.expect("Server returned 0 for operation: disconnect");
+    assert_eq!(first.wait().code(), Some(0));
+}

@@ -39,6 +39,8 @@ pub enum ClientError {
     Io(io::Error),
     /// A key or value that does not fit the protocol.
     BadArgument(String),
+    /// Another live client uses this client id.
+    InUse(String),
 }
 
 impl fmt::Display for ClientError {
@@ -58,6 +60,7 @@ impl fmt::Display for ClientError {
                 write!(f, "the server did not answer within {ANSWER_TIMEOUT:?}")
             }
             ClientError::Io(e) => write!(f, "{e}"),
+            ClientError::InUse(id) => write!(f, "client id '{id}' is in use by a running client"),
             ClientError::BadArgument(s) => write!(
                 f,
                 "'{s}' is not a valid key or value (1 to 40 bytes, no blanks or ,()[])"
@@ -84,8 +87,8 @@ pub struct ClientFifos {
 
 impl ClientFifos {
     /// Creates `<dir>/req<id>`, `<dir>/resp<id>` and `<dir>/notif<id>`. A
-    /// FIFO left there by an earlier run is replaced; anything else there
-    /// is an error.
+    /// FIFO left there by an earlier run is replaced, unless a live client
+    /// still reads it; anything else there is an error.
     pub fn create(dir: &Path, id: &str) -> Result<ClientFifos, ClientError> {
         let fifos = ClientFifos {
             req: dir.join(format!("req{id}")),
@@ -98,11 +101,16 @@ impl ClientFifos {
                 return Err(ClientError::PathTooLong(p.to_path_buf()));
             }
         }
+        // A client holds its response and notification FIFOs open for
+        // reading: a write end opens on them only while it lives.
+        for p in [&fifos.resp, &fifos.notif] {
+            if is_fifo(p) && open_fifo(p, OFlag::O_WRONLY).is_ok() {
+                fifos.removed.store(true, Ordering::SeqCst);
+                return Err(ClientError::InUse(id.to_owned()));
+            }
+        }
         for p in fifos.paths() {
-            if std::fs::symlink_metadata(p).is_ok_and(|m| {
-                use std::os::unix::fs::FileTypeExt;
-                m.file_type().is_fifo()
-            }) {
+            if is_fifo(p) {
                 let _ = std::fs::remove_file(p);
             }
             if let Err(e) = mkfifo(p, Mode::from_bits_truncate(0o600)) {
@@ -140,6 +148,11 @@ impl Drop for ClientFifos {
     fn drop(&mut self) {
         self.remove();
     }
+}
+
+fn is_fifo(path: &Path) -> bool {
+    use std::os::unix::fs::FileTypeExt;
+    std::fs::symlink_metadata(path).is_ok_and(|m| m.file_type().is_fifo())
 }
 
 fn open_fifo(path: &Path, flags: OFlag) -> Result<OwnedFd, ClientError> {

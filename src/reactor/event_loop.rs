@@ -428,7 +428,11 @@ impl Reactor {
     /// the sessions whose client has not opened them within [`OPEN_GRACE`].
     fn retry_opening(&mut self) {
         let now = Instant::now();
-        for sid in std::mem::take(&mut self.opening) {
+        let mut waiting = std::mem::take(&mut self.opening);
+        // A slab slot reused after SIGUSR1 may be listed twice.
+        waiting.sort_unstable();
+        waiting.dedup();
+        for sid in waiting {
             let outcome = match self.sessions.get_mut(sid) {
                 Some(s) if s.opening_since.is_some() => self.try_open_late(sid, now),
                 _ => continue,
