@@ -8,37 +8,36 @@
 //! (response FIFO) and `3i + 2` (notification FIFO); the fixed sources take
 //! the highest tokens.
 
-use super::fifo::{
-    create_registration, identity, open_checked, probe, End, FifoError, FifoId, RegistrationFifo,
-};
+use super::fifo::{FifoId, RegistrationFifo};
 use super::mailbox::{Event, Mailbox, OpResult};
-use super::protocol::{self, ConnectRequest, Decoded, Request, FAIL, OK};
+use super::protocol::{self, Decoded, Request, FAIL, OK};
 use super::registration::Framer;
-use super::session::{Outbox, ReadOutcome, Session, SessionFifos};
+use super::session::{ReadOutcome, Session};
 use super::store_ops::{StoreOp, StorePool};
 use super::subscriptions::{SessionId, Subscriptions};
 use crate::cli::ServerOptions;
-use mio::unix::pipe::{Receiver, Sender};
-use mio::{Events, Interest, Poll, Registry, Token};
+use mio::{Events, Interest, Poll, Token};
 use signal_hook::consts::{SIGINT, SIGTERM, SIGUSR1};
 use signal_hook_mio::v1_0::Signals;
 use slab::Slab;
 use std::collections::HashSet;
-use std::io::{self, Read};
+use std::io;
 use std::path::PathBuf;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::mpsc::{Receiver as Inbox, TryRecvError};
 use std::sync::Arc;
-use std::time::{Duration, Instant};
+use std::time::Instant;
+
+mod accept;
+mod listener;
+
+pub use accept::OPEN_GRACE;
+use accept::{unwatch_out, OPEN_RETRY};
+use listener::{Listener, REGISTRATION_CHECK};
 
 pub const REGISTRATION: Token = Token(usize::MAX - 1);
 pub const SIGNALS: Token = Token(usize::MAX - 2);
 pub const WAKER: Token = Token(usize::MAX - 3);
-
-/// How long a client may take to open its read ends after connecting.
-pub const OPEN_GRACE: Duration = Duration::from_secs(5);
-/// How often a write end that waits for its client is retried.
-const OPEN_RETRY: Duration = Duration::from_millis(2);
 
 const REQ: usize = 0;
 const RESP: usize = 1;
@@ -48,54 +47,11 @@ fn token(sid: SessionId, kind: usize) -> Token {
     Token(sid * 3 + kind)
 }
 
-/// Opens the write end of a client FIFO, or `None` while the client does
-/// not hold its read end yet (see [`super::fifo`]).
-fn open_write_end(path: &[u8], id: FifoId) -> Result<Option<Sender>, FifoError> {
-    match open_checked(path, id, End::Write) {
-        Ok(fd) => Ok(Some(Sender::from(fd))),
-        Err(FifoError::Sys(_, nix::errno::Errno::ENXIO)) => Ok(None),
-        Err(e) => Err(e),
-    }
-}
-
-/// Write ends stay registered for WRITABLE for the session's life (see
-/// [`Outbox`]).
-fn watch_out(registry: &Registry, sid: SessionId, kind: usize, out: &mut Outbox) -> io::Result<()> {
-    match out.pipe.as_mut() {
-        Some(pipe) => registry.register(pipe, token(sid, kind), Interest::WRITABLE),
-        None => Ok(()),
-    }
-}
-
-fn unwatch_out(registry: &Registry, out: &mut Outbox) {
-    if let Some(pipe) = out.pipe.as_mut() {
-        let _ = registry.deregister(pipe);
-    }
-}
-
 /// Why a session ended, for the server's log.
 enum Close {
     /// The client asked (DISCONNECT) or went away: nothing to log.
     Quiet,
     Log(String),
-}
-
-/// How often the registration path is checked (see `check_registration`).
-const REGISTRATION_CHECK: Duration = Duration::from_secs(1);
-
-/// The registration FIFO as a source of the poller.
-struct Listener {
-    reader: Receiver,
-    fifo: RegistrationFifo,
-}
-
-impl Listener {
-    fn new(poll: &Poll, fifo: RegistrationFifo) -> io::Result<Listener> {
-        let mut reader = Receiver::from(fifo.reader.try_clone()?);
-        poll.registry()
-            .register(&mut reader, REGISTRATION, Interest::READABLE)?;
-        Ok(Listener { reader, fifo })
-    }
 }
 
 pub struct Reactor {
@@ -229,256 +185,6 @@ impl Reactor {
         self.close_all();
         self.pool.join();
         Ok(())
-    }
-
-    // ----- registration -------------------------------------------------
-
-    fn read_registrations(&mut self) {
-        let mut chunk = [0u8; 4096];
-        loop {
-            let Some(listener) = self.listener.as_mut() else {
-                return;
-            };
-            let n = match listener.reader.read(&mut chunk) {
-                Ok(0) => return, // cannot happen while we hold a write end
-                Ok(n) => n,
-                Err(e) if e.kind() == io::ErrorKind::WouldBlock => return,
-                Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
-                Err(e) => {
-                    eprintln!("kvs: reading the registration FIFO failed: {e}");
-                    return;
-                }
-            };
-            for msg in self.framer.push(&chunk[..n], Instant::now()) {
-                match msg {
-                    Ok(c) => self.connect(c),
-                    Err(e) => eprintln!("kvs: dropped a bad connect request: {e}"),
-                }
-            }
-        }
-    }
-
-    /// Serves a connect request: checks and opens the client's FIFOs and
-    /// answers on its response FIFO, or refuses.
-    fn connect(&mut self, c: ConnectRequest) {
-        let show = |p: &[u8]| String::from_utf8_lossy(p).into_owned();
-        let name = show(&c.req);
-        let refuse = |why: String| eprintln!("kvs: refused client {name}: {why}");
-
-        // The response FIFO first: without it there is no one to answer.
-        let resp_id = match self.check_fifo(&c.resp, "response") {
-            Ok(id) => id,
-            // Answering a FIFO in use would write into another client's stream.
-            Err(why) => return refuse(why),
-        };
-        let resp = match open_write_end(&c.resp, resp_id) {
-            Ok(pipe) => Outbox::new(pipe),
-            Err(e) => return refuse(format!("response FIFO {}: {e}", show(&c.resp))),
-        };
-        let resp_path = c.resp.clone();
-        let answer_refused = |mut resp: Outbox, why: String| {
-            refuse(why);
-            if resp.pipe.is_none() {
-                // The client does not read yet: leave the answer in the
-                // pipe for when it does (best effort).
-                resp.pipe = open_checked(&resp_path, resp_id, End::Shared)
-                    .ok()
-                    .map(Sender::from);
-            }
-            protocol::push_response(resp.queue(), protocol::OP_CONNECT, FAIL);
-            let _ = resp.flush();
-        };
-        if self.sessions.len() >= self.opts.max_sessions {
-            let why = format!("session limit ({}) reached", self.opts.max_sessions);
-            return answer_refused(resp, why);
-        }
-        let (req, notif, req_id, notif_id) = match self.open_rest(&c, resp_id) {
-            Ok(x) => x,
-            Err(why) => return answer_refused(resp, why),
-        };
-        let fifos = SessionFifos {
-            req,
-            resp,
-            notif,
-            ids: [req_id, resp_id, notif_id],
-            out_paths: [c.resp, c.notif],
-        };
-
-        let generation = self.next_generation;
-        self.next_generation += 1;
-        let entry = self.sessions.vacant_entry();
-        let sid = entry.key();
-        let mut session = Session::new(generation, name.clone(), fifos);
-        // No read yet: until the client opens its end, the request FIFO
-        // reads as end-of-file. Its first event comes once the client has
-        // opened it (epoll reports no hang-up before a writer appears).
-        let registry = self.poll.registry();
-        let registered = registry
-            .register(&mut session.req, token(sid, REQ), Interest::READABLE)
-            .and_then(|()| watch_out(registry, sid, RESP, &mut session.resp))
-            .and_then(|()| watch_out(registry, sid, NOTIF, &mut session.notif));
-        if let Err(e) = registered {
-            let _ = registry.deregister(&mut session.req);
-            unwatch_out(registry, &mut session.resp);
-            unwatch_out(registry, &mut session.notif);
-            return answer_refused(session.resp, format!("cannot watch its FIFOs: {e}"));
-        }
-        protocol::push_response(session.resp.queue(), protocol::OP_CONNECT, OK);
-        if session.resp.pipe.is_none() || session.notif.pipe.is_none() {
-            session.opening_since = Some(Instant::now());
-            self.opening.push(sid);
-        }
-        self.fifos_in_use.extend(session.fifos);
-        entry.insert(session);
-        self.dirty.push(sid);
-    }
-
-    fn registration_id(&self) -> Option<FifoId> {
-        self.listener.as_ref().map(|l| l.fifo.id)
-    }
-
-    /// Stops taking new clients; removes the registration FIFO if asked
-    /// and if the path still names it (never a file someone put there).
-    fn stop_listening(&mut self, unlink: bool) {
-        let Some(mut listener) = self.listener.take() else {
-            return;
-        };
-        let _ = self.poll.registry().deregister(&mut listener.reader);
-        let path = &self.registration_path;
-        if unlink && identity(path) == Ok(Some(listener.fifo.id)) {
-            if let Err(e) = std::fs::remove_file(path) {
-                eprintln!("kvs: cannot remove {}: {e}", path.display());
-            }
-        }
-    }
-
-    /// The registration FIFO may be removed or replaced while the server
-    /// runs. Removed: it is created again, so clients can still connect.
-    /// Replaced by anything else: that is left alone, and the server stops
-    /// taking new clients but serves the ones it has.
-    fn check_registration(&mut self) {
-        let Some(ours) = self.registration_id() else {
-            return;
-        };
-        let path = self.registration_path.clone();
-        match identity(&path) {
-            Ok(Some(id)) if id == ours => {}
-            Ok(None) => {
-                self.stop_listening(false);
-                let created = create_registration(&path, self.opts.fifo_mode)
-                    .map_err(|e| e.to_string())
-                    .and_then(|fifo| Listener::new(&self.poll, fifo).map_err(|e| e.to_string()));
-                match created {
-                    Ok(listener) => {
-                        self.listener = Some(listener);
-                        eprintln!("kvs: registration FIFO {} was removed; created it again", path.display());
-                    }
-                    Err(e) => eprintln!(
-                        "kvs: registration FIFO {} was removed and cannot be created again ({e}); not taking new clients",
-                        path.display()
-                    ),
-                }
-            }
-            Ok(Some(_)) => {
-                self.stop_listening(false);
-                eprintln!(
-                    "kvs: registration FIFO {} was replaced by another file; left alone, not taking new clients",
-                    path.display()
-                );
-            }
-            Err(e) => eprintln!(
-                "kvs: cannot check registration FIFO {}: {}",
-                path.display(),
-                e.desc()
-            ),
-        }
-    }
-
-    /// Checks that `path` is a FIFO that no session and not the
-    /// registration FIFO uses; the error is the reason to log.
-    fn check_fifo(&self, path: &[u8], what: &str) -> Result<FifoId, String> {
-        let show = String::from_utf8_lossy(path);
-        let id = probe(path).map_err(|e: FifoError| format!("{what} FIFO {show}: {e}"))?;
-        if self.fifos_in_use.contains(&id) || Some(id) == self.registration_id() {
-            return Err(format!("{what} FIFO {show} is already in use"));
-        }
-        Ok(id)
-    }
-
-    /// Opens the request and notification FIFOs of a connect request.
-    fn open_rest(
-        &self,
-        c: &ConnectRequest,
-        resp_id: FifoId,
-    ) -> Result<(Receiver, Outbox, FifoId, FifoId), String> {
-        let show = |p: &[u8]| String::from_utf8_lossy(p).into_owned();
-        let req_id = self.check_fifo(&c.req, "request")?;
-        let notif_id = self.check_fifo(&c.notif, "notification")?;
-        if req_id == resp_id || req_id == notif_id || resp_id == notif_id {
-            return Err("the three FIFOs must be different".into());
-        }
-        let req = open_checked(&c.req, req_id, End::Read)
-            .map_err(|e| format!("request FIFO {}: {e}", show(&c.req)))?;
-        let notif = open_write_end(&c.notif, notif_id)
-            .map_err(|e| format!("notification FIFO {}: {e}", show(&c.notif)))?;
-        Ok((Receiver::from(req), Outbox::new(notif), req_id, notif_id))
-    }
-
-    /// Retries opening the write ends that waited for their client; ends
-    /// the sessions whose client has not opened them within [`OPEN_GRACE`].
-    fn retry_opening(&mut self) {
-        let now = Instant::now();
-        let mut waiting = std::mem::take(&mut self.opening);
-        // A slab slot reused after SIGUSR1 may be listed twice.
-        waiting.sort_unstable();
-        waiting.dedup();
-        for sid in waiting {
-            let outcome = match self.sessions.get_mut(sid) {
-                Some(s) if s.opening_since.is_some() => self.try_open_late(sid, now),
-                _ => continue,
-            };
-            match outcome {
-                Ok(true) => {}
-                Ok(false) => self.opening.push(sid),
-                Err(why) => self.close(sid, Close::Log(why)),
-            }
-        }
-    }
-
-    /// One retry for session `sid`: `Ok(true)` once both ends are open.
-    fn try_open_late(&mut self, sid: SessionId, now: Instant) -> Result<bool, String> {
-        let Some(s) = self.sessions.get_mut(sid) else {
-            return Ok(true);
-        };
-        let registry = self.poll.registry();
-        for (i, (kind, out)) in [(RESP, &mut s.resp), (NOTIF, &mut s.notif)]
-            .into_iter()
-            .enumerate()
-        {
-            if out.pipe.is_some() {
-                continue;
-            }
-            match open_checked(&s.out_paths[i], s.fifos[kind], End::Write) {
-                Ok(fd) => {
-                    out.pipe = Some(Sender::from(fd));
-                    watch_out(registry, sid, kind, out)
-                        .map_err(|e| format!("cannot watch its FIFO: {e}"))?;
-                }
-                Err(FifoError::Sys(_, nix::errno::Errno::ENXIO)) => {}
-                Err(e) => return Err(format!("cannot open its FIFO: {e}")),
-            }
-        }
-        if s.resp.pipe.is_some() && s.notif.pipe.is_some() {
-            s.opening_since = None;
-            self.dirty.push(sid);
-            return Ok(true);
-        }
-        match s.opening_since {
-            Some(since) if now.duration_since(since) > OPEN_GRACE => Err(format!(
-                "did not open its response and notification FIFOs within {OPEN_GRACE:?}"
-            )),
-            _ => Ok(false),
-        }
     }
 
     // ----- signals --------------------------------------------------------
