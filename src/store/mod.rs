@@ -12,11 +12,13 @@
 //! sees changes of one key is exactly the order in which they were applied.
 //! In batch mode no hook is set and the cost is a single branch.
 
+mod entry;
 mod snapshot;
 
 pub use snapshot::Snapshot;
 
-use std::collections::HashMap;
+use entry::Entry;
+use std::collections::HashSet;
 use std::sync::{OnceLock, PoisonError, RwLock, RwLockReadGuard, RwLockWriteGuard, TryLockError};
 
 /// Number of shards of a store made with [`Store::new`]. A power of two well
@@ -40,7 +42,7 @@ pub struct Change<'a> {
 /// call back into the store.
 pub type ChangeHook = Box<dyn Fn(&[Change<'_>]) + Send + Sync>;
 
-type Shard = HashMap<String, String>;
+type Shard = HashSet<Entry>;
 
 /// The sharded key-value table. Share it between threads with an `Arc`.
 pub struct Store {
@@ -170,7 +172,9 @@ impl Store {
         keys.iter()
             .map(|k| {
                 let k = k.as_ref();
-                guards[slot(&order, self.shard_of(k))].get(k).cloned()
+                guards[slot(&order, self.shard_of(k))]
+                    .get(k)
+                    .map(|e| e.value().to_owned())
             })
             .collect()
     }
@@ -184,7 +188,7 @@ impl Store {
             .iter()
             .map(|k| {
                 let k = k.as_ref();
-                guards[slot(&order, self.shard_of(k))].remove(k).is_some()
+                guards[slot(&order, self.shard_of(k))].remove(k)
             })
             .collect();
         if let Some(hook) = self.hook.get() {
@@ -211,15 +215,17 @@ impl Store {
             .read()
             .unwrap_or_else(PoisonError::into_inner)
             .get(key)
-            .cloned()
+            .map(|e| e.value().to_owned())
     }
 
     /// The value of one key, or `Err(WouldBlock)` if its shard is locked by
     /// a writer right now: for callers that must never wait on a lock.
     pub fn try_get(&self, key: &str) -> Result<Option<String>, WouldBlock> {
         match self.shard(key).try_read() {
-            Ok(g) => Ok(g.get(key).cloned()),
-            Err(TryLockError::Poisoned(p)) => Ok(p.into_inner().get(key).cloned()),
+            Ok(g) => Ok(g.get(key).map(|e| e.value().to_owned())),
+            Err(TryLockError::Poisoned(p)) => {
+                Ok(p.into_inner().get(key).map(|e| e.value().to_owned()))
+            }
             Err(TryLockError::WouldBlock) => Err(WouldBlock),
         }
     }
@@ -233,7 +239,7 @@ impl Store {
             .shard(key)
             .read()
             .unwrap_or_else(PoisonError::into_inner);
-        f(g.contains_key(key))
+        f(g.contains(key))
     }
 
     /// Whether `key` is present right now.
@@ -241,7 +247,7 @@ impl Store {
         self.shard(key)
             .read()
             .unwrap_or_else(PoisonError::into_inner)
-            .contains_key(key)
+            .contains(key)
     }
 
     /// A consistent copy of the whole table, sorted by key: every shard is
@@ -253,7 +259,7 @@ impl Store {
         let guards = self.read_locks(&all);
         let mut pairs = Vec::with_capacity(guards.iter().map(|g| g.len()).sum());
         for g in &guards {
-            pairs.extend(g.iter().map(|(k, v)| (k.clone(), v.clone())));
+            pairs.extend(g.iter().map(|e| (e.key().to_owned(), e.value().to_owned())));
         }
         drop(guards);
         Snapshot::from_unsorted(pairs)
@@ -272,17 +278,9 @@ impl Store {
     }
 }
 
-/// Sets `k` to `v`, reusing the old value's buffer when there is one.
+/// Sets `k` to `v`.
 fn set(shard: &mut Shard, k: &str, v: &str) {
-    match shard.get_mut(k) {
-        Some(old) => {
-            old.clear();
-            old.push_str(v);
-        }
-        None => {
-            shard.insert(k.to_owned(), v.to_owned());
-        }
-    }
+    shard.replace(Entry::new(k, v));
 }
 
 /// Position of shard `shard` in the sorted lock order `order`.
