@@ -145,10 +145,26 @@ fn a_client_that_never_opens_its_fifos_is_dropped_after_the_grace_period() {
 
 #[test]
 fn clients_killed_at_random_points_leak_nothing() {
+    kill_clients_at_random_points(100);
+}
+
+/// The soak version: `cargo test --release --test faults -- --ignored`
+/// (`KVS_SOAK_ROUNDS` sets the count; 2,000 by default).
+#[test]
+#[ignore = "soak run: minutes, not seconds"]
+fn soak_clients_killed_at_random_points() {
+    let rounds = std::env::var("KVS_SOAK_ROUNDS")
+        .ok()
+        .and_then(|r| r.parse().ok())
+        .unwrap_or(2000);
+    kill_clients_at_random_points(rounds);
+}
+
+fn kill_clients_at_random_points(rounds: usize) {
     let server = Server::start(&[], &[]);
     let baseline = fd_count(server.pid());
     let mut rng = Rng::new();
-    for i in 0..100 {
+    for i in 0..rounds {
         let dir = client_dir();
         let mut child = std::process::Command::new(CLIENT)
             .arg(format!("k{i}"))
