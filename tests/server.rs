@@ -351,6 +351,7 @@ fn sigterm_exits_cleanly() {
     let mut server = Server::start(&[("slow.job", "WAIT 300\nWRITE [(a,1)]\nBACKUP\n")], &[]);
     let mut c = session("t", &server.fifo);
     assert_eq!(c.ask(write("b", "2")), b'0');
+    wait_for_file(&server.jobs.join("slow.out"), "Waiting...\n");
     let status = server.stop();
     assert_eq!(status.code(), Some(0), "{}", server.log());
     assert!(!server.fifo.exists(), "registration FIFO left behind");
@@ -493,4 +494,29 @@ fn a_client_id_in_use_is_refused_and_left_alone() {
     first.close_stdin();
     first.expect("Server returned 0 for operation: disconnect");
     assert_eq!(first.wait().code(), Some(0));
+}
+
+#[test]
+fn sigterm_lets_running_jobs_finish_and_starts_no_more() {
+    // Two workers: a.job and b.job run, c.job waits for a free worker.
+    let job = "WAIT 1000\nWRITE [(x,1)]\nREAD [x]\n";
+    let mut server = Server::start(&[("a.job", job), ("b.job", job), ("c.job", job)], &[]);
+    // Both workers are inside their WAIT once their .out says so.
+    for o in ["a.out", "b.out"] {
+        wait_for_file(&server.jobs.join(o), "Waiting...\n");
+    }
+    assert_eq!(server.stop().code(), Some(0), "{}", server.log());
+    for o in ["a.out", "b.out"] {
+        let text = std::fs::read_to_string(server.jobs.join(o)).unwrap();
+        assert_eq!(text, "Waiting...\n[(x,1)]\n", "{o}");
+    }
+    assert!(
+        !server.jobs.join("c.out").exists(),
+        "a job started after SIGTERM"
+    );
+    assert!(
+        server.log().contains("1 job files were not started"),
+        "{}",
+        server.log()
+    );
 }

@@ -6,6 +6,7 @@ use crate::backup::Backups;
 use crate::store::Store;
 use std::io;
 use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::mpsc;
 use std::sync::Arc;
 use threadpool::ThreadPool;
@@ -28,6 +29,13 @@ pub fn find_jobs(dir: &Path) -> io::Result<Vec<PathBuf>> {
     Ok(jobs)
 }
 
+/// What became of one job file.
+enum Outcome {
+    Ran(JobSummary),
+    Failed,
+    Skipped,
+}
+
 /// How a folder's run went.
 #[derive(Debug, Default, Clone, PartialEq, Eq)]
 pub struct BatchReport {
@@ -36,6 +44,8 @@ pub struct BatchReport {
     pub failed_jobs: usize,
     pub invalid_lines: usize,
     pub commands: usize,
+    /// Jobs not started because a stop was asked for.
+    pub skipped: usize,
 }
 
 /// Runs every job of `dir` with `workers` threads and waits for them (but
@@ -46,32 +56,58 @@ pub fn run_folder(
     backups: &Arc<Backups>,
     workers: usize,
 ) -> io::Result<BatchReport> {
+    run_folder_until(
+        dir,
+        store,
+        backups,
+        workers,
+        Arc::new(AtomicBool::new(false)),
+    )
+}
+
+/// [`run_folder`], except that once `stop` is set no further job file is
+/// started; the ones running finish (server mode's graceful shutdown).
+pub fn run_folder_until(
+    dir: &Path,
+    store: &Arc<Store>,
+    backups: &Arc<Backups>,
+    workers: usize,
+    stop: Arc<AtomicBool>,
+) -> io::Result<BatchReport> {
     let jobs = find_jobs(dir)?;
     let mut report = BatchReport {
         jobs: jobs.len(),
         ..BatchReport::default()
     };
     let pool = ThreadPool::with_name("kvs-job".into(), workers.max(1));
-    let (tx, rx) = mpsc::channel::<Option<JobSummary>>();
+    let (tx, rx) = mpsc::channel::<Outcome>();
     for job in jobs {
-        let (store, backups, tx) = (store.clone(), backups.clone(), tx.clone());
+        let (store, backups, tx, stop) = (store.clone(), backups.clone(), tx.clone(), stop.clone());
         pool.execute(move || {
+            if stop.load(Ordering::SeqCst) {
+                let _ = tx.send(Outcome::Skipped);
+                return;
+            }
             let result = run_job(&store, &backups, &job);
             if let Err(e) = &result {
                 eprintln!("kvs: {e}");
             }
             // The receiver outlives the pool; a failed send cannot happen.
-            let _ = tx.send(result.ok());
+            let _ = tx.send(match result {
+                Ok(summary) => Outcome::Ran(summary),
+                Err(_) => Outcome::Failed,
+            });
         });
     }
     drop(tx);
-    for summary in rx {
-        match summary {
-            Some(s) => {
+    for outcome in rx {
+        match outcome {
+            Outcome::Ran(s) => {
                 report.commands += s.commands;
                 report.invalid_lines += s.invalid_lines;
             }
-            None => report.failed_jobs += 1,
+            Outcome::Failed => report.failed_jobs += 1,
+            Outcome::Skipped => report.skipped += 1,
         }
     }
     pool.join();

@@ -8,7 +8,7 @@ pub mod lines;
 pub mod parser;
 pub mod runner;
 
-pub use batch::{find_jobs, run_folder, BatchReport};
+pub use batch::{find_jobs, run_folder, run_folder_until, BatchReport};
 pub use command::Command;
 pub use parser::{parse_line, ParseError};
 pub use runner::{run_job, JobError};

@@ -23,7 +23,7 @@ use slab::Slab;
 use std::collections::HashSet;
 use std::io;
 use std::path::PathBuf;
-use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::mpsc::{Receiver as Inbox, TryRecvError};
 use std::sync::Arc;
 use std::time::Instant;
@@ -80,10 +80,13 @@ pub struct Reactor {
     /// Sessions with a write end still waiting for its client.
     opening: Vec<SessionId>,
     shutting_down: bool,
+    stop_jobs: Arc<AtomicBool>,
     jobs_done: bool,
 }
 
 pub struct ReactorParts {
+    /// Set on SIGINT/SIGTERM: job files not yet started are not started.
+    pub stop_jobs: Arc<AtomicBool>,
     pub poll: Poll,
     pub registration_path: PathBuf,
     pub inbox: Inbox<Event>,
@@ -96,6 +99,7 @@ pub struct ReactorParts {
 impl Reactor {
     pub fn new(parts: ReactorParts) -> io::Result<Reactor> {
         let ReactorParts {
+            stop_jobs,
             poll,
             registration_path,
             inbox,
@@ -126,6 +130,7 @@ impl Reactor {
             dirty: Vec::new(),
             opening: Vec::new(),
             shutting_down: false,
+            stop_jobs,
             jobs_done: false,
         })
     }
@@ -208,6 +213,7 @@ impl Reactor {
             return;
         }
         self.shutting_down = true;
+        self.stop_jobs.store(true, Ordering::SeqCst);
         self.stop_listening(true);
         if !self.jobs_done {
             eprintln!("kvs: shutting down once the running job files finish");

@@ -21,7 +21,7 @@ pub mod subscriptions;
 
 use crate::backup::Backups;
 use crate::cli::ServerOptions;
-use crate::jobs::run_folder;
+use crate::jobs::run_folder_until;
 use crate::store::{ChangeHook, Store};
 use event_loop::{Reactor, ReactorParts, WAKER};
 use mailbox::{Event, Mailbox};
@@ -104,7 +104,9 @@ pub fn run_server(cfg: ServerConfig<'_>) -> Result<(), ServerError> {
     let _ = store.set_change_hook(hook);
 
     let pool = StorePool::new(cfg.options.store_threads, store.clone(), mailbox.clone());
+    let stop_jobs = Arc::new(AtomicBool::new(false));
     let mut reactor = Reactor::new(ReactorParts {
+        stop_jobs: stop_jobs.clone(),
         poll,
         registration_path: cfg.registration_fifo.to_path_buf(),
         inbox,
@@ -126,6 +128,7 @@ pub fn run_server(cfg: ServerConfig<'_>) -> Result<(), ServerError> {
 
     let backups = Backups::new(cfg.max_backups);
     let jobs = {
+        let stop_jobs = stop_jobs.clone();
         let (dir, store, backups, mailbox) = (
             cfg.jobs_dir.to_path_buf(),
             store.clone(),
@@ -136,8 +139,13 @@ pub fn run_server(cfg: ServerConfig<'_>) -> Result<(), ServerError> {
         std::thread::Builder::new()
             .name("kvs-jobs".into())
             .spawn(move || {
-                if let Err(e) = run_folder(&dir, &store, &backups, workers) {
-                    eprintln!("kvs: cannot read jobs folder {}: {e}", dir.display());
+                match run_folder_until(&dir, &store, &backups, workers, stop_jobs) {
+                    Ok(r) if r.skipped > 0 => eprintln!(
+                        "kvs: shutting down: {} job files were not started",
+                        r.skipped
+                    ),
+                    Ok(_) => {}
+                    Err(e) => eprintln!("kvs: cannot read jobs folder {}: {e}", dir.display()),
                 }
                 mailbox.post(Event::JobsDone);
             })

@@ -346,3 +346,16 @@ pub fn raw_connect(fifo: &Path, req: &Path, resp: &Path, notif: &Path) {
         .write_all(&msg)
         .expect("write connect request");
 }
+
+/// Waits (at most 10 s) until the file at `path` holds exactly `text`.
+pub fn wait_for_file(path: &Path, text: &str) {
+    let start = Instant::now();
+    while std::fs::read_to_string(path).unwrap_or_default() != text {
+        assert!(
+            start.elapsed() < Duration::from_secs(10),
+            "{} never held {text:?}",
+            path.display()
+        );
+        std::thread::sleep(Duration::from_millis(5));
+    }
+}
