@@ -223,8 +223,8 @@ pub struct Connection {
 }
 
 impl Connection {
-    /// Registers through `registration` and waits for the server's answer.
-    /// Returns the answer code too: `'0'` connected.
+    /// Registers through `registration` and waits for the server's answer;
+    /// a `'1'` answer is [`ClientError::Refused`].
     pub fn connect(fifos: &ClientFifos, registration: &Path) -> Result<Connection, ClientError> {
         let msg = ConnectRequest {
             req: fifos.req.as_os_str().as_bytes().to_vec(),
