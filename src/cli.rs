@@ -20,6 +20,9 @@ Server options:
   --fifo-mode <octal>       mode of the registration FIFO (default 600)
   -h, --help                print this help";
 
+/// More store threads than this cannot help and may fail to start.
+pub const MAX_STORE_THREADS: usize = 256;
+
 /// Limits of server mode; see [`USAGE`].
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct ServerOptions {
@@ -128,7 +131,15 @@ fn parse_server_options(flags: &[String]) -> Result<ServerOptions, UsageError> {
             "--max-sessions" => o.max_sessions = positive(name, value)?,
             "--max-subscriptions" => o.max_subscriptions = positive(name, value)?,
             "--output-buffer" => o.output_buffer = positive(name, value)?,
-            "--store-threads" => o.store_threads = positive(name, value)?,
+            "--store-threads" => {
+                o.store_threads = positive(name, value)?;
+                // Each is a real thread, started at once.
+                if o.store_threads > MAX_STORE_THREADS {
+                    return Err(UsageError(format!(
+                        "--store-threads: at most {MAX_STORE_THREADS}, not {value}"
+                    )));
+                }
+            }
             "--fifo-mode" => {
                 o.fifo_mode = u32::from_str_radix(value, 8)
                     .ok()
@@ -184,5 +195,6 @@ mod tests {
         assert!(parse(&["d", "1", "1", "f", "--bogus", "2"]).is_err());
         assert!(parse(&["d", "1", "1", "f", "--max-sessions"]).is_err());
         assert!(parse(&["d", "1", "1", "f", "--fifo-mode", "999"]).is_err());
+        assert!(parse(&["d", "1", "1", "f", "--store-threads", "100000"]).is_err());
     }
 }

@@ -79,7 +79,9 @@ pub fn run_folder_until(
         jobs: jobs.len(),
         ..BatchReport::default()
     };
-    let pool = ThreadPool::with_name("kvs-job".into(), workers.max(1));
+    // More workers than job files would only be idle threads (and a huge
+    // max_threads would ask the OS for that many).
+    let pool = ThreadPool::with_name("kvs-job".into(), workers.min(jobs.len()).max(1));
     let (tx, rx) = mpsc::channel::<Outcome>();
     for job in jobs {
         let (store, backups, tx, stop) = (store.clone(), backups.clone(), tx.clone(), stop.clone());
