@@ -12,7 +12,7 @@ use super::fifo::{FifoId, RegistrationFifo};
 use super::mailbox::{Event, Mailbox, OpResult};
 use super::protocol::{self, Decoded, Request, FAIL, OK};
 use super::registration::Framer;
-use super::session::{ReadOutcome, Session};
+use super::session::{Session, MAX_INBUF};
 use super::store_ops::{StoreOp, StorePool};
 use super::subscriptions::{SessionId, Subscriptions};
 use crate::cli::ServerOptions;
@@ -228,7 +228,12 @@ impl Reactor {
             return;
         }
         match kind {
-            REQ => self.service(sid),
+            REQ => {
+                if let Some(s) = self.sessions.get_mut(sid) {
+                    s.unread = true;
+                }
+                self.service(sid)
+            }
             _ if gone => self.close(sid, Close::Quiet),
             _ => self.flush(sid),
         }
@@ -241,7 +246,7 @@ impl Reactor {
             let Some(s) = self.sessions.get_mut(sid) else {
                 return;
             };
-            let mut progressed = s.read_requests() == ReadOutcome::Data;
+            s.read_requests();
             loop {
                 let Some(s) = self.sessions.get_mut(sid) else {
                     return;
@@ -253,7 +258,6 @@ impl Reactor {
                     Decoded::Incomplete => break,
                     Decoded::Request(r, len) => {
                         s.inbuf.drain(..len);
-                        progressed = true;
                         self.handle(sid, r);
                     }
                     Decoded::Invalid { op, len, error } => {
@@ -261,7 +265,6 @@ impl Reactor {
                         protocol::push_response(s.resp.queue(), op, FAIL);
                         eprintln!("kvs: client {}: {error}", s.name);
                         self.dirty.push(sid);
-                        progressed = true;
                     }
                     Decoded::Unknown(op) => {
                         protocol::push_response(s.resp.queue(), op, FAIL);
@@ -270,8 +273,11 @@ impl Reactor {
                     }
                 }
             }
-            if !progressed {
-                break;
+            // Read on only if a full buffer stopped the last read and
+            // parsing has made room since.
+            match self.sessions.get(sid) {
+                Some(s) if s.unread && s.inbuf.len() < MAX_INBUF => continue,
+                _ => break,
             }
         }
         if let Some(s) = self.sessions.get(sid) {

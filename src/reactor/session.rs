@@ -90,15 +90,11 @@ pub struct Session {
     pub busy: bool,
     /// The client closed its request FIFO (end-of-file).
     pub peer_closed: bool,
-}
-
-/// What one call to [`Session::read_requests`] saw.
-#[derive(Debug, PartialEq, Eq)]
-pub enum ReadOutcome {
-    /// Some bytes arrived.
-    Data,
-    /// Nothing new (the pipe is empty or the buffer full).
-    Nothing,
+    /// The request FIFO may hold bytes not read yet: set by a readable
+    /// event, cleared once a read comes back short (a pipe read returns
+    /// all there is, so a short read leaves the pipe empty, and the next
+    /// write to an empty pipe raises a new event).
+    pub unread: bool,
 }
 
 /// The opened FIFOs of a new session.
@@ -127,27 +123,34 @@ impl Session {
             subscriptions: HashSet::new(),
             busy: false,
             peer_closed: false,
+            unread: false,
         }
     }
 
     /// Reads the request FIFO until it is empty, at end-of-file, or
-    /// [`MAX_INBUF`] bytes wait to be parsed.
-    pub fn read_requests(&mut self) -> ReadOutcome {
-        let mut got = ReadOutcome::Nothing;
+    /// [`MAX_INBUF`] bytes wait to be parsed (then [`Session::unread`] stays set).
+    pub fn read_requests(&mut self) {
         let mut chunk = [0u8; 4096];
-        while !self.peer_closed && self.inbuf.len() < MAX_INBUF {
+        while self.unread && self.inbuf.len() < MAX_INBUF {
             match self.req.read(&mut chunk) {
-                Ok(0) => self.peer_closed = true,
+                Ok(0) => {
+                    self.peer_closed = true;
+                    self.unread = false;
+                }
                 Ok(n) => {
                     self.inbuf.extend_from_slice(&chunk[..n]);
-                    got = ReadOutcome::Data;
+                    if n < chunk.len() {
+                        self.unread = false;
+                    }
                 }
-                Err(e) if e.kind() == io::ErrorKind::WouldBlock => break,
-                Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
-                Err(_) => self.peer_closed = true,
+                Err(e) if e.kind() == io::ErrorKind::WouldBlock => self.unread = false,
+                Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+                Err(_) => {
+                    self.peer_closed = true;
+                    self.unread = false;
+                }
             }
         }
-        got
     }
 
     /// Bytes queued for this client on both FIFOs.
