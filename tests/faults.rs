@@ -468,3 +468,66 @@ fn a_client_whose_fifo_paths_do_not_fit_says_so() {
         "FIFOs left behind"
     );
 }
+
+#[test]
+fn out_of_descriptors_clients_are_refused_cleanly() {
+    let have_prlimit = std::process::Command::new("prlimit")
+        .arg("--version")
+        .output()
+        .is_ok_and(|o| o.status.success());
+    if !have_prlimit {
+        eprintln!("skipped: prlimit (util-linux) is not installed");
+        return;
+    }
+    // Room for about a dozen sessions of three descriptors each.
+    let server = Server::start_under(&["prlimit", "--nofile=48:48", "--"], &[], &[]);
+    let d = client_dir();
+    let mut open = Vec::new();
+    let mut refused = false;
+    for i in 0..30 {
+        let fifos = ClientFifos::create(d.path(), &i.to_string()).unwrap();
+        match Connection::connect(&fifos, &server.fifo) {
+            Ok(mut c) => {
+                let n = c.take_notifications();
+                open.push((c, n, fifos));
+            }
+            Err(ClientError::Refused) => {
+                refused = true;
+                break;
+            }
+            Err(e) => panic!("connect {i}: {e}; log:\n{}", server.log()),
+        }
+    }
+    assert!(refused, "30 sessions fit in 48 descriptors?");
+    assert!(
+        open.len() >= 5,
+        "only {} sessions before refusal",
+        open.len()
+    );
+    assert!(
+        server.log().contains("no file descriptor left"),
+        "{}",
+        server.log()
+    );
+    // Everyone connected is still served, and a freed slot is usable again.
+    for (i, (c, _, _)) in open.iter_mut().enumerate() {
+        match c.request(&Request::Write("k".into(), "v".into())) {
+            Ok(a) => assert_eq!(a.code, b'0'),
+            Err(e) => panic!("session {i}: {e}; log:\n{}", server.log()),
+        }
+    }
+    let (mut c, _notif, _fifos) = open.pop().unwrap();
+    assert_eq!(c.request(&Request::Disconnect).unwrap().code, b'0');
+    drop(c);
+    let start = Instant::now();
+    loop {
+        let fifos = ClientFifos::create(d.path(), "again").unwrap();
+        match Connection::connect(&fifos, &server.fifo) {
+            Ok(_) => break,
+            Err(ClientError::Refused) if start.elapsed() < Duration::from_secs(10) => {
+                std::thread::sleep(Duration::from_millis(50));
+            }
+            Err(e) => panic!("reconnect: {e}"),
+        }
+    }
+}

@@ -520,3 +520,15 @@ fn sigterm_lets_running_jobs_finish_and_starts_no_more() {
         server.log()
     );
 }
+
+#[test]
+fn the_registration_fifo_has_the_mode_asked_for() {
+    use std::os::unix::fs::{FileTypeExt, PermissionsExt};
+    let server = Server::start(&[], &[]);
+    let meta = std::fs::symlink_metadata(&server.fifo).unwrap();
+    assert!(meta.file_type().is_fifo());
+    assert_eq!(meta.permissions().mode() & 0o777, 0o600);
+    let shared = Server::start(&[], &["--fifo-mode", "666"]);
+    let meta = std::fs::symlink_metadata(&shared.fifo).unwrap();
+    assert_eq!(meta.permissions().mode() & 0o777, 0o666);
+}

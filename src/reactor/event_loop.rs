@@ -32,7 +32,7 @@ mod accept;
 mod listener;
 
 pub use accept::OPEN_GRACE;
-use accept::{unwatch_out, OPEN_RETRY};
+use accept::{spare_descriptor, unwatch_out, OPEN_RETRY};
 use listener::{Listener, REGISTRATION_CHECK};
 
 pub const REGISTRATION: Token = Token(usize::MAX - 1);
@@ -80,6 +80,8 @@ pub struct Reactor {
     /// Sessions with a write end still waiting for its client.
     opening: Vec<SessionId>,
     shutting_down: bool,
+    /// One descriptor kept free for refusing clients when none is left.
+    spare_fd: Option<std::fs::File>,
     stop_jobs: Arc<AtomicBool>,
     jobs_done: bool,
 }
@@ -130,6 +132,7 @@ impl Reactor {
             dirty: Vec::new(),
             opening: Vec::new(),
             shutting_down: false,
+            spare_fd: spare_descriptor(),
             stop_jobs,
             jobs_done: false,
         })

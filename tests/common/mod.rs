@@ -126,6 +126,11 @@ impl Server {
     /// Starts `kvs <jobs> 2 2 <fifo> <extra...>` with the given job files and
     /// waits (bounded) until the registration FIFO exists.
     pub fn start(jobs: &[(&str, &str)], extra: &[&str]) -> Server {
+        Server::start_under(&[], jobs, extra)
+    }
+
+    /// [`Server::start`] under a wrapping command, e.g. `["prlimit", "--nofile=40:40", "--"]`.
+    pub fn start_under(wrapper: &[&str], jobs: &[(&str, &str)], extra: &[&str]) -> Server {
         let dir = tempfile::Builder::new()
             .prefix("kvs-srv")
             .tempdir_in("/tmp")
@@ -137,7 +142,15 @@ impl Server {
         }
         let fifo = dir.path().join("register");
         let log = dir.path().join("server.log");
-        let child = Command::new(KVS)
+        let mut cmd = match wrapper.split_first() {
+            Some((tool, args)) => {
+                let mut c = Command::new(tool);
+                c.args(args).arg(KVS);
+                c
+            }
+            None => Command::new(KVS),
+        };
+        let child = cmd
             .arg(&jobs_dir)
             .args(["2", "2"])
             .arg(&fifo)

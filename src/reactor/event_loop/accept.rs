@@ -10,6 +10,7 @@ use crate::reactor::session::{Outbox, Session, SessionFifos};
 use crate::reactor::subscriptions::SessionId;
 use mio::unix::pipe::{Receiver, Sender};
 use mio::{Interest, Registry};
+use nix::errno::Errno;
 use std::io;
 use std::time::{Duration, Instant};
 
@@ -26,6 +27,11 @@ fn open_write_end(path: &[u8], id: FifoId) -> Result<Option<Sender>, FifoError> 
         Err(FifoError::Sys(_, nix::errno::Errno::ENXIO)) => Ok(None),
         Err(e) => Err(e),
     }
+}
+
+/// A descriptor held in reserve (see `refuse_without_descriptors`).
+pub(super) fn spare_descriptor() -> Option<std::fs::File> {
+    std::fs::File::open("/dev/null").ok()
 }
 
 /// Write ends stay registered for WRITABLE for the session's life (see
@@ -59,6 +65,10 @@ impl Reactor {
         };
         let resp = match open_write_end(&c.resp, resp_id) {
             Ok(pipe) => Outbox::new(pipe),
+            Err(FifoError::Sys(_, Errno::EMFILE | Errno::ENFILE)) => {
+                self.refuse_without_descriptors(&c.resp, resp_id);
+                return refuse("no file descriptor left (raise the limit with ulimit -n)".into());
+            }
             Err(e) => return refuse(format!("response FIFO {}: {e}", show(&c.resp))),
         };
         let resp_path = c.resp.clone();
@@ -117,6 +127,19 @@ impl Reactor {
         self.fifos_in_use.extend(session.fifos);
         entry.insert(session);
         self.dirty.push(sid);
+    }
+
+    /// Out of descriptors, a client would wait for an answer that never
+    /// comes. The reactor keeps one spare descriptor for this moment: it is
+    /// given up to open the response FIFO, answer `'1'`, and taken back.
+    fn refuse_without_descriptors(&mut self, resp: &[u8], resp_id: FifoId) {
+        self.spare_fd = None;
+        if let Ok(fd) = open_checked(resp, resp_id, End::Shared) {
+            let mut out = Outbox::new(Some(Sender::from(fd)));
+            protocol::push_response(out.queue(), protocol::OP_CONNECT, FAIL);
+            let _ = out.flush();
+        }
+        self.spare_fd = spare_descriptor();
     }
 
     /// Checks that `path` is a FIFO that no session and not the
