@@ -7,9 +7,9 @@
 //! stdout) stays locked forever there. So the child touches no lock at all:
 //! the parent takes the snapshot under the store's locks, renders it to bytes
 //! and builds every path as a `CString` *before* forking. The child then only
-//! makes async-signal-safe system calls (`open`, `write`, `fsync`, `rename`,
-//! `unlink`, `close`, `_exit`) on that memory, allocates nothing, and leaves
-//! with `_exit` so no destructor or `atexit` handler runs.
+//! makes async-signal-safe system calls (`close_range`, `open`, `write`,
+//! `fsync`, `rename`, `unlink`, `close`, `_exit`) on that memory, allocates
+//! nothing, and leaves with `_exit` so no destructor or `atexit` handler runs.
 //!
 //! The file appears whole or not at all: the child writes `<name>.tmp`,
 //! fsyncs it, renames it over the final name and fsyncs the folder.
@@ -219,6 +219,15 @@ impl Backups {
 
 /// The whole life of a backup child.
 fn child_main(plan: &Plan) -> ! {
+    // The child inherits every descriptor of the server (O_CLOEXEC only acts
+    // on exec): client FIFOs, the registration FIFO, the poller. Held here,
+    // they would keep a closed session's pipes open, or make the
+    // registration FIFO look served after the server died, until the child
+    // exits. It needs none of them, only stderr.
+    // SAFETY: close_range is a plain system call; no object in the child
+    // uses a descriptor above 2 afterwards (the ones it needs are opened
+    // later). If the kernel lacks it (before 5.9) the descriptors just stay.
+    let _ = unsafe { nix::libc::close_range(3, nix::libc::c_uint::MAX, 0) };
     let code = match write_atomically(plan) {
         Ok(()) => 0,
         Err((stage, errno)) => {
@@ -243,9 +252,16 @@ fn child_main(plan: &Plan) -> ! {
 /// nothing, so the backup child may call it.
 fn write_atomically(plan: &Plan) -> Result<(), (&'static str, Errno)> {
     let result = (|| {
+        // Whatever is at the temporary name (a file left by a crash, or a
+        // symlink or FIFO someone planted) goes; then a new regular file is
+        // created there, never following a link and never blocking.
+        match unlink(plan.tmp.as_c_str()) {
+            Ok(()) | Err(Errno::ENOENT) => {}
+            Err(e) => return Err(("remove old temporary file", e)),
+        }
         let fd = open(
             plan.tmp.as_c_str(),
-            OFlag::O_WRONLY | OFlag::O_CREAT | OFlag::O_TRUNC | OFlag::O_CLOEXEC,
+            OFlag::O_WRONLY | OFlag::O_CREAT | OFlag::O_EXCL | OFlag::O_NOFOLLOW | OFlag::O_CLOEXEC,
             Mode::from_bits_truncate(0o644),
         )
         .map_err(|e| ("create", e))?;

@@ -169,3 +169,25 @@ fn a_failed_backup_is_reported_and_the_job_goes_on() {
         "[(a,1)]\n"
     );
 }
+
+#[test]
+fn backups_never_follow_a_planted_link_or_block_on_a_fifo() {
+    let tmp = tempfile::tempdir().unwrap();
+    fs::write(tmp.path().join("p.job"), "WRITE [(a,1)]\nBACKUP\nBACKUP\n").unwrap();
+    let victim = tmp.path().join("victim.txt");
+    fs::write(&victim, "precious").unwrap();
+    std::os::unix::fs::symlink(&victim, tmp.path().join("p-1.bck.tmp")).unwrap();
+    nix::unistd::mkfifo(
+        &tmp.path().join("p-2.bck.tmp"),
+        nix::sys::stat::Mode::from_bits_truncate(0o600),
+    )
+    .unwrap();
+    let out = run_kvs(&[tmp.path().to_str().unwrap(), "1", "1"]);
+    assert!(out.status.success(), "{}", out.stderr);
+    assert_eq!(fs::read_to_string(&victim).unwrap(), "precious");
+    for n in [1, 2] {
+        let bck = tmp.path().join(format!("p-{n}.bck"));
+        assert!(fs::symlink_metadata(&bck).unwrap().is_file());
+        assert_eq!(fs::read_to_string(&bck).unwrap(), "(a, 1)\n");
+    }
+}
