@@ -191,3 +191,22 @@ fn backups_never_follow_a_planted_link_or_block_on_a_fifo() {
         assert_eq!(fs::read_to_string(&bck).unwrap(), "(a, 1)\n");
     }
 }
+
+#[test]
+fn a_fifo_named_like_an_out_file_does_not_hang_the_job() {
+    let tmp = tempfile::tempdir().unwrap();
+    fs::write(tmp.path().join("f.job"), "WRITE [(a,1)]\nREAD [a]\n").unwrap();
+    fs::write(tmp.path().join("g.job"), "WRITE [(b,1)]\nREAD [b]\n").unwrap();
+    nix::unistd::mkfifo(
+        &tmp.path().join("f.out"),
+        nix::sys::stat::Mode::from_bits_truncate(0o600),
+    )
+    .unwrap();
+    let out = run_kvs(&[tmp.path().to_str().unwrap(), "1", "1"]);
+    assert_eq!(out.status.code(), Some(1), "{}", out.stderr);
+    assert!(out.stderr.contains("f.out"), "{}", out.stderr);
+    assert_eq!(
+        fs::read_to_string(tmp.path().join("g.out")).unwrap(),
+        "[(b,1)]\n"
+    );
+}

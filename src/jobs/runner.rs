@@ -60,7 +60,7 @@ fn backup_path(job: &Path, n: usize) -> PathBuf {
 pub fn run_job(store: &Store, backups: &Arc<Backups>, job: &Path) -> Result<JobSummary, JobError> {
     let input = File::open(job).map_err(|e| JobError::Open(job.to_path_buf(), e))?;
     let out_file = out_path(job);
-    let out = File::create(&out_file).map_err(|e| JobError::CreateOut(out_file.clone(), e))?;
+    let out = create_out(&out_file).map_err(|e| JobError::CreateOut(out_file.clone(), e))?;
     let mut out = BufWriter::new(out);
     let mut lines = LineReader::new(input);
     let mut summary = JobSummary::default();
@@ -117,6 +117,24 @@ pub fn run_job(store: &Store, backups: &Arc<Backups>, job: &Path) -> Result<JobS
     }
     out.flush().map_err(wout)?;
     Ok(summary)
+}
+
+/// Creates (or truncates) a job's `.out`. The open must not block: a FIFO
+/// left at that name with nobody reading it would stall the worker forever,
+/// so it is opened non-blocking (and fails with ENXIO); writes then block
+/// as usual. A symlink is followed, as a user may point an `.out` elsewhere.
+fn create_out(path: &Path) -> io::Result<File> {
+    use nix::fcntl::{fcntl, FcntlArg, OFlag};
+    use std::os::unix::fs::OpenOptionsExt;
+    let file = std::fs::OpenOptions::new()
+        .write(true)
+        .create(true)
+        .truncate(true)
+        .custom_flags(OFlag::O_NONBLOCK.bits())
+        .open(path)?;
+    let flags = OFlag::from_bits_truncate(fcntl(&file, FcntlArg::F_GETFL)?);
+    fcntl(&file, FcntlArg::F_SETFL(flags & !OFlag::O_NONBLOCK))?;
+    Ok(file)
 }
 
 /// READ's line: pairs sorted by key (byte order), absent keys as KVSERROR.
