@@ -167,8 +167,10 @@ impl Server {
             fifo,
             log,
         };
+        // Ready once it reads its registration FIFO: only then does a
+        // non-blocking write end open.
         let start = Instant::now();
-        while !server.fifo.exists() {
+        while !server.listening() {
             assert!(
                 start.elapsed() < Duration::from_secs(10),
                 "server did not start"
@@ -176,6 +178,34 @@ impl Server {
             std::thread::sleep(Duration::from_millis(5));
         }
         server
+    }
+
+    fn listening(&self) -> bool {
+        use std::os::unix::fs::OpenOptionsExt;
+        std::fs::OpenOptions::new()
+            .write(true)
+            .custom_flags(nix::fcntl::OFlag::O_NONBLOCK.bits())
+            .open(&self.fifo)
+            .is_ok()
+    }
+
+    /// The server's descriptor count once it has stopped changing (start-up
+    /// opens a few more right after the FIFO is served).
+    pub fn settled_fds(&self) -> usize {
+        let count = || {
+            std::fs::read_dir(format!("/proc/{}/fd", self.pid()))
+                .map(|d| d.count())
+                .unwrap_or(0)
+        };
+        let mut last = count();
+        loop {
+            std::thread::sleep(Duration::from_millis(100));
+            let now = count();
+            if now == last {
+                return now;
+            }
+            last = now;
+        }
     }
 
     pub fn pid(&self) -> i32 {

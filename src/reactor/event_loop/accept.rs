@@ -66,8 +66,8 @@ impl Reactor {
         let resp = match open_write_end(&c.resp, resp_id) {
             Ok(pipe) => Outbox::new(pipe),
             Err(FifoError::Sys(_, Errno::EMFILE | Errno::ENFILE)) => {
-                self.refuse_without_descriptors(&c.resp, resp_id);
-                return refuse("no file descriptor left (raise the limit with ulimit -n)".into());
+                refuse("no file descriptor left (raise the limit with ulimit -n)".into());
+                return self.refuse_without_descriptors(&c.resp, resp_id);
             }
             Err(e) => return refuse(format!("response FIFO {}: {e}", show(&c.resp))),
         };
