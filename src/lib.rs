@@ -3,7 +3,10 @@
 //! - [`store`]: the sharded in-memory table and its snapshots.
 //! - [`jobs`]: the `.job` language and the pool of job workers (batch mode).
 //! - [`backup`]: forked, atomic backups with a limit on concurrent children.
-//! - [`cli`]: command-line parsing shared by the binaries.
+//! - [`reactor`]: server mode: the mio reactor, FIFO sessions, the wire
+//!   protocol and subscriptions.
+//! - [`client`]: the client side of the wire protocol, used by `kvs-client`.
+//! - [`cli`]: command-line parsing of `kvs`.
 
 pub mod backup;
 pub mod cli;
