@@ -107,6 +107,7 @@ fn client_commands_and_answers() {
         ),
         ("DELETE [nope]", "Server returned 1 for operation: delete"),
         ("BOGUS", "stderr: Invalid command. See HELP for usage"),
+        ("HELP", "  SUBSCRIBE [key,...]"),
         ("DELAY 10", "Waiting..."),
     ] {
         c.send(line);

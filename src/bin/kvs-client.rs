@@ -2,7 +2,7 @@
 //! a terminal or a shell pipeline. Commands come on stdin; answers and
 //! notifications go to stdout, one line each (SPEC section 4).
 
-use kvs::client::commands::{parse_client_line, ClientCommand};
+use kvs::client::commands::{parse_client_line, ClientCommand, CLIENT_HELP};
 use kvs::client::{read_notification, Answer, ClientError, ClientFifos, Connection};
 use kvs::reactor::protocol::Request;
 use signal_hook::consts::{SIGHUP, SIGINT, SIGTERM};
@@ -23,6 +23,7 @@ commands from stdin, one per line:
   SUBSCRIBE [key,...]      UNSUBSCRIBE [key,...]
   READ [key,...]           WRITE [(key,value)...]      DELETE [key,...]
   DELAY <ms>               DISCONNECT (end of input does the same)
+  HELP
 Each notification prints as (key,value) or (key,DELETED).
 Exit status: 0 after DISCONNECT, 1 if the server refused, closed or vanished,
 2 on a bad command line.";
@@ -176,6 +177,10 @@ fn run(exit: &Arc<Exit>, registration: PathBuf) -> ExitCode {
                     .map(|a| report(&a, "write"))
             }),
             ClientCommand::Delete(keys) => each(&mut conn, keys, Request::Delete, "delete"),
+            ClientCommand::Help => {
+                print!("{CLIENT_HELP}");
+                Ok(())
+            }
         };
         if let Err(e) = result {
             fail(exit, e);

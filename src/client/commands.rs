@@ -11,7 +11,22 @@ pub enum ClientCommand {
     Read(Vec<String>),
     Write(Vec<(String, String)>),
     Delete(Vec<String>),
+    /// Prints [`CLIENT_HELP`]: the error line for a bad command points here.
+    Help,
 }
+
+/// What HELP prints in the client.
+pub const CLIENT_HELP: &str = "\
+Available commands:
+  SUBSCRIBE [key,...]
+  UNSUBSCRIBE [key,...]
+  READ [key,...]
+  WRITE [(key,value)(key2,value2)...]
+  DELETE [key,...]
+  DELAY <ms>
+  DISCONNECT
+  HELP
+";
 
 /// Parses one stdin line; `Ok(None)` for a blank line or a `#` comment.
 pub fn parse_client_line(line: &[u8]) -> Result<Option<ClientCommand>, ParseError> {
@@ -31,6 +46,7 @@ pub fn parse_client_line(line: &[u8]) -> Result<Option<ClientCommand>, ParseErro
         b"UNSUBSCRIBE" => ClientCommand::Unsubscribe(parse_keys(rest)?),
         b"DELAY" => ClientCommand::Delay(parse_delay(rest)?),
         b"DISCONNECT" => no_args(ClientCommand::Disconnect)?,
+        b"HELP" => no_args(ClientCommand::Help)?,
         b"READ" => ClientCommand::Read(parse_keys(rest)?),
         b"WRITE" => ClientCommand::Write(parse_pairs(rest)?),
         b"DELETE" => ClientCommand::Delete(parse_keys(rest)?),
@@ -62,6 +78,7 @@ mod tests {
         );
         assert_eq!(p("DELAY 10"), Ok(Some(ClientCommand::Delay(10))));
         assert_eq!(p("DISCONNECT"), Ok(Some(ClientCommand::Disconnect)));
+        assert_eq!(p("HELP"), Ok(Some(ClientCommand::Help)));
         assert_eq!(
             p("WRITE [(k,v)]"),
             Ok(Some(ClientCommand::Write(vec![("k".into(), "v".into())])))
