@@ -18,7 +18,8 @@ Server options:
   --output-buffer <bytes>   per-client output buffer before disconnect (default 1048576)
   --store-threads <n>       threads running client store operations (default 2)
   --fifo-mode <octal>       mode of the registration FIFO (default 600)
-  -h, --help                print this help";
+  -h, --help                print this help
+  -V, --version             print the version";
 
 /// More store threads than this cannot help and may fail to start.
 pub const MAX_STORE_THREADS: usize = 256;
@@ -48,6 +49,7 @@ impl Default for ServerOptions {
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Mode {
     Help,
+    Version,
     Batch {
         jobs_dir: PathBuf,
         max_backups: usize,
@@ -89,6 +91,9 @@ pub fn parse_args<I: IntoIterator<Item = String>>(args: I) -> Result<Mode, Usage
     let args: Vec<String> = args.into_iter().collect();
     if args.iter().any(|a| a == "-h" || a == "--help") {
         return Ok(Mode::Help);
+    }
+    if args.iter().any(|a| a == "-V" || a == "--version") {
+        return Ok(Mode::Version);
     }
     let split = args
         .iter()
@@ -182,6 +187,7 @@ mod tests {
             other => panic!("{other:?}"),
         }
         assert_eq!(parse(&["d", "--help"]), Ok(Mode::Help));
+        assert_eq!(parse(&["--version"]), Ok(Mode::Version));
     }
 
     #[test]

@@ -57,6 +57,10 @@ fn main() -> ExitCode {
         println!("{USAGE}");
         return ExitCode::SUCCESS;
     }
+    if args.iter().any(|a| a == "-V" || a == "--version") {
+        println!("kvs-client {}", env!("CARGO_PKG_VERSION"));
+        return ExitCode::SUCCESS;
+    }
     let [id, registration] = &args[..] else {
         eprintln!(
             "kvs-client: expected 2 arguments, got {}\n{USAGE}",

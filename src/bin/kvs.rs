@@ -16,6 +16,10 @@ fn main() -> ExitCode {
             println!("{USAGE}");
             ExitCode::SUCCESS
         }
+        Ok(Mode::Version) => {
+            println!("kvs {}", env!("CARGO_PKG_VERSION"));
+            ExitCode::SUCCESS
+        }
         Ok(Mode::Batch {
             jobs_dir,
             max_backups,
