@@ -39,6 +39,9 @@ pub const REGISTRATION: Token = Token(usize::MAX - 1);
 pub const SIGNALS: Token = Token(usize::MAX - 2);
 pub const WAKER: Token = Token(usize::MAX - 3);
 
+/// Most events taken from the inbox in one turn of the loop.
+const INBOX_BATCH: usize = 4096;
+
 const REQ: usize = 0;
 const RESP: usize = 1;
 const NOTIF: usize = 2;
@@ -147,11 +150,16 @@ impl Reactor {
     /// Serves until SIGINT or SIGTERM and the served job files are done.
     pub fn run(&mut self) -> io::Result<()> {
         let mut events = Events::with_capacity(1024);
+        let mut inbox_left = false;
         loop {
-            let retry = (!self.opening.is_empty()).then(|| Instant::now() + OPEN_RETRY);
+            let now = Instant::now();
+            let retry = (!self.opening.is_empty()).then(|| now + OPEN_RETRY);
+            // Events left in the inbox: look at the descriptors, don't sleep.
+            let backlog = inbox_left.then_some(now);
             let timeout = [
                 self.framer.deadline(),
                 retry,
+                backlog,
                 Some(self.next_registration_check),
             ]
             .into_iter()
@@ -184,7 +192,7 @@ impl Reactor {
             if self.framer.expire(Instant::now()) {
                 eprintln!("kvs: dropped an incomplete connect request");
             }
-            self.drain_inbox();
+            inbox_left = self.drain_inbox();
             self.flush_dirty();
             if self.shutting_down && self.jobs_done {
                 break;
@@ -462,9 +470,13 @@ impl Reactor {
 
     // ----- events from other threads ---------------------------------------
 
-    fn drain_inbox(&mut self) {
+    /// Handles what other threads posted, at most [`INBOX_BATCH`] events a
+    /// turn: job files writing subscribed keys faster than the reactor
+    /// forwards them must not keep it from clients and signals. Returns
+    /// whether events were left for the next turn.
+    fn drain_inbox(&mut self) -> bool {
         self.mailbox.take_wake();
-        loop {
+        for _ in 0..INBOX_BATCH {
             match self.inbox.try_recv() {
                 Ok(Event::Changes(changes)) => self.notify(&changes),
                 Ok(Event::Done {
@@ -473,9 +485,10 @@ impl Reactor {
                     result,
                 }) => self.finish(sid, generation, result),
                 Ok(Event::JobsDone) => self.jobs_done = true,
-                Err(TryRecvError::Empty | TryRecvError::Disconnected) => return,
+                Err(TryRecvError::Empty | TryRecvError::Disconnected) => return false,
             }
         }
+        true
     }
 
     fn notify(&mut self, changes: &[(String, Option<String>)]) {
