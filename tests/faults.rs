@@ -537,3 +537,59 @@ fn out_of_descriptors_clients_are_refused_cleanly() {
         }
     }
 }
+
+#[test]
+fn a_flood_on_the_registration_fifo_starves_no_one() {
+    let server = Server::start(&[], &[]);
+    let d = client_dir();
+    let fifos = ClientFifos::create(d.path(), "busy").unwrap();
+    let mut c = Connection::connect(&fifos, &server.fifo).unwrap();
+    let _notif = c.take_notifications();
+    // A process writing garbage to the registration FIFO as fast as it can.
+    let stop = Arc::new(AtomicBool::new(false));
+    let flood = {
+        let (stop, fifo) = (stop.clone(), server.fifo.clone());
+        std::thread::spawn(move || {
+            let mut reg = OpenOptions::new().write(true).open(fifo).unwrap();
+            let garbage = [9u8; 4096];
+            let mut sent = 0usize;
+            while !stop.load(Ordering::SeqCst) {
+                if reg.write_all(&garbage).is_err() {
+                    break;
+                }
+                sent += 1;
+            }
+            sent
+        })
+    };
+    std::thread::sleep(Duration::from_millis(100));
+    let start = Instant::now();
+    for n in 0..500 {
+        let a = c
+            .request(&Request::Write("k".into(), n.to_string()))
+            .unwrap();
+        assert_eq!(a.code, b'0');
+    }
+    let took = start.elapsed();
+    stop.store(true, Ordering::SeqCst);
+    let chunks = flood.join().unwrap();
+    assert!(chunks > 100, "the flood did not flow ({chunks} chunks)");
+    assert!(
+        took < Duration::from_secs(10),
+        "500 requests took {took:?} under the flood"
+    );
+    // The log says so, but not once per chunk.
+    let lines = server
+        .log()
+        .lines()
+        .filter(|l| l.contains("bad connect"))
+        .count();
+    assert!(
+        (1..50).contains(&lines),
+        "{lines} log lines for {chunks} bad chunks"
+    );
+    // Once the flood stops, clients connect again.
+    std::thread::sleep(Duration::from_millis(150));
+    let again = ClientFifos::create(d.path(), "after").unwrap();
+    assert!(Connection::connect(&again, &server.fifo).is_ok());
+}

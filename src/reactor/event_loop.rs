@@ -65,6 +65,9 @@ pub struct Reactor {
     /// When to check next that the registration path is still our FIFO.
     next_registration_check: Instant,
     framer: Framer,
+    /// Rate limit of the "dropped a bad connect request" log line.
+    last_drop_log: Option<Instant>,
+    dropped_unlogged: usize,
     signals: Signals,
     sessions: Slab<Session>,
     subs: Subscriptions,
@@ -122,6 +125,8 @@ impl Reactor {
             registration_path,
             next_registration_check: Instant::now() + REGISTRATION_CHECK,
             framer: Framer::default(),
+            last_drop_log: None,
+            dropped_unlogged: 0,
             signals,
             sessions: Slab::new(),
             subs: Subscriptions::default(),
@@ -151,11 +156,12 @@ impl Reactor {
     pub fn run(&mut self) -> io::Result<()> {
         let mut events = Events::with_capacity(1024);
         let mut inbox_left = false;
+        let mut registration_left = false;
         loop {
             let now = Instant::now();
             let retry = (!self.opening.is_empty()).then(|| now + OPEN_RETRY);
-            // Events left in the inbox: look at the descriptors, don't sleep.
-            let backlog = inbox_left.then_some(now);
+            // Work left from the last turn: look at the descriptors, don't sleep.
+            let backlog = (inbox_left || registration_left).then_some(now);
             let timeout = [
                 self.framer.deadline(),
                 retry,
@@ -173,7 +179,7 @@ impl Reactor {
             }
             for ev in events.iter() {
                 match ev.token() {
-                    REGISTRATION => self.read_registrations(),
+                    REGISTRATION => registration_left = true,
                     SIGNALS => self.handle_signals(),
                     WAKER => {}
                     Token(t) => {
@@ -181,6 +187,9 @@ impl Reactor {
                         self.session_ready(t / 3, t % 3, gone)
                     }
                 }
+            }
+            if registration_left {
+                registration_left = self.read_registrations();
             }
             if !self.opening.is_empty() {
                 self.retry_opening();

@@ -5,12 +5,16 @@
 
 use super::{Reactor, REGISTRATION};
 use crate::reactor::fifo::{create_registration, identity, FifoId, RegistrationFifo};
+use crate::reactor::protocol::ProtocolError;
 use mio::unix::pipe::Receiver;
 use mio::{Interest, Poll};
 use std::io::{self, Read};
 use std::time::{Duration, Instant};
 
 /// How often the registration path is checked (see `check_registration`).
+/// Most reads of the registration FIFO in one turn of the loop (64 KiB).
+const READS_PER_TURN: usize = 16;
+
 pub(super) const REGISTRATION_CHECK: Duration = Duration::from_secs(1);
 
 /// The registration FIFO as a source of the poller.
@@ -29,28 +33,53 @@ impl Listener {
 }
 
 impl Reactor {
-    pub(super) fn read_registrations(&mut self) {
+    /// Reads connect requests, at most [`READS_PER_TURN`] chunks, so that
+    /// a process flooding the registration FIFO cannot keep the reactor from
+    /// its sessions. Returns whether the FIFO may hold more.
+    pub(super) fn read_registrations(&mut self) -> bool {
         let mut chunk = [0u8; 4096];
-        loop {
+        for _ in 0..READS_PER_TURN {
             let Some(listener) = self.listener.as_mut() else {
-                return;
+                return false;
             };
             let n = match listener.reader.read(&mut chunk) {
-                Ok(0) => return, // cannot happen while we hold a write end
+                Ok(0) => return false, // cannot happen while we hold a write end
                 Ok(n) => n,
-                Err(e) if e.kind() == io::ErrorKind::WouldBlock => return,
+                Err(e) if e.kind() == io::ErrorKind::WouldBlock => return false,
                 Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
                 Err(e) => {
                     eprintln!("kvs: reading the registration FIFO failed: {e}");
-                    return;
+                    return false;
                 }
             };
             for msg in self.framer.push(&chunk[..n], Instant::now()) {
                 match msg {
                     Ok(c) => self.connect(c),
-                    Err(e) => eprintln!("kvs: dropped a bad connect request: {e}"),
+                    Err(e) => self.log_dropped(e),
                 }
             }
+        }
+        true
+    }
+
+    /// Logs a dropped connect request, at most once a second (with the
+    /// count since), so a flood of garbage cannot flood the log too.
+    fn log_dropped(&mut self, e: ProtocolError) {
+        let now = Instant::now();
+        let due = self
+            .last_drop_log
+            .is_none_or(|t| now.duration_since(t) >= Duration::from_secs(1));
+        if due {
+            match self.dropped_unlogged {
+                0 => eprintln!("kvs: dropped a bad connect request: {e}"),
+                n => eprintln!(
+                    "kvs: dropped a bad connect request: {e} (and {n} more since the last report)"
+                ),
+            }
+            self.last_drop_log = Some(now);
+            self.dropped_unlogged = 0;
+        } else {
+            self.dropped_unlogged += 1;
         }
     }
 
