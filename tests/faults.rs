@@ -593,3 +593,63 @@ fn a_flood_on_the_registration_fifo_starves_no_one() {
     let again = ClientFifos::create(d.path(), "after").unwrap();
     assert!(Connection::connect(&again, &server.fifo).is_ok());
 }
+
+#[test]
+fn a_client_flooding_requests_without_reading_is_cut_off_and_starves_no_one() {
+    let server = Server::start(&[], &["--output-buffer", "65536"]);
+    let d = client_dir();
+    let fifos = ClientFifos::create(d.path(), "calm").unwrap();
+    let mut calm = Connection::connect(&fifos, &server.fifo).unwrap();
+    let _calm_notif = calm.take_notifications();
+    assert_eq!(
+        calm.request(&Request::Write("k".into(), "v".into()))
+            .unwrap()
+            .code,
+        b'0'
+    );
+
+    // A session that writes READ requests nonstop and never reads an answer.
+    let hog_fifos = ClientFifos::create(d.path(), "hog").unwrap();
+    let mut hog = Connection::connect(&hog_fifos, &server.fifo).unwrap();
+    let hog_notif = hog.take_notifications();
+    let req_path = hog_fifos.req.clone();
+    let stop = Arc::new(AtomicBool::new(false));
+    let flood = {
+        let stop = stop.clone();
+        std::thread::spawn(move || {
+            use std::os::unix::fs::OpenOptionsExt;
+            let mut req = OpenOptions::new()
+                .write(true)
+                .custom_flags(nix::fcntl::OFlag::O_NONBLOCK.bits())
+                .open(req_path)
+                .unwrap();
+            let one = Request::Read("k".into()).encode().unwrap();
+            let burst: Vec<u8> = one.iter().copied().cycle().take(one.len() * 97).collect();
+            while !stop.load(Ordering::SeqCst) {
+                match req.write(&burst) {
+                    Ok(_) => {}
+                    Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => {}
+                    Err(_) => break, // the server closed the session
+                }
+            }
+        })
+    };
+    let start = Instant::now();
+    for n in 0..300 {
+        let a = calm
+            .request(&Request::Write("k".into(), n.to_string()))
+            .unwrap();
+        assert_eq!(a.code, b'0');
+    }
+    let took = start.elapsed();
+    server.wait_log("not reading");
+    stop.store(true, Ordering::SeqCst);
+    flood.join().unwrap();
+    drop((hog, hog_notif));
+    assert!(
+        took < Duration::from_secs(10),
+        "300 requests took {took:?} beside the hog"
+    );
+    let rss = rss_kib(server.pid());
+    assert!(rss < 64 * 1024, "server resident memory {rss} KiB");
+}

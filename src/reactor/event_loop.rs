@@ -39,6 +39,9 @@ pub const REGISTRATION: Token = Token(usize::MAX - 1);
 pub const SIGNALS: Token = Token(usize::MAX - 2);
 pub const WAKER: Token = Token(usize::MAX - 3);
 
+/// Most 64 KiB reads of one session's requests in one turn of the loop.
+const SERVICE_ROUNDS: usize = 4;
+
 /// Most events taken from the inbox in one turn of the loop.
 const INBOX_BATCH: usize = 4096;
 
@@ -83,6 +86,8 @@ pub struct Reactor {
     next_generation: u64,
     /// Sessions with bytes queued since the last flush.
     dirty: Vec<SessionId>,
+    /// Sessions whose requests were not all read last turn.
+    resume: Vec<SessionId>,
     /// Sessions with a write end still waiting for its client.
     opening: Vec<SessionId>,
     shutting_down: bool,
@@ -138,6 +143,7 @@ impl Reactor {
             opts,
             next_generation: 0,
             dirty: Vec::new(),
+            resume: Vec::new(),
             opening: Vec::new(),
             shutting_down: false,
             spare_fd: spare_descriptor(),
@@ -161,7 +167,8 @@ impl Reactor {
             let now = Instant::now();
             let retry = (!self.opening.is_empty()).then(|| now + OPEN_RETRY);
             // Work left from the last turn: look at the descriptors, don't sleep.
-            let backlog = (inbox_left || registration_left).then_some(now);
+            let left = inbox_left || registration_left || !self.resume.is_empty();
+            let backlog = left.then_some(now);
             let timeout = [
                 self.framer.deadline(),
                 retry,
@@ -190,6 +197,12 @@ impl Reactor {
             }
             if registration_left {
                 registration_left = self.read_registrations();
+            }
+            let mut resume = std::mem::take(&mut self.resume);
+            resume.sort_unstable();
+            resume.dedup();
+            for sid in resume {
+                self.service(sid);
             }
             if !self.opening.is_empty() {
                 self.retry_opening();
@@ -262,7 +275,7 @@ impl Reactor {
     /// Reads and answers a session's requests for as long as it can make
     /// progress without waiting.
     fn service(&mut self, sid: SessionId) {
-        loop {
+        for _ in 0..SERVICE_ROUNDS {
             let Some(s) = self.sessions.get_mut(sid) else {
                 return;
             };
@@ -271,7 +284,10 @@ impl Reactor {
                 let Some(s) = self.sessions.get_mut(sid) else {
                     return;
                 };
-                if s.busy {
+                // Waiting on the pool, or answers piling up unread: stop
+                // here; the flush at the end of the turn sends them or cuts
+                // the client off.
+                if s.busy || s.pending_output() > self.opts.output_buffer {
                     break;
                 }
                 match Request::decode(&s.inbuf) {
@@ -283,7 +299,15 @@ impl Reactor {
                     Decoded::Invalid { op, len, error } => {
                         s.inbuf.drain(..len);
                         protocol::push_response(s.resp.queue(), op, FAIL);
-                        eprintln!("kvs: client {}: {error}", s.name);
+                        // One line per session: a client sending nothing
+                        // but bad messages must not flood the log.
+                        if !s.invalid_logged {
+                            s.invalid_logged = true;
+                            eprintln!(
+                                "kvs: client {}: {error} (further bad messages not logged)",
+                                s.name
+                            );
+                        }
                         self.dirty.push(sid);
                     }
                     Decoded::Unknown(op) => {
@@ -301,6 +325,11 @@ impl Reactor {
             }
         }
         if let Some(s) = self.sessions.get(sid) {
+            if s.unread && s.inbuf.len() < MAX_INBUF && !s.busy {
+                // A client that keeps writing gets its turn again after
+                // everyone else's, not all of this one.
+                self.resume.push(sid);
+            }
             if s.peer_closed && !s.busy {
                 self.close(sid, Close::Quiet);
             }

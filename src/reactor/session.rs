@@ -95,6 +95,8 @@ pub struct Session {
     /// all there is, so a short read leaves the pipe empty, and the next
     /// write to an empty pipe raises a new event).
     pub unread: bool,
+    /// A bad message from this client has been logged already.
+    pub invalid_logged: bool,
 }
 
 /// The opened FIFOs of a new session.
@@ -124,6 +126,7 @@ impl Session {
             busy: false,
             peer_closed: false,
             unread: false,
+            invalid_logged: false,
         }
     }
 
