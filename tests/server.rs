@@ -533,3 +533,44 @@ fn the_registration_fifo_has_the_mode_asked_for() {
     let meta = std::fs::symlink_metadata(&shared.fifo).unwrap();
     assert_eq!(meta.permissions().mode() & 0o777, 0o666);
 }
+
+#[test]
+fn a_client_whose_stdout_reader_quits_ends_quietly_and_cleans_up() {
+    use std::io::{BufRead, BufReader};
+    let server = Server::start(&[], &[]);
+    let d = client_dir();
+    let mut child = std::process::Command::new(CLIENT)
+        .args(["headed"])
+        .arg(&server.fifo)
+        .env("TMPDIR", d.path())
+        .stdin(std::process::Stdio::piped())
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut stdin = child.stdin.take().unwrap();
+    {
+        // Like `kvs-client ... | head -1`: one line, then the reader is gone.
+        let mut out = BufReader::new(child.stdout.take().unwrap());
+        let mut first = String::new();
+        out.read_line(&mut first).unwrap();
+        assert_eq!(first, "Server returned 0 for operation: connect\n");
+    }
+    writeln!(stdin, "WRITE [(h,1)]\nREAD [h]\nREAD [h]").unwrap();
+    drop(stdin);
+    let status = wait_bounded(&mut child, Duration::from_secs(20));
+    let mut err = String::new();
+    child
+        .stderr
+        .take()
+        .unwrap()
+        .read_to_string(&mut err)
+        .unwrap();
+    assert_eq!(status.code(), Some(141), "{err}");
+    assert!(!err.contains("panicked"), "{err}");
+    assert_eq!(
+        std::fs::read_dir(d.path()).unwrap().count(),
+        0,
+        "FIFOs left behind"
+    );
+}

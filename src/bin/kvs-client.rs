@@ -7,11 +7,11 @@ use kvs::client::{read_notification, Answer, ClientError, ClientFifos, Connectio
 use kvs::reactor::protocol::Request;
 use signal_hook::consts::{SIGHUP, SIGINT, SIGTERM};
 use signal_hook::iterator::Signals;
-use std::io::{self, BufRead};
+use std::io::{self, BufRead, Write};
 use std::path::PathBuf;
 use std::process::ExitCode;
 use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::Arc;
+use std::sync::{Arc, OnceLock};
 use std::time::Duration;
 
 const USAGE: &str = "\
@@ -33,6 +33,31 @@ Exit status: 0 after DISCONNECT, 1 if the server refused, closed or vanished,
 struct Exit {
     fifos: ClientFifos,
     done: AtomicBool,
+}
+
+/// The one [`Exit`] of the process, set once the FIFOs exist.
+static EXIT: OnceLock<Exit> = OnceLock::new();
+
+/// Prints one line on stdout. If stdout is gone (the reader of a pipe such
+/// as `| head -1` quit), the client ends quietly, as if killed by SIGPIPE,
+/// and still removes its FIFOs.
+fn say(args: std::fmt::Arguments<'_>) {
+    let mut out = io::stdout().lock();
+    let written = out
+        .write_fmt(args)
+        .and_then(|()| out.write_all(b"\n"))
+        .and_then(|()| out.flush());
+    if written.is_err() {
+        drop(out);
+        match EXIT.get() {
+            Some(exit) => exit.now(141, None),
+            None => std::process::exit(141),
+        }
+    }
+}
+
+macro_rules! say {
+    ($($arg:tt)*) => { say(format_args!($($arg)*)) };
 }
 
 impl Exit {
@@ -83,21 +108,20 @@ fn main() -> ExitCode {
             return ExitCode::from(1);
         }
     };
-    let exit = Arc::new(Exit {
+    let exit = EXIT.get_or_init(|| Exit {
         fifos,
         done: AtomicBool::new(false),
     });
-    watch_signals(&exit);
-    run(&exit, PathBuf::from(registration))
+    watch_signals(exit);
+    run(exit, PathBuf::from(registration))
 }
 
 /// Removes the FIFOs when the client is interrupted or killed politely.
-fn watch_signals(exit: &Arc<Exit>) {
+fn watch_signals(exit: &'static Exit) {
     let Ok(mut signals) = Signals::new([SIGINT, SIGTERM, SIGHUP]) else {
         eprintln!("kvs-client: cannot watch signals; FIFOs may be left behind if interrupted");
         return;
     };
-    let exit = exit.clone();
     std::thread::spawn(move || {
         if let Some(sig) = signals.forever().next() {
             exit.now(128 + sig, None);
@@ -105,23 +129,23 @@ fn watch_signals(exit: &Arc<Exit>) {
     });
 }
 
-fn run(exit: &Arc<Exit>, registration: PathBuf) -> ExitCode {
+fn run(exit: &'static Exit, registration: PathBuf) -> ExitCode {
     let mut conn = match Connection::connect(&exit.fifos, &registration) {
         Ok(c) => c,
         Err(ClientError::Refused) => {
-            println!("Server returned 1 for operation: connect");
+            say!("Server returned 1 for operation: connect");
             exit.now(1, Some("kvs-client: the server refused the connection"));
         }
         Err(e) => exit.now(1, Some(&format!("kvs-client: {e}"))),
     };
-    println!("Server returned 0 for operation: connect");
+    say!("Server returned 0 for operation: connect");
 
     let disconnecting = Arc::new(AtomicBool::new(false));
     if let Some(mut notif) = conn.take_notifications() {
-        let (exit, disconnecting) = (exit.clone(), disconnecting.clone());
+        let disconnecting = disconnecting.clone();
         std::thread::spawn(move || loop {
             match read_notification(&mut notif) {
-                Ok(Some((key, value))) => println!("({key},{value})"),
+                Ok(Some((key, value))) => say!("({key},{value})"),
                 Ok(None) | Err(_) => {
                     if disconnecting.load(Ordering::SeqCst) {
                         return;
@@ -157,7 +181,7 @@ fn run(exit: &Arc<Exit>, registration: PathBuf) -> ExitCode {
             ClientCommand::Disconnect => break,
             ClientCommand::Delay(ms) => {
                 if ms > 0 {
-                    println!("Waiting...");
+                    say!("Waiting...");
                     std::thread::sleep(Duration::from_millis(ms));
                 }
                 Ok(())
@@ -171,7 +195,7 @@ fn run(exit: &Arc<Exit>, registration: PathBuf) -> ExitCode {
             ClientCommand::Read(keys) => keys.into_iter().try_for_each(|k| {
                 let a = conn.request(&Request::Read(k.clone()))?;
                 if let Some(v) = &a.value {
-                    println!("({k},{v})");
+                    say!("({k},{v})");
                 }
                 report(&a, "read");
                 Ok(())
@@ -182,7 +206,7 @@ fn run(exit: &Arc<Exit>, registration: PathBuf) -> ExitCode {
             }),
             ClientCommand::Delete(keys) => each(&mut conn, keys, Request::Delete, "delete"),
             ClientCommand::Help => {
-                print!("{CLIENT_HELP}");
+                say!("{}", CLIENT_HELP.trim_end());
                 Ok(())
             }
         };
@@ -213,7 +237,7 @@ fn each(
 }
 
 fn report(a: &Answer, name: &str) {
-    println!("Server returned {} for operation: {name}", a.code as char);
+    say!("Server returned {} for operation: {name}", a.code as char);
 }
 
 fn fail(exit: &Exit, e: ClientError) -> ! {
