@@ -26,7 +26,7 @@ use std::path::PathBuf;
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::mpsc::{Receiver as Inbox, TryRecvError};
 use std::sync::Arc;
-use std::time::Instant;
+use std::time::{Duration, Instant};
 
 mod accept;
 mod listener;
@@ -164,22 +164,8 @@ impl Reactor {
         let mut inbox_left = false;
         let mut registration_left = false;
         loop {
-            let now = Instant::now();
-            let retry = (!self.opening.is_empty()).then(|| now + OPEN_RETRY);
-            // Work left from the last turn: look at the descriptors, don't sleep.
             let left = inbox_left || registration_left || !self.resume.is_empty();
-            let backlog = left.then_some(now);
-            let timeout = [
-                self.framer.deadline(),
-                retry,
-                backlog,
-                Some(self.next_registration_check),
-            ]
-            .into_iter()
-            .flatten()
-            .min()
-            .map(|d| d.saturating_duration_since(Instant::now()));
-            match self.poll.poll(&mut events, timeout) {
+            match self.poll.poll(&mut events, self.timeout(left)) {
                 Ok(()) => {}
                 Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
                 Err(e) => return Err(e),
@@ -223,6 +209,24 @@ impl Reactor {
         self.close_all();
         self.pool.join();
         Ok(())
+    }
+
+    /// How long the next poll may sleep: until the first timer is due, and
+    /// not at all while work is left over from the last turn.
+    fn timeout(&self, work_left: bool) -> Option<Duration> {
+        let now = Instant::now();
+        let retry = (!self.opening.is_empty()).then(|| now + OPEN_RETRY);
+        let backlog = work_left.then_some(now);
+        [
+            self.framer.deadline(),
+            retry,
+            backlog,
+            Some(self.next_registration_check),
+        ]
+        .into_iter()
+        .flatten()
+        .min()
+        .map(|due| due.saturating_duration_since(now))
     }
 
     // ----- signals --------------------------------------------------------
