@@ -16,7 +16,7 @@ trap 'rm -f "$block"' EXIT
   echo
   echo "### Store (\`cargo bench --bench store\`)"
   echo '```'
-  cargo bench --bench store 2>/dev/null | sed -n '/^memory:/p;/^store summary/,$p'
+  cargo bench --bench store 2>/dev/null | sed -n '/^memory:/p;/^change hook/p;/^store summary/,$p'
   echo '```'
   echo
   echo "### Jobs (\`cargo bench --bench jobs\`)"

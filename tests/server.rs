@@ -574,3 +574,37 @@ fn a_client_whose_stdout_reader_quits_ends_quietly_and_cleans_up() {
         "FIFOs left behind"
     );
 }
+
+#[test]
+fn watchers_of_one_key_come_and_go_independently() {
+    let server = Server::start(&[], &[]);
+    let mut a = session("wa", &server.fifo);
+    let mut b = session("wb", &server.fifo);
+    assert_eq!(a.ask(write("shared", "0")), b'0');
+    // a subscribes twice (a no-op the second time) and unsubscribes once.
+    assert_eq!(a.ask(Request::Subscribe("shared".into())), b'1');
+    assert_eq!(a.ask(Request::Subscribe("shared".into())), b'1');
+    assert_eq!(b.ask(Request::Subscribe("shared".into())), b'1');
+    assert_eq!(a.ask(Request::Unsubscribe("shared".into())), b'0');
+    assert_eq!(a.ask(write("shared", "1")), b'0');
+    assert_eq!(b.note(), ("shared".into(), "1".into()));
+    // a is no longer subscribed: it gets nothing, and its next request's
+    // answer is not preceded by a notification.
+    assert_eq!(a.ask(Request::Unsubscribe("shared".into())), b'1');
+    assert!(matches!(
+        read_notification_within(&mut a.notif, Duration::from_millis(200)),
+        Err(ClientError::Timeout)
+    ));
+    // a goes away entirely; b still hears every change.
+    assert_eq!(a.ask(Request::Disconnect), b'0');
+    drop(a);
+    for n in 2..5 {
+        assert_eq!(b.ask(write("shared", &n.to_string())), b'0');
+        assert_eq!(b.note(), ("shared".into(), n.to_string()));
+    }
+    // b unsubscribes and subscribes again: it hears the next change.
+    assert_eq!(b.ask(Request::Unsubscribe("shared".into())), b'0');
+    assert_eq!(b.ask(Request::Subscribe("shared".into())), b'1');
+    assert_eq!(b.ask(write("shared", "9")), b'0');
+    assert_eq!(b.note(), ("shared".into(), "9".into()));
+}

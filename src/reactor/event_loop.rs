@@ -23,7 +23,7 @@ use slab::Slab;
 use std::collections::HashSet;
 use std::io;
 use std::path::PathBuf;
-use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::mpsc::{Receiver as Inbox, TryRecvError};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -79,9 +79,6 @@ pub struct Reactor {
     inbox: Inbox<Event>,
     mailbox: Arc<Mailbox>,
     pool: StorePool,
-    /// Subscriptions live or being taken; the change hook skips all work
-    /// while it is zero.
-    watched: Arc<AtomicUsize>,
     opts: ServerOptions,
     next_generation: u64,
     /// Sessions with bytes queued since the last flush.
@@ -105,7 +102,6 @@ pub struct ReactorParts {
     pub inbox: Inbox<Event>,
     pub mailbox: Arc<Mailbox>,
     pub pool: StorePool,
-    pub watched: Arc<AtomicUsize>,
     pub opts: ServerOptions,
 }
 
@@ -118,7 +114,6 @@ impl Reactor {
             inbox,
             mailbox,
             pool,
-            watched,
             opts,
         } = parts;
         let mut signals = Signals::new([SIGUSR1, SIGINT, SIGTERM])?;
@@ -139,7 +134,6 @@ impl Reactor {
             inbox,
             mailbox,
             pool,
-            watched,
             opts,
             next_generation: 0,
             dirty: Vec::new(),
@@ -354,7 +348,7 @@ impl Reactor {
                 let was = s.subscriptions.remove(&key);
                 if was {
                     self.subs.unsubscribe(&key, sid);
-                    self.watched.fetch_sub(1, Ordering::SeqCst);
+                    self.pool.unwatch(vec![key]);
                 }
                 protocol::push_response(s.resp.queue(), op, if was { OK } else { FAIL });
                 self.dirty.push(sid);
@@ -372,9 +366,6 @@ impl Reactor {
                     self.dirty.push(sid);
                     return;
                 }
-                // Counted before the store looks, so that no change made
-                // after the look is skipped by the hook.
-                self.watched.fetch_add(1, Ordering::SeqCst);
                 StoreOp::Subscribe(key)
             }
             Request::Read(key) => match self.pool.store().try_get(&key) {
@@ -400,8 +391,9 @@ impl Reactor {
             .get(sid)
             .is_some_and(|s| s.generation == generation);
         if !live {
-            if matches!(result, OpResult::Subscribe { .. }) {
-                self.watched.fetch_sub(1, Ordering::SeqCst);
+            // The store watches the key for a session that is gone.
+            if let OpResult::Subscribe { key, exists: true } = result {
+                self.pool.unwatch(vec![key]);
             }
             return;
         }
@@ -418,10 +410,13 @@ impl Reactor {
                     protocol::OP_SUBSCRIBE,
                     if exists { b'1' } else { b'0' },
                 );
-                if exists && s.subscriptions.insert(key.clone()) {
-                    self.subs.subscribe(&key, sid);
-                } else {
-                    self.watched.fetch_sub(1, Ordering::SeqCst);
+                if exists {
+                    if s.subscriptions.insert(key.clone()) {
+                        self.subs.subscribe(&key, sid);
+                    } else {
+                        // Subscribed already: the store counted a second watch.
+                        self.pool.unwatch(vec![key]);
+                    }
                 }
             }
             OpResult::Read(value) => protocol::push_read_answer(out, value.as_deref()),
@@ -490,8 +485,9 @@ impl Reactor {
         for key in &s.subscriptions {
             self.subs.unsubscribe(key, sid);
         }
-        self.watched
-            .fetch_sub(s.subscriptions.len(), Ordering::SeqCst);
+        if !s.subscriptions.is_empty() {
+            self.pool.unwatch(s.subscriptions.drain().collect());
+        }
         for id in &s.fifos {
             self.fifos_in_use.remove(id);
         }

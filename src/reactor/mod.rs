@@ -28,7 +28,7 @@ use mailbox::{Event, Mailbox};
 use std::fmt;
 use std::io;
 use std::path::{Path, PathBuf};
-use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+use std::sync::atomic::AtomicBool;
 use std::sync::Arc;
 use store_ops::StorePool;
 
@@ -86,13 +86,10 @@ pub fn run_server(cfg: ServerConfig<'_>) -> Result<(), ServerError> {
     let (mailbox, inbox) = Mailbox::new(waker);
 
     let store = Arc::new(Store::new());
-    let watched = Arc::new(AtomicUsize::new(0));
+    // Called only for keys some session watches (see Store::watch).
     let hook: ChangeHook = {
-        let (mailbox, watched) = (mailbox.clone(), watched.clone());
+        let mailbox = mailbox.clone();
         Box::new(move |changes| {
-            if watched.load(Ordering::SeqCst) == 0 {
-                return;
-            }
             let owned = changes
                 .iter()
                 .map(|c| (c.key.to_owned(), c.value.map(str::to_owned)))
@@ -112,7 +109,6 @@ pub fn run_server(cfg: ServerConfig<'_>) -> Result<(), ServerError> {
         inbox,
         mailbox: mailbox.clone(),
         pool,
-        watched,
         opts: cfg.options.clone(),
     })
     .map_err(|e| ServerError::Io("cannot start the reactor", e))?;

@@ -46,7 +46,7 @@ impl StorePool {
                     // Posted under the shard lock: every change to the key
                     // is posted either before this answer or after it, so
                     // the reactor starts forwarding at exactly the right one.
-                    return store.with_presence(&key, |exists| {
+                    return store.watch(&key, |exists| {
                         mailbox.post(done(OpResult::Subscribe {
                             key: key.clone(),
                             exists,
@@ -64,6 +64,13 @@ impl StorePool {
             };
             mailbox.post(done(result));
         });
+    }
+
+    /// Drops one watcher of each key (see [`Store::watch`]), on the pool:
+    /// it takes shard locks, which the reactor never does.
+    pub fn unwatch(&self, keys: Vec<String>) {
+        let store = self.store.clone();
+        self.pool.execute(move || store.unwatch(&keys));
     }
 
     /// The store the pool works on, for the reactor's lock-free fast path.

@@ -7,10 +7,14 @@
 //! to every other operation and rules out deadlock, since no two threads can
 //! ever wait on each other's shards in a cycle.
 //!
-//! Changes are reported through an optional hook (see [`Store::set_change_hook`])
-//! called while the shard locks are still held, so the order in which the hook
-//! sees changes of one key is exactly the order in which they were applied.
-//! In batch mode no hook is set and the cost is a single branch.
+//! Changes to *watched* keys are reported through an optional hook (see
+//! [`Store::set_change_hook`] and [`Store::watch`]), called while the shard
+//! locks are still held, so the order in which the hook sees changes of one
+//! key is exactly the order in which they were applied. Each shard keeps
+//! the count of watchers of its keys under its own lock, so a change to a
+//! key nobody watches costs one lookup, and watching starts at an exact
+//! point in the key's history. In batch mode no hook is set and the cost is
+//! a single branch.
 
 mod entry;
 mod snapshot;
@@ -18,7 +22,7 @@ mod snapshot;
 pub use snapshot::Snapshot;
 
 use entry::Entry;
-use std::collections::HashSet;
+use std::collections::{HashMap, HashSet};
 use std::sync::{OnceLock, PoisonError, RwLock, RwLockReadGuard, RwLockWriteGuard, TryLockError};
 
 /// Number of shards of a store made with [`Store::new`]. A power of two well
@@ -42,7 +46,12 @@ pub struct Change<'a> {
 /// call back into the store.
 pub type ChangeHook = Box<dyn Fn(&[Change<'_>]) + Send + Sync>;
 
-type Shard = HashSet<Entry>;
+/// One shard: its pairs, and how many watchers each watched key has.
+#[derive(Default)]
+struct Shard {
+    map: HashSet<Entry>,
+    watched: HashMap<Box<str>, u32>,
+}
 
 /// The sharded key-value table. Share it between threads with an `Arc`.
 pub struct Store {
@@ -66,7 +75,7 @@ impl Store {
     /// single-lock table, which is what the benchmarks compare against.
     pub fn with_shards(shards: usize) -> Self {
         let shards = (0..shards.max(1))
-            .map(|_| RwLock::new(Shard::new()))
+            .map(|_| RwLock::new(Shard::default()))
             .collect();
         Store {
             shards,
@@ -136,10 +145,12 @@ impl Store {
                 .unwrap_or_else(PoisonError::into_inner);
             set(&mut g, k, v);
             if let Some(hook) = self.hook.get() {
-                hook(&[Change {
-                    key: k,
-                    value: Some(v),
-                }]);
+                if g.watched.contains_key(k) {
+                    hook(&[Change {
+                        key: k,
+                        value: Some(v),
+                    }]);
+                }
             }
             return;
         }
@@ -152,12 +163,20 @@ impl Store {
         if let Some(hook) = self.hook.get() {
             let changes: Vec<Change<'_>> = pairs
                 .iter()
-                .map(|(k, v)| Change {
-                    key: k.as_ref(),
-                    value: Some(v.as_ref()),
+                .map(|(k, v)| (k.as_ref(), v.as_ref()))
+                .filter(|(k, _)| {
+                    guards[slot(&order, self.shard_of(k))]
+                        .watched
+                        .contains_key(*k)
+                })
+                .map(|(key, v)| Change {
+                    key,
+                    value: Some(v),
                 })
                 .collect();
-            hook(&changes);
+            if !changes.is_empty() {
+                hook(&changes);
+            }
         }
         drop(guards);
     }
@@ -173,6 +192,7 @@ impl Store {
             .map(|k| {
                 let k = k.as_ref();
                 guards[slot(&order, self.shard_of(k))]
+                    .map
                     .get(k)
                     .map(|e| e.value().to_owned())
             })
@@ -188,7 +208,7 @@ impl Store {
             .iter()
             .map(|k| {
                 let k = k.as_ref();
-                guards[slot(&order, self.shard_of(k))].remove(k)
+                guards[slot(&order, self.shard_of(k))].map.remove(k)
             })
             .collect();
         if let Some(hook) = self.hook.get() {
@@ -196,10 +216,13 @@ impl Store {
                 .iter()
                 .zip(&existed)
                 .filter(|(_, &e)| e)
-                .map(|(k, _)| Change {
-                    key: k.as_ref(),
-                    value: None,
+                .map(|(k, _)| k.as_ref())
+                .filter(|k| {
+                    guards[slot(&order, self.shard_of(k))]
+                        .watched
+                        .contains_key(*k)
                 })
+                .map(|key| Change { key, value: None })
                 .collect();
             if !changes.is_empty() {
                 hook(&changes);
@@ -214,6 +237,7 @@ impl Store {
         self.shard(key)
             .read()
             .unwrap_or_else(PoisonError::into_inner)
+            .map
             .get(key)
             .map(|e| e.value().to_owned())
     }
@@ -222,24 +246,47 @@ impl Store {
     /// a writer right now: for callers that must never wait on a lock.
     pub fn try_get(&self, key: &str) -> Result<Option<String>, WouldBlock> {
         match self.shard(key).try_read() {
-            Ok(g) => Ok(g.get(key).map(|e| e.value().to_owned())),
+            Ok(g) => Ok(g.map.get(key).map(|e| e.value().to_owned())),
             Err(TryLockError::Poisoned(p)) => {
-                Ok(p.into_inner().get(key).map(|e| e.value().to_owned()))
+                Ok(p.into_inner().map.get(key).map(|e| e.value().to_owned()))
             }
             Err(TryLockError::WouldBlock) => Err(WouldBlock),
         }
     }
 
-    /// Runs `f` with whether `key` is present, while its shard is still
-    /// locked: no change to the key can be applied (nor reported to the
-    /// hook) between the check and the end of `f`. The server subscribes
-    /// through this so that a subscription misses no later change.
-    pub fn with_presence<R>(&self, key: &str, f: impl FnOnce(bool) -> R) -> R {
-        let g = self
+    /// Starts watching `key` if it is present: from now on its changes go
+    /// to the hook. Runs `f` with whether it was present while the shard is
+    /// still locked, so no change can fall between the check and `f`; the
+    /// server posts its SUBSCRIBE answer from `f`, so that every change is
+    /// posted either before the answer (and was not watched) or after it.
+    /// Each successful watch must be balanced by one [`Store::unwatch`].
+    pub fn watch<R>(&self, key: &str, f: impl FnOnce(bool) -> R) -> R {
+        let mut g = self
             .shard(key)
-            .read()
+            .write()
             .unwrap_or_else(PoisonError::into_inner);
-        f(g.contains(key))
+        let present = g.map.contains(key);
+        if present {
+            *g.watched.entry(key.into()).or_insert(0) += 1;
+        }
+        f(present)
+    }
+
+    /// Drops one watcher of each key (see [`Store::watch`]).
+    pub fn unwatch<K: AsRef<str>>(&self, keys: &[K]) {
+        for k in keys {
+            let k = k.as_ref();
+            let mut g = self
+                .shard(k)
+                .write()
+                .unwrap_or_else(PoisonError::into_inner);
+            if let Some(n) = g.watched.get_mut(k) {
+                *n -= 1;
+                if *n == 0 {
+                    g.watched.remove(k);
+                }
+            }
+        }
     }
 
     /// Whether `key` is present right now.
@@ -247,6 +294,7 @@ impl Store {
         self.shard(key)
             .read()
             .unwrap_or_else(PoisonError::into_inner)
+            .map
             .contains(key)
     }
 
@@ -257,9 +305,13 @@ impl Store {
     pub fn snapshot(&self) -> Snapshot {
         let all: Vec<usize> = (0..self.shards.len()).collect();
         let guards = self.read_locks(&all);
-        let mut pairs = Vec::with_capacity(guards.iter().map(|g| g.len()).sum());
+        let mut pairs = Vec::with_capacity(guards.iter().map(|g| g.map.len()).sum());
         for g in &guards {
-            pairs.extend(g.iter().map(|e| (e.key().to_owned(), e.value().to_owned())));
+            pairs.extend(
+                g.map
+                    .iter()
+                    .map(|e| (e.key().to_owned(), e.value().to_owned())),
+            );
         }
         drop(guards);
         Snapshot::from_unsorted(pairs)
@@ -269,7 +321,7 @@ impl Store {
     pub fn len(&self) -> usize {
         self.shards
             .iter()
-            .map(|s| s.read().unwrap_or_else(PoisonError::into_inner).len())
+            .map(|s| s.read().unwrap_or_else(PoisonError::into_inner).map.len())
             .sum()
     }
 
@@ -280,7 +332,7 @@ impl Store {
 
 /// Sets `k` to `v`.
 fn set(shard: &mut Shard, k: &str, v: &str) {
-    shard.replace(Entry::new(k, v));
+    shard.map.replace(Entry::new(k, v));
 }
 
 /// Position of shard `shard` in the sorted lock order `order`.
@@ -338,17 +390,44 @@ mod tests {
             }
         });
         assert!(s.set_change_hook(hook).is_ok());
-        s.write(&[("k", "1"), ("k", "2")]);
-        s.delete(&["k", "missing"]);
+        // Not watched yet: not reported.
+        s.write(&[("k", "0"), ("other", "x")]);
+        assert!(s.watch("k", |present| present));
+        assert!(!s.watch("missing", |present| present));
+        s.write(&[("k", "1"), ("other", "y"), ("k", "2")]);
+        s.delete(&["k", "missing", "other"]);
+        // Still watched after its deletion, until unwatched.
+        s.write(&[("k", "3")]);
+        s.unwatch(&["k"]);
+        s.write(&[("k", "4")]);
         let v = seen.lock().unwrap().clone();
         assert_eq!(
             v,
             vec![
                 ("k".into(), Some("1".into())),
                 ("k".into(), Some("2".into())),
-                ("k".into(), None)
+                ("k".into(), None),
+                ("k".into(), Some("3".into())),
             ]
         );
+    }
+
+    #[test]
+    fn watchers_are_counted() {
+        let s = Store::new();
+        let seen = Arc::new(Mutex::new(0usize));
+        let sink = seen.clone();
+        let hook: ChangeHook = Box::new(move |changes| *sink.lock().unwrap() += changes.len());
+        assert!(s.set_change_hook(hook).is_ok());
+        s.write(&[("k", "0")]);
+        assert!(s.watch("k", |p| p));
+        assert!(s.watch("k", |p| p));
+        s.unwatch(&["k"]);
+        s.write(&[("k", "1")]);
+        assert_eq!(*seen.lock().unwrap(), 1, "one watcher left");
+        s.unwatch(&["k", "never-watched"]);
+        s.write(&[("k", "2")]);
+        assert_eq!(*seen.lock().unwrap(), 1, "no watcher left");
     }
 
     #[test]
