@@ -6,7 +6,7 @@
 mod common;
 
 use common::*;
-use kvs::client::{read_notification_within, ClientError, ClientFifos, Connection};
+use kvs::client::{ClientError, ClientFifos, Connection};
 use kvs::reactor::protocol::{self, Request};
 use nix::sys::signal::Signal;
 use std::fs::{File, OpenOptions};
@@ -133,16 +133,9 @@ fn a_client_that_never_opens_its_fifos_is_dropped_after_the_grace_period() {
     raw_connect(&server.fifo, &rq, &rs, &nt);
     server.wait_log("did not open its response and notification FIFOs");
     wait_fds(&server, baseline, Duration::from_secs(5));
-    // Its FIFOs are free again for a proper client.
-    let fifos = ClientFifos::create(d.path(), "x").unwrap();
-    let mut conn = Connection::connect(&fifos, &server.fifo).unwrap();
-    let _notif = conn.take_notifications();
-    assert_eq!(
-        conn.request(&Request::Write("a".into(), "b".into()))
-            .unwrap()
-            .code,
-        b'0'
-    );
+    // The server serves a proper client.
+    let mut c = session("x", &server.fifo);
+    assert_eq!(c.ask(write("a", "b")), b'0');
 }
 
 #[test]
@@ -198,39 +191,21 @@ fn kill_clients_at_random_points(rounds: usize) {
 #[test]
 fn stalled_subscribers_are_cut_off_and_memory_stays_bounded() {
     let server = Server::start(&[], &["--output-buffer", "65536"]);
-    let mut writer = {
-        let d = client_dir();
-        let fifos = ClientFifos::create(d.path(), "w").unwrap();
-        let mut c = Connection::connect(&fifos, &server.fifo).unwrap();
-        let n = c.take_notifications().unwrap();
-        (c, n, fifos, d)
-    };
+    let mut writer = session("w", &server.fifo);
     let value = "v".repeat(40);
-    writer
-        .0
-        .request(&Request::Write("flood".into(), value.clone()))
-        .unwrap();
+    assert_eq!(writer.ask(write("flood", &value)), b'0');
     // 50 subscribers that never read: unbounded, 20,000 notifications each
     // would be 80 MiB in the server.
     let sleepers: Vec<_> = (0..50)
         .map(|i| {
-            let d = client_dir();
-            let fifos = ClientFifos::create(d.path(), &format!("s{i}")).unwrap();
-            let mut c = Connection::connect(&fifos, &server.fifo).unwrap();
-            let n = c.take_notifications().unwrap();
-            assert_eq!(
-                c.request(&Request::Subscribe("flood".into())).unwrap().code,
-                b'1'
-            );
-            (c, n, fifos, d)
+            let mut s = session(&format!("s{i}"), &server.fifo);
+            assert_eq!(s.ask(Request::Subscribe("flood".into())), b'1');
+            s
         })
         .collect();
     let start_rss = rss_kib(server.pid());
     for _ in 0..20_000 {
-        writer
-            .0
-            .request(&Request::Write("flood".into(), value.clone()))
-            .unwrap();
+        assert_eq!(writer.ask(write("flood", &value)), b'0');
     }
     let end_rss = rss_kib(server.pid());
     let cut = server.log().matches("not reading").count();
@@ -288,30 +263,11 @@ fn a_storm_of_sigusr1_leaves_the_server_consistent() {
     // then every session of the storm is gone, and the server still serves.
     std::thread::sleep(Duration::from_millis(300));
     wait_fds(&server, baseline, Duration::from_secs(15));
-    let d = client_dir();
-    let fifos = ClientFifos::create(d.path(), "calm").unwrap();
-    let mut c = Connection::connect(&fifos, &server.fifo).unwrap();
-    let mut notif = c.take_notifications().unwrap();
-    let w = |c: &mut Connection, v: &str| {
-        c.request(&Request::Write("w0".into(), v.into()))
-            .unwrap()
-            .code
-    };
-    assert_eq!(w(&mut c, "calm"), b'0');
-    assert_eq!(
-        c.request(&Request::Subscribe("w0".into())).unwrap().code,
-        b'1'
-    );
-    assert_eq!(
-        c.request(&Request::Write("w0".into(), "last".into()))
-            .unwrap()
-            .code,
-        b'0'
-    );
-    assert_eq!(
-        read_notification_within(&mut notif, Duration::from_secs(10)).unwrap(),
-        ("w0".to_string(), "last".to_string())
-    );
+    let mut c = session("calm", &server.fifo);
+    assert_eq!(c.ask(write("w0", "calm")), b'0');
+    assert_eq!(c.ask(Request::Subscribe("w0".into())), b'1');
+    assert_eq!(c.ask(write("w0", "last")), b'0');
+    assert_eq!(c.note(), ("w0".to_string(), "last".to_string()));
 }
 
 #[test]
@@ -541,10 +497,7 @@ fn out_of_descriptors_clients_are_refused_cleanly() {
 #[test]
 fn a_flood_on_the_registration_fifo_starves_no_one() {
     let server = Server::start(&[], &[]);
-    let d = client_dir();
-    let fifos = ClientFifos::create(d.path(), "busy").unwrap();
-    let mut c = Connection::connect(&fifos, &server.fifo).unwrap();
-    let _notif = c.take_notifications();
+    let mut c = session("busy", &server.fifo);
     // A process writing garbage to the registration FIFO as fast as it can.
     let stop = Arc::new(AtomicBool::new(false));
     let flood = {
@@ -565,10 +518,7 @@ fn a_flood_on_the_registration_fifo_starves_no_one() {
     std::thread::sleep(Duration::from_millis(100));
     let start = Instant::now();
     for n in 0..500 {
-        let a = c
-            .request(&Request::Write("k".into(), n.to_string()))
-            .unwrap();
-        assert_eq!(a.code, b'0');
+        assert_eq!(c.ask(write("k", &n.to_string())), b'0');
     }
     let took = start.elapsed();
     stop.store(true, Ordering::SeqCst);
@@ -590,29 +540,19 @@ fn a_flood_on_the_registration_fifo_starves_no_one() {
     );
     // Once the flood stops, clients connect again.
     std::thread::sleep(Duration::from_millis(150));
-    let again = ClientFifos::create(d.path(), "after").unwrap();
-    assert!(Connection::connect(&again, &server.fifo).is_ok());
+    let mut again = session("after", &server.fifo);
+    assert_eq!(again.ask(write("k", "after")), b'0');
 }
 
 #[test]
 fn a_client_flooding_requests_without_reading_is_cut_off_and_starves_no_one() {
     let server = Server::start(&[], &["--output-buffer", "65536"]);
-    let d = client_dir();
-    let fifos = ClientFifos::create(d.path(), "calm").unwrap();
-    let mut calm = Connection::connect(&fifos, &server.fifo).unwrap();
-    let _calm_notif = calm.take_notifications();
-    assert_eq!(
-        calm.request(&Request::Write("k".into(), "v".into()))
-            .unwrap()
-            .code,
-        b'0'
-    );
+    let mut calm = session("calm", &server.fifo);
+    assert_eq!(calm.ask(write("k", "v")), b'0');
 
     // A session that writes READ requests nonstop and never reads an answer.
-    let hog_fifos = ClientFifos::create(d.path(), "hog").unwrap();
-    let mut hog = Connection::connect(&hog_fifos, &server.fifo).unwrap();
-    let hog_notif = hog.take_notifications();
-    let req_path = hog_fifos.req.clone();
+    let hog = session("hog", &server.fifo);
+    let req_path = hog.fifos.req.clone();
     let stop = Arc::new(AtomicBool::new(false));
     let flood = {
         let stop = stop.clone();
@@ -636,16 +576,13 @@ fn a_client_flooding_requests_without_reading_is_cut_off_and_starves_no_one() {
     };
     let start = Instant::now();
     for n in 0..300 {
-        let a = calm
-            .request(&Request::Write("k".into(), n.to_string()))
-            .unwrap();
-        assert_eq!(a.code, b'0');
+        assert_eq!(calm.ask(write("k", &n.to_string())), b'0');
     }
     let took = start.elapsed();
     server.wait_log("not reading");
     stop.store(true, Ordering::SeqCst);
     flood.join().unwrap();
-    drop((hog, hog_notif));
+    drop(hog);
     assert!(
         took < Duration::from_secs(10),
         "300 requests took {took:?} beside the hog"

@@ -15,41 +15,6 @@ use std::time::{Duration, Instant};
 
 const WAIT: Duration = Duration::from_secs(10);
 
-/// An in-process session: its FIFOs (removed on drop), the connection and
-/// the notification FIFO.
-struct Session {
-    conn: Connection,
-    notif: File,
-    _fifos: ClientFifos,
-    _dir: tempfile::TempDir,
-}
-
-fn session(id: &str, fifo: &Path) -> Session {
-    let dir = client_dir();
-    let fifos = ClientFifos::create(dir.path(), id).expect("client FIFOs");
-    let mut conn = Connection::connect(&fifos, fifo).expect("connect");
-    let notif = conn.take_notifications().expect("notification FIFO");
-    Session {
-        conn,
-        notif,
-        _fifos: fifos,
-        _dir: dir,
-    }
-}
-
-impl Session {
-    fn ask(&mut self, r: Request) -> u8 {
-        self.conn.request(&r).expect("request").code
-    }
-    fn note(&mut self) -> (String, String) {
-        read_notification_within(&mut self.notif, WAIT).expect("notification")
-    }
-}
-
-fn write(k: &str, v: &str) -> Request {
-    Request::Write(k.into(), v.into())
-}
-
 #[test]
 fn job_changes_reach_a_subscribed_client_in_order() {
     let server = Server::start(
@@ -283,9 +248,8 @@ fn fifos_that_are_files_or_links_are_refused() {
     assert_eq!(std::fs::read(&file).unwrap(), b"x");
 
     // Another client's FIFOs cannot be borrowed.
-    let _owner = session("own", &server.fifo);
-    let cd = _owner._dir.path().to_path_buf();
-    raw_connect(&server.fifo, &req, &cd.join("respown"), &notif);
+    let owner = session("own", &server.fifo);
+    raw_connect(&server.fifo, &req, &owner.fifos.resp, &notif);
     server.wait_log("already in use");
 
     // The server still serves.

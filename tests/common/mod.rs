@@ -402,3 +402,44 @@ pub fn wait_for_file(path: &Path, text: &str) {
         std::thread::sleep(Duration::from_millis(5));
     }
 }
+
+/// An in-process session speaking the wire protocol: its FIFOs (removed on
+/// drop), the connection and the notification FIFO.
+pub struct Session {
+    pub conn: kvs::client::Connection,
+    pub notif: std::fs::File,
+    pub fifos: kvs::client::ClientFifos,
+    _dir: tempfile::TempDir,
+}
+
+/// Connects a session with client id `id` (FIFOs in their own folder);
+/// panics if the server does not accept it.
+pub fn session(id: &str, fifo: &Path) -> Session {
+    let dir = client_dir();
+    let fifos = kvs::client::ClientFifos::create(dir.path(), id).expect("client FIFOs");
+    let mut conn = kvs::client::Connection::connect(&fifos, fifo).expect("connect");
+    let notif = conn.take_notifications().expect("notification FIFO");
+    Session {
+        conn,
+        notif,
+        fifos,
+        _dir: dir,
+    }
+}
+
+impl Session {
+    /// Sends `r` and returns the answer's result code.
+    pub fn ask(&mut self, r: kvs::reactor::protocol::Request) -> u8 {
+        self.conn.request(&r).expect("request").code
+    }
+
+    /// The next notification, waiting at most 10 s.
+    pub fn note(&mut self) -> (String, String) {
+        kvs::client::read_notification_within(&mut self.notif, Duration::from_secs(10))
+            .expect("notification")
+    }
+}
+
+pub fn write(k: &str, v: &str) -> kvs::reactor::protocol::Request {
+    kvs::reactor::protocol::Request::Write(k.into(), v.into())
+}
