@@ -77,6 +77,27 @@ struct Plan {
     data: Vec<u8>,
 }
 
+impl Plan {
+    /// The paths of a backup to `path`, as the child will need them.
+    fn new(path: &Path) -> Result<Plan, BackupError> {
+        let bad = || BackupError::BadPath(path.to_path_buf());
+        let mut tmp_path = path.as_os_str().to_owned();
+        tmp_path.push(".tmp");
+        let dir = match path.parent() {
+            Some(d) if !d.as_os_str().is_empty() => d.as_os_str(),
+            _ => ".".as_ref(),
+        };
+        let cstr = |b: &[u8]| CString::new(b).map_err(|_| bad());
+        Ok(Plan {
+            tmp: cstr(tmp_path.as_bytes())?,
+            dst: cstr(path.as_os_str().as_bytes())?,
+            dir: cstr(dir.as_bytes())?,
+            error_prefix: format!("kvs: backup {} failed: ", path.display()).into_bytes(),
+            data: Vec::new(),
+        })
+    }
+}
+
 impl Backups {
     /// At most `limit` (at least 1) children at once.
     pub fn new(limit: usize) -> Arc<Self> {
@@ -96,20 +117,13 @@ impl Backups {
         path: &Path,
         snapshot: impl FnOnce() -> Vec<u8>,
     ) -> Result<(), BackupError> {
-        let bad = || BackupError::BadPath(path.to_path_buf());
-        let mut tmp_path = path.as_os_str().to_owned();
-        tmp_path.push(".tmp");
-        let dir = match path.parent() {
-            Some(d) if !d.as_os_str().is_empty() => d.as_os_str(),
-            _ => ".".as_ref(),
-        };
-        let cstr = |b: &[u8]| CString::new(b).map_err(|_| bad());
-        let mut plan = Plan {
-            tmp: cstr(tmp_path.as_bytes())?,
-            dst: cstr(path.as_os_str().as_bytes())?,
-            dir: cstr(dir.as_bytes())?,
-            error_prefix: format!("kvs: backup {} failed: ", path.display()).into_bytes(),
-            data: Vec::new(),
+        let mut plan = match Plan::new(path) {
+            Ok(plan) => plan,
+            Err(e) => {
+                // Every failure this returns is counted, like a child's.
+                self.failed.fetch_add(1, Ordering::Relaxed);
+                return Err(e);
+            }
         };
 
         self.acquire();
@@ -155,7 +169,8 @@ impl Backups {
         }
     }
 
-    /// How many backups have failed so far.
+    /// How many backups have failed so far (every error [`Backups::start`]
+    /// returned, and every child that did not finish its file).
     pub fn failures(&self) -> usize {
         self.failed.load(Ordering::Relaxed)
     }
@@ -292,4 +307,37 @@ fn write_atomically(plan: &Plan) -> Result<(), (&'static str, Errno)> {
         let _ = fsync(&dir);
     }
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::ffi::OsStr;
+
+    #[test]
+    fn every_returned_failure_is_counted() {
+        let backups = Backups::new(1);
+        let bad = Path::new(OsStr::from_bytes(b"dir/x\0y.bck"));
+        let called = std::cell::Cell::new(false);
+        let result = backups.start(bad, || {
+            called.set(true);
+            Vec::new()
+        });
+        assert!(matches!(result, Err(BackupError::BadPath(_))));
+        assert!(!called.get(), "no snapshot for a backup that cannot be written");
+        assert_eq!(backups.failures(), 1);
+        backups.wait_all();
+    }
+
+    #[test]
+    fn a_backup_is_written_whole() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("j-1.bck");
+        let backups = Backups::new(1);
+        backups.start(&path, || b"(a, 1)\n".to_vec()).unwrap();
+        backups.wait_all();
+        assert_eq!(std::fs::read(&path).unwrap(), b"(a, 1)\n");
+        assert!(!dir.path().join("j-1.bck.tmp").exists());
+        assert_eq!(backups.failures(), 0);
+    }
 }
