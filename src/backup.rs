@@ -324,7 +324,10 @@ mod tests {
             Vec::new()
         });
         assert!(matches!(result, Err(BackupError::BadPath(_))));
-        assert!(!called.get(), "no snapshot for a backup that cannot be written");
+        assert!(
+            !called.get(),
+            "no snapshot for a backup that cannot be written"
+        );
         assert_eq!(backups.failures(), 1);
         backups.wait_all();
     }

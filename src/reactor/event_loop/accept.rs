@@ -43,6 +43,18 @@ fn watch_out(registry: &Registry, sid: SessionId, kind: usize, out: &mut Outbox)
     }
 }
 
+/// Answers `'1'` on a client's response FIFO. If the server holds no write
+/// end of it (the client does not read yet, or no descriptor was left), a
+/// shared one is opened for this last word, which waits in the pipe for the
+/// client (best effort).
+fn send_refusal(mut resp: Outbox, path: &[u8], id: FifoId) {
+    if resp.pipe.is_none() {
+        resp.pipe = open_checked(path, id, End::Shared).ok().map(Sender::from);
+    }
+    protocol::push_response(resp.queue(), protocol::OP_CONNECT, FAIL);
+    let _ = resp.flush();
+}
+
 pub(super) fn unwatch_out(registry: &Registry, out: &mut Outbox) {
     if let Some(pipe) = out.pipe.as_mut() {
         let _ = registry.deregister(pipe);
@@ -72,17 +84,9 @@ impl Reactor {
             Err(e) => return refuse(format!("response FIFO {}: {e}", show(&c.resp))),
         };
         let resp_path = c.resp.clone();
-        let answer_refused = |mut resp: Outbox, why: String| {
+        let answer_refused = |resp: Outbox, why: String| {
             refuse(why);
-            if resp.pipe.is_none() {
-                // The client does not read yet: leave the answer in the
-                // pipe for when it does (best effort).
-                resp.pipe = open_checked(&resp_path, resp_id, End::Shared)
-                    .ok()
-                    .map(Sender::from);
-            }
-            protocol::push_response(resp.queue(), protocol::OP_CONNECT, FAIL);
-            let _ = resp.flush();
+            send_refusal(resp, &resp_path, resp_id);
         };
         if self.sessions.len() >= self.opts.max_sessions {
             let why = format!("session limit ({}) reached", self.opts.max_sessions);
@@ -134,11 +138,7 @@ impl Reactor {
     /// given up to open the response FIFO, answer `'1'`, and taken back.
     fn refuse_without_descriptors(&mut self, resp: &[u8], resp_id: FifoId) {
         self.spare_fd = None;
-        if let Ok(fd) = open_checked(resp, resp_id, End::Shared) {
-            let mut out = Outbox::new(Some(Sender::from(fd)));
-            protocol::push_response(out.queue(), protocol::OP_CONNECT, FAIL);
-            let _ = out.flush();
-        }
+        send_refusal(Outbox::new(None), resp, resp_id);
         self.spare_fd = spare_descriptor();
     }
 
