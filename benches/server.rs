@@ -10,7 +10,7 @@
 //! 3. Notifications per second delivered when the writer does not pace.
 
 use kvs::client::{ClientFifos, Connection};
-use kvs::reactor::protocol::{Request, NOTIFICATION_LEN};
+use kvs::protocol::fifo::{Request, NOTIFICATION_LEN};
 use mio::unix::SourceFd;
 use mio::{Events, Interest, Poll, Token};
 use std::fs::File;

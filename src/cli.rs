@@ -2,6 +2,7 @@
 //! batch or server mode (SPEC section 1); options may follow them.
 
 use std::fmt;
+use std::net::IpAddr;
 use std::path::PathBuf;
 
 pub const USAGE: &str = "\
@@ -18,6 +19,14 @@ Server options:
   --output-buffer <bytes>   per-client output buffer before disconnect (default 1048576)
   --store-threads <n>       threads running client store operations (default 2)
   --fifo-mode <octal>       mode of the registration FIFO (default 600)
+
+RESP (the Redis protocol, for redis-cli and Redis client libraries):
+  --resp-socket <path>      serve RESP on a Unix socket at <path>
+  --socket-mode <octal>     mode of that socket (default 600)
+  --resp-port <port>        serve RESP on TCP <port>, on 127.0.0.1 only
+  --resp-bind <addr>        bind TCP to <addr> instead (needs --requirepass-file
+                            unless <addr> is a loopback address)
+  --requirepass-file <path> clients must AUTH with the password in <path>
   -h, --help                print this help
   -V, --version             print the version";
 
@@ -32,6 +41,11 @@ pub struct ServerOptions {
     pub output_buffer: usize,
     pub store_threads: usize,
     pub fifo_mode: u32,
+    pub resp_socket: Option<PathBuf>,
+    pub socket_mode: u32,
+    pub resp_port: Option<u16>,
+    pub resp_bind: Option<IpAddr>,
+    pub requirepass_file: Option<PathBuf>,
 }
 
 impl Default for ServerOptions {
@@ -42,6 +56,11 @@ impl Default for ServerOptions {
             output_buffer: 1 << 20,
             store_threads: 2,
             fifo_mode: 0o600,
+            resp_socket: None,
+            socket_mode: 0o600,
+            resp_port: None,
+            resp_bind: None,
+            requirepass_file: None,
         }
     }
 }
@@ -145,18 +164,41 @@ fn parse_server_options(flags: &[String]) -> Result<ServerOptions, UsageError> {
                     )));
                 }
             }
-            "--fifo-mode" => {
-                o.fifo_mode = u32::from_str_radix(value, 8)
-                    .ok()
-                    .filter(|m| *m <= 0o777)
-                    .ok_or_else(|| {
-                        UsageError(format!("--fifo-mode: '{value}' is not an octal mode"))
-                    })?
+            "--fifo-mode" => o.fifo_mode = octal_mode(flag, value)?,
+            "--socket-mode" => o.socket_mode = octal_mode(flag, value)?,
+            "--resp-socket" => o.resp_socket = Some(PathBuf::from(value)),
+            "--requirepass-file" => o.requirepass_file = Some(PathBuf::from(value)),
+            "--resp-port" => {
+                o.resp_port = Some(value.parse::<u16>().ok().filter(|p| *p > 0).ok_or_else(
+                    || UsageError(format!("--resp-port: '{value}' is not a port (1-65535)")),
+                )?)
+            }
+            "--resp-bind" => {
+                o.resp_bind = Some(value.parse::<IpAddr>().map_err(|_| {
+                    UsageError(format!("--resp-bind: '{value}' is not an IP address"))
+                })?)
             }
             _ => return Err(UsageError(format!("unknown option '{flag}'"))),
         }
     }
+    if o.resp_bind.is_some() && o.resp_port.is_none() {
+        return Err(UsageError("--resp-bind needs --resp-port".into()));
+    }
+    // Redis's protected mode, made strict: nobody beyond this machine
+    // reaches a server without a password.
+    if o.resp_bind.is_some_and(|a| !a.is_loopback()) && o.requirepass_file.is_none() {
+        return Err(UsageError(
+            "--resp-bind to a non-loopback address needs --requirepass-file".into(),
+        ));
+    }
     Ok(o)
+}
+
+fn octal_mode(flag: &str, value: &str) -> Result<u32, UsageError> {
+    u32::from_str_radix(value, 8)
+        .ok()
+        .filter(|m| *m <= 0o777)
+        .ok_or_else(|| UsageError(format!("{flag}: '{value}' is not an octal mode")))
 }
 
 #[cfg(test)]
@@ -202,5 +244,22 @@ mod tests {
         assert!(parse(&["d", "1", "1", "f", "--max-sessions"]).is_err());
         assert!(parse(&["d", "1", "1", "f", "--fifo-mode", "999"]).is_err());
         assert!(parse(&["d", "1", "1", "f", "--store-threads", "100000"]).is_err());
+        assert!(parse(&["d", "1", "1", "f", "--resp-port", "0"]).is_err());
+        assert!(parse(&["d", "1", "1", "f", "--resp-port", "70000"]).is_err());
+        assert!(parse(&["d", "1", "1", "f", "--resp-bind", "127.0.0.1"]).is_err());
+        let open = [
+            "d",
+            "1",
+            "1",
+            "f",
+            "--resp-port",
+            "7000",
+            "--resp-bind",
+            "0.0.0.0",
+        ];
+        assert!(parse(&open).is_err(), "no password, not loopback");
+        let mut with_pass = open.to_vec();
+        with_pass.extend(["--requirepass-file", "/p"]);
+        assert!(parse(&with_pass).is_ok());
     }
 }

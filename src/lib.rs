@@ -3,6 +3,7 @@
 //! - [`store`]: the sharded in-memory table and its snapshots.
 //! - [`jobs`]: the `.job` language and the pool of job workers (batch mode).
 //! - [`backup`]: forked, atomic backups with a limit on concurrent children.
+//! - [`protocol`]: wire formats (FIFO and RESP), shared by server and client.
 //! - [`reactor`]: server mode: the mio reactor, FIFO sessions, the wire
 //!   protocol and subscriptions.
 //! - [`client`]: the client side of the wire protocol, used by `kvs-client`.
@@ -11,6 +12,8 @@
 pub mod backup;
 pub mod cli;
 pub mod client;
+pub mod glob;
 pub mod jobs;
+pub mod protocol;
 pub mod reactor;
 pub mod store;

@@ -7,7 +7,7 @@ mod common;
 
 use common::*;
 use kvs::client::{ClientError, ClientFifos, Connection};
-use kvs::reactor::protocol::{self, Request};
+use kvs::protocol::fifo::{self as protocol, Request};
 use nix::sys::signal::Signal;
 use std::fs::{File, OpenOptions};
 use std::io::{Read, Write};

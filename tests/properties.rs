@@ -8,7 +8,7 @@
 use kvs::client::commands::parse_client_line;
 use kvs::jobs::command::{MAX_PAIRS, MAX_STRING};
 use kvs::jobs::{parse_line, Command};
-use kvs::reactor::protocol::{ConnectRequest, Decoded, Request, CONNECT_LEN};
+use kvs::protocol::fifo::{ConnectRequest, Decoded, Request, CONNECT_LEN};
 use kvs::reactor::registration::Framer;
 use proptest::prelude::*;
 use std::time::{Duration, Instant};

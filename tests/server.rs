@@ -5,7 +5,7 @@ mod common;
 
 use common::*;
 use kvs::client::{read_notification_within, ClientError, ClientFifos, Connection};
-use kvs::reactor::protocol::{self, Request};
+use kvs::protocol::fifo::{self as protocol, Request};
 use nix::sys::signal::Signal;
 use nix::sys::stat::Mode;
 use std::fs::File;

@@ -2,7 +2,7 @@
 //! registration FIFO's framing, on arbitrary bytes.
 #![no_main]
 
-use kvs::reactor::protocol::{ConnectRequest, Decoded, Request, CONNECT_LEN};
+use kvs::protocol::fifo::{ConnectRequest, Decoded, Request, CONNECT_LEN};
 use kvs::reactor::registration::Framer;
 use libfuzzer_sys::fuzz_target;
 use std::time::Instant;

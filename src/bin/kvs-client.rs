@@ -4,7 +4,7 @@
 
 use kvs::client::commands::{parse_client_line, ClientCommand, CLIENT_HELP};
 use kvs::client::{read_notification, Answer, ClientError, ClientFifos, Connection};
-use kvs::reactor::protocol::Request;
+use kvs::protocol::fifo::Request;
 use signal_hook::consts::{SIGHUP, SIGINT, SIGTERM};
 use signal_hook::iterator::Signals;
 use std::io::{self, BufRead, Write};

@@ -5,8 +5,8 @@
 
 pub mod commands;
 
-use crate::reactor::protocol::{
-    self, ConnectRequest, Request, CONNECT_LEN, NOTIFICATION_LEN, STRING_FIELD,
+use crate::protocol::fifo::{
+    self as protocol, ConnectRequest, Request, CONNECT_LEN, NOTIFICATION_LEN, STRING_FIELD,
 };
 use nix::errno::Errno;
 use nix::fcntl::{fcntl, open, FcntlArg, OFlag};

@@ -4,17 +4,22 @@
 //! work goes to the [`StorePool`], and a client that does not read is
 //! disconnected once its output buffer is full instead of being waited on.
 //!
-//! Tokens: a session in slab slot `i` uses `3i` (request FIFO), `3i + 1`
-//! (response FIFO) and `3i + 2` (notification FIFO); the fixed sources take
-//! the highest tokens.
+//! Tokens: a FIFO session in slab slot `i` uses `3i` (request FIFO),
+//! `3i + 1` (response FIFO) and `3i + 2` (notification FIFO); a RESP
+//! session uses `3i` for its socket; the fixed sources take the highest
+//! tokens.
+//!
+//! The submodules split the reactor's work by subject: accepting FIFO
+//! clients ([`accept`]) and RESP clients ([`streams`]), the registration
+//! FIFO ([`listener`]), each protocol's requests ([`fifo_requests`],
+//! [`resp_requests`]) and subscriptions and their messages ([`deliver`]).
 
 use super::fifo::{FifoId, RegistrationFifo};
 use super::mailbox::{Event, Mailbox, OpResult};
-use super::protocol::{self, Decoded, Request, FAIL, OK};
+use super::pubsub::{SessionId, Subscriptions};
 use super::registration::Framer;
-use super::session::{Session, MAX_INBUF};
-use super::store_ops::{StoreOp, StorePool};
-use super::subscriptions::{SessionId, Subscriptions};
+use super::session::{Link, Session};
+use super::store_ops::StorePool;
 use crate::cli::ServerOptions;
 use mio::{Events, Interest, Poll, Token};
 use signal_hook::consts::{SIGINT, SIGTERM, SIGUSR1};
@@ -29,18 +34,27 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 mod accept;
+mod deliver;
+mod fifo_requests;
 mod listener;
+mod resp_requests;
+pub mod streams;
 
 pub use accept::OPEN_GRACE;
 use accept::{spare_descriptor, unwatch_out, OPEN_RETRY};
 use listener::{Listener, REGISTRATION_CHECK};
+pub use streams::StreamListeners;
 
 pub const REGISTRATION: Token = Token(usize::MAX - 1);
 pub const SIGNALS: Token = Token(usize::MAX - 2);
 pub const WAKER: Token = Token(usize::MAX - 3);
+pub const RESP_UNIX: Token = Token(usize::MAX - 4);
+pub const RESP_TCP: Token = Token(usize::MAX - 5);
 
-/// Most 64 KiB reads of one session's requests in one turn of the loop.
+/// Most reads of one session's requests in one turn of the loop, each of
+/// at most [`SERVICE_READ`] bytes.
 const SERVICE_ROUNDS: usize = 4;
+const SERVICE_READ: usize = 64 * 1024;
 
 /// Most events taken from the inbox in one turn of the loop.
 const INBOX_BATCH: usize = 4096;
@@ -74,6 +88,13 @@ pub struct Reactor {
     signals: Signals,
     sessions: Slab<Session>,
     subs: Subscriptions,
+    /// Generation of the last pattern / key-event filter handed to the pool.
+    filter_generation: u64,
+    /// The RESP listeners, while the server takes new clients.
+    streams: StreamListeners,
+    /// The password RESP clients must AUTH with, if any.
+    password: Option<Vec<u8>>,
+    stats: Stats,
     /// FIFOs held by live sessions: no second session may name them.
     fifos_in_use: HashSet<FifoId>,
     inbox: Inbox<Event>,
@@ -85,6 +106,8 @@ pub struct Reactor {
     dirty: Vec<SessionId>,
     /// Sessions whose requests were not all read last turn.
     resume: Vec<SessionId>,
+    /// RESP listeners that may hold more connections than one turn took.
+    accept_left: Vec<Token>,
     /// Sessions with a write end still waiting for its client.
     opening: Vec<SessionId>,
     shutting_down: bool,
@@ -103,6 +126,16 @@ pub struct ReactorParts {
     pub mailbox: Arc<Mailbox>,
     pub pool: StorePool,
     pub opts: ServerOptions,
+    pub password: Option<Vec<u8>>,
+}
+
+/// Counters for INFO.
+#[derive(Debug)]
+pub struct Stats {
+    pub started: Instant,
+    pub connections: u64,
+    pub rejected: u64,
+    pub commands: u64,
 }
 
 impl Reactor {
@@ -115,6 +148,7 @@ impl Reactor {
             mailbox,
             pool,
             opts,
+            password,
         } = parts;
         let mut signals = Signals::new([SIGUSR1, SIGINT, SIGTERM])?;
         poll.registry()
@@ -130,6 +164,15 @@ impl Reactor {
             signals,
             sessions: Slab::new(),
             subs: Subscriptions::default(),
+            filter_generation: 0,
+            streams: StreamListeners::default(),
+            password,
+            stats: Stats {
+                started: Instant::now(),
+                connections: 0,
+                rejected: 0,
+                commands: 0,
+            },
             fifos_in_use: HashSet::new(),
             inbox,
             mailbox,
@@ -138,6 +181,7 @@ impl Reactor {
             next_generation: 0,
             dirty: Vec::new(),
             resume: Vec::new(),
+            accept_left: Vec::new(),
             opening: Vec::new(),
             shutting_down: false,
             spare_fd: spare_descriptor(),
@@ -158,7 +202,10 @@ impl Reactor {
         let mut inbox_left = false;
         let mut registration_left = false;
         loop {
-            let left = inbox_left || registration_left || !self.resume.is_empty();
+            let left = inbox_left
+                || registration_left
+                || !self.resume.is_empty()
+                || !self.accept_left.is_empty();
             match self.poll.poll(&mut events, self.timeout(left)) {
                 Ok(()) => {}
                 Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
@@ -169,14 +216,15 @@ impl Reactor {
                     REGISTRATION => registration_left = true,
                     SIGNALS => self.handle_signals(),
                     WAKER => {}
-                    Token(t) => {
-                        let gone = ev.is_error() || ev.is_write_closed();
-                        self.session_ready(t / 3, t % 3, gone)
-                    }
+                    RESP_UNIX | RESP_TCP => self.accept_streams(ev.token()),
+                    Token(t) => self.session_ready(t / 3, t % 3, ev),
                 }
             }
             if registration_left {
                 registration_left = self.read_registrations();
+            }
+            for which in std::mem::take(&mut self.accept_left) {
+                self.accept_streams(which);
             }
             let mut resume = std::mem::take(&mut self.resume);
             resume.sort_unstable();
@@ -246,6 +294,7 @@ impl Reactor {
         self.shutting_down = true;
         self.stop_jobs.store(true, Ordering::SeqCst);
         self.stop_listening(true);
+        self.streams.close(self.poll.registry());
         if !self.jobs_done {
             eprintln!("kvs: shutting down once the running job files finish");
         }
@@ -253,16 +302,31 @@ impl Reactor {
 
     // ----- sessions -------------------------------------------------------
 
-    /// `gone`: a write end reports that the client closed its read end.
-    fn session_ready(&mut self, sid: SessionId, kind: usize, gone: bool) {
-        if !self.sessions.contains(sid) {
+    /// An event on one of a session's descriptors. `gone`: the peer closed
+    /// its end or the descriptor failed.
+    fn session_ready(&mut self, sid: SessionId, kind: usize, ev: &mio::event::Event) {
+        let Some(s) = self.sessions.get_mut(sid) else {
+            return;
+        };
+        let gone = ev.is_error() || ev.is_write_closed();
+        if s.is_resp() {
+            // One socket both ways: read what came (end-of-file included),
+            // and send what waits if it drained.
+            if ev.is_readable() || ev.is_read_closed() {
+                s.unread = true;
+                self.service(sid);
+            }
+            if ev.is_error() {
+                return self.close(sid, Close::Quiet);
+            }
+            if ev.is_writable() {
+                self.flush(sid);
+            }
             return;
         }
         match kind {
             REQ => {
-                if let Some(s) = self.sessions.get_mut(sid) {
-                    s.unread = true;
-                }
+                s.unread = true;
                 self.service(sid)
             }
             _ if gone => self.close(sid, Close::Quiet),
@@ -277,123 +341,64 @@ impl Reactor {
             let Some(s) = self.sessions.get_mut(sid) else {
                 return;
             };
-            s.read_requests();
-            loop {
-                let Some(s) = self.sessions.get_mut(sid) else {
-                    return;
-                };
-                // Waiting on the pool, or answers piling up unread: stop
-                // here; the flush at the end of the turn sends them or cuts
-                // the client off.
-                if s.busy || s.pending_output() > self.opts.output_buffer {
-                    break;
-                }
-                match Request::decode(&s.inbuf) {
-                    Decoded::Incomplete => break,
-                    Decoded::Request(r, len) => {
-                        s.inbuf.drain(..len);
-                        self.handle(sid, r);
-                    }
-                    Decoded::Invalid { op, len, error } => {
-                        s.inbuf.drain(..len);
-                        protocol::push_response(s.resp.queue(), op, FAIL);
-                        // One line per session: a client sending nothing
-                        // but bad messages must not flood the log.
-                        if !s.invalid_logged {
-                            s.invalid_logged = true;
-                            eprintln!(
-                                "kvs: client {}: {error} (further bad messages not logged)",
-                                s.name
-                            );
-                        }
-                        self.dirty.push(sid);
-                    }
-                    Decoded::Unknown(op) => {
-                        protocol::push_response(s.resp.queue(), op, FAIL);
-                        let why = format!("unknown op code {op}; closing the session");
-                        return self.close(sid, Close::Log(why));
-                    }
-                }
+            s.read_requests(SERVICE_READ);
+            if s.is_resp() {
+                self.serve_resp(sid);
+            } else {
+                self.serve_fifo(sid);
             }
-            // Read on only if a full buffer stopped the last read and
-            // parsing has made room since.
+            // Read on only if the last read stopped early and there is room.
             match self.sessions.get(sid) {
-                Some(s) if s.unread && s.inbuf.len() < MAX_INBUF => continue,
+                Some(s) if s.unread && s.inbuf.len() < s.input_limit() && !s.busy => continue,
                 _ => break,
             }
         }
-        if let Some(s) = self.sessions.get(sid) {
-            if s.unread && s.inbuf.len() < MAX_INBUF && !s.busy {
-                // A client that keeps writing gets its turn again after
-                // everyone else's, not all of this one.
-                self.resume.push(sid);
-            }
-            if s.peer_closed && !s.busy {
-                self.close(sid, Close::Quiet);
-            }
+        let Some(s) = self.sessions.get(sid) else {
+            return;
+        };
+        if s.is_resp() && s.inbuf.len() >= s.input_limit() && !s.busy {
+            let why = format!(
+                "query buffer limit ({} bytes) reached without a whole request; disconnected",
+                s.input_limit()
+            );
+            return self.close(sid, Close::Log(why));
+        }
+        if s.unread && s.inbuf.len() < s.input_limit() && !s.busy {
+            // A client that keeps writing gets its turn again after
+            // everyone else's, not all of this one.
+            self.resume.push(sid);
+        }
+        if s.peer_closed && !s.busy {
+            self.close(sid, Close::Quiet);
         }
     }
 
-    fn handle(&mut self, sid: SessionId, request: Request) {
-        let Some(s) = self.sessions.get_mut(sid) else {
-            return;
-        };
-        let op = request.op();
-        let store_op = match request {
-            Request::Disconnect => {
-                protocol::push_response(s.resp.queue(), op, OK);
-                return self.close(sid, Close::Quiet);
-            }
-            Request::Unsubscribe(key) => {
-                let was = s.subscriptions.remove(&key);
-                if was {
-                    self.subs.unsubscribe(&key, sid);
-                    self.pool.unwatch(vec![key]);
-                }
-                protocol::push_response(s.resp.queue(), op, if was { OK } else { FAIL });
-                self.dirty.push(sid);
-                return;
-            }
-            Request::Subscribe(key) => {
-                if s.subscriptions.len() >= self.opts.max_subscriptions
-                    && !s.subscriptions.contains(&key)
-                {
-                    eprintln!(
-                        "kvs: client {}: subscription limit ({}) reached, not subscribed to {key}",
-                        s.name, self.opts.max_subscriptions
-                    );
-                    protocol::push_response(s.resp.queue(), op, b'0');
-                    self.dirty.push(sid);
-                    return;
-                }
-                StoreOp::Subscribe(key)
-            }
-            Request::Read(key) => match self.pool.store().try_get(&key) {
-                // A read whose shard is free is answered here and now: two
-                // thread hand-offs fewer, and still no waiting on a lock.
-                Ok(value) => {
-                    protocol::push_read_answer(s.resp.queue(), value.as_deref());
-                    self.dirty.push(sid);
-                    return;
-                }
-                Err(_) => StoreOp::Read(key),
-            },
-            Request::Write(key, value) => StoreOp::Write(key, value),
-            Request::Delete(key) => StoreOp::Delete(key),
-        };
-        s.busy = true;
-        self.pool.submit(sid, s.generation, store_op);
+    /// Whether the session may take another request now: not while one is
+    /// at the pool, and not while its answers pile up unread (the flush at
+    /// the end of the turn sends them or cuts the client off).
+    fn ready_for_more(&self, sid: SessionId) -> bool {
+        self.sessions
+            .get(sid)
+            .is_some_and(|s| !s.busy && s.pending_output() <= self.opts.output_buffer)
     }
 
+    /// A store result for session `sid`, if it is still the same session.
     fn finish(&mut self, sid: SessionId, generation: u64, result: OpResult) {
         let live = self
             .sessions
             .get(sid)
             .is_some_and(|s| s.generation == generation);
         if !live {
-            // The store watches the key for a session that is gone.
-            if let OpResult::Subscribe { key, exists: true } = result {
-                self.pool.unwatch(vec![key]);
+            // The store watches keys for a session that is gone.
+            match result {
+                OpResult::Subscribe { key, exists: true } => self.pool.unwatch(vec![key]),
+                OpResult::Watched(keys) => {
+                    if !keys.is_empty() {
+                        self.pool.unwatch(keys);
+                    }
+                    self.refilter();
+                }
+                _ => {}
             }
             return;
         }
@@ -401,28 +406,23 @@ impl Reactor {
             return;
         };
         s.busy = false;
-        let out = s.resp.queue();
         match result {
-            OpResult::Subscribe { key, exists } => {
-                // SUBSCRIBE answers '1' when subscribed (SPEC section 3).
-                protocol::push_response(
-                    out,
-                    protocol::OP_SUBSCRIBE,
-                    if exists { b'1' } else { b'0' },
-                );
-                if exists {
-                    if s.subscriptions.insert(key.clone()) {
-                        self.subs.subscribe(&key, sid);
-                    } else {
-                        // Subscribed already: the store counted a second watch.
-                        self.pool.unwatch(vec![key]);
+            OpResult::Subscribe { key, exists } => self.fifo_subscribed(sid, key, exists),
+            OpResult::Replies(replies) => {
+                if s.is_resp() {
+                    for r in &replies {
+                        resp_requests::encode_reply(s.replies(), r);
+                    }
+                } else {
+                    for r in &replies {
+                        fifo_requests::encode_reply(s.replies(), r);
                     }
                 }
             }
-            OpResult::Read(value) => protocol::push_read_answer(out, value.as_deref()),
-            OpResult::Write => protocol::push_response(out, protocol::OP_WRITE, OK),
-            OpResult::Delete(existed) => {
-                protocol::push_response(out, protocol::OP_DELETE, if existed { OK } else { FAIL })
+            OpResult::Watched(_) => {
+                s.unconfirmed.clear();
+                let deferred = std::mem::take(&mut s.deferred);
+                s.replies().extend_from_slice(&deferred);
             }
         }
         self.dirty.push(sid);
@@ -441,15 +441,18 @@ impl Reactor {
         let Some(s) = self.sessions.get_mut(sid) else {
             return Ok(());
         };
-        for out in [&mut s.resp, &mut s.notif] {
-            out.flush()
-                .map_err(|e| format!("writing to the client failed: {e}"))?;
-        }
+        s.flush()
+            .map_err(|e| format!("writing to the client failed: {e}"))?;
         if s.pending_output() > self.opts.output_buffer {
             return Err(format!(
                 "not reading: more than {} bytes of output waiting; disconnected",
                 self.opts.output_buffer
             ));
+        }
+        if let Link::Stream { resp, .. } = &s.link {
+            if resp.quitting && s.pending_output() == 0 {
+                self.close(sid, Close::Quiet);
+            }
         }
         Ok(())
     }
@@ -469,28 +472,31 @@ impl Reactor {
     }
 
     /// Ends a session: a last try to send what it has queued (such as the
-    /// answer to DISCONNECT), then its FIFOs are closed and its
+    /// answer to DISCONNECT), then its descriptors are closed and its
     /// subscriptions forgotten.
     fn close(&mut self, sid: SessionId, why: Close) {
         if !self.sessions.contains(sid) {
             return;
         }
         let mut s = self.sessions.remove(sid);
-        let _ = s.resp.flush();
-        let _ = s.notif.flush();
+        let _ = s.flush();
         let registry = self.poll.registry();
-        let _ = registry.deregister(&mut s.req);
-        unwatch_out(registry, &mut s.resp);
-        unwatch_out(registry, &mut s.notif);
-        for key in &s.subscriptions {
-            self.subs.unsubscribe(key, sid);
+        match &mut s.link {
+            Link::Fifo(f) => {
+                let _ = registry.deregister(&mut f.req);
+                unwatch_out(registry, &mut f.resp);
+                unwatch_out(registry, &mut f.notif);
+                for id in &f.fifos {
+                    self.fifos_in_use.remove(id);
+                }
+            }
+            Link::Stream { out, .. } => {
+                if let Some(conn) = out.pipe.as_mut() {
+                    let _ = registry.deregister(conn);
+                }
+            }
         }
-        if !s.subscriptions.is_empty() {
-            self.pool.unwatch(s.subscriptions.drain().collect());
-        }
-        for id in &s.fifos {
-            self.fifos_in_use.remove(id);
-        }
+        self.forget_subscriptions(sid, &mut s);
         if let Close::Log(why) = why {
             eprintln!("kvs: client {}: {why}", s.name);
         }
@@ -527,16 +533,5 @@ impl Reactor {
             }
         }
         true
-    }
-
-    fn notify(&mut self, changes: &[(String, Option<String>)]) {
-        for (key, value) in changes {
-            for &sid in self.subs.subscribers(key) {
-                if let Some(s) = self.sessions.get_mut(sid) {
-                    protocol::push_notification(s.notif.queue(), key, value.as_deref());
-                    self.dirty.push(sid);
-                }
-            }
-        }
     }
 }

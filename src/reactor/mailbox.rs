@@ -3,7 +3,8 @@
 //! a `mio::Waker`. The waker is rung once per batch, not once per event: a
 //! flag says a wake-up is already on its way.
 
-use super::subscriptions::SessionId;
+use super::command::Reply;
+use super::pubsub::SessionId;
 use mio::Waker;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::mpsc::{self, Receiver, Sender};
@@ -13,14 +14,12 @@ use std::sync::Arc;
 #[derive(Debug)]
 pub enum OpResult {
     /// Whether the key existed (and so the subscription was taken).
-    Subscribe {
-        key: String,
-        exists: bool,
-    },
-    Read(Option<String>),
-    Write,
-    /// Whether the key existed.
-    Delete(bool),
+    Subscribe { key: String, exists: bool },
+    /// The replies of a batch, in its order.
+    Replies(Vec<Reply>),
+    /// A [`super::store_ops::StoreOp::Watch`] is in force; the keys it
+    /// watched, to unwatch if the session is gone meanwhile.
+    Watched(Vec<String>),
 }
 
 #[derive(Debug)]

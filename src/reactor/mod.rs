@@ -1,32 +1,36 @@
 //! Server mode: the job workers of batch mode plus a long-running server
-//! that clients reach through named pipes (SPEC section 3).
+//! that clients reach through named pipes (SPEC section 3) and, if asked,
+//! through RESP on a Unix socket and TCP.
 //!
-//! - [`protocol`]: the wire format, bytes to values and back.
+//! - [`crate::protocol`] holds the wire formats, shared with the client.
 //! - [`registration`]: framing of the shared registration FIFO.
 //! - [`fifo`]: opening FIFOs named by untrusted peers, safely.
-//! - [`session`]: one client's FIFOs and buffers.
-//! - [`subscriptions`]: key to subscribed sessions.
+//! - [`session`]: one client, whatever its transport.
+//! - [`command`]: what a command does to the store, whatever its protocol.
+//! - [`pubsub`]: channels, patterns and the filter of wanted changes.
 //! - [`store_ops`] and [`mailbox`]: store work off the reactor thread, and
 //!   the way its results and change events come back.
 //! - [`event_loop`]: the reactor itself.
 
+pub mod command;
 pub mod event_loop;
 pub mod fifo;
 pub mod mailbox;
-pub mod protocol;
+pub mod pubsub;
 pub mod registration;
 pub mod session;
 pub mod store_ops;
-pub mod subscriptions;
 
 use crate::backup::Backups;
 use crate::cli::ServerOptions;
 use crate::jobs::run_folder_until;
 use crate::store::{ChangeHook, Store};
-use event_loop::{Reactor, ReactorParts, WAKER};
+use event_loop::{Reactor, ReactorParts, StreamListeners, WAKER};
 use mailbox::{Event, Mailbox};
+use pubsub::ChangeFilter;
 use std::fmt;
 use std::io;
+use std::net::{IpAddr, Ipv4Addr, SocketAddr};
 use std::path::{Path, PathBuf};
 use std::sync::atomic::AtomicBool;
 use std::sync::Arc;
@@ -37,6 +41,8 @@ use store_ops::StorePool;
 pub enum ServerError {
     JobsFolder(PathBuf, io::Error),
     Registration(PathBuf, fifo::RegistrationError),
+    Listen(event_loop::streams::ListenError),
+    Password(PathBuf, String),
     Io(&'static str, io::Error),
 }
 
@@ -47,6 +53,8 @@ impl fmt::Display for ServerError {
                 write!(f, "cannot read jobs folder {}: {e}", p.display())
             }
             ServerError::Registration(p, e) => write!(f, "registration FIFO {}: {e}", p.display()),
+            ServerError::Listen(e) => write!(f, "RESP listener: {e}"),
+            ServerError::Password(p, why) => write!(f, "password file {}: {why}", p.display()),
             ServerError::Io(what, e) => write!(f, "{what}: {e}"),
         }
     }
@@ -85,22 +93,39 @@ pub fn run_server(cfg: ServerConfig<'_>) -> Result<(), ServerError> {
         .map_err(|e| ServerError::Io("cannot create the waker", e))?;
     let (mailbox, inbox) = Mailbox::new(waker);
 
+    let password = match &cfg.options.requirepass_file {
+        Some(p) => Some(read_password(p)?),
+        None => None,
+    };
+    let streams = bind_streams(&cfg.options)?;
+
     let store = Arc::new(Store::new());
-    // Called only for keys some session watches (see Store::watch).
+    let filter = Arc::new(ChangeFilter::default());
+    // Called only for keys some session watches (see Store::watch), or for
+    // every key while a pattern or key-event subscription exists; then the
+    // filter keeps what nobody wants off the reactor.
     let hook: ChangeHook = {
-        let mailbox = mailbox.clone();
+        let (mailbox, filter) = (mailbox.clone(), filter.clone());
         Box::new(move |changes| {
-            let owned = changes
+            let owned: Vec<_> = changes
                 .iter()
+                .filter(|c| c.watched || filter.wants(c.key, c.value.is_none()))
                 .map(|c| (c.key.to_owned(), c.value.map(str::to_owned)))
                 .collect();
-            mailbox.post(Event::Changes(owned));
+            if !owned.is_empty() {
+                mailbox.post(Event::Changes(owned));
+            }
         })
     };
     // A fresh store has no hook yet.
     let _ = store.set_change_hook(hook);
 
-    let pool = StorePool::new(cfg.options.store_threads, store.clone(), mailbox.clone());
+    let pool = StorePool::new(
+        cfg.options.store_threads,
+        store.clone(),
+        filter,
+        mailbox.clone(),
+    );
     let stop_jobs = Arc::new(AtomicBool::new(false));
     let mut reactor = Reactor::new(ReactorParts {
         stop_jobs: stop_jobs.clone(),
@@ -110,8 +135,16 @@ pub fn run_server(cfg: ServerConfig<'_>) -> Result<(), ServerError> {
         mailbox: mailbox.clone(),
         pool,
         opts: cfg.options.clone(),
+        password,
     })
     .map_err(|e| ServerError::Io("cannot start the reactor", e))?;
+    let listening = streams.describe();
+    reactor
+        .listen_streams(streams)
+        .map_err(|e| ServerError::Io("cannot watch the RESP listeners", e))?;
+    if !listening.is_empty() {
+        eprintln!("kvs: serving RESP on {}", listening.join(" and "));
+    }
 
     // Last: once the FIFO exists, clients may come, and everything they
     // need is in place.
@@ -153,6 +186,35 @@ pub fn run_server(cfg: ServerConfig<'_>) -> Result<(), ServerError> {
     let _ = jobs.join();
     backups.wait_all();
     result.map_err(|e| ServerError::Io("reactor failed", e))
+}
+
+/// Binds the RESP listeners the options ask for.
+fn bind_streams(o: &ServerOptions) -> Result<StreamListeners, ServerError> {
+    let mut l = StreamListeners::default();
+    if let Some(path) = &o.resp_socket {
+        l.bind_unix(path, o.socket_mode)
+            .map_err(ServerError::Listen)?;
+    }
+    if let Some(port) = o.resp_port {
+        let ip = o.resp_bind.unwrap_or(IpAddr::V4(Ipv4Addr::LOCALHOST));
+        // On failure `l` is dropped, which removes a socket bound above.
+        l.bind_tcp(SocketAddr::new(ip, port))
+            .map_err(ServerError::Listen)?;
+    }
+    Ok(l)
+}
+
+/// The password: the file's first line. Empty or unreadable is an error,
+/// not a server without a password.
+fn read_password(path: &Path) -> Result<Vec<u8>, ServerError> {
+    let bad = |why: String| ServerError::Password(path.to_path_buf(), why);
+    let text = std::fs::read(path).map_err(|e| bad(e.to_string()))?;
+    let line = text.split(|&b| b == b'\n').next().unwrap_or_default();
+    let line = line.strip_suffix(b"\r").unwrap_or(line);
+    if line.is_empty() {
+        return Err(bad("the first line is empty".into()));
+    }
+    Ok(line.to_vec())
 }
 
 /// Each session holds three descriptors, so the default soft limit (often

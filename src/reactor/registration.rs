@@ -4,7 +4,7 @@
 //! together with the rest of the bytes that read returned, and a fragment
 //! that is not completed within [`FRAGMENT_TIMEOUT`] is dropped.
 
-use super::protocol::{ConnectRequest, ProtocolError, CONNECT_LEN};
+use crate::protocol::fifo::{ConnectRequest, ProtocolError, CONNECT_LEN};
 use std::time::{Duration, Instant};
 
 pub const FRAGMENT_TIMEOUT: Duration = Duration::from_millis(100);

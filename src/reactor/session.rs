@@ -1,32 +1,43 @@
-//! One connected client: its three FIFOs, the bytes waiting to be parsed
-//! and to be written, and its subscriptions.
+//! One connected client, whatever its transport: the bytes waiting to be
+//! parsed and to be written, its subscriptions, and the link it speaks
+//! over (a FIFO triple, or a Unix or TCP stream speaking RESP).
 
 use super::fifo::FifoId;
+use mio::net::{TcpStream, UnixStream};
 use mio::unix::pipe::{Receiver, Sender};
 use std::collections::HashSet;
 use std::io::{self, Read, Write};
 use std::time::Instant;
 
-/// Most unparsed request bytes kept per session; reading pauses above it.
+/// Most unparsed FIFO request bytes kept per session; reading pauses above
+/// it (a FIFO request is at most 83 bytes).
 pub const MAX_INBUF: usize = 64 * 1024;
 
-/// Bytes waiting to go out on one FIFO. Everything queued between two
-/// flushes leaves in one `write` call.
+/// Most unparsed bytes of a RESP session (Redis's
+/// client-query-buffer-limit): a request that grows past it without ending
+/// closes the session.
+pub const QUERY_LIMIT: usize = 1024 * 1024;
+
+/// Bytes read from a session per read call.
+const READ_CHUNK: usize = 16 * 1024;
+
+/// Bytes waiting to go out on one writable descriptor. Everything queued
+/// between two flushes leaves in one `write` call.
 ///
-/// The pipe stays registered for WRITABLE events for the session's whole
-/// life: edge-triggered, that costs an event only when a full pipe drains
-/// or when the client's read end goes away, which is how a client that
+/// The descriptor stays registered for WRITABLE events for the session's
+/// whole life: edge-triggered, that costs an event only when a full pipe
+/// or socket drains or when the peer goes away, which is how a client that
 /// dies is noticed even while it has nothing to receive.
-pub struct Outbox {
-    /// `None` until the client has opened its read end (see [`super::fifo`]);
-    /// bytes queue meanwhile.
-    pub pipe: Option<Sender>,
+pub struct Outbox<W> {
+    /// `None` until a FIFO client has opened its read end (see
+    /// [`super::fifo`]); bytes queue meanwhile.
+    pub pipe: Option<W>,
     buf: Vec<u8>,
     sent: usize,
 }
 
-impl Outbox {
-    pub fn new(pipe: Option<Sender>) -> Self {
+impl<W: Write> Outbox<W> {
+    pub fn new(pipe: Option<W>) -> Self {
         Outbox {
             pipe,
             buf: Vec::new(),
@@ -43,8 +54,8 @@ impl Outbox {
         &mut self.buf
     }
 
-    /// Writes until everything is out or the pipe is full. `Err` means the
-    /// reader is gone (EPIPE) or the pipe failed.
+    /// Writes until everything is out or the descriptor is full. `Err`
+    /// means the reader is gone (EPIPE) or the descriptor failed.
     pub fn flush(&mut self) -> io::Result<()> {
         let Some(pipe) = self.pipe.as_mut() else {
             return Ok(());
@@ -69,80 +80,200 @@ impl Outbox {
     }
 }
 
-pub struct Session {
-    /// Distinguishes this session from an earlier one in the same slab slot,
-    /// so a late store result is never delivered to the wrong client.
-    pub generation: u64,
-    /// For messages: the request FIFO's path.
-    pub name: String,
+/// A stream connection: both directions on one descriptor.
+pub enum Conn {
+    Unix(UnixStream),
+    Tcp(TcpStream),
+}
+
+impl Read for Conn {
+    fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
+        match self {
+            Conn::Unix(s) => s.read(buf),
+            Conn::Tcp(s) => s.read(buf),
+        }
+    }
+}
+
+impl Write for Conn {
+    fn write(&mut self, buf: &[u8]) -> io::Result<usize> {
+        match self {
+            Conn::Unix(s) => s.write(buf),
+            Conn::Tcp(s) => s.write(buf),
+        }
+    }
+
+    fn flush(&mut self) -> io::Result<()> {
+        Ok(())
+    }
+}
+
+impl mio::event::Source for Conn {
+    fn register(
+        &mut self,
+        registry: &mio::Registry,
+        token: mio::Token,
+        interests: mio::Interest,
+    ) -> io::Result<()> {
+        match self {
+            Conn::Unix(s) => s.register(registry, token, interests),
+            Conn::Tcp(s) => s.register(registry, token, interests),
+        }
+    }
+
+    fn reregister(
+        &mut self,
+        registry: &mio::Registry,
+        token: mio::Token,
+        interests: mio::Interest,
+    ) -> io::Result<()> {
+        match self {
+            Conn::Unix(s) => s.reregister(registry, token, interests),
+            Conn::Tcp(s) => s.reregister(registry, token, interests),
+        }
+    }
+
+    fn deregister(&mut self, registry: &mio::Registry) -> io::Result<()> {
+        match self {
+            Conn::Unix(s) => s.deregister(registry),
+            Conn::Tcp(s) => s.deregister(registry),
+        }
+    }
+}
+
+/// A FIFO client's three pipes (SPEC section 3).
+pub struct FifoLink {
     pub req: Receiver,
-    pub resp: Outbox,
-    pub notif: Outbox,
+    pub resp: Outbox<Sender>,
+    pub notif: Outbox<Sender>,
+    /// Request, response, notification.
     pub fifos: [FifoId; 3],
     /// Paths of the response and notification FIFOs, for opening them late.
     pub out_paths: [Vec<u8>; 2],
     /// Since when a write end waits for the client to open its read end.
     pub opening_since: Option<Instant>,
+}
+
+/// What a RESP client has told the server about itself.
+#[derive(Debug, Default)]
+pub struct RespState {
+    pub authenticated: bool,
+    /// CLIENT SETNAME.
+    pub name: Option<String>,
+    /// QUIT was answered: close once it is written.
+    pub quitting: bool,
+}
+
+pub enum Link {
+    Fifo(Box<FifoLink>),
+    Stream { out: Outbox<Conn>, resp: RespState },
+}
+
+pub struct Session {
+    /// Distinguishes this session from an earlier one in the same slab slot,
+    /// so a late store result is never delivered to the wrong client.
+    pub generation: u64,
+    /// For messages: the request FIFO's path, or the peer's address.
+    pub name: String,
+    pub link: Link,
     pub inbuf: Vec<u8>,
-    pub subscriptions: HashSet<String>,
+    /// Channels subscribed to (a FIFO client's key `k` is the channel
+    /// `__keyspace@0__:k`).
+    pub channels: HashSet<String>,
+    /// PSUBSCRIBE patterns.
+    pub patterns: HashSet<Vec<u8>>,
+    /// Keys of keyspace channels whose store watch is still on its way:
+    /// if the session closes first, the pool's answer unwatches them.
+    pub unconfirmed: Vec<String>,
     /// A request is at the store pool; the next waits for its answer, so
     /// answers leave in request order.
     pub busy: bool,
-    /// The client closed its request FIFO (end-of-file).
+    /// Reply bytes that wait for the pool's acknowledgement (a subscription
+    /// is answered once the store reports changes for it).
+    pub deferred: Vec<u8>,
+    /// The client closed its end (end-of-file).
     pub peer_closed: bool,
-    /// The request FIFO may hold bytes not read yet: set by a readable
-    /// event, cleared once a read comes back short (a pipe read returns
-    /// all there is, so a short read leaves the pipe empty, and the next
-    /// write to an empty pipe raises a new event).
+    /// The input may hold bytes not read yet: set by a readable event,
+    /// cleared once a read comes back short (a pipe or socket read returns
+    /// all there is, so a short read leaves it empty, and the next write
+    /// to an empty one raises a new event).
     pub unread: bool,
     /// A bad message from this client has been logged already.
     pub invalid_logged: bool,
 }
 
-/// The opened FIFOs of a new session.
-pub struct SessionFifos {
-    pub req: Receiver,
-    pub resp: Outbox,
-    pub notif: Outbox,
-    /// Request, response, notification.
-    pub ids: [FifoId; 3],
-    /// Response, notification.
-    pub out_paths: [Vec<u8>; 2],
-}
-
 impl Session {
-    pub fn new(generation: u64, name: String, f: SessionFifos) -> Self {
+    pub fn new(generation: u64, name: String, link: Link) -> Self {
         Session {
             generation,
             name,
-            req: f.req,
-            resp: f.resp,
-            notif: f.notif,
-            fifos: f.ids,
-            out_paths: f.out_paths,
-            opening_since: None,
+            link,
             inbuf: Vec::new(),
-            subscriptions: HashSet::new(),
+            channels: HashSet::new(),
+            patterns: HashSet::new(),
+            unconfirmed: Vec::new(),
             busy: false,
+            deferred: Vec::new(),
             peer_closed: false,
             unread: false,
             invalid_logged: false,
         }
     }
 
-    /// Reads the request FIFO until it is empty, at end-of-file, or
-    /// [`MAX_INBUF`] bytes wait to be parsed (then [`Session::unread`] stays set).
-    pub fn read_requests(&mut self) {
-        let mut chunk = [0u8; 4096];
-        while self.unread && self.inbuf.len() < MAX_INBUF {
-            match self.req.read(&mut chunk) {
+    pub fn is_resp(&self) -> bool {
+        matches!(self.link, Link::Stream { .. })
+    }
+
+    /// Where answers to requests go.
+    pub fn replies(&mut self) -> &mut Vec<u8> {
+        match &mut self.link {
+            Link::Fifo(f) => f.resp.queue(),
+            Link::Stream { out, .. } => out.queue(),
+        }
+    }
+
+    /// Where notifications go (a stream has one channel for both).
+    pub fn notices(&mut self) -> &mut Vec<u8> {
+        match &mut self.link {
+            Link::Fifo(f) => f.notif.queue(),
+            Link::Stream { out, .. } => out.queue(),
+        }
+    }
+
+    /// Most unparsed bytes this session may hold.
+    pub fn input_limit(&self) -> usize {
+        if self.is_resp() {
+            QUERY_LIMIT
+        } else {
+            MAX_INBUF
+        }
+    }
+
+    /// Reads until the input is empty, at end-of-file, or `budget` bytes
+    /// were read or the input limit is reached (then [`Session::unread`]
+    /// stays set).
+    pub fn read_requests(&mut self, budget: usize) {
+        let limit = self.input_limit();
+        let mut chunk = [0u8; READ_CHUNK];
+        let mut read = 0;
+        while self.unread && self.inbuf.len() < limit && read < budget {
+            let want = chunk.len().min(limit - self.inbuf.len());
+            let got = match &mut self.link {
+                Link::Fifo(f) => f.req.read(&mut chunk[..want]),
+                Link::Stream { out, .. } => match out.pipe.as_mut() {
+                    Some(conn) => conn.read(&mut chunk[..want]),
+                    None => Ok(0),
+                },
+            };
+            match got {
                 Ok(0) => {
                     self.peer_closed = true;
                     self.unread = false;
                 }
                 Ok(n) => {
+                    read += n;
                     self.inbuf.extend_from_slice(&chunk[..n]);
-                    if n < chunk.len() {
+                    if n < want {
                         self.unread = false;
                     }
                 }
@@ -156,8 +287,27 @@ impl Session {
         }
     }
 
-    /// Bytes queued for this client on both FIFOs.
+    /// Writes what is queued. `Err` means the peer is gone.
+    pub fn flush(&mut self) -> io::Result<()> {
+        match &mut self.link {
+            Link::Fifo(f) => {
+                f.resp.flush()?;
+                f.notif.flush()
+            }
+            Link::Stream { out, .. } => out.flush(),
+        }
+    }
+
+    /// Bytes queued for this client.
     pub fn pending_output(&self) -> usize {
-        self.resp.pending() + self.notif.pending()
+        match &self.link {
+            Link::Fifo(f) => f.resp.pending() + f.notif.pending(),
+            Link::Stream { out, .. } => out.pending(),
+        }
+    }
+
+    /// Subscriptions of every kind, for the replies' counts.
+    pub fn subscription_count(&self) -> usize {
+        self.channels.len() + self.patterns.len()
     }
 }

@@ -23,6 +23,7 @@ pub use snapshot::Snapshot;
 
 use entry::Entry;
 use std::collections::{HashMap, HashSet};
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{OnceLock, PoisonError, RwLock, RwLockReadGuard, RwLockWriteGuard, TryLockError};
 
 /// Number of shards of a store made with [`Store::new`]. A power of two well
@@ -39,6 +40,19 @@ pub struct Change<'a> {
     pub key: &'a str,
     /// The new value, or `None` when the key was deleted.
     pub value: Option<&'a str>,
+    /// Someone watches this very key (see [`Store::watch`]); when false,
+    /// the change is reported only because [`Store::set_watch_all`] is on.
+    pub watched: bool,
+}
+
+/// When [`Store::set`] applies its value.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum SetIf {
+    Always,
+    /// Only if the key is absent (SET NX).
+    Absent,
+    /// Only if the key is present (SET XX).
+    Present,
 }
 
 /// Receives the changes of one operation, in the order they were applied,
@@ -57,6 +71,9 @@ struct Shard {
 pub struct Store {
     shards: Box<[RwLock<Shard>]>,
     hook: OnceLock<ChangeHook>,
+    /// While above zero, every change goes to the hook (pattern and
+    /// key-event subscribers may want any key; the hook filters).
+    watch_all: AtomicBool,
 }
 
 impl Default for Store {
@@ -80,6 +97,7 @@ impl Store {
         Store {
             shards,
             hook: OnceLock::new(),
+            watch_all: AtomicBool::new(false),
         }
     }
 
@@ -144,14 +162,7 @@ impl Store {
                 .write()
                 .unwrap_or_else(PoisonError::into_inner);
             set(&mut g, k, v);
-            if let Some(hook) = self.hook.get() {
-                if g.watched.contains_key(k) {
-                    hook(&[Change {
-                        key: k,
-                        value: Some(v),
-                    }]);
-                }
-            }
+            self.report(&g, k, Some(v));
             return;
         }
         let order = self.shards_of(pairs.iter().map(|(k, _)| k.as_ref()));
@@ -161,17 +172,19 @@ impl Store {
             set(&mut guards[slot(&order, self.shard_of(k))], k, v);
         }
         if let Some(hook) = self.hook.get() {
+            let all = self.watching_all();
             let changes: Vec<Change<'_>> = pairs
                 .iter()
                 .map(|(k, v)| (k.as_ref(), v.as_ref()))
-                .filter(|(k, _)| {
-                    guards[slot(&order, self.shard_of(k))]
+                .filter_map(|(key, v)| {
+                    let watched = guards[slot(&order, self.shard_of(key))]
                         .watched
-                        .contains_key(*k)
-                })
-                .map(|(key, v)| Change {
-                    key,
-                    value: Some(v),
+                        .contains_key(key);
+                    (watched || all).then_some(Change {
+                        key,
+                        value: Some(v),
+                        watched,
+                    })
                 })
                 .collect();
             if !changes.is_empty() {
@@ -179,6 +192,150 @@ impl Store {
             }
         }
         drop(guards);
+    }
+
+    /// Reports one change of a key in the locked shard `g` to the hook, if
+    /// anyone may want it.
+    fn report(&self, g: &Shard, key: &str, value: Option<&str>) {
+        if let Some(hook) = self.hook.get() {
+            let watched = g.watched.contains_key(key);
+            if watched || self.watching_all() {
+                hook(&[Change {
+                    key,
+                    value,
+                    watched,
+                }]);
+            }
+        }
+    }
+
+    fn watching_all(&self) -> bool {
+        self.watch_all.load(Ordering::Acquire)
+    }
+
+    /// Turns reporting of every change to the hook on or off (the hook then
+    /// filters; see [`Change::watched`]).
+    pub fn set_watch_all(&self, on: bool) {
+        self.watch_all.store(on, Ordering::Release);
+    }
+
+    /// Sets `key` to `value` if `cond` holds; returns whether it was set and,
+    /// if `want_old`, the value before (SET NX/XX/GET, GETSET, SETNX).
+    pub fn set(
+        &self,
+        key: &str,
+        value: &str,
+        cond: SetIf,
+        want_old: bool,
+    ) -> (bool, Option<String>) {
+        let mut g = self
+            .shard(key)
+            .write()
+            .unwrap_or_else(PoisonError::into_inner);
+        let (present, old) = match g.map.get(key) {
+            Some(e) => (true, want_old.then(|| e.value().to_owned())),
+            None => (false, None),
+        };
+        let apply = match cond {
+            SetIf::Always => true,
+            SetIf::Absent => !present,
+            SetIf::Present => present,
+        };
+        if apply {
+            set(&mut g, key, value);
+            self.report(&g, key, Some(value));
+        }
+        (apply, old)
+    }
+
+    /// Deletes every key, reporting each deletion; returns how many there
+    /// were. Atomic: all shards are locked for the duration.
+    pub fn clear(&self) -> usize {
+        let all: Vec<usize> = (0..self.shards.len()).collect();
+        let mut guards = self.write_locks(&all);
+        let taken: Vec<HashSet<Entry>> = guards
+            .iter_mut()
+            .map(|g| std::mem::take(&mut g.map))
+            .collect();
+        if let Some(hook) = self.hook.get() {
+            let everything = self.watching_all();
+            let changes: Vec<Change<'_>> = taken
+                .iter()
+                .zip(&guards)
+                .flat_map(|(map, g)| {
+                    map.iter().filter_map(move |e| {
+                        let watched = g.watched.contains_key(e.key());
+                        (watched || everything).then_some(Change {
+                            key: e.key(),
+                            value: None,
+                            watched,
+                        })
+                    })
+                })
+                .collect();
+            if !changes.is_empty() {
+                hook(&changes);
+            }
+        }
+        drop(guards);
+        taken.iter().map(HashSet::len).sum()
+    }
+
+    /// Every key matching the glob `pattern`, at one instant.
+    pub fn keys(&self, pattern: &[u8]) -> Vec<String> {
+        let all: Vec<usize> = (0..self.shards.len()).collect();
+        let guards = self.read_locks(&all);
+        let mut keys = Vec::new();
+        for g in &guards {
+            keys.extend(
+                g.map
+                    .iter()
+                    .filter(|e| crate::glob::matches(pattern, e.key().as_bytes()))
+                    .map(|e| e.key().to_owned()),
+            );
+        }
+        keys
+    }
+
+    /// One step of a SCAN: the keys matching `pattern` in whole shards from
+    /// shard `cursor` on, until at least `count` keys are found; returns
+    /// them and the next cursor (0 once every shard was seen). A key present
+    /// from the first step to the last is returned exactly once, as
+    /// Redis's SCAN promises; a cursor past the last shard ends the walk.
+    pub fn scan(&self, cursor: u64, count: usize, pattern: Option<&[u8]>) -> (u64, Vec<String>) {
+        let mut keys = Vec::new();
+        let mut shard = cursor;
+        while (shard as usize) < self.shards.len() {
+            let g = self.shards[shard as usize]
+                .read()
+                .unwrap_or_else(PoisonError::into_inner);
+            keys.extend(
+                g.map
+                    .iter()
+                    .filter(|e| pattern.is_none_or(|p| crate::glob::matches(p, e.key().as_bytes())))
+                    .map(|e| e.key().to_owned()),
+            );
+            shard += 1;
+            if keys.len() >= count {
+                break;
+            }
+        }
+        let next = if (shard as usize) < self.shards.len() {
+            shard
+        } else {
+            0
+        };
+        (next, keys)
+    }
+
+    /// Watches `key` whether or not it is present (a RESP keyspace
+    /// subscription). Balance each call with one [`Store::unwatch`].
+    pub fn watch_key(&self, key: &str) {
+        let mut g = self
+            .shard(key)
+            .write()
+            .unwrap_or_else(PoisonError::into_inner);
+        *g.watched.entry(key.into()).or_insert(0) += 1;
     }
 
     /// The value of each key, in the order given. Atomic over all the keys.
@@ -212,17 +369,22 @@ impl Store {
             })
             .collect();
         if let Some(hook) = self.hook.get() {
+            let all = self.watching_all();
             let changes: Vec<Change<'_>> = keys
                 .iter()
                 .zip(&existed)
                 .filter(|(_, &e)| e)
                 .map(|(k, _)| k.as_ref())
-                .filter(|k| {
-                    guards[slot(&order, self.shard_of(k))]
+                .filter_map(|key| {
+                    let watched = guards[slot(&order, self.shard_of(key))]
                         .watched
-                        .contains_key(*k)
+                        .contains_key(key);
+                    (watched || all).then_some(Change {
+                        key,
+                        value: None,
+                        watched,
+                    })
                 })
-                .map(|key| Change { key, value: None })
                 .collect();
             if !changes.is_empty() {
                 hook(&changes);

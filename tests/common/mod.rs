@@ -375,7 +375,7 @@ pub fn three_fifos(dir: &Path) -> [std::path::PathBuf; 3] {
 pub fn raw_connect(fifo: &Path, req: &Path, resp: &Path, notif: &Path) {
     use std::io::Write;
     use std::os::unix::ffi::OsStrExt;
-    let msg = kvs::reactor::protocol::ConnectRequest {
+    let msg = kvs::protocol::fifo::ConnectRequest {
         req: req.as_os_str().as_bytes().to_vec(),
         resp: resp.as_os_str().as_bytes().to_vec(),
         notif: notif.as_os_str().as_bytes().to_vec(),
@@ -429,7 +429,7 @@ pub fn session(id: &str, fifo: &Path) -> Session {
 
 impl Session {
     /// Sends `r` and returns the answer's result code.
-    pub fn ask(&mut self, r: kvs::reactor::protocol::Request) -> u8 {
+    pub fn ask(&mut self, r: kvs::protocol::fifo::Request) -> u8 {
         self.conn.request(&r).expect("request").code
     }
 
@@ -440,6 +440,6 @@ impl Session {
     }
 }
 
-pub fn write(k: &str, v: &str) -> kvs::reactor::protocol::Request {
-    kvs::reactor::protocol::Request::Write(k.into(), v.into())
+pub fn write(k: &str, v: &str) -> kvs::protocol::fifo::Request {
+    kvs::protocol::fifo::Request::Write(k.into(), v.into())
 }

@@ -4,10 +4,10 @@
 //! connecting a grace period to do so.
 
 use super::{token, Close, Reactor, NOTIF, REQ, RESP};
+use crate::protocol::fifo::{self as protocol, ConnectRequest, FAIL, OK};
 use crate::reactor::fifo::{open_checked, probe, End, FifoError, FifoId};
-use crate::reactor::protocol::{self, ConnectRequest, FAIL, OK};
-use crate::reactor::session::{Outbox, Session, SessionFifos};
-use crate::reactor::subscriptions::SessionId;
+use crate::reactor::pubsub::SessionId;
+use crate::reactor::session::{FifoLink, Link, Outbox, Session};
 use mio::unix::pipe::{Receiver, Sender};
 use mio::{Interest, Registry};
 use nix::errno::Errno;
@@ -36,7 +36,12 @@ pub(super) fn spare_descriptor() -> Option<std::fs::File> {
 
 /// Write ends stay registered for WRITABLE for the session's life (see
 /// [`Outbox`]).
-fn watch_out(registry: &Registry, sid: SessionId, kind: usize, out: &mut Outbox) -> io::Result<()> {
+fn watch_out(
+    registry: &Registry,
+    sid: SessionId,
+    kind: usize,
+    out: &mut Outbox<Sender>,
+) -> io::Result<()> {
     match out.pipe.as_mut() {
         Some(pipe) => registry.register(pipe, token(sid, kind), Interest::WRITABLE),
         None => Ok(()),
@@ -47,7 +52,7 @@ fn watch_out(registry: &Registry, sid: SessionId, kind: usize, out: &mut Outbox)
 /// end of it (the client does not read yet, or no descriptor was left), a
 /// shared one is opened for this last word, which waits in the pipe for the
 /// client (best effort).
-fn send_refusal(mut resp: Outbox, path: &[u8], id: FifoId) {
+fn send_refusal(mut resp: Outbox<Sender>, path: &[u8], id: FifoId) {
     if resp.pipe.is_none() {
         resp.pipe = open_checked(path, id, End::Shared).ok().map(Sender::from);
     }
@@ -55,7 +60,7 @@ fn send_refusal(mut resp: Outbox, path: &[u8], id: FifoId) {
     let _ = resp.flush();
 }
 
-pub(super) fn unwatch_out(registry: &Registry, out: &mut Outbox) {
+pub(super) fn unwatch_out(registry: &Registry, out: &mut Outbox<Sender>) {
     if let Some(pipe) = out.pipe.as_mut() {
         let _ = registry.deregister(pipe);
     }
@@ -84,7 +89,7 @@ impl Reactor {
             Err(e) => return refuse(format!("response FIFO {}: {e}", show(&c.resp))),
         };
         let resp_path = c.resp.clone();
-        let answer_refused = |resp: Outbox, why: String| {
+        let answer_refused = |resp: Outbox<Sender>, why: String| {
             refuse(why);
             send_refusal(resp, &resp_path, resp_id);
         };
@@ -96,40 +101,41 @@ impl Reactor {
             Ok(x) => x,
             Err(why) => return answer_refused(resp, why),
         };
-        let fifos = SessionFifos {
+        let mut link = Box::new(FifoLink {
             req,
             resp,
             notif,
-            ids: [req_id, resp_id, notif_id],
+            fifos: [req_id, resp_id, notif_id],
             out_paths: [c.resp, c.notif],
-        };
+            opening_since: None,
+        });
 
         let generation = self.next_generation;
-        self.next_generation += 1;
         let entry = self.sessions.vacant_entry();
         let sid = entry.key();
-        let mut session = Session::new(generation, name.clone(), fifos);
         // No read yet: until the client opens its end, the request FIFO
         // reads as end-of-file. Its first event comes once the client has
         // opened it (epoll reports no hang-up before a writer appears).
         let registry = self.poll.registry();
         let registered = registry
-            .register(&mut session.req, token(sid, REQ), Interest::READABLE)
-            .and_then(|()| watch_out(registry, sid, RESP, &mut session.resp))
-            .and_then(|()| watch_out(registry, sid, NOTIF, &mut session.notif));
+            .register(&mut link.req, token(sid, REQ), Interest::READABLE)
+            .and_then(|()| watch_out(registry, sid, RESP, &mut link.resp))
+            .and_then(|()| watch_out(registry, sid, NOTIF, &mut link.notif));
         if let Err(e) = registered {
-            let _ = registry.deregister(&mut session.req);
-            unwatch_out(registry, &mut session.resp);
-            unwatch_out(registry, &mut session.notif);
-            return answer_refused(session.resp, format!("cannot watch its FIFOs: {e}"));
+            let _ = registry.deregister(&mut link.req);
+            unwatch_out(registry, &mut link.resp);
+            unwatch_out(registry, &mut link.notif);
+            return answer_refused(link.resp, format!("cannot watch its FIFOs: {e}"));
         }
-        protocol::push_response(session.resp.queue(), protocol::OP_CONNECT, OK);
-        if session.resp.pipe.is_none() || session.notif.pipe.is_none() {
-            session.opening_since = Some(Instant::now());
+        self.next_generation += 1;
+        self.stats.connections += 1;
+        protocol::push_response(link.resp.queue(), protocol::OP_CONNECT, OK);
+        if link.resp.pipe.is_none() || link.notif.pipe.is_none() {
+            link.opening_since = Some(Instant::now());
             self.opening.push(sid);
         }
-        self.fifos_in_use.extend(session.fifos);
-        entry.insert(session);
+        self.fifos_in_use.extend(link.fifos);
+        entry.insert(Session::new(generation, name.clone(), Link::Fifo(link)));
         self.dirty.push(sid);
     }
 
@@ -158,7 +164,7 @@ impl Reactor {
         &self,
         c: &ConnectRequest,
         resp_id: FifoId,
-    ) -> Result<(Receiver, Outbox, FifoId, FifoId), String> {
+    ) -> Result<(Receiver, Outbox<Sender>, FifoId, FifoId), String> {
         let show = |p: &[u8]| String::from_utf8_lossy(p).into_owned();
         let req_id = self.check_fifo(&c.req, "request")?;
         let notif_id = self.check_fifo(&c.notif, "notification")?;
@@ -181,8 +187,8 @@ impl Reactor {
         waiting.sort_unstable();
         waiting.dedup();
         for sid in waiting {
-            let outcome = match self.sessions.get_mut(sid) {
-                Some(s) if s.opening_since.is_some() => self.try_open_late(sid, now),
+            let outcome = match self.sessions.get(sid).map(|s| &s.link) {
+                Some(Link::Fifo(f)) if f.opening_since.is_some() => self.try_open_late(sid, now),
                 _ => continue,
             };
             match outcome {
@@ -195,18 +201,22 @@ impl Reactor {
 
     /// One retry for session `sid`: `Ok(true)` once both ends are open.
     fn try_open_late(&mut self, sid: SessionId, now: Instant) -> Result<bool, String> {
-        let Some(s) = self.sessions.get_mut(sid) else {
+        let Some(Link::Fifo(s)) = self.sessions.get_mut(sid).map(|s| &mut s.link) else {
             return Ok(true);
         };
         let registry = self.poll.registry();
-        for (i, (kind, out)) in [(RESP, &mut s.resp), (NOTIF, &mut s.notif)]
-            .into_iter()
-            .enumerate()
-        {
+        let FifoLink {
+            resp,
+            notif,
+            out_paths,
+            fifos,
+            ..
+        } = &mut **s;
+        for (i, (kind, out)) in [(RESP, resp), (NOTIF, notif)].into_iter().enumerate() {
             if out.pipe.is_some() {
                 continue;
             }
-            match open_checked(&s.out_paths[i], s.fifos[kind], End::Write) {
+            match open_checked(&out_paths[i], fifos[kind], End::Write) {
                 Ok(fd) => {
                     out.pipe = Some(Sender::from(fd));
                     watch_out(registry, sid, kind, out)

@@ -4,8 +4,8 @@
 //! it, left alone (and no longer used) when someone replaces it.
 
 use super::{Reactor, REGISTRATION};
+use crate::protocol::fifo::ProtocolError;
 use crate::reactor::fifo::{create_registration, identity, FifoId, RegistrationFifo};
-use crate::reactor::protocol::ProtocolError;
 use mio::unix::pipe::Receiver;
 use mio::{Interest, Poll};
 use std::io::{self, Read};

@@ -1,0 +1,373 @@
+//! RESP2, the Redis protocol: requests (multibulk arrays of bulk strings,
+//! or inline lines as telnet sends them) to argument lists, and replies to
+//! bytes. No I/O and no state between calls: [`parse`] looks at the front
+//! of a buffer and says how much of it one request used.
+//!
+//! Every length a peer sends is checked before it is trusted: a request
+//! can never make the server allocate more than the bytes it has actually
+//! sent, and the limits and error texts are Redis's own (`networking.c`), so
+//! client libraries that recognise them keep working.
+
+use std::fmt;
+
+/// Most arguments one request may carry (Redis: 1024 * 1024).
+pub const MAX_ARGS: usize = 1024 * 1024;
+/// Longest bulk string a request may carry. Keys and values are at most 40
+/// bytes; this leaves room for PUBLISH messages and patterns.
+pub const MAX_BULK: usize = 512 * 1024;
+/// Longest inline request line (Redis: 64 KiB).
+pub const MAX_INLINE: usize = 64 * 1024;
+/// Longest header line (`*<n>` or `$<n>`) before it must have ended.
+const MAX_HEADER: usize = 32;
+
+/// A request the stream cannot recover from: answer `-ERR Protocol error:
+/// <text>` and close the connection, as Redis does.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum ProtocolError {
+    TooBigInline,
+    UnbalancedQuotes,
+    TooBigCount,
+    InvalidMultibulkLength,
+    TooBigBulkCount,
+    ExpectedDollar(u8),
+    InvalidBulkLength,
+}
+
+impl fmt::Display for ProtocolError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("Protocol error: ")?;
+        match self {
+            ProtocolError::TooBigInline => f.write_str("too big inline request"),
+            ProtocolError::UnbalancedQuotes => f.write_str("unbalanced quotes in request"),
+            ProtocolError::TooBigCount => f.write_str("too big mbulk count string"),
+            ProtocolError::InvalidMultibulkLength => f.write_str("invalid multibulk length"),
+            ProtocolError::TooBigBulkCount => f.write_str("too big bulk count string"),
+            ProtocolError::ExpectedDollar(b) => write!(f, "expected '$', got '{}'", *b as char),
+            ProtocolError::InvalidBulkLength => f.write_str("invalid bulk length"),
+        }
+    }
+}
+
+impl std::error::Error for ProtocolError {}
+
+/// What the front of a buffer holds.
+#[derive(Debug, PartialEq, Eq)]
+pub enum Parsed<'a> {
+    /// Not a whole request yet.
+    Incomplete,
+    /// A request's arguments (possibly none: an empty inline line or `*0`)
+    /// and the number of bytes it used.
+    Request(Vec<&'a [u8]>, usize),
+    Error(ProtocolError),
+}
+
+/// Parses the first request in `buf`.
+pub fn parse(buf: &[u8]) -> Parsed<'_> {
+    match buf.first() {
+        None => Parsed::Incomplete,
+        Some(b'*') => parse_multibulk(buf),
+        Some(_) => parse_inline(buf),
+    }
+}
+
+/// The line starting at `from`, without its `\r\n`, and the index after it;
+/// `Ok(None)` if no `\r\n` yet. A line longer than `max` is an error.
+fn line(buf: &[u8], from: usize, max: usize) -> Result<Option<(&[u8], usize)>, ()> {
+    let window = &buf[from..buf.len().min(from + max + 2)];
+    match memchr::memchr(b'\r', window) {
+        Some(i) if i + 1 < window.len() => Ok(Some((&window[..i], from + i + 2))),
+        Some(_) => Ok(None),
+        None if window.len() >= max + 2 => Err(()),
+        None => Ok(None),
+    }
+}
+
+/// A decimal length as Redis reads it (`string2ll`): optional `-`, digits,
+/// no sign for zero-padded forms, fits an i64.
+fn number(s: &[u8]) -> Option<i64> {
+    let (neg, digits) = match s.split_first() {
+        Some((b'-', rest)) => (true, rest),
+        _ => (false, s),
+    };
+    if digits.is_empty() || !digits.iter().all(u8::is_ascii_digit) {
+        return None;
+    }
+    let mut n: i64 = 0;
+    for &d in digits {
+        n = n.checked_mul(10)?.checked_add((d - b'0') as i64)?;
+    }
+    Some(if neg { -n } else { n })
+}
+
+fn parse_multibulk(buf: &[u8]) -> Parsed<'_> {
+    let (head, mut at) = match line(buf, 1, MAX_HEADER) {
+        Ok(Some(l)) => l,
+        Ok(None) => return Parsed::Incomplete,
+        Err(()) => return Parsed::Error(ProtocolError::TooBigCount),
+    };
+    let count = match number(head) {
+        Some(n) if n <= MAX_ARGS as i64 => n,
+        _ => return Parsed::Error(ProtocolError::InvalidMultibulkLength),
+    };
+    if count <= 0 {
+        return Parsed::Request(Vec::new(), at);
+    }
+    // Never trust the count for an allocation: grow as arguments arrive.
+    let mut args = Vec::with_capacity((count as usize).min(64));
+    for _ in 0..count {
+        match buf.get(at) {
+            None => return Parsed::Incomplete,
+            Some(b'$') => {}
+            Some(&b) => return Parsed::Error(ProtocolError::ExpectedDollar(b)),
+        }
+        let (head, start) = match line(buf, at + 1, MAX_HEADER) {
+            Ok(Some(l)) => l,
+            Ok(None) => return Parsed::Incomplete,
+            Err(()) => return Parsed::Error(ProtocolError::TooBigBulkCount),
+        };
+        let len = match number(head) {
+            Some(n) if (0..=MAX_BULK as i64).contains(&n) => n as usize,
+            _ => return Parsed::Error(ProtocolError::InvalidBulkLength),
+        };
+        if buf.len() < start + len + 2 {
+            return Parsed::Incomplete;
+        }
+        args.push(&buf[start..start + len]);
+        // Redis does not check the two bytes after a bulk either.
+        at = start + len + 2;
+    }
+    Parsed::Request(args, at)
+}
+
+fn parse_inline(buf: &[u8]) -> Parsed<'_> {
+    let window = &buf[..buf.len().min(MAX_INLINE)];
+    let Some(nl) = memchr::memchr(b'\n', window) else {
+        return if buf.len() >= MAX_INLINE {
+            Parsed::Error(ProtocolError::TooBigInline)
+        } else {
+            Parsed::Incomplete
+        };
+    };
+    let mut l = &buf[..nl];
+    if let Some(stripped) = l.strip_suffix(b"\r") {
+        l = stripped;
+    }
+    match split_inline(l) {
+        Some(args) => Parsed::Request(args, nl + 1),
+        None => Parsed::Error(ProtocolError::UnbalancedQuotes),
+    }
+}
+
+/// Splits an inline line at spaces. Quoted arguments are kept whole
+/// without their quotes; `None` if a quote is not closed. (Redis also
+/// unescapes `\n` and `\xHH` in double quotes; kvs's keys and values can
+/// hold neither whitespace nor control bytes, so the raw text is kept.)
+fn split_inline(l: &[u8]) -> Option<Vec<&[u8]>> {
+    let mut args = Vec::new();
+    let mut i = 0;
+    while i < l.len() {
+        while i < l.len() && l[i].is_ascii_whitespace() {
+            i += 1;
+        }
+        if i == l.len() {
+            break;
+        }
+        if l[i] == b'"' || l[i] == b'\'' {
+            let q = l[i];
+            let end = l[i + 1..].iter().position(|&b| b == q)? + i + 1;
+            args.push(&l[i + 1..end]);
+            i = end + 1;
+        } else {
+            let end = l[i..]
+                .iter()
+                .position(|b| b.is_ascii_whitespace())
+                .map_or(l.len(), |p| p + i);
+            args.push(&l[i..end]);
+            i = end;
+        }
+    }
+    Some(args)
+}
+
+// ----- replies ------------------------------------------------------------
+
+pub fn push_simple(out: &mut Vec<u8>, s: &str) {
+    out.push(b'+');
+    out.extend_from_slice(s.as_bytes());
+    out.extend_from_slice(b"\r\n");
+}
+
+pub fn push_ok(out: &mut Vec<u8>) {
+    out.extend_from_slice(b"+OK\r\n");
+}
+
+/// An error reply; `msg` starts with its code (`ERR ...`, `NOAUTH ...`).
+/// Line breaks would end the reply early, so they become spaces.
+pub fn push_error(out: &mut Vec<u8>, msg: &str) {
+    out.push(b'-');
+    out.extend(
+        msg.bytes()
+            .map(|b| if b == b'\r' || b == b'\n' { b' ' } else { b }),
+    );
+    out.extend_from_slice(b"\r\n");
+}
+
+pub fn push_int(out: &mut Vec<u8>, n: i64) {
+    out.push(b':');
+    push_decimal(out, n);
+}
+
+pub fn push_bulk(out: &mut Vec<u8>, b: &[u8]) {
+    out.push(b'$');
+    push_decimal(out, b.len() as i64);
+    out.extend_from_slice(b);
+    out.extend_from_slice(b"\r\n");
+}
+
+pub fn push_null(out: &mut Vec<u8>) {
+    out.extend_from_slice(b"$-1\r\n");
+}
+
+pub fn push_opt_bulk(out: &mut Vec<u8>, b: Option<&[u8]>) {
+    match b {
+        Some(b) => push_bulk(out, b),
+        None => push_null(out),
+    }
+}
+
+pub fn push_array_len(out: &mut Vec<u8>, n: usize) {
+    out.push(b'*');
+    push_decimal(out, n as i64);
+}
+
+/// `n` and `\r\n`, without going through `fmt`.
+fn push_decimal(out: &mut Vec<u8>, n: i64) {
+    let mut digits = [0u8; 20];
+    let mut i = digits.len();
+    let mut m = n.unsigned_abs();
+    loop {
+        i -= 1;
+        digits[i] = b'0' + (m % 10) as u8;
+        m /= 10;
+        if m == 0 {
+            break;
+        }
+    }
+    if n < 0 {
+        out.push(b'-');
+    }
+    out.extend_from_slice(&digits[i..]);
+    out.extend_from_slice(b"\r\n");
+}
+
+/// Encodes `args` as a request (for clients and tests).
+pub fn encode_request(args: &[&[u8]]) -> Vec<u8> {
+    let mut out = Vec::new();
+    push_array_len(&mut out, args.len());
+    for a in args {
+        push_bulk(&mut out, a);
+    }
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn req(args: &[&str]) -> Vec<u8> {
+        let args: Vec<&[u8]> = args.iter().map(|a| a.as_bytes()).collect();
+        encode_request(&args)
+    }
+
+    #[test]
+    fn multibulk_round_trip_and_every_prefix_is_incomplete() {
+        let bytes = req(&["SET", "k", "", "a b"]);
+        match parse(&bytes) {
+            Parsed::Request(args, n) => {
+                assert_eq!(n, bytes.len());
+                assert_eq!(args, vec![&b"SET"[..], b"k", b"", b"a b"]);
+            }
+            other => panic!("{other:?}"),
+        }
+        for cut in 0..bytes.len() {
+            assert_eq!(parse(&bytes[..cut]), Parsed::Incomplete, "cut at {cut}");
+        }
+    }
+
+    #[test]
+    fn pipelined_requests_parse_one_at_a_time() {
+        let mut bytes = req(&["PING"]);
+        bytes.extend(req(&["GET", "a"]));
+        let Parsed::Request(a, n) = parse(&bytes) else {
+            panic!()
+        };
+        assert_eq!(a, vec![&b"PING"[..]]);
+        let Parsed::Request(b, m) = parse(&bytes[n..]) else {
+            panic!()
+        };
+        assert_eq!(b, vec![&b"GET"[..], b"a"]);
+        assert_eq!(n + m, bytes.len());
+    }
+
+    #[test]
+    fn inline_requests() {
+        assert_eq!(parse(b"PING\r\n"), Parsed::Request(vec![&b"PING"[..]], 6));
+        assert_eq!(
+            parse(b"set  k \"v 1\"\n"),
+            Parsed::Request(vec![&b"set"[..], b"k", b"v 1"], 13)
+        );
+        assert_eq!(parse(b"\r\n"), Parsed::Request(vec![], 2));
+        assert_eq!(parse(b"GET k"), Parsed::Incomplete);
+        assert_eq!(
+            parse(b"GET \"k\n"),
+            Parsed::Error(ProtocolError::UnbalancedQuotes)
+        );
+        let long = vec![b'a'; MAX_INLINE + 1];
+        assert_eq!(parse(&long), Parsed::Error(ProtocolError::TooBigInline));
+    }
+
+    #[test]
+    fn hostile_lengths_are_refused_before_allocation() {
+        use ProtocolError::*;
+        assert_eq!(
+            parse(b"*1\r\n$1099511627776\r\n"),
+            Parsed::Error(InvalidBulkLength)
+        );
+        assert_eq!(parse(b"*1\r\n$-1\r\n"), Parsed::Error(InvalidBulkLength));
+        assert_eq!(parse(b"*1\r\n$x\r\n"), Parsed::Error(InvalidBulkLength));
+        assert_eq!(parse(b"*x\r\n"), Parsed::Error(InvalidMultibulkLength));
+        assert_eq!(
+            parse(b"*99999999999\r\n"),
+            Parsed::Error(InvalidMultibulkLength)
+        );
+        assert_eq!(
+            parse(b"*99999999999999999999999999999999999999"),
+            Parsed::Error(TooBigCount)
+        );
+        assert_eq!(parse(b"*-1\r\n"), Parsed::Request(vec![], 5));
+        // Nested arrays are not requests.
+        assert_eq!(parse(b"*1\r\n*1\r\n"), Parsed::Error(ExpectedDollar(b'*')));
+        // A huge count costs nothing until its arguments arrive.
+        assert_eq!(parse(b"*1048576\r\n$1\r\na\r\n"), Parsed::Incomplete);
+    }
+
+    #[test]
+    fn replies() {
+        let mut out = Vec::new();
+        push_ok(&mut out);
+        push_int(&mut out, -12);
+        push_int(&mut out, 0);
+        push_bulk(&mut out, b"hi");
+        push_null(&mut out);
+        push_array_len(&mut out, 2);
+        push_error(&mut out, "ERR a\r\nb");
+        assert_eq!(
+            out,
+            b"+OK\r\n:-12\r\n:0\r\n$2\r\nhi\r\n$-1\r\n*2\r\n-ERR a  b\r\n"
+        );
+        assert_eq!(
+            ProtocolError::ExpectedDollar(b'*').to_string(),
+            "Protocol error: expected '$', got '*'"
+        );
+    }
+}

@@ -1,0 +1,185 @@
+//! What a client's command does to the store, whatever protocol carried
+//! it. The FIFO protocol's READ / WRITE / DELETE and RESP's GET / SET / DEL
+//! and the rest become a [`Command`]; the store pool runs a batch of them
+//! with [`execute`]; each protocol turns the [`Reply`] back into its own
+//! bytes. Nothing here knows about bytes on a wire.
+
+use crate::store::{SetIf, Store};
+
+/// What SET-like commands answer.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum SetReply {
+    /// `OK`, or nothing (null) when a condition kept the value (SET).
+    Ok,
+    /// The value before (SET ... GET, GETSET).
+    Old,
+    /// Whether the value was set, as 1 or 0 (SETNX).
+    Flag,
+}
+
+/// A store command, already checked against the store's rules.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Command {
+    Get(String),
+    Set {
+        key: String,
+        value: String,
+        cond: SetIf,
+        reply: SetReply,
+    },
+    /// Atomic over all keys.
+    MGet(Vec<String>),
+    /// Atomic: one store operation.
+    MSet(Vec<(String, String)>),
+    /// Atomic; answers how many existed.
+    Del(Vec<String>),
+    /// How many of the keys exist (a key given twice counts twice).
+    Exists(Vec<String>),
+    Type(String),
+    Strlen(String),
+    Keys(Vec<u8>),
+    Scan {
+        cursor: u64,
+        count: usize,
+        pattern: Option<Vec<u8>>,
+    },
+    DbSize,
+    /// FLUSHDB / FLUSHALL: every key deleted, each deletion notified.
+    Flush,
+    /// INFO: the sections the reactor wrote, and whether to add the
+    /// keyspace section (which needs the store).
+    Info {
+        text: String,
+        keyspace: bool,
+    },
+}
+
+/// The outcome of a [`Command`], for the protocol to encode.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Reply {
+    Ok,
+    Int(i64),
+    Value(Option<String>),
+    Values(Vec<Option<String>>),
+    Keys(Vec<String>),
+    Scan(u64, Vec<String>),
+    /// A status word (`string`, `none`).
+    Status(&'static str),
+    /// A bulk text (INFO).
+    Text(String),
+    /// An error, its code first (`ERR ...`).
+    Error(String),
+}
+
+/// Runs one command. On the store pool only: it takes shard locks.
+pub fn execute(store: &Store, cmd: Command) -> Reply {
+    match cmd {
+        Command::Get(k) => Reply::Value(store.get(&k)),
+        Command::Set {
+            key,
+            value,
+            cond,
+            reply,
+        } => {
+            let (applied, old) = store.set(&key, &value, cond, reply == SetReply::Old);
+            match reply {
+                SetReply::Ok if applied => Reply::Ok,
+                SetReply::Ok => Reply::Value(None),
+                SetReply::Old => Reply::Value(old),
+                SetReply::Flag => Reply::Int(applied as i64),
+            }
+        }
+        Command::MGet(keys) => Reply::Values(store.read(&keys)),
+        Command::MSet(pairs) => {
+            store.write(&pairs);
+            Reply::Ok
+        }
+        Command::Del(keys) => {
+            Reply::Int(store.delete(&keys).into_iter().filter(|&e| e).count() as i64)
+        }
+        Command::Exists(keys) => {
+            Reply::Int(keys.iter().filter(|k| store.contains(k)).count() as i64)
+        }
+        Command::Type(k) => Reply::Status(if store.contains(&k) { "string" } else { "none" }),
+        Command::Strlen(k) => Reply::Int(store.get(&k).map_or(0, |v| v.len() as i64)),
+        Command::Keys(pattern) => Reply::Keys(store.keys(&pattern)),
+        Command::Scan {
+            cursor,
+            count,
+            pattern,
+        } => {
+            let (next, keys) = store.scan(cursor, count, pattern.as_deref());
+            Reply::Scan(next, keys)
+        }
+        Command::DbSize => Reply::Int(store.len() as i64),
+        Command::Flush => {
+            store.clear();
+            Reply::Ok
+        }
+        Command::Info { mut text, keyspace } => {
+            if keyspace {
+                text.push_str("# Keyspace\r\n");
+                let n = store.len();
+                if n > 0 {
+                    text.push_str(&format!("db0:keys={n},expires=0,avg_ttl=0\r\n"));
+                }
+            }
+            Reply::Text(text)
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn set(k: &str, v: &str, cond: SetIf, reply: SetReply) -> Command {
+        Command::Set {
+            key: k.into(),
+            value: v.into(),
+            cond,
+            reply,
+        }
+    }
+
+    #[test]
+    fn set_conditions_and_replies() {
+        let s = Store::new();
+        let run = |c| execute(&s, c);
+        assert_eq!(
+            run(set("a", "1", SetIf::Present, SetReply::Ok)),
+            Reply::Value(None)
+        );
+        assert_eq!(run(set("a", "1", SetIf::Absent, SetReply::Ok)), Reply::Ok);
+        assert_eq!(
+            run(set("a", "2", SetIf::Absent, SetReply::Flag)),
+            Reply::Int(0)
+        );
+        assert_eq!(
+            run(set("a", "3", SetIf::Always, SetReply::Old)),
+            Reply::Value(Some("1".into()))
+        );
+        assert_eq!(
+            run(Command::Get("a".into())),
+            Reply::Value(Some("3".into()))
+        );
+        assert_eq!(run(Command::Strlen("a".into())), Reply::Int(1));
+        assert_eq!(run(Command::Type("zz".into())), Reply::Status("none"));
+    }
+
+    #[test]
+    fn multi_key_commands_count() {
+        let s = Store::new();
+        let run = |c| execute(&s, c);
+        run(Command::MSet(vec![
+            ("a".into(), "1".into()),
+            ("b".into(), "2".into()),
+        ]));
+        let ab = || vec!["a".to_string(), "a".into(), "c".into()];
+        assert_eq!(run(Command::Exists(ab())), Reply::Int(2));
+        assert_eq!(run(Command::DbSize), Reply::Int(2));
+        assert_eq!(run(Command::Del(ab())), Reply::Int(1));
+        assert_eq!(run(Command::Flush), Reply::Ok);
+        assert_eq!(run(Command::DbSize), Reply::Int(0));
+    }
+}

@@ -1,0 +1,157 @@
+//! Subscriptions and the messages they bring, for sessions of both
+//! protocols: a change to a key goes to its keyspace channel's
+//! subscribers (an 82-byte notification to a FIFO client, a `message` to a
+//! RESP client), to its key-event channel's and to every matching pattern,
+//! in the order the store applied the changes.
+
+use super::Reactor;
+use crate::protocol::fifo as fifo_wire;
+use crate::protocol::resp;
+use crate::reactor::pubsub::{
+    channel_key, event, is_keyevent, keyevent_channel, keyspace_channel, FilterList, SessionId,
+};
+use crate::reactor::session::Session;
+
+/// Appends a RESP `message`.
+pub(super) fn push_message(out: &mut Vec<u8>, channel: &[u8], payload: &[u8]) {
+    resp::push_array_len(out, 3);
+    resp::push_bulk(out, b"message");
+    resp::push_bulk(out, channel);
+    resp::push_bulk(out, payload);
+}
+
+/// Appends a RESP `pmessage`.
+pub(super) fn push_pmessage(out: &mut Vec<u8>, pattern: &[u8], channel: &[u8], payload: &[u8]) {
+    resp::push_array_len(out, 4);
+    resp::push_bulk(out, b"pmessage");
+    resp::push_bulk(out, pattern);
+    resp::push_bulk(out, channel);
+    resp::push_bulk(out, payload);
+}
+
+impl Reactor {
+    /// Forwards store changes to everyone who listens.
+    pub(super) fn notify(&mut self, changes: &[(String, Option<String>)]) {
+        let wide = self.subs.has_patterns()
+            || !self.subs.subscribers(&keyevent_channel(false)).is_empty()
+            || !self.subs.subscribers(&keyevent_channel(true)).is_empty();
+        for (key, value) in changes {
+            let deleted = value.is_none();
+            let space = keyspace_channel(key);
+            let ev_name = event(deleted).as_bytes();
+            for &sid in self.subs.subscribers(&space) {
+                if let Some(s) = self.sessions.get_mut(sid) {
+                    if s.is_resp() {
+                        push_message(s.notices(), space.as_bytes(), ev_name);
+                    } else {
+                        fifo_wire::push_notification(s.notices(), key, value.as_deref());
+                    }
+                    self.dirty.push(sid);
+                }
+            }
+            if !wide {
+                continue;
+            }
+            // Redis's order: the keyspace channel's patterns, then the
+            // key-event channel and its patterns.
+            for (pattern, sids) in self.subs.matching_patterns(&space) {
+                for &sid in sids {
+                    if let Some(s) = self.sessions.get_mut(sid) {
+                        push_pmessage(s.notices(), pattern, space.as_bytes(), ev_name);
+                        self.dirty.push(sid);
+                    }
+                }
+            }
+            self.publish(&keyevent_channel(deleted), key.as_bytes());
+        }
+    }
+
+    /// Sends `payload` to the RESP subscribers of `channel` and of every
+    /// pattern matching it; returns how many messages were queued.
+    pub(super) fn publish(&mut self, channel: &str, payload: &[u8]) -> usize {
+        let mut n = 0;
+        for &sid in self.subs.subscribers(channel) {
+            if let Some(s) = self.sessions.get_mut(sid).filter(|s| s.is_resp()) {
+                push_message(s.notices(), channel.as_bytes(), payload);
+                self.dirty.push(sid);
+                n += 1;
+            }
+        }
+        for (pattern, sids) in self.subs.matching_patterns(channel) {
+            for &sid in sids {
+                if let Some(s) = self.sessions.get_mut(sid) {
+                    push_pmessage(s.notices(), pattern, channel.as_bytes(), payload);
+                    self.dirty.push(sid);
+                    n += 1;
+                }
+            }
+        }
+        n
+    }
+
+    /// Ends `sid`'s subscription to `channel`; false if it had none.
+    pub(super) fn drop_channel(&mut self, sid: SessionId, channel: &str) -> bool {
+        let Some(s) = self.sessions.get_mut(sid) else {
+            return false;
+        };
+        if !s.channels.remove(channel) {
+            return false;
+        }
+        self.subs.unsubscribe(channel, sid);
+        if let Some(key) = channel_key(channel) {
+            self.pool.unwatch(vec![key.to_owned()]);
+        } else if is_keyevent(channel) {
+            self.refilter();
+        }
+        true
+    }
+
+    /// Ends `sid`'s subscription to `pattern`; false if it had none.
+    pub(super) fn drop_pattern(&mut self, sid: SessionId, pattern: &[u8]) -> bool {
+        let Some(s) = self.sessions.get_mut(sid) else {
+            return false;
+        };
+        if !s.patterns.remove(pattern) {
+            return false;
+        }
+        self.subs.punsubscribe(pattern, sid);
+        self.refilter();
+        true
+    }
+
+    /// Forgets every subscription of a session leaving the slab.
+    pub(super) fn forget_subscriptions(&mut self, sid: SessionId, s: &mut Session) {
+        let mut keys = Vec::new();
+        let mut wide = !s.patterns.is_empty();
+        for channel in s.channels.drain() {
+            self.subs.unsubscribe(&channel, sid);
+            match channel_key(&channel) {
+                // A watch still on its way is undone when its answer comes.
+                Some(key) if !s.unconfirmed.iter().any(|k| k == key) => keys.push(key.to_owned()),
+                Some(_) => {}
+                None => wide |= is_keyevent(&channel),
+            }
+        }
+        for pattern in s.patterns.drain() {
+            self.subs.punsubscribe(&pattern, sid);
+        }
+        if !keys.is_empty() {
+            self.pool.unwatch(keys);
+        }
+        if wide {
+            self.refilter();
+        }
+    }
+
+    /// The next filter for patterns and key-event channels, numbered.
+    pub(super) fn next_filter(&mut self) -> (u64, FilterList) {
+        self.filter_generation += 1;
+        (self.filter_generation, self.subs.filter_list())
+    }
+
+    /// Hands the pool the filter that matches the subscriptions now.
+    pub(super) fn refilter(&mut self) {
+        let (generation, list) = self.next_filter();
+        self.pool.install_filter(generation, list);
+    }
+}

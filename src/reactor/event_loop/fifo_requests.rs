@@ -1,0 +1,141 @@
+//! A FIFO client's requests (SPEC section 3): each frame becomes a
+//! [`Command`] or a subscription change, and each [`Reply`] a two-byte
+//! answer (or READ's longer one).
+
+use super::{Close, Reactor};
+use crate::protocol::fifo::{self as protocol, Decoded, Request, FAIL, OK};
+use crate::reactor::command::{Command, Reply, SetReply};
+use crate::reactor::pubsub::{channel_key, keyspace_channel, SessionId};
+use crate::reactor::store_ops::StoreOp;
+use crate::store::SetIf;
+
+/// Appends the FIFO answer to a store command's reply. The reply's shape
+/// tells which request it answers: a value is READ's, `Ok` is WRITE's, a
+/// count is DELETE's.
+pub(super) fn encode_reply(out: &mut Vec<u8>, reply: &Reply) {
+    match reply {
+        Reply::Value(v) => protocol::push_read_answer(out, v.as_deref()),
+        Reply::Ok => protocol::push_response(out, protocol::OP_WRITE, OK),
+        Reply::Int(n) => {
+            protocol::push_response(out, protocol::OP_DELETE, if *n > 0 { OK } else { FAIL })
+        }
+        // A FIFO session sends nothing else to the store.
+        _ => {}
+    }
+}
+
+impl Reactor {
+    /// Parses and handles the FIFO frames waiting in the session's buffer.
+    pub(super) fn serve_fifo(&mut self, sid: SessionId) {
+        while self.ready_for_more(sid) {
+            let Some(s) = self.sessions.get_mut(sid) else {
+                return;
+            };
+            match Request::decode(&s.inbuf) {
+                Decoded::Incomplete => break,
+                Decoded::Request(r, len) => {
+                    s.inbuf.drain(..len);
+                    self.stats.commands += 1;
+                    self.handle_fifo(sid, r);
+                }
+                Decoded::Invalid { op, len, error } => {
+                    s.inbuf.drain(..len);
+                    protocol::push_response(s.replies(), op, FAIL);
+                    // One line per session: a client sending nothing but
+                    // bad messages must not flood the log.
+                    if !s.invalid_logged {
+                        s.invalid_logged = true;
+                        eprintln!(
+                            "kvs: client {}: {error} (further bad messages not logged)",
+                            s.name
+                        );
+                    }
+                    self.dirty.push(sid);
+                }
+                Decoded::Unknown(op) => {
+                    protocol::push_response(s.replies(), op, FAIL);
+                    let why = format!("unknown op code {op}; closing the session");
+                    return self.close(sid, Close::Log(why));
+                }
+            }
+        }
+    }
+
+    fn handle_fifo(&mut self, sid: SessionId, request: Request) {
+        let Some(s) = self.sessions.get_mut(sid) else {
+            return;
+        };
+        let op = request.op();
+        let store_op = match request {
+            Request::Disconnect => {
+                protocol::push_response(s.replies(), op, OK);
+                return self.close(sid, Close::Quiet);
+            }
+            Request::Unsubscribe(key) => {
+                let was = self.drop_channel(sid, &keyspace_channel(&key));
+                if let Some(s) = self.sessions.get_mut(sid) {
+                    protocol::push_response(s.replies(), op, if was { OK } else { FAIL });
+                }
+                self.dirty.push(sid);
+                return;
+            }
+            Request::Subscribe(key) => {
+                if s.channels.len() >= self.opts.max_subscriptions
+                    && !s.channels.contains(&keyspace_channel(&key))
+                {
+                    eprintln!(
+                        "kvs: client {}: subscription limit ({}) reached, not subscribed to {key}",
+                        s.name, self.opts.max_subscriptions
+                    );
+                    protocol::push_response(s.replies(), op, b'0');
+                    self.dirty.push(sid);
+                    return;
+                }
+                StoreOp::Subscribe(key)
+            }
+            Request::Read(key) => match self.pool.store().try_get(&key) {
+                // A read whose shard is free is answered here and now: two
+                // thread hand-offs fewer, and still no waiting on a lock.
+                Ok(value) => {
+                    protocol::push_read_answer(s.replies(), value.as_deref());
+                    self.dirty.push(sid);
+                    return;
+                }
+                Err(_) => StoreOp::Batch(vec![Ok(Command::Get(key))]),
+            },
+            Request::Write(key, value) => StoreOp::Batch(vec![Ok(Command::Set {
+                key,
+                value,
+                cond: SetIf::Always,
+                reply: SetReply::Ok,
+            })]),
+            Request::Delete(key) => StoreOp::Batch(vec![Ok(Command::Del(vec![key]))]),
+        };
+        s.busy = true;
+        self.pool.submit(sid, s.generation, store_op);
+    }
+
+    /// The store's answer to a FIFO SUBSCRIBE: `'1'` when the key exists and
+    /// the subscription is taken (SPEC section 3), `'0'` otherwise.
+    pub(super) fn fifo_subscribed(&mut self, sid: SessionId, key: String, exists: bool) {
+        let Some(s) = self.sessions.get_mut(sid) else {
+            return;
+        };
+        protocol::push_response(
+            s.replies(),
+            protocol::OP_SUBSCRIBE,
+            if exists { b'1' } else { b'0' },
+        );
+        if !exists {
+            return;
+        }
+        let channel = keyspace_channel(&key);
+        if s.channels.insert(channel.clone()) {
+            self.subs.subscribe(&channel, sid);
+        } else {
+            // Subscribed already: the store counted a second watch.
+            debug_assert!(channel_key(&channel).is_some());
+            self.pool.unwatch(vec![key]);
+        }
+    }
+}

@@ -1,0 +1,317 @@
+//! Who listens to what. Every subscription, from either protocol, is to a
+//! channel or a pattern of channels, with Redis's names for key changes:
+//! a change to key `k` is published as `set` or `del` on
+//! `__keyspace@0__:k` and as `k` on `__keyevent@0__:set` or `:del`. A FIFO
+//! client's SUBSCRIBE of `k` is a subscription to `__keyspace@0__:k`; only
+//! its framing differs.
+//!
+//! The store reports a change only if someone may want it: a key with a
+//! keyspace subscriber is watched in its shard; key-event channels and
+//! patterns can want any key, so while one exists the store reports every
+//! change and the [`ChangeFilter`] decides, on the writing thread, whether
+//! the change is worth a trip to the reactor.
+
+use crate::glob;
+use crate::store::Store;
+use std::cell::RefCell;
+use std::collections::HashMap;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex, PoisonError};
+
+/// Sessions are named by their slab index.
+pub type SessionId = usize;
+
+pub const KEYSPACE: &str = "__keyspace@0__:";
+pub const KEYEVENT: &str = "__keyevent@0__:";
+
+/// The event name of a change.
+pub fn event(deleted: bool) -> &'static str {
+    if deleted {
+        "del"
+    } else {
+        "set"
+    }
+}
+
+pub fn keyspace_channel(key: &str) -> String {
+    let mut c = String::with_capacity(KEYSPACE.len() + key.len());
+    c.push_str(KEYSPACE);
+    c.push_str(key);
+    c
+}
+
+pub fn keyevent_channel(deleted: bool) -> String {
+    format!("{KEYEVENT}{}", event(deleted))
+}
+
+/// The key a keyspace channel is about, if it is one.
+pub fn channel_key(channel: &str) -> Option<&str> {
+    channel.strip_prefix(KEYSPACE).filter(|k| !k.is_empty())
+}
+
+/// Whether the channel is a key-event channel kvs publishes on.
+pub fn is_keyevent(channel: &str) -> bool {
+    matches!(channel.strip_prefix(KEYEVENT), Some("set" | "del"))
+}
+
+/// Channel and pattern subscriptions of all sessions.
+#[derive(Debug, Default)]
+pub struct Subscriptions {
+    by_channel: HashMap<String, Vec<SessionId>>,
+    by_pattern: HashMap<Vec<u8>, Vec<SessionId>>,
+}
+
+fn add(list: &mut Vec<SessionId>, sid: SessionId) -> bool {
+    if list.contains(&sid) {
+        return false;
+    }
+    list.push(sid);
+    true
+}
+
+fn remove(list: &mut Vec<SessionId>, sid: SessionId) -> bool {
+    match list.iter().position(|&s| s == sid) {
+        Some(i) => {
+            list.swap_remove(i);
+            true
+        }
+        None => false,
+    }
+}
+
+impl Subscriptions {
+    /// Adds `sid` to `channel`'s subscribers; false if it already was one.
+    pub fn subscribe(&mut self, channel: &str, sid: SessionId) -> bool {
+        add(self.by_channel.entry(channel.to_owned()).or_default(), sid)
+    }
+
+    /// Removes `sid` from `channel`'s subscribers; false if it was not one.
+    pub fn unsubscribe(&mut self, channel: &str, sid: SessionId) -> bool {
+        let Some(subs) = self.by_channel.get_mut(channel) else {
+            return false;
+        };
+        let was = remove(subs, sid);
+        if subs.is_empty() {
+            self.by_channel.remove(channel);
+        }
+        was
+    }
+
+    pub fn psubscribe(&mut self, pattern: &[u8], sid: SessionId) -> bool {
+        add(self.by_pattern.entry(pattern.to_owned()).or_default(), sid)
+    }
+
+    pub fn punsubscribe(&mut self, pattern: &[u8], sid: SessionId) -> bool {
+        let Some(subs) = self.by_pattern.get_mut(pattern) else {
+            return false;
+        };
+        let was = remove(subs, sid);
+        if subs.is_empty() {
+            self.by_pattern.remove(pattern);
+        }
+        was
+    }
+
+    pub fn subscribers(&self, channel: &str) -> &[SessionId] {
+        self.by_channel
+            .get(channel)
+            .map(Vec::as_slice)
+            .unwrap_or(&[])
+    }
+
+    /// The patterns that match `channel`, each with its subscribers.
+    pub fn matching_patterns<'a>(
+        &'a self,
+        channel: &'a str,
+    ) -> impl Iterator<Item = (&'a [u8], &'a [SessionId])> + 'a {
+        self.by_pattern
+            .iter()
+            .filter(move |(p, _)| glob::matches(p, channel.as_bytes()))
+            .map(|(p, s)| (p.as_slice(), s.as_slice()))
+    }
+
+    pub fn has_patterns(&self) -> bool {
+        !self.by_pattern.is_empty()
+    }
+
+    /// Number of channels and patterns with subscribers (INFO).
+    pub fn counts(&self) -> (usize, usize) {
+        (self.by_channel.len(), self.by_pattern.len())
+    }
+
+    /// What the store must report beyond watched keys, right now.
+    pub fn filter_list(&self) -> FilterList {
+        FilterList {
+            patterns: self.by_pattern.keys().cloned().collect(),
+            set_events: self.by_channel.contains_key(&keyevent_channel(false)),
+            del_events: self.by_channel.contains_key(&keyevent_channel(true)),
+        }
+    }
+
+    pub fn clear(&mut self) {
+        self.by_channel.clear();
+        self.by_pattern.clear();
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.by_channel.is_empty() && self.by_pattern.is_empty()
+    }
+}
+
+/// The subscriptions that may want a change to any key.
+#[derive(Debug, Default, Clone, PartialEq, Eq)]
+pub struct FilterList {
+    patterns: Vec<Vec<u8>>,
+    set_events: bool,
+    del_events: bool,
+}
+
+impl FilterList {
+    pub fn is_empty(&self) -> bool {
+        self.patterns.is_empty() && !self.set_events && !self.del_events
+    }
+
+    /// Whether a change to `key` (a deletion if `deleted`) is published on
+    /// a channel some pattern or key-event subscriber listens to.
+    pub fn wants(&self, key: &str, deleted: bool) -> bool {
+        if (deleted && self.del_events) || (!deleted && self.set_events) {
+            return true;
+        }
+        if self.patterns.is_empty() {
+            return false;
+        }
+        // Keys are at most 40 bytes: both channel names fit on the stack.
+        let mut space = [0u8; 128];
+        let Some(space) = join(&mut space, KEYSPACE, key) else {
+            return true;
+        };
+        let mut ev = [0u8; 32];
+        let Some(ev) = join(&mut ev, KEYEVENT, event(deleted)) else {
+            return true;
+        };
+        self.patterns
+            .iter()
+            .any(|p| glob::matches(p, space) || glob::matches(p, ev))
+    }
+}
+
+/// `a` then `b` in `buf`, or `None` if they do not fit.
+fn join<'b>(buf: &'b mut [u8], a: &str, b: &str) -> Option<&'b [u8]> {
+    let n = a.len() + b.len();
+    let out = buf.get_mut(..n)?;
+    out[..a.len()].copy_from_slice(a.as_bytes());
+    out[a.len()..].copy_from_slice(b.as_bytes());
+    Some(out)
+}
+
+/// The [`FilterList`] in force, shared by the reactor (which installs new
+/// ones, through the store pool) and the threads that write (which read
+/// it on every change while it is not empty).
+///
+/// A writer must not take a lock per change: each thread keeps the list it
+/// last saw and looks at the shared one only when the generation moved.
+#[derive(Debug, Default)]
+pub struct ChangeFilter {
+    generation: AtomicU64,
+    current: Mutex<(u64, Arc<FilterList>)>,
+}
+
+thread_local! {
+    /// This thread's copy: which filter, which generation, which list.
+    static SEEN: RefCell<Option<(usize, u64, Arc<FilterList>)>> = const { RefCell::new(None) };
+}
+
+impl ChangeFilter {
+    /// Installs `list` if `generation` is newer than the one in force, and
+    /// turns the store's reporting of every change on or off to match. The
+    /// lock orders installs that race on different pool threads.
+    pub fn install(&self, generation: u64, list: FilterList, store: &Store) {
+        let mut cur = self.current.lock().unwrap_or_else(PoisonError::into_inner);
+        if generation <= cur.0 {
+            return;
+        }
+        let everything = !list.is_empty();
+        *cur = (generation, Arc::new(list));
+        self.generation.store(generation, Ordering::Release);
+        store.set_watch_all(everything);
+    }
+
+    /// Whether a change to `key` may interest a pattern or key-event
+    /// subscriber.
+    pub fn wants(&self, key: &str, deleted: bool) -> bool {
+        let me = self as *const ChangeFilter as usize;
+        let generation = self.generation.load(Ordering::Acquire);
+        SEEN.with(|seen| {
+            let mut seen = seen.borrow_mut();
+            let fresh = matches!(&*seen, Some((f, g, _)) if *f == me && *g == generation);
+            if !fresh {
+                let cur = self.current.lock().unwrap_or_else(PoisonError::into_inner);
+                *seen = Some((me, cur.0, cur.1.clone()));
+            }
+            seen.as_ref()
+                .is_some_and(|(_, _, list)| list.wants(key, deleted))
+        })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn subscribe_unsubscribe() {
+        let mut s = Subscriptions::default();
+        assert!(s.subscribe("k", 1));
+        assert!(!s.subscribe("k", 1));
+        assert!(s.subscribe("k", 2));
+        assert_eq!(s.subscribers("k"), &[1, 2]);
+        assert!(s.unsubscribe("k", 1));
+        assert!(!s.unsubscribe("k", 1));
+        assert!(!s.unsubscribe("x", 2));
+        assert!(s.unsubscribe("k", 2));
+        assert!(s.psubscribe(b"a*", 3));
+        assert_eq!(s.matching_patterns("abc").count(), 1);
+        assert_eq!(s.matching_patterns("bc").count(), 0);
+        assert!(s.punsubscribe(b"a*", 3));
+        assert!(s.is_empty());
+    }
+
+    #[test]
+    fn channel_names() {
+        assert_eq!(keyspace_channel("k"), "__keyspace@0__:k");
+        assert_eq!(channel_key("__keyspace@0__:k"), Some("k"));
+        assert_eq!(channel_key("__keyspace@0__:"), None);
+        assert!(is_keyevent("__keyevent@0__:del"));
+        assert!(!is_keyevent("__keyevent@0__:expired"));
+    }
+
+    #[test]
+    fn filter_wants_what_patterns_and_events_match() {
+        let mut s = Subscriptions::default();
+        assert!(s.filter_list().is_empty());
+        s.psubscribe(b"__keyspace@0__:user:*", 1);
+        let f = s.filter_list();
+        assert!(f.wants("user:1", false) && !f.wants("other", false));
+        s.subscribe("__keyevent@0__:del", 2);
+        let f = s.filter_list();
+        assert!(f.wants("other", true) && !f.wants("other", false));
+        s.psubscribe(b"__keyevent@0__:s*", 3);
+        assert!(s.filter_list().wants("other", false));
+    }
+
+    #[test]
+    fn shared_filter_follows_generations() {
+        let store = Store::new();
+        let f = ChangeFilter::default();
+        assert!(!f.wants("k", false));
+        let mut s = Subscriptions::default();
+        s.psubscribe(b"*", 1);
+        f.install(2, s.filter_list(), &store);
+        assert!(f.wants("k", false));
+        // An older list arriving late is ignored.
+        f.install(1, FilterList::default(), &store);
+        assert!(f.wants("k", false));
+        f.install(3, FilterList::default(), &store);
+        assert!(!f.wants("k", false));
+    }
+}
