@@ -1,0 +1,633 @@
+//! RESP end to end, against the real `kvs` binary: a real Redis client
+//! library (the `redis` crate), raw bytes where a library would not send
+//! them, FIFO and RESP clients hearing each other's changes, and, where
+//! redis-server is installed, kvs's replies next to Redis's own.
+
+mod common;
+
+use common::resp::{Raw, Redis, RespServer};
+use common::{session, write, Server};
+use kvs::protocol::fifo::Request;
+use redis::{Commands, RedisError};
+use std::collections::HashSet;
+use std::io::Write;
+use std::time::{Duration, Instant};
+
+fn err_text(e: RedisError) -> String {
+    // The library splits the code from the rest; the whole line is what a
+    // user sees.
+    format!("{} {}", e.code().unwrap_or(""), e.detail().unwrap_or(""))
+}
+
+#[test]
+fn redis_crate_reads_and_writes() {
+    let kvs = RespServer::start(&[], &[]);
+    let mut con = kvs.con();
+    let _: () = con.set("a", "1").unwrap();
+    assert_eq!(con.get::<_, Option<String>>("a").unwrap(), Some("1".into()));
+    assert_eq!(con.get::<_, Option<String>>("none").unwrap(), None);
+    let _: () = con.mset(&[("b", "2"), ("c", "3")]).unwrap();
+    let got: Vec<Option<String>> = con.mget(&["a", "b", "x", "c"]).unwrap();
+    assert_eq!(
+        got,
+        vec![Some("1".into()), Some("2".into()), None, Some("3".into())]
+    );
+    assert_eq!(con.exists::<_, i64>(&["a", "a", "x"]).unwrap(), 2);
+    assert_eq!(con.strlen::<_, i64>("a").unwrap(), 1);
+    assert_eq!(con.del::<_, i64>(&["a", "b", "x"]).unwrap(), 2);
+    assert_eq!(con.unlink::<_, i64>(&["c"]).unwrap(), 1);
+    assert!(con.set_nx::<_, _, bool>("n", "1").unwrap());
+    assert!(!con.set_nx::<_, _, bool>("n", "2").unwrap());
+    assert_eq!(con.getset::<_, _, String>("n", "3").unwrap(), "1");
+    let dbsize: i64 = redis::cmd("DBSIZE").query(&mut con).unwrap();
+    assert_eq!(dbsize, 1);
+
+    // What kvs cannot hold is refused, naming the rule, never truncated.
+    let e = con.set::<_, _, ()>("k", "x".repeat(41)).unwrap_err();
+    assert!(err_text(e).contains("40 bytes"));
+    let e = con.set::<_, _, ()>("a key", "v").unwrap_err();
+    assert!(err_text(e).contains("whitespace"));
+    let e = redis::cmd("SET")
+        .arg("k")
+        .arg("v")
+        .arg("EX")
+        .arg(10)
+        .exec(&mut con)
+        .unwrap_err();
+    assert!(err_text(e).contains("expiry"), "EX is refused clearly");
+    // RESP3 is refused the way Redis 5 refuses it, so clients fall back.
+    let e = redis::cmd("HELLO").arg(3).exec(&mut con).unwrap_err();
+    assert_eq!(e.code(), Some("NOPROTO"));
+    assert_eq!(con.get::<_, Option<String>>("k").unwrap(), None);
+}
+
+#[test]
+fn pipelines_of_a_thousand_commands_over_tcp() {
+    let kvs = RespServer::start(&[], &[]);
+    let mut con = redis::Client::open(kvs.tcp_url())
+        .unwrap()
+        .get_connection()
+        .unwrap();
+    let mut pipe = redis::pipe();
+    for i in 0..1000 {
+        pipe.set(format!("p{i}"), i).ignore();
+    }
+    for i in (0..1000).step_by(100) {
+        pipe.get(format!("p{i}"));
+    }
+    let got: Vec<i64> = pipe.query(&mut con).unwrap();
+    assert_eq!(got, (0..1000).step_by(100).collect::<Vec<i64>>());
+    let mut pipe = redis::pipe();
+    for i in 0..1000 {
+        pipe.del(format!("p{i}"));
+    }
+    let removed: Vec<i64> = pipe.query(&mut con).unwrap();
+    assert_eq!(removed, vec![1; 1000]);
+}
+
+#[test]
+fn keyspace_channels_and_patterns() {
+    let kvs = RespServer::start(&[], &[]);
+    let mut con = kvs.con();
+    let mut listener = kvs.con();
+    let mut sub = listener.as_pubsub();
+    sub.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
+    sub.subscribe("__keyspace@0__:k1").unwrap();
+    sub.psubscribe("__keyevent@0__:*").unwrap();
+
+    let _: () = con.set("k1", "v").unwrap();
+    let _: () = con.del("k1").unwrap();
+    let _: () = con.set("other", "1").unwrap();
+    let n: i64 = con.publish("chat", "hi").unwrap();
+    assert_eq!(n, 0, "nobody listens on chat");
+    let _: () = redis::cmd("FLUSHALL").exec(&mut con).unwrap();
+
+    let mut seen = Vec::new();
+    for _ in 0..6 {
+        let m = sub.get_message().unwrap();
+        let pattern: Option<String> = m.get_pattern().ok();
+        seen.push((
+            pattern,
+            m.get_channel_name().to_owned(),
+            m.get_payload::<String>().unwrap(),
+        ));
+    }
+    let ev = |c: &str, p: &str| {
+        (
+            Some("__keyevent@0__:*".to_owned()),
+            format!("__keyevent@0__:{c}"),
+            p.to_owned(),
+        )
+    };
+    let space = |p: &str| (None, "__keyspace@0__:k1".to_owned(), p.to_owned());
+    assert_eq!(
+        seen,
+        vec![
+            space("set"),
+            ev("set", "k1"),
+            space("del"),
+            ev("del", "k1"),
+            ev("set", "other"),
+            ev("del", "other"), // FLUSHALL deletes, and says so per key
+        ]
+    );
+}
+
+#[test]
+fn publish_reaches_channel_and_pattern_subscribers() {
+    let kvs = RespServer::start(&[], &[]);
+    let mut a = kvs.raw();
+    assert_eq!(
+        a.ask(&["SUBSCRIBE", "news"]),
+        "*3\r\n$9\r\nsubscribe\r\n$4\r\nnews\r\n:1\r\n"
+    );
+    let mut b = kvs.raw();
+    b.ask(&["PSUBSCRIBE", "n*"]);
+    let mut c = kvs.raw();
+    assert_eq!(c.ask(&["PUBLISH", "news", "hello"]), ":2\r\n");
+    assert_eq!(
+        String::from_utf8_lossy(&a.reply()),
+        "*3\r\n$7\r\nmessage\r\n$4\r\nnews\r\n$5\r\nhello\r\n"
+    );
+    assert_eq!(
+        String::from_utf8_lossy(&b.reply()),
+        "*4\r\n$8\r\npmessage\r\n$2\r\nn*\r\n$4\r\nnews\r\n$5\r\nhello\r\n"
+    );
+    // Subscribed: only pub/sub commands and PING.
+    assert!(a.ask(&["GET", "x"]).starts_with("-ERR Can't execute 'get'"));
+    assert_eq!(a.ask(&["PING"]), "*2\r\n$4\r\npong\r\n$0\r\n\r\n");
+    assert_eq!(
+        a.ask(&["UNSUBSCRIBE"]),
+        "*3\r\n$11\r\nunsubscribe\r\n$4\r\nnews\r\n:0\r\n"
+    );
+    assert_eq!(a.ask(&["GET", "x"]), "$-1\r\n");
+}
+
+#[test]
+fn auth_is_required_when_a_password_is_set() {
+    let dir = tempfile::tempdir().unwrap();
+    let pass = dir.path().join("pass");
+    std::fs::write(&pass, "s3cret\n").unwrap();
+    let kvs = RespServer::start(&[], &["--requirepass-file", pass.to_str().unwrap()]);
+    let mut raw = kvs.raw();
+    assert_eq!(raw.ask(&["PING"]), "+PONG\r\n");
+    assert_eq!(
+        raw.ask(&["GET", "a"]),
+        "-NOAUTH Authentication required.\r\n"
+    );
+    assert_eq!(
+        raw.ask(&["AUTH", "wrong"]),
+        "-WRONGPASS invalid username-password pair or user is disabled.\r\n"
+    );
+    assert_eq!(
+        raw.ask(&["AUTH", "nobody", "s3cret"]),
+        "-WRONGPASS invalid username-password pair or user is disabled.\r\n"
+    );
+    assert_eq!(raw.ask(&["AUTH", "s3cret"]), "+OK\r\n");
+    assert_eq!(raw.ask(&["GET", "a"]), "$-1\r\n");
+
+    let mut hello = kvs.raw();
+    assert!(hello
+        .ask(&["HELLO", "2", "AUTH", "default", "s3cret"])
+        .starts_with("*14\r\n$6\r\nserver\r\n"));
+    assert_eq!(hello.ask(&["SET", "a", "1"]), "+OK\r\n");
+
+    // The library: password in the URL works, none fails.
+    let url = format!("redis://:s3cret@127.0.0.1:{}/", kvs.port);
+    let mut con = redis::Client::open(url).unwrap().get_connection().unwrap();
+    assert_eq!(con.get::<_, String>("a").unwrap(), "1");
+    let mut anon = redis::Client::open(kvs.tcp_url())
+        .unwrap()
+        .get_connection()
+        .unwrap();
+    let e = anon.get::<_, String>("a").unwrap_err();
+    assert_eq!(e.code(), Some("NOAUTH"));
+}
+
+#[test]
+fn a_client_leaving_mid_pipeline_harms_nobody() {
+    let kvs = RespServer::start(&[], &[]);
+    let mut raw = kvs.raw();
+    let mut bytes = Vec::new();
+    for i in 0..500 {
+        bytes.extend(kvs::protocol::resp::encode_request(&[
+            b"SET",
+            b"mid",
+            i.to_string().as_bytes(),
+        ]));
+    }
+    bytes.extend_from_slice(b"*3\r\n$3\r\nSET\r\n$3\r\nmid\r\n$4\r\nhal");
+    raw.send(&bytes);
+    drop(raw);
+    let mut other = kvs.raw();
+    let start = Instant::now();
+    while other.ask(&["GET", "mid"]) != "$3\r\n499\r\n" {
+        assert!(
+            start.elapsed() < Duration::from_secs(10),
+            "the 500 SETs never all landed"
+        );
+        std::thread::sleep(Duration::from_millis(10));
+    }
+    // Its slot was freed: one client is connected, this one.
+    let start = Instant::now();
+    while !other
+        .ask(&["INFO", "clients"])
+        .contains("connected_clients:1\r\n")
+    {
+        assert!(
+            start.elapsed() < Duration::from_secs(10),
+            "the session was not closed"
+        );
+        std::thread::sleep(Duration::from_millis(10));
+    }
+}
+
+#[test]
+fn fifo_and_resp_clients_hear_each_other() {
+    let kvs = RespServer::start(&[], &[]);
+    let mut con = kvs.con();
+    let _: () = con.set("shared", "0").unwrap();
+
+    // A FIFO subscriber hears a RESP SET as an 82-byte notification.
+    let mut fifo = session("cross", &kvs.server.fifo);
+    assert_eq!(fifo.ask(Request::Subscribe("shared".into())), b'1');
+    let _: () = con.set("shared", "from-resp").unwrap();
+    assert_eq!(fifo.note(), ("shared".into(), "from-resp".into()));
+    let _: () = con.del("shared").unwrap();
+    assert_eq!(fifo.note(), ("shared".into(), "DELETED".into()));
+
+    // A RESP keyspace subscriber hears a FIFO WRITE.
+    let mut listener = kvs.con();
+    let mut sub = listener.as_pubsub();
+    sub.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
+    sub.subscribe("__keyspace@0__:shared").unwrap();
+    assert_eq!(fifo.ask(write("shared", "from-fifo")), b'0');
+    let m = sub.get_message().unwrap();
+    assert_eq!(m.get_channel_name(), "__keyspace@0__:shared");
+    assert_eq!(m.get_payload::<String>().unwrap(), "set");
+    assert_eq!(fifo.note(), ("shared".into(), "from-fifo".into()));
+    assert_eq!(
+        con.get::<_, String>("shared").unwrap(),
+        "from-fifo",
+        "one store for both"
+    );
+}
+
+#[test]
+fn a_job_file_write_reaches_fifo_and_resp_subscribers() {
+    let job = "WRITE [(jobkey,0)]\nWAIT 3000\nWRITE [(jobkey,1)]\n";
+    let kvs = RespServer::start(&[("slow.job", job)], &[]);
+    let mut con = kvs.con();
+    let start = Instant::now();
+    while con.get::<_, Option<String>>("jobkey").unwrap().is_none() {
+        assert!(start.elapsed() < Duration::from_secs(10));
+        std::thread::sleep(Duration::from_millis(5));
+    }
+    let mut fifo = session("jobwatch", &kvs.server.fifo);
+    assert_eq!(fifo.ask(Request::Subscribe("jobkey".into())), b'1');
+    let mut listener = kvs.con();
+    let mut sub = listener.as_pubsub();
+    sub.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
+    sub.psubscribe("__keyspace@0__:job*").unwrap();
+    assert_eq!(fifo.note(), ("jobkey".into(), "1".into()));
+    let m = sub.get_message().unwrap();
+    assert_eq!(m.get_channel_name(), "__keyspace@0__:jobkey");
+    assert_eq!(m.get_payload::<String>().unwrap(), "set");
+}
+
+#[test]
+fn per_key_order_holds_across_protocols_under_concurrent_writers() {
+    const EACH: usize = 200;
+    let kvs = RespServer::start(&[], &[]);
+    let mut con = kvs.con();
+    let _: () = con.set("ord", "start").unwrap();
+    let mut fifo_sub = session("ordsub", &kvs.server.fifo);
+    assert_eq!(fifo_sub.ask(Request::Subscribe("ord".into())), b'1');
+    let mut listener = kvs.con();
+    let mut resp_sub = listener.as_pubsub();
+    resp_sub
+        .set_read_timeout(Some(Duration::from_secs(10)))
+        .unwrap();
+    resp_sub.subscribe("__keyspace@0__:ord").unwrap();
+
+    let mut writers = Vec::new();
+    for w in 0..2 {
+        let url = kvs.url();
+        writers.push(std::thread::spawn(move || {
+            let mut c = redis::Client::open(url).unwrap().get_connection().unwrap();
+            for n in 0..EACH {
+                let _: () = c.set("ord", format!("r{w}-{n}")).unwrap();
+            }
+        }));
+        let fifo = kvs.server.fifo.clone();
+        writers.push(std::thread::spawn(move || {
+            let mut s = session(&format!("ordw{w}"), &fifo);
+            for n in 0..EACH {
+                assert_eq!(s.ask(write("ord", &format!("f{w}-{n}"))), b'0');
+            }
+        }));
+    }
+    for t in writers {
+        t.join().unwrap();
+    }
+    // Each writer's values arrive in the order it wrote them.
+    let mut last: std::collections::HashMap<String, usize> = Default::default();
+    let mut final_value = String::new();
+    for _ in 0..4 * EACH {
+        let (k, v) = fifo_sub.note();
+        assert_eq!(k, "ord");
+        let (who, n) = v.split_once('-').unwrap();
+        let n: usize = n.parse().unwrap();
+        if let Some(&prev) = last.get(who) {
+            assert!(n > prev, "{who}: {n} after {prev}");
+        }
+        last.insert(who.to_owned(), n);
+        final_value = v;
+    }
+    assert_eq!(con.get::<_, String>("ord").unwrap(), final_value);
+    for _ in 0..4 * EACH {
+        let m = resp_sub.get_message().unwrap();
+        assert_eq!(m.get_payload::<String>().unwrap(), "set");
+    }
+}
+
+#[test]
+fn hostile_requests_end_only_their_own_session() {
+    let kvs = RespServer::start(&[], &[]);
+    let mut bystander = kvs.raw();
+    assert_eq!(bystander.ask(&["SET", "safe", "1"]), "+OK\r\n");
+    let cases: Vec<(Vec<u8>, &str)> = vec![
+        (b"*1\r\n$1099511627776\r\n".to_vec(), "invalid bulk length"),
+        (b"*1\r\n$-5\r\n".to_vec(), "invalid bulk length"),
+        (b"*1\r\n$abc\r\n".to_vec(), "invalid bulk length"),
+        (b"*abc\r\n".to_vec(), "invalid multibulk length"),
+        (b"*-\r\n".to_vec(), "invalid multibulk length"),
+        (b"*1\r\n*1\r\n".repeat(50_000), "expected '$', got '*'"),
+        (vec![b'A'; 100_000], "too big inline request"),
+    ];
+    for (bytes, want) in cases {
+        let mut raw = kvs.raw();
+        // The server may close before all is sent.
+        let _ = raw.stream.write_all(&bytes);
+        assert!(raw.closed_by_server(), "{want}: not closed");
+        assert_eq!(raw.rest(), format!("-ERR Protocol error: {want}\r\n"));
+        assert_eq!(bystander.ask(&["GET", "safe"]), "$1\r\n1\r\n");
+    }
+
+    // A request that never ends: cut off at the query buffer limit.
+    let mut raw = kvs.raw();
+    raw.send(b"*1048576\r\n");
+    let element = b"$1\r\na\r\n".repeat(1024);
+    let mut sent = 0;
+    while sent < 4 << 20 {
+        if raw.stream.write_all(&element).is_err() {
+            break;
+        }
+        sent += element.len();
+    }
+    assert!(raw.closed_by_server());
+    kvs.server.wait_log("query buffer limit");
+    assert_eq!(bystander.ask(&["GET", "safe"]), "$1\r\n1\r\n");
+    let rss_kib: u64 = std::fs::read_to_string(format!("/proc/{}/status", kvs.server.pid()))
+        .unwrap()
+        .lines()
+        .find_map(|l| l.strip_prefix("VmRSS:"))
+        .and_then(|v| v.split_whitespace().next()?.parse().ok())
+        .unwrap();
+    assert!(rss_kib < 64 * 1024, "server RSS {rss_kib} KiB");
+}
+
+#[test]
+fn a_subscriber_that_never_reads_is_cut_off() {
+    let kvs = RespServer::start(&[], &["--output-buffer", "65536"]);
+    let mut lazy = kvs.raw();
+    lazy.ask(&["SUBSCRIBE", "__keyspace@0__:flood"]);
+    let mut con = kvs.con();
+    let mut pipe = redis::pipe();
+    for i in 0..20_000 {
+        pipe.set("flood", i).ignore();
+    }
+    let _: () = pipe.query(&mut con).unwrap();
+    kvs.server.wait_log("not reading");
+    assert!(lazy.closed_by_server());
+    assert_eq!(con.get::<_, i64>("flood").unwrap(), 19_999);
+}
+
+#[test]
+fn sessions_of_both_kinds_share_the_limit() {
+    let kvs = RespServer::start(&[], &["--max-sessions", "2"]);
+    let _fifo = session("lim", &kvs.server.fifo);
+    let mut one = kvs.raw();
+    assert_eq!(one.ask(&["PING"]), "+PONG\r\n");
+    let mut two = kvs.raw();
+    assert!(two.closed_by_server());
+    assert_eq!(two.rest(), "-ERR max number of clients reached\r\n");
+}
+
+#[test]
+fn scan_walks_every_key_exactly_once() {
+    let kvs = RespServer::start(&[], &[]);
+    let mut con = kvs.con();
+    let pairs: Vec<(String, String)> = (0..1000).map(|i| (format!("s{i}"), "v".into())).collect();
+    let _: () = con.mset(&pairs).unwrap();
+    let _: () = con.set("other", "v").unwrap();
+    let mut seen = Vec::new();
+    let mut cursor = 0u64;
+    loop {
+        let (next, keys): (u64, Vec<String>) = redis::cmd("SCAN")
+            .arg(cursor)
+            .arg("MATCH")
+            .arg("s*")
+            .arg("COUNT")
+            .arg(10)
+            .query(&mut con)
+            .unwrap();
+        seen.extend(keys);
+        if next == 0 {
+            break;
+        }
+        cursor = next;
+    }
+    let unique: HashSet<&String> = seen.iter().collect();
+    assert_eq!(seen.len(), 1000, "no key twice");
+    assert_eq!(unique.len(), 1000);
+    let mut all: Vec<String> = con.keys("s1*").unwrap();
+    all.sort();
+    assert_eq!(all.len(), 111);
+}
+
+#[test]
+fn the_socket_is_guarded_and_removed() {
+    let kvs = RespServer::start(&[], &[]);
+    let mode = std::fs::metadata(&kvs.sock).unwrap();
+    use std::os::unix::fs::PermissionsExt;
+    assert_eq!(mode.permissions().mode() & 0o777, 0o600);
+
+    // A second server on a live socket refuses to start.
+    let out = common::run_kvs(&[
+        kvs.server.jobs.to_str().unwrap(),
+        "1",
+        "1",
+        kvs.server.dir.path().join("reg2").to_str().unwrap(),
+        "--resp-socket",
+        kvs.sock.to_str().unwrap(),
+    ]);
+    assert_eq!(out.status.code(), Some(1));
+    assert!(
+        out.stderr.contains("another server is listening"),
+        "{}",
+        out.stderr
+    );
+
+    // A regular file is never replaced.
+    let file = kvs.server.dir.path().join("file");
+    std::fs::write(&file, "keep").unwrap();
+    let out = common::run_kvs(&[
+        kvs.server.jobs.to_str().unwrap(),
+        "1",
+        "1",
+        kvs.server.dir.path().join("reg3").to_str().unwrap(),
+        "--resp-socket",
+        file.to_str().unwrap(),
+    ]);
+    assert_eq!(out.status.code(), Some(1));
+    assert!(out.stderr.contains("not a socket"), "{}", out.stderr);
+    assert_eq!(std::fs::read_to_string(&file).unwrap(), "keep");
+
+    // SIGUSR1 disconnects RESP clients too.
+    let mut raw = kvs.raw();
+    assert_eq!(raw.ask(&["PING"]), "+PONG\r\n");
+    kvs.server.signal(nix::sys::signal::Signal::SIGUSR1);
+    assert!(raw.closed_by_server());
+
+    // A clean stop removes the socket; a dead server's socket is taken over.
+    let mut kvs = kvs;
+    let sock = kvs.sock.clone();
+    assert!(kvs.server.stop().success());
+    assert!(!sock.exists(), "socket removed on exit");
+    let stale = std::os::unix::net::UnixListener::bind(&sock).unwrap();
+    drop(stale); // bound, nobody answers: what kill -9 leaves
+    let again = Server::start(&[], &["--resp-socket", sock.to_str().unwrap()]);
+    let mut raw = Raw::unix(&sock);
+    assert_eq!(raw.ask(&["PING"]), "+PONG\r\n");
+    drop(again);
+}
+
+/// Commands whose replies must be byte for byte Redis's.
+const SAME_AS_REDIS: &[&[&str]] = &[
+    &["PING"],
+    &["PING", "hi"],
+    &["ECHO", "x"],
+    &["SET", "k", "v"],
+    &["SET", "k", "w", "NX"],
+    &["SET", "k", "w", "XX", "GET"],
+    &["SET", "k2", "w", "XX"],
+    &["SET", "k", "v", "NX", "XX"],
+    &["SET", "k", "v", "BOGUS"],
+    &["GET", "k"],
+    &["GET"],
+    &["GET", "missing"],
+    &["SETNX", "k", "z"],
+    &["GETSET", "k", "v"],
+    &["MSET", "a", "1", "b", "2"],
+    &["MSET", "a"],
+    &["MGET", "a", "nope", "b"],
+    &["EXISTS", "a", "a", "nope"],
+    &["TYPE", "a"],
+    &["TYPE", "nope"],
+    &["STRLEN", "k"],
+    &["DEL", "a", "nope"],
+    &["UNLINK", "b"],
+    &["DBSIZE"],
+    &["SELECT", "0"],
+    &["SELECT", "x"],
+    &["CLIENT", "SETNAME", "me"],
+    &["CLIENT", "GETNAME"],
+    &["CLIENT", "SETNAME", "a b"],
+    &["CLIENT", "BOGUS"],
+    &["NOSUCH", "a", "b"],
+    &["NOSUCH"],
+    &["AUTH", "x"],
+    &["SUBSCRIBE", "c1", "c2"],
+    &["PSUBSCRIBE", "p*"],
+    &["GET", "k"],
+    &["PING"],
+    &["UNSUBSCRIBE", "c1"],
+    &["PUNSUBSCRIBE"],
+    &["UNSUBSCRIBE"],
+    &["UNSUBSCRIBE"],
+    &["PUBLISH", "c1", "m"],
+    &["FLUSHDB"],
+    &["DBSIZE"],
+];
+
+#[test]
+fn replies_match_redis_byte_for_byte() {
+    let Some(redis) = Redis::start("replies_match_redis_byte_for_byte") else {
+        return;
+    };
+    let kvs = RespServer::start(&[], &[]);
+    let mut ours = kvs.raw();
+    let mut theirs = Raw::unix(&redis.sock);
+    for cmd in SAME_AS_REDIS {
+        ours.cmd(cmd);
+        theirs.cmd(cmd);
+        // SUBSCRIBE of two channels answers twice.
+        for _ in 0..if cmd[0] == "SUBSCRIBE" {
+            cmd.len() - 1
+        } else {
+            1
+        } {
+            let (a, b) = (ours.reply(), theirs.reply());
+            assert_eq!(
+                String::from_utf8_lossy(&a),
+                String::from_utf8_lossy(&b),
+                "{cmd:?}"
+            );
+        }
+    }
+    // Inline commands, as telnet sends them.
+    for line in [&b"PING\r\n"[..], b"ECHO \"a b\"\r\n", b"\r\nPING\n"] {
+        ours.send(line);
+        theirs.send(line);
+        let (a, b) = (ours.reply(), theirs.reply());
+        assert_eq!(String::from_utf8_lossy(&a), String::from_utf8_lossy(&b));
+    }
+    assert_eq!(ours.ask(&["QUIT"]), theirs.ask(&["QUIT"]));
+    assert!(ours.closed_by_server() && theirs.closed_by_server());
+}
+
+/// The path of an example program built by `cargo test`.
+fn example(name: &str) -> std::path::PathBuf {
+    let exe = std::env::current_exe().unwrap();
+    // target/<profile>/deps/resp-<hash> -> target/<profile>/examples/<name>
+    exe.parent()
+        .and_then(|deps| deps.parent())
+        .map(|profile| profile.join("examples").join(name))
+        .unwrap()
+}
+
+fn run_example(url: &str) -> String {
+    let out = std::process::Command::new(example("redis_client"))
+        .arg(url)
+        .output()
+        .expect("run examples/redis_client");
+    assert!(
+        out.status.success(),
+        "redis_client against {url}: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    String::from_utf8(out.stdout).unwrap()
+}
+
+#[test]
+fn the_redis_example_runs_unchanged_against_kvs_and_redis() {
+    let kvs = RespServer::start(&[], &[]);
+    let ours = run_example(&kvs.url());
+    assert!(ours.contains("GET example:greeting -> hello"), "{ours}");
+    assert!(ours.contains("notified: set on __keyspace@0__:example:greeting"));
+    assert!(ours.ends_with("ok\n"));
+    if let Some(redis) = Redis::start("the_redis_example_runs_unchanged_against_kvs_and_redis") {
+        assert_eq!(run_example(&redis.url()), ours, "same output from Redis");
+    }
+}
