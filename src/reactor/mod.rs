@@ -24,7 +24,7 @@ pub mod store_ops;
 use crate::backup::Backups;
 use crate::cli::ServerOptions;
 use crate::jobs::run_folder_until;
-use crate::store::{ChangeHook, Store};
+use crate::store::{Change, ChangeHook, Store};
 use event_loop::{Reactor, ReactorParts, StreamListeners, WAKER};
 use mailbox::{Event, Mailbox};
 use pubsub::ChangeFilter;
@@ -101,22 +101,7 @@ pub fn run_server(cfg: ServerConfig<'_>) -> Result<(), ServerError> {
 
     let store = Arc::new(Store::new());
     let filter = Arc::new(ChangeFilter::default());
-    // Called only for keys some session watches (see Store::watch), or for
-    // every key while a pattern or key-event subscription exists; then the
-    // filter keeps what nobody wants off the reactor.
-    let hook: ChangeHook = {
-        let (mailbox, filter) = (mailbox.clone(), filter.clone());
-        Box::new(move |changes| {
-            let owned: Vec<_> = changes
-                .iter()
-                .filter(|c| c.watched || filter.wants(c.key, c.value.is_none()))
-                .map(|c| (c.key.to_owned(), c.value.map(str::to_owned)))
-                .collect();
-            if !owned.is_empty() {
-                mailbox.post(Event::Changes(owned));
-            }
-        })
-    };
+    let hook = change_hook(mailbox.clone(), filter.clone());
     // A fresh store has no hook yet.
     let _ = store.set_change_hook(hook);
 
@@ -186,6 +171,31 @@ pub fn run_server(cfg: ServerConfig<'_>) -> Result<(), ServerError> {
     let _ = jobs.join();
     backups.wait_all();
     result.map_err(|e| ServerError::Io("reactor failed", e))
+}
+
+/// The server's store hook. The store calls it only for keys some session
+/// watches (see [`Store::watch`]), or for every key while a pattern or
+/// key-event subscription exists; then `filter` keeps what nobody wants off
+/// the reactor, so a change no one listens to costs no allocation and no
+/// wake-up.
+pub fn change_hook(mailbox: Arc<Mailbox>, filter: Arc<ChangeFilter>) -> ChangeHook {
+    Box::new(move |changes| {
+        let wanted = |c: &&Change<'_>| c.watched || filter.wants(c.key, c.value.is_none());
+        // Most writes change one key: turn it down before anything else.
+        if let [one] = changes {
+            if !wanted(&one) {
+                return;
+            }
+        }
+        let owned: Vec<_> = changes
+            .iter()
+            .filter(wanted)
+            .map(|c| (c.key.to_owned(), c.value.map(str::to_owned)))
+            .collect();
+        if !owned.is_empty() {
+            mailbox.post(Event::Changes(owned));
+        }
+    })
 }
 
 /// Binds the RESP listeners the options ask for.

@@ -141,11 +141,11 @@ impl Subscriptions {
 
     /// What the store must report beyond watched keys, right now.
     pub fn filter_list(&self) -> FilterList {
-        FilterList {
-            patterns: self.by_pattern.keys().cloned().collect(),
-            set_events: self.by_channel.contains_key(&keyevent_channel(false)),
-            del_events: self.by_channel.contains_key(&keyevent_channel(true)),
-        }
+        FilterList::new(
+            self.by_pattern.keys().map(Vec::as_slice),
+            self.by_channel.contains_key(&keyevent_channel(false)),
+            self.by_channel.contains_key(&keyevent_channel(true)),
+        )
     }
 
     pub fn clear(&mut self) {
@@ -158,15 +158,77 @@ impl Subscriptions {
     }
 }
 
-/// The subscriptions that may want a change to any key.
+/// A pattern that can match keyspace channels, with the part of its
+/// literal prefix that a key must start with, so that most keys are
+/// turned down by one comparison and no glob.
+#[derive(Debug, Clone, PartialEq, Eq)]
+struct SpacePattern {
+    glob: Vec<u8>,
+    /// The literal bytes after `__keyspace@0__:` and before the first
+    /// `*`, `?`, `[` or `\`.
+    key_prefix: Vec<u8>,
+}
+
+impl SpacePattern {
+    /// `None` if `glob` can never match a keyspace channel.
+    fn new(glob: &[u8]) -> Option<SpacePattern> {
+        let literal = glob
+            .iter()
+            .position(|b| matches!(b, b'*' | b'?' | b'[' | b'\\'))
+            .unwrap_or(glob.len());
+        let head = KEYSPACE.as_bytes();
+        let common = literal.min(head.len());
+        if glob[..common] != head[..common] {
+            return None;
+        }
+        Some(SpacePattern {
+            glob: glob.to_vec(),
+            key_prefix: glob[common..literal].to_vec(),
+        })
+    }
+
+    fn matches(&self, key: &str) -> bool {
+        if !key.as_bytes().starts_with(&self.key_prefix) {
+            return false;
+        }
+        // Keys are at most 40 bytes: the channel is built on the stack.
+        let mut buf = [0u8; 96];
+        match join(&mut buf, KEYSPACE.as_bytes(), key.as_bytes()) {
+            Some(channel) => glob::matches(&self.glob, channel),
+            None => glob::matches(&self.glob, keyspace_channel(key).as_bytes()),
+        }
+    }
+}
+
+/// The subscriptions that may want a change to any key. Key-event
+/// channels are two fixed names, so which patterns match them is settled
+/// when the list is made; only keyspace patterns are matched per change.
 #[derive(Debug, Default, Clone, PartialEq, Eq)]
 pub struct FilterList {
-    patterns: Vec<Vec<u8>>,
+    patterns: Vec<SpacePattern>,
     set_events: bool,
     del_events: bool,
 }
 
 impl FilterList {
+    fn new<'a>(
+        patterns: impl Iterator<Item = &'a [u8]>,
+        set_events: bool,
+        del_events: bool,
+    ) -> Self {
+        let mut list = FilterList {
+            patterns: Vec::new(),
+            set_events,
+            del_events,
+        };
+        for p in patterns {
+            list.set_events |= glob::matches(p, keyevent_channel(false).as_bytes());
+            list.del_events |= glob::matches(p, keyevent_channel(true).as_bytes());
+            list.patterns.extend(SpacePattern::new(p));
+        }
+        list
+    }
+
     pub fn is_empty(&self) -> bool {
         self.patterns.is_empty() && !self.set_events && !self.del_events
     }
@@ -174,33 +236,18 @@ impl FilterList {
     /// Whether a change to `key` (a deletion if `deleted`) is published on
     /// a channel some pattern or key-event subscriber listens to.
     pub fn wants(&self, key: &str, deleted: bool) -> bool {
-        if (deleted && self.del_events) || (!deleted && self.set_events) {
-            return true;
-        }
-        if self.patterns.is_empty() {
-            return false;
-        }
-        // Keys are at most 40 bytes: both channel names fit on the stack.
-        let mut space = [0u8; 128];
-        let Some(space) = join(&mut space, KEYSPACE, key) else {
-            return true;
-        };
-        let mut ev = [0u8; 32];
-        let Some(ev) = join(&mut ev, KEYEVENT, event(deleted)) else {
-            return true;
-        };
-        self.patterns
-            .iter()
-            .any(|p| glob::matches(p, space) || glob::matches(p, ev))
+        (deleted && self.del_events)
+            || (!deleted && self.set_events)
+            || self.patterns.iter().any(|p| p.matches(key))
     }
 }
 
 /// `a` then `b` in `buf`, or `None` if they do not fit.
-fn join<'b>(buf: &'b mut [u8], a: &str, b: &str) -> Option<&'b [u8]> {
+fn join<'b>(buf: &'b mut [u8], a: &[u8], b: &[u8]) -> Option<&'b [u8]> {
     let n = a.len() + b.len();
     let out = buf.get_mut(..n)?;
-    out[..a.len()].copy_from_slice(a.as_bytes());
-    out[a.len()..].copy_from_slice(b.as_bytes());
+    out[..a.len()].copy_from_slice(a);
+    out[a.len()..].copy_from_slice(b);
     Some(out)
 }
 
@@ -238,6 +285,7 @@ impl ChangeFilter {
 
     /// Whether a change to `key` may interest a pattern or key-event
     /// subscriber.
+    #[inline]
     pub fn wants(&self, key: &str, deleted: bool) -> bool {
         let me = self as *const ChangeFilter as usize;
         let generation = self.generation.load(Ordering::Acquire);
@@ -297,6 +345,25 @@ mod tests {
         assert!(f.wants("other", true) && !f.wants("other", false));
         s.psubscribe(b"__keyevent@0__:s*", 3);
         assert!(s.filter_list().wants("other", false));
+    }
+
+    #[test]
+    fn keyspace_patterns_are_screened_by_their_prefix() {
+        for (glob, key, want) in [
+            ("__keyspace@0__:user:*", "user:1", true),
+            ("__keyspace@0__:user:*", "use", false),
+            ("__key*__:*", "k", true),
+            ("*", "k", true),
+            ("__keyspace@0__:k", "k", true),
+            ("__keyspace@0__:k", "kk", false),
+            ("__keys", "k", false),
+        ] {
+            let hit = SpacePattern::new(glob.as_bytes()).is_some_and(|p| p.matches(key));
+            assert_eq!(hit, want, "{glob} on {key}");
+        }
+        assert!(SpacePattern::new(b"__keyevent@0__:*").is_none());
+        let events = FilterList::new([&b"__keyevent@0__:d*"[..]].into_iter(), false, false);
+        assert!(events.wants("any", true) && !events.wants("any", false));
     }
 
     #[test]
