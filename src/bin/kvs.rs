@@ -72,3 +72,9 @@ fn batch(dir: &Path, max_backups: usize, max_threads: usize) -> ExitCode {
         ExitCode::SUCCESS
     }
 }
+
+/// glibc's malloc serialises threads that free what another thread
+/// allocated (the reactor builds commands, the store pool frees them);
+/// mimalloc frees across threads without a shared lock.
+#[global_allocator]
+static ALLOC: mimalloc::MiMalloc = mimalloc::MiMalloc;

@@ -243,12 +243,14 @@ impl Reactor {
                 eprintln!("kvs: dropped an incomplete connect request");
             }
             inbox_left = self.drain_inbox();
+            self.pool.dispatch();
             self.flush_dirty();
             if self.shutting_down && self.jobs_done {
                 break;
             }
         }
         self.close_all();
+        self.pool.dispatch();
         self.pool.join();
         Ok(())
     }
@@ -421,8 +423,7 @@ impl Reactor {
             }
             OpResult::Watched(_) => {
                 s.unconfirmed.clear();
-                let deferred = std::mem::take(&mut s.deferred);
-                s.replies().extend_from_slice(&deferred);
+                s.release_deferred();
             }
         }
         self.dirty.push(sid);
@@ -523,11 +524,11 @@ impl Reactor {
         for _ in 0..INBOX_BATCH {
             match self.inbox.try_recv() {
                 Ok(Event::Changes(changes)) => self.notify(&changes),
-                Ok(Event::Done {
-                    sid,
-                    generation,
-                    result,
-                }) => self.finish(sid, generation, result),
+                Ok(Event::Done(done)) => {
+                    for (sid, generation, result) in done {
+                        self.finish(sid, generation, result);
+                    }
+                }
                 Ok(Event::JobsDone) => self.jobs_done = true,
                 Err(TryRecvError::Empty | TryRecvError::Disconnected) => return false,
             }

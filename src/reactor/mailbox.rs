@@ -26,12 +26,9 @@ pub enum OpResult {
 pub enum Event {
     /// Changes to the store, in the order they were applied.
     Changes(Vec<(String, Option<String>)>),
-    /// A session's store operation finished.
-    Done {
-        sid: SessionId,
-        generation: u64,
-        result: OpResult,
-    },
+    /// Store operations finished: each session's answer, with the
+    /// session's slab index and generation.
+    Done(Vec<(SessionId, u64, OpResult)>),
     /// The job files of the served folder have all run.
     JobsDone,
 }

@@ -191,6 +191,8 @@ pub struct Session {
     /// Reply bytes that wait for the pool's acknowledgement (a subscription
     /// is answered once the store reports changes for it).
     pub deferred: Vec<u8>,
+    /// Messages that arrived while `deferred` waited: they go after it.
+    held: Vec<u8>,
     /// The client closed its end (end-of-file).
     pub peer_closed: bool,
     /// The input may hold bytes not read yet: set by a readable event,
@@ -214,6 +216,7 @@ impl Session {
             unconfirmed: Vec::new(),
             busy: false,
             deferred: Vec::new(),
+            held: Vec::new(),
             peer_closed: false,
             unread: false,
             invalid_logged: false,
@@ -232,8 +235,13 @@ impl Session {
         }
     }
 
-    /// Where notifications go (a stream has one channel for both).
+    /// Where notifications go (a stream has one channel for both). While a
+    /// subscription's answer waits, messages wait behind it, so that no
+    /// message ever comes before the answer that confirms its channel.
     pub fn notices(&mut self) -> &mut Vec<u8> {
+        if !self.deferred.is_empty() {
+            return &mut self.held;
+        }
         match &mut self.link {
             Link::Fifo(f) => f.notif.queue(),
             Link::Stream { out, .. } => out.queue(),
@@ -298,12 +306,22 @@ impl Session {
         }
     }
 
+    /// Sends the deferred answer, then the messages held behind it.
+    pub fn release_deferred(&mut self) {
+        let deferred = std::mem::take(&mut self.deferred);
+        let held = std::mem::take(&mut self.held);
+        let out = self.replies();
+        out.extend_from_slice(&deferred);
+        out.extend_from_slice(&held);
+    }
+
     /// Bytes queued for this client.
     pub fn pending_output(&self) -> usize {
-        match &self.link {
+        let queued = match &self.link {
             Link::Fifo(f) => f.resp.pending() + f.notif.pending(),
             Link::Stream { out, .. } => out.pending(),
-        }
+        };
+        queued + self.held.len()
     }
 
     /// Subscriptions of every kind, for the replies' counts.

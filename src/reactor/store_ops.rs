@@ -1,7 +1,9 @@
 //! Store work asked for by clients runs on a fixed thread pool, never on
 //! the reactor thread, which must not wait on a shard lock. Each result goes
 //! back to the reactor through the [`Mailbox`]. A session's pipelined
-//! commands travel as one batch: one hand-off each way, however many.
+//! commands travel as one batch, and the work of all sessions in one turn
+//! of the reactor as one pool job with one answer: one hand-off each way
+//! per turn, however many clients and commands.
 
 use super::command::{execute, Command, Reply};
 use super::mailbox::{Event, Mailbox, OpResult};
@@ -30,11 +32,17 @@ pub enum StoreOp {
     },
 }
 
+/// Above this many operations a turn's work is split between two jobs,
+/// so that both pool threads can take part.
+const SPLIT_AT: usize = 64;
+
 pub struct StorePool {
     pool: ThreadPool,
     store: Arc<Store>,
     filter: Arc<ChangeFilter>,
     mailbox: Arc<Mailbox>,
+    /// Operations submitted this turn, handed over by [`StorePool::dispatch`].
+    pending: Vec<(SessionId, u64, StoreOp)>,
 }
 
 impl StorePool {
@@ -49,55 +57,43 @@ impl StorePool {
             store,
             filter,
             mailbox,
+            pending: Vec::new(),
         }
     }
 
-    /// Runs `op` on the pool; its [`Event::Done`] names `sid` and `generation`.
-    pub fn submit(&self, sid: SessionId, generation: u64, op: StoreOp) {
-        let (store, filter, mailbox) = (
-            self.store.clone(),
-            self.filter.clone(),
-            self.mailbox.clone(),
-        );
-        self.pool.execute(move || {
-            let done = |result| Event::Done {
-                sid,
-                generation,
-                result,
-            };
-            let result = match op {
-                StoreOp::Subscribe(key) => {
-                    // Posted under the shard lock: every change to the key
-                    // is posted either before this answer or after it, so
-                    // the reactor starts forwarding at exactly the right one.
-                    return store.watch(&key, |exists| {
-                        mailbox.post(done(OpResult::Subscribe {
-                            key: key.clone(),
-                            exists,
-                        }))
-                    });
+    /// Queues `op` for the pool; its answer names `sid` and `generation`.
+    /// Nothing runs before [`StorePool::dispatch`].
+    pub fn submit(&mut self, sid: SessionId, generation: u64, op: StoreOp) {
+        self.pending.push((sid, generation, op));
+    }
+
+    /// Hands the operations queued this turn to the pool; their answers
+    /// come back together as one [`Event::Done`].
+    pub fn dispatch(&mut self) {
+        if self.pending.is_empty() {
+            return;
+        }
+        let mut work = std::mem::take(&mut self.pending);
+        let rest = (work.len() > SPLIT_AT).then(|| work.split_off(work.len() / 2));
+        for part in std::iter::once(work).chain(rest) {
+            let (store, filter, mailbox) = (
+                self.store.clone(),
+                self.filter.clone(),
+                self.mailbox.clone(),
+            );
+            self.pool.execute(move || {
+                let done: Vec<_> = part
+                    .into_iter()
+                    .filter_map(|(sid, generation, op)| {
+                        run(&store, &filter, &mailbox, sid, generation, op)
+                            .map(|result| (sid, generation, result))
+                    })
+                    .collect();
+                if !done.is_empty() {
+                    mailbox.post(Event::Done(done));
                 }
-                StoreOp::Batch(items) => OpResult::Replies(
-                    items
-                        .into_iter()
-                        .map(|item| match item {
-                            Ok(cmd) => execute(&store, cmd),
-                            Err(reply) => reply,
-                        })
-                        .collect(),
-                ),
-                StoreOp::Watch { keys, filter: list } => {
-                    for k in &keys {
-                        store.watch_key(k);
-                    }
-                    if let Some((generation, list)) = list {
-                        filter.install(generation, list, &store);
-                    }
-                    OpResult::Watched(keys)
-                }
-            };
-            mailbox.post(done(result));
-        });
+            });
+        }
     }
 
     /// Drops one watcher of each key (see [`Store::watch`]), on the pool:
@@ -123,4 +119,52 @@ impl StorePool {
     pub fn join(&self) {
         self.pool.join();
     }
+}
+
+/// Runs one operation; `None` when its answer was posted already (a
+/// SUBSCRIBE answers under the shard lock, see [`Store::watch`]).
+fn run(
+    store: &Store,
+    filter: &ChangeFilter,
+    mailbox: &Mailbox,
+    sid: SessionId,
+    generation: u64,
+    op: StoreOp,
+) -> Option<OpResult> {
+    Some(match op {
+        StoreOp::Subscribe(key) => {
+            // Posted under the shard lock: every change to the key
+            // is posted either before this answer or after it, so
+            // the reactor starts forwarding at exactly the right one.
+            store.watch(&key, |exists| {
+                mailbox.post(Event::Done(vec![(
+                    sid,
+                    generation,
+                    OpResult::Subscribe {
+                        key: key.clone(),
+                        exists,
+                    },
+                )]))
+            });
+            return None;
+        }
+        StoreOp::Batch(items) => OpResult::Replies(
+            items
+                .into_iter()
+                .map(|item| match item {
+                    Ok(cmd) => execute(store, cmd),
+                    Err(reply) => reply,
+                })
+                .collect(),
+        ),
+        StoreOp::Watch { keys, filter: list } => {
+            for k in &keys {
+                store.watch_key(k);
+            }
+            if let Some((generation, list)) = list {
+                filter.install(generation, list, store);
+            }
+            OpResult::Watched(keys)
+        }
+    })
 }
