@@ -143,3 +143,75 @@ proptest! {
         prop_assert_eq!(got.last().cloned(), Some(Ok(good)));
     }
 }
+
+// ----- RESP and glob patterns ---------------------------------------------
+
+use kvs::protocol::resp::{self, Parsed};
+
+fn resp_args() -> impl Strategy<Value = Vec<Vec<u8>>> {
+    prop::collection::vec(prop::collection::vec(any::<u8>(), 0..50), 1..12)
+}
+
+proptest! {
+    #[test]
+    fn resp_parse_never_panics_nor_overreads(bytes in prop::collection::vec(any::<u8>(), 0..400)) {
+        let mut rest = &bytes[..];
+        while let Parsed::Request(_, len) = resp::parse(rest) {
+            prop_assert!(len > 0 && len <= rest.len());
+            rest = &rest[len..];
+        }
+    }
+
+    #[test]
+    fn resp_requests_round_trip(args in resp_args()) {
+        let refs: Vec<&[u8]> = args.iter().map(Vec::as_slice).collect();
+        let bytes = resp::encode_request(&refs);
+        prop_assert_eq!(resp::parse(&bytes), Parsed::Request(refs.clone(), bytes.len()));
+    }
+
+    #[test]
+    fn resp_pipeline_cut_anywhere_is_incomplete_or_whole(
+        reqs in prop::collection::vec(resp_args(), 1..5),
+        cut in any::<prop::sample::Index>(),
+    ) {
+        let mut bytes = Vec::new();
+        let mut ends = Vec::new();
+        for r in &reqs {
+            let refs: Vec<&[u8]> = r.iter().map(Vec::as_slice).collect();
+            bytes.extend(resp::encode_request(&refs));
+            ends.push(bytes.len());
+        }
+        let cut = cut.index(bytes.len() + 1);
+        // Parse the prefix: whole requests up to the last end before the
+        // cut, then nothing but Incomplete.
+        let mut at = 0;
+        let mut taken = 0;
+        while let Parsed::Request(_, n) = resp::parse(&bytes[at..cut]) {
+            at += n;
+            prop_assert_eq!(at, ends[taken]);
+            taken += 1;
+        }
+        prop_assert_eq!(resp::parse(&bytes[at..cut]), Parsed::Incomplete);
+        prop_assert_eq!(taken, ends.iter().filter(|&&e| e <= cut).count());
+    }
+
+    #[test]
+    fn glob_literals_and_stars(text in "[a-z:]{0,20}", cut in any::<prop::sample::Index>()) {
+        let t = text.as_bytes();
+        prop_assert!(kvs::glob::matches(t, t));
+        prop_assert!(kvs::glob::matches(b"*", t));
+        let head = &t[..cut.index(t.len() + 1)];
+        let prefix = [head, b"*"].concat();
+        prop_assert!(kvs::glob::matches(&prefix, t));
+        let suffix = [b"*", &t[head.len()..]].concat();
+        prop_assert!(kvs::glob::matches(&suffix, t));
+        let longer = [t, b"x"].concat();
+        prop_assert!(!kvs::glob::matches(t, &longer));
+    }
+
+    #[test]
+    fn glob_never_panics(pattern in prop::collection::vec(any::<u8>(), 0..30),
+                         text in prop::collection::vec(any::<u8>(), 0..60)) {
+        let _ = kvs::glob::matches(&pattern, &text);
+    }
+}

@@ -1,0 +1,93 @@
+#!/usr/bin/env bash
+# redis-benchmark against kvs and against a private redis-server, in the
+# same run, over the same transport (Unix socket, then loopback TCP):
+# -t set,get,mset -n 200000 with -c 1, -c 50 and -c 50 -P 16. Prints each
+# pair and the ratio kvs/redis. Rounds alternate between the two servers and
+# the best of each is kept (the machine is shared and noisy).
+#
+#   scripts/resp_bench.sh                      # about 10 minutes
+#   KVS_BENCH_ROUNDS=1 KVS_BENCH_N=50000 scripts/resp_bench.sh   # a quick look
+#
+# Installs nothing: without redis-server and redis-benchmark on PATH it says
+# so and exits 0.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+for tool in redis-server redis-benchmark; do
+  if ! command -v "$tool" >/dev/null; then
+    echo "SKIPPED: $tool is not on PATH (apt-get install redis-server redis-tools); no RESP comparison"
+    exit 0
+  fi
+done
+
+rounds=${KVS_BENCH_ROUNDS:-2}
+n=${KVS_BENCH_N:-200000}
+cargo build --release --quiet --bin kvs
+work=$(mktemp -d /tmp/kvs-resp-bench.XXXXXX)
+pids=()
+cleanup() {
+  for p in "${pids[@]}"; do kill "$p" 2>/dev/null || true; done
+  wait 2>/dev/null || true
+  rm -rf "$work"
+}
+trap cleanup EXIT
+
+free_port() {
+  python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])'
+}
+
+kvs_port=$(free_port)
+redis_port=$(free_port)
+mkdir "$work/jobs"
+target/release/kvs "$work/jobs" 2 2 "$work/reg" \
+  --resp-socket "$work/kvs.sock" --resp-port "$kvs_port" 2>"$work/kvs.log" &
+pids+=($!)
+redis-server --port "$redis_port" --bind 127.0.0.1 --unixsocket "$work/redis.sock" \
+  --save '' --appendonly no --dir "$work" >"$work/redis.log" 2>&1 &
+pids+=($!)
+for _ in $(seq 100); do
+  [ -S "$work/kvs.sock" ] && [ -S "$work/redis.sock" ] && break
+  sleep 0.1
+done
+
+# bench <target args...> <client args...>: prints "TEST rps" lines.
+bench() {
+  redis-benchmark "$@" -t set,get,mset -n "$n" --csv 2>/dev/null | tr -d '\r' |
+    awk -F'"' 'NR > 1 && $2 != "" { split($2, t, " "); print t[1], $4 }'
+}
+
+declare -A best
+for transport in unix tcp; do
+  if [ "$transport" = unix ]; then
+    kvs_at=(-s "$work/kvs.sock"); redis_at=(-s "$work/redis.sock")
+  else
+    kvs_at=(-h 127.0.0.1 -p "$kvs_port"); redis_at=(-h 127.0.0.1 -p "$redis_port")
+  fi
+  for clients in "-c 1" "-c 50" "-c 50 -P 16"; do
+    for _ in $(seq "$rounds"); do
+      for server in kvs redis; do
+        if [ "$server" = kvs ]; then at=("${kvs_at[@]}"); else at=("${redis_at[@]}"); fi
+        # shellcheck disable=SC2086
+        while read -r test rps; do
+          key="$transport|$clients|$test|$server"
+          prev=${best[$key]:-0}
+          best[$key]=$(awk -v a="$rps" -v b="$prev" 'BEGIN { print (a > b) ? a : b }')
+        done < <(bench "${at[@]}" $clients)
+      done
+    done
+  done
+done
+
+echo "redis-benchmark -t set,get,mset -n $n, best of $rounds alternating rounds"
+echo "($(redis-server --version | cut -d' ' -f1-3); requests per second)"
+printf '%-5s %-13s %-5s %12s %12s %7s\n' transport clients test kvs redis kvs/redis
+for transport in unix tcp; do
+  for clients in "-c 1" "-c 50" "-c 50 -P 16"; do
+    for test in SET GET MSET; do
+      k=${best["$transport|$clients|$test|kvs"]:-0}
+      r=${best["$transport|$clients|$test|redis"]:-0}
+      ratio=$(awk -v a="$k" -v b="$r" 'BEGIN { if (b > 0) printf "%.2fx", a / b; else print "-" }')
+      printf '%-9s %-13s %-5s %12.0f %12.0f %7s\n' "$transport" "$clients" "$test" "$k" "$r" "$ratio"
+    done
+  done
+done
