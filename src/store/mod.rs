@@ -30,6 +30,9 @@ use std::sync::{OnceLock, PoisonError, RwLock, RwLockReadGuard, RwLockWriteGuard
 /// above the worker count keeps the chance of two workers colliding low.
 pub const DEFAULT_SHARDS: usize = 64;
 
+/// Most pairs of a write that takes the no-allocation lock path.
+const MASKED_PAIRS: usize = 64;
+
 /// [`Store::try_get`] found the key's shard locked.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct WouldBlock;
@@ -165,21 +168,66 @@ impl Store {
             self.report(&g, k, Some(v));
             return;
         }
+        if self.shards.len() <= 64 && pairs.len() <= MASKED_PAIRS {
+            return self.write_masked(pairs);
+        }
         let order = self.shards_of(pairs.iter().map(|(k, _)| k.as_ref()));
         let mut guards = self.write_locks(&order);
         for (k, v) in pairs {
             let (k, v) = (k.as_ref(), v.as_ref());
             set(&mut guards[slot(&order, self.shard_of(k))], k, v);
         }
+        self.report_all(pairs, |key| &guards[slot(&order, self.shard_of(key))]);
+        drop(guards);
+    }
+
+    /// [`Store::write`] for up to [`MASKED_PAIRS`] pairs on at most 64
+    /// shards (MSET, job WRITEs): each key is hashed once, the shards to
+    /// lock are a bit mask walked upwards (the same ascending order), and
+    /// a key's guard is found by counting bits, with one allocation in all.
+    fn write_masked<K: AsRef<str>, V: AsRef<str>>(&self, pairs: &[(K, V)]) {
+        let mut ids = [0u8; MASKED_PAIRS];
+        let mut mask = 0u64;
+        for (i, (k, _)) in pairs.iter().enumerate() {
+            let s = self.shard_of(k.as_ref());
+            ids[i] = s as u8;
+            mask |= 1 << s;
+        }
+        let mut guards = Vec::with_capacity(mask.count_ones() as usize);
+        let mut rest = mask;
+        while rest != 0 {
+            let s = rest.trailing_zeros() as usize;
+            guards.push(
+                self.shards[s]
+                    .write()
+                    .unwrap_or_else(PoisonError::into_inner),
+            );
+            rest &= rest - 1;
+        }
+        // Guards are in ascending shard order: shard s is after every
+        // locked shard below it.
+        let at = |s: u8| (mask & ((1u64 << s) - 1)).count_ones() as usize;
+        for (i, (k, v)) in pairs.iter().enumerate() {
+            set(&mut guards[at(ids[i])], k.as_ref(), v.as_ref());
+        }
+        self.report_all(pairs, |key| &guards[at(self.shard_of(key) as u8)]);
+        drop(guards);
+    }
+
+    /// Reports the changes of a multi-key write to the hook, if anyone may
+    /// want them; `shard` finds a key's locked shard.
+    fn report_all<'s, K: AsRef<str>, V: AsRef<str>>(
+        &self,
+        pairs: &[(K, V)],
+        shard: impl Fn(&str) -> &'s Shard,
+    ) {
         if let Some(hook) = self.hook.get() {
             let all = self.watching_all();
             let changes: Vec<Change<'_>> = pairs
                 .iter()
                 .map(|(k, v)| (k.as_ref(), v.as_ref()))
                 .filter_map(|(key, v)| {
-                    let watched = guards[slot(&order, self.shard_of(key))]
-                        .watched
-                        .contains_key(key);
+                    let watched = shard(key).watched.contains_key(key);
                     (watched || all).then_some(Change {
                         key,
                         value: Some(v),
@@ -191,7 +239,6 @@ impl Store {
                 hook(&changes);
             }
         }
-        drop(guards);
     }
 
     /// Reports one change of a key in the locked shard `g` to the hook, if

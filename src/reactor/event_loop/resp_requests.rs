@@ -7,7 +7,7 @@
 use super::Reactor;
 use crate::jobs::parser::validate_string;
 use crate::protocol::resp::{self, Parsed};
-use crate::reactor::command::{Command, Reply, SetReply};
+use crate::reactor::command::{Command, Pairs, Reply, SetReply};
 use crate::reactor::pubsub::{channel_key, is_keyevent, SessionId};
 use crate::reactor::session::{Link, RespState};
 use crate::reactor::store_ops::{BatchItem, StoreOp};
@@ -107,12 +107,16 @@ fn unknown_command(args: &[&[u8]]) -> String {
 }
 
 /// A key or value to store: SPEC's rules, or an error naming them.
-fn storable(arg: &[u8]) -> Result<String, Reply> {
-    validate_string(arg).map(str::to_owned).map_err(|e| {
+fn storable_str(arg: &[u8]) -> Result<&str, Reply> {
+    validate_string(arg).map_err(|e| {
         Reply::Error(format!(
             "ERR {e}: kvs keys and values are 1 to 40 bytes of UTF-8 without whitespace, NUL or any of , ( ) [ ]"
         ))
     })
+}
+
+fn storable(arg: &[u8]) -> Result<String, Reply> {
+    storable_str(arg).map(str::to_owned)
 }
 
 /// A key to look up: one kvs cannot hold cannot exist, so it reads as
@@ -246,12 +250,13 @@ fn store_command(name: &str, args: &[&[u8]], info: impl FnOnce() -> Command) -> 
                 .map(|a| lookup(a).unwrap_or_default())
                 .collect(),
         ),
-        "mset" => Command::MSet(
-            args[1..]
-                .chunks(2)
-                .map(|kv| Ok((storable(kv[0])?, storable(kv[1])?)))
-                .collect::<Result<_, Reply>>()?,
-        ),
+        "mset" => {
+            let mut pairs = Pairs::default();
+            for kv in args[1..].chunks(2) {
+                pairs.push(storable_str(kv[0])?, storable_str(kv[1])?);
+            }
+            Command::MSet(pairs)
+        }
         "del" | "unlink" => Command::Del(lookups()),
         "exists" => Command::Exists(lookups()),
         "keys" => Command::Keys(args[1].to_vec()),
