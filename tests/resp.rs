@@ -85,6 +85,40 @@ fn pipelines_of_a_thousand_commands_over_tcp() {
     assert_eq!(removed, vec![1; 1000]);
 }
 
+/// INFO's count of batches handed to the store pool.
+fn store_batches(raw: &mut Raw) -> u64 {
+    raw.ask(&["INFO", "stats"])
+        .lines()
+        .find_map(|l| l.strip_prefix("kvs_store_batches:"))
+        .and_then(|v| v.trim().parse().ok())
+        .expect("INFO stats has kvs_store_batches")
+}
+
+#[test]
+fn a_pipeline_read_in_one_go_is_one_trip_to_the_store() {
+    let kvs = RespServer::start(&[], &[]);
+    let mut raw = kvs.raw();
+    let before = store_batches(&mut raw);
+    let mut bytes = Vec::new();
+    for i in 0..1000 {
+        let v = i.to_string();
+        bytes.extend(kvs::protocol::resp::encode_request(&[
+            b"SET",
+            b"k",
+            v.as_bytes(),
+        ]));
+    }
+    raw.send(&bytes);
+    for _ in 0..1000 {
+        assert_eq!(raw.reply(), b"+OK\r\n");
+    }
+    let used = store_batches(&mut raw) - before;
+    // 1,000 commands, about 30 KiB: a few reads, a batch each, never one
+    // trip per command.
+    assert!(used <= 10, "{used} batches for one pipeline of 1,000 SETs");
+    assert_eq!(raw.ask(&["GET", "k"]), "$3\r\n999\r\n");
+}
+
 #[test]
 fn keyspace_channels_and_patterns() {
     let kvs = RespServer::start(&[], &[]);

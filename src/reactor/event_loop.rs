@@ -136,6 +136,9 @@ pub struct Stats {
     pub connections: u64,
     pub rejected: u64,
     pub commands: u64,
+    /// Batches of RESP commands handed to the store pool: with pipelining,
+    /// far fewer than the commands they carry.
+    pub batches: u64,
 }
 
 impl Reactor {
@@ -172,6 +175,7 @@ impl Reactor {
                 connections: 0,
                 rejected: 0,
                 commands: 0,
+                batches: 0,
             },
             fifos_in_use: HashSet::new(),
             inbox,
@@ -358,7 +362,13 @@ impl Reactor {
         let Some(s) = self.sessions.get(sid) else {
             return;
         };
-        if s.is_resp() && s.inbuf.len() >= s.input_limit() && !s.busy {
+        // Full, not waiting on the pool, and still not one whole request:
+        // a request that never ends.
+        let endless = s.is_resp()
+            && s.inbuf.len() >= s.input_limit()
+            && !s.busy
+            && crate::protocol::resp::parse(&s.inbuf) == crate::protocol::resp::Parsed::Incomplete;
+        if endless {
             let why = format!(
                 "query buffer limit ({} bytes) reached without a whole request; disconnected",
                 s.input_limit()

@@ -347,6 +347,7 @@ impl Reactor {
             return;
         }
         s.busy = true;
+        self.stats.batches += 1;
         self.pool.submit(sid, s.generation, StoreOp::Batch(batch));
     }
 
@@ -404,12 +405,13 @@ impl Reactor {
         subscribed: bool,
         out: &mut Vec<u8>,
     ) {
-        if !authenticated && !matches!(name, "auth" | "hello" | "ping" | "quit") {
-            return resp::push_error(out, "NOAUTH Authentication required.");
-        }
+        // Redis's order: an unknown command says so even before AUTH.
         let known = LOCAL_COMMANDS.contains(&name) || STORE_COMMANDS.contains(&name);
         if !known {
             return resp::push_error(out, &unknown_command(args));
+        }
+        if !authenticated && !matches!(name, "auth" | "hello" | "ping" | "quit") {
+            return resp::push_error(out, "NOAUTH Authentication required.");
         }
         let pubsub_ok = matches!(
             name,
@@ -801,6 +803,7 @@ impl Reactor {
                     ),
                     ("total_commands_processed", self.stats.commands.to_string()),
                     ("rejected_connections", self.stats.rejected.to_string()),
+                    ("kvs_store_batches", self.stats.batches.to_string()),
                     ("pubsub_channels", channels.to_string()),
                     ("pubsub_patterns", patterns.to_string()),
                 ],
