@@ -110,17 +110,7 @@ fn ops_per_sec<T: Table>(t: &Arc<T>, keys: &Arc<Vec<String>>, op: Op, threads: u
 
 /// Resident memory of this process, from /proc/self/statm.
 fn rss_bytes() -> usize {
-    let statm = std::fs::read_to_string("/proc/self/statm").unwrap_or_default();
-    let pages: usize = statm
-        .split_whitespace()
-        .nth(1)
-        .and_then(|p| p.parse().ok())
-        .unwrap_or(0);
-    let page = nix::unistd::sysconf(nix::unistd::SysconfVar::PAGE_SIZE)
-        .ok()
-        .flatten()
-        .unwrap_or(4096) as usize;
-    pages * page
+    kvs::sysinfo::resident_bytes() as usize
 }
 
 /// Measured, not estimated: resident memory before and after loading 1 M

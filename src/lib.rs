@@ -8,6 +8,7 @@
 //!   protocol and subscriptions.
 //! - [`client`]: the client side of the wire protocol, used by `kvs-client`.
 //! - [`cli`]: command-line parsing of `kvs`.
+//! - [`glob`]: Redis's glob patterns; [`sysinfo`]: what the process knows of itself.
 
 pub mod backup;
 pub mod cli;
@@ -17,3 +18,4 @@ pub mod jobs;
 pub mod protocol;
 pub mod reactor;
 pub mod store;
+pub mod sysinfo;

@@ -490,6 +490,19 @@ fn scan_walks_every_key_exactly_once() {
     assert_eq!(all.len(), 111);
 }
 
+/// Runs a second server beside `kvs`, with its own registration FIFO
+/// `reg` and the RESP socket `sock`, to its end.
+fn second_server(kvs: &RespServer, reg: &str, sock: &std::path::Path) -> common::Output {
+    common::run_kvs(&[
+        kvs.server.jobs.to_str().unwrap(),
+        "1",
+        "1",
+        kvs.server.dir.path().join(reg).to_str().unwrap(),
+        "--resp-socket",
+        sock.to_str().unwrap(),
+    ])
+}
+
 #[test]
 fn the_socket_is_guarded_and_removed() {
     let kvs = RespServer::start(&[], &[]);
@@ -498,14 +511,7 @@ fn the_socket_is_guarded_and_removed() {
     assert_eq!(mode.permissions().mode() & 0o777, 0o600);
 
     // A second server on a live socket refuses to start.
-    let out = common::run_kvs(&[
-        kvs.server.jobs.to_str().unwrap(),
-        "1",
-        "1",
-        kvs.server.dir.path().join("reg2").to_str().unwrap(),
-        "--resp-socket",
-        kvs.sock.to_str().unwrap(),
-    ]);
+    let out = second_server(&kvs, "reg2", &kvs.sock);
     assert_eq!(out.status.code(), Some(1));
     assert!(
         out.stderr.contains("another server is listening"),
@@ -516,14 +522,7 @@ fn the_socket_is_guarded_and_removed() {
     // A regular file is never replaced.
     let file = kvs.server.dir.path().join("file");
     std::fs::write(&file, "keep").unwrap();
-    let out = common::run_kvs(&[
-        kvs.server.jobs.to_str().unwrap(),
-        "1",
-        "1",
-        kvs.server.dir.path().join("reg3").to_str().unwrap(),
-        "--resp-socket",
-        file.to_str().unwrap(),
-    ]);
+    let out = second_server(&kvs, "reg3", &file);
     assert_eq!(out.status.code(), Some(1));
     assert!(out.stderr.contains("not a socket"), "{}", out.stderr);
     assert_eq!(std::fs::read_to_string(&file).unwrap(), "keep");

@@ -743,7 +743,7 @@ impl Reactor {
                     ("redis_version", REDIS_COMPAT_VERSION.into()),
                     ("kvs_version", env!("CARGO_PKG_VERSION").into()),
                     ("redis_mode", "standalone".into()),
-                    ("os", os_name()),
+                    ("os", crate::sysinfo::os_name()),
                     ("arch_bits", (usize::BITS).to_string()),
                     ("multiplexing_api", "epoll".into()),
                     ("process_id", std::process::id().to_string()),
@@ -770,7 +770,7 @@ impl Reactor {
             );
         }
         if want("memory") {
-            let rss = resident_bytes();
+            let rss = crate::sysinfo::resident_bytes();
             section(
                 "Memory",
                 vec![
@@ -962,31 +962,6 @@ fn command_command(out: &mut Vec<u8>, args: &[&[u8]]) {
             ),
         ),
     }
-}
-
-fn os_name() -> String {
-    match nix::sys::utsname::uname() {
-        Ok(u) => format!(
-            "{} {} {}",
-            u.sysname().to_string_lossy(),
-            u.release().to_string_lossy(),
-            u.machine().to_string_lossy()
-        ),
-        Err(_) => "unknown".into(),
-    }
-}
-
-/// The process's resident memory, from `/proc/self/statm` (0 if unknown).
-fn resident_bytes() -> u64 {
-    let pages = std::fs::read_to_string("/proc/self/statm")
-        .ok()
-        .and_then(|s| s.split_whitespace().nth(1)?.parse::<u64>().ok())
-        .unwrap_or(0);
-    let page = nix::unistd::sysconf(nix::unistd::SysconfVar::PAGE_SIZE)
-        .ok()
-        .flatten()
-        .unwrap_or(4096) as u64;
-    pages * page
 }
 
 fn human(bytes: u64) -> String {

@@ -1,0 +1,28 @@
+//! What the process can tell about itself and its machine, for INFO and
+//! the benchmarks: resident memory and the operating system's name.
+
+/// The operating system, release and machine, as `uname` gives them.
+pub fn os_name() -> String {
+    match nix::sys::utsname::uname() {
+        Ok(u) => format!(
+            "{} {} {}",
+            u.sysname().to_string_lossy(),
+            u.release().to_string_lossy(),
+            u.machine().to_string_lossy()
+        ),
+        Err(_) => "unknown".into(),
+    }
+}
+
+/// The process's resident memory, from `/proc/self/statm` (0 if unknown).
+pub fn resident_bytes() -> u64 {
+    let pages = std::fs::read_to_string("/proc/self/statm")
+        .ok()
+        .and_then(|s| s.split_whitespace().nth(1)?.parse::<u64>().ok())
+        .unwrap_or(0);
+    let page = nix::unistd::sysconf(nix::unistd::SysconfVar::PAGE_SIZE)
+        .ok()
+        .flatten()
+        .unwrap_or(4096) as u64;
+    pages * page
+}
