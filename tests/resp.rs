@@ -305,6 +305,11 @@ fn fifo_and_resp_clients_hear_each_other() {
         "from-fifo",
         "one store for both"
     );
+    // FLUSHALL deletes every key and says so to both.
+    let _: () = redis::cmd("FLUSHALL").exec(&mut con).unwrap();
+    assert_eq!(fifo.note(), ("shared".into(), "DELETED".into()));
+    let m = sub.get_message().unwrap();
+    assert_eq!(m.get_payload::<String>().unwrap(), "del");
 }
 
 #[test]
