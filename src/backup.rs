@@ -59,6 +59,9 @@ impl fmt::Display for BackupError {
 
 impl std::error::Error for BackupError {}
 
+/// What to do once a backup child is reaped: told whether it succeeded.
+type Done = Box<dyn FnOnce(bool) + Send>;
+
 /// Limits and tracks the backup children of the whole program.
 pub struct Backups {
     limit: usize,
@@ -117,6 +120,18 @@ impl Backups {
         path: &Path,
         snapshot: impl FnOnce() -> Vec<u8>,
     ) -> Result<(), BackupError> {
+        self.start_then(path, snapshot, |_| ())
+    }
+
+    /// [`Backups::start`], then `done(true)` once the file is durable, or
+    /// `done(false)` if it could not be written (called from the thread
+    /// that reaps the child).
+    pub fn start_then(
+        self: &Arc<Self>,
+        path: &Path,
+        snapshot: impl FnOnce() -> Vec<u8>,
+        done: impl FnOnce(bool) + Send + 'static,
+    ) -> Result<(), BackupError> {
         let mut plan = match Plan::new(path) {
             Ok(plan) => plan,
             Err(e) => {
@@ -138,7 +153,7 @@ impl Backups {
             Ok(ForkResult::Child) => child_main(&plan),
             Ok(ForkResult::Parent { child }) => {
                 drop(plan);
-                self.reap_later(child, path.to_path_buf());
+                self.reap_later(child, path.to_path_buf(), Box::new(done));
                 Ok(())
             }
             Err(_) => {
@@ -153,6 +168,7 @@ impl Backups {
                     }
                 });
                 self.release();
+                done(result.is_ok());
                 result
             }
         }
@@ -192,40 +208,50 @@ impl Backups {
         self.freed.notify_all();
     }
 
-    fn reap_later(self: &Arc<Self>, child: Pid, path: PathBuf) {
-        let me = Arc::clone(self);
-        let p = path.clone();
+    fn reap_later(self: &Arc<Self>, child: Pid, path: PathBuf, done: Box<dyn FnOnce(bool) + Send>) {
+        // Shared, so that `done` still runs here if no thread can start.
+        let done = Arc::new(Mutex::new(Some(done)));
+        let finish = |done: &Mutex<Option<Done>>, ok: bool| {
+            let f = done.lock().unwrap_or_else(PoisonError::into_inner).take();
+            if let Some(f) = f {
+                f(ok);
+            }
+        };
+        let (me, p, d) = (Arc::clone(self), path.clone(), done.clone());
         let spawned = std::thread::Builder::new()
             .name("kvs-backup-reaper".into())
             .spawn(move || {
-                me.reap(child, &p);
+                let ok = me.reap(child, &p);
                 me.release();
+                finish(&d, ok);
             });
         if spawned.is_err() {
             // No thread can be started: reap here. Slower, never a zombie.
-            self.reap(child, &path);
+            let ok = self.reap(child, &path);
             self.release();
+            finish(&done, ok);
         }
     }
 
-    fn reap(&self, child: Pid, path: &Path) {
+    /// Waits for a backup child; whether it wrote its file.
+    fn reap(&self, child: Pid, path: &Path) -> bool {
         loop {
             match waitpid(child, None) {
-                Ok(WaitStatus::Exited(_, 0)) => return,
+                Ok(WaitStatus::Exited(_, 0)) => return true,
                 Ok(WaitStatus::Exited(_, _)) => {
                     // The child has already said why on stderr.
                     self.failed.fetch_add(1, Ordering::Relaxed);
-                    return;
+                    return false;
                 }
                 Ok(WaitStatus::Signaled(_, sig, _)) => {
                     eprintln!("kvs: backup {} killed by {sig}", path.display());
                     self.failed.fetch_add(1, Ordering::Relaxed);
-                    return;
+                    return false;
                 }
                 Ok(_) | Err(Errno::EINTR) => continue,
                 Err(e) => {
                     eprintln!("kvs: cannot reap backup {}: {}", path.display(), e.desc());
-                    return;
+                    return false;
                 }
             }
         }

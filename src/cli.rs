@@ -1,17 +1,25 @@
 //! Command-line parsing for `kvs`: the number of positional arguments picks
 //! batch or server mode (SPEC section 1); options may follow them.
 
+use crate::persist::{DataDirOptions, Fsync, DEFAULT_COMPACT_AT};
 use std::fmt;
 use std::net::IpAddr;
 use std::path::PathBuf;
 
 pub const USAGE: &str = "\
-usage: kvs <jobs_dir> <max_backups> <max_threads>
+usage: kvs <jobs_dir> <max_backups> <max_threads> [data options]
        kvs <jobs_dir> <max_threads> <max_backups> <registration_fifo> [options]
 
 Batch mode (3 arguments) runs every *.job file in <jobs_dir> and exits.
 Server mode (4 arguments) also serves clients through <registration_fifo>
 until SIGINT or SIGTERM. Note the different order of the two limits.
+
+Data options (both modes; without --data-dir the store lives in memory only):
+  --data-dir <dir>          load the store from <dir> at start, log every change to it
+  --fsync <when>            always | everysec | no (default everysec): when the log is
+                            synced; with always, a client's change is answered once on disk
+  --compact-at <bytes>      snapshot the store once the log passes this (default 67108864)
+  --repair                  cut damaged data files at the damage instead of refusing to start
 
 Server options:
   --max-sessions <n>        sessions at once (default 1024)
@@ -46,6 +54,7 @@ pub struct ServerOptions {
     pub resp_port: Option<u16>,
     pub resp_bind: Option<IpAddr>,
     pub requirepass_file: Option<PathBuf>,
+    pub data: Option<DataDirOptions>,
 }
 
 impl Default for ServerOptions {
@@ -61,6 +70,7 @@ impl Default for ServerOptions {
             resp_port: None,
             resp_bind: None,
             requirepass_file: None,
+            data: None,
         }
     }
 }
@@ -73,6 +83,7 @@ pub enum Mode {
         jobs_dir: PathBuf,
         max_backups: usize,
         max_threads: usize,
+        data: Option<DataDirOptions>,
     },
     Server {
         jobs_dir: PathBuf,
@@ -121,13 +132,20 @@ pub fn parse_args<I: IntoIterator<Item = String>>(args: I) -> Result<Mode, Usage
     let (pos, flags) = args.split_at(split);
     match pos.len() {
         3 => {
-            if let Some(f) = flags.first() {
-                return Err(UsageError(format!("batch mode takes no option '{f}'")));
+            let mut data = DataFlags::default();
+            let mut it = flags.iter();
+            while let Some(flag) = it.next() {
+                if !data.take(flag, &mut it)? {
+                    return Err(UsageError(format!(
+                        "batch mode takes only data options, not '{flag}'"
+                    )));
+                }
             }
             Ok(Mode::Batch {
                 jobs_dir: PathBuf::from(&pos[0]),
                 max_backups: positive("max_backups", &pos[1])?,
                 max_threads: positive("max_threads", &pos[2])?,
+                data: data.finish()?,
             })
         }
         4 => Ok(Mode::Server {
@@ -143,10 +161,72 @@ pub fn parse_args<I: IntoIterator<Item = String>>(args: I) -> Result<Mode, Usage
     }
 }
 
+/// The data dir options, as they come.
+#[derive(Default)]
+struct DataFlags {
+    dir: Option<PathBuf>,
+    fsync: Option<Fsync>,
+    repair: bool,
+    compact_at: Option<u64>,
+}
+
+impl DataFlags {
+    /// Takes `flag` (and its value from `rest`) if it is a data option.
+    fn take<'a>(
+        &mut self,
+        flag: &str,
+        rest: &mut impl Iterator<Item = &'a String>,
+    ) -> Result<bool, UsageError> {
+        if flag == "--repair" {
+            self.repair = true;
+            return Ok(true);
+        }
+        if !matches!(flag, "--data-dir" | "--fsync" | "--compact-at") {
+            return Ok(false);
+        }
+        let value = rest
+            .next()
+            .ok_or_else(|| UsageError(format!("option {flag} needs a value")))?;
+        match flag {
+            "--data-dir" => self.dir = Some(PathBuf::from(value)),
+            "--fsync" => {
+                self.fsync = Some(Fsync::parse(value).ok_or_else(|| {
+                    UsageError(format!(
+                        "--fsync: '{value}' is not one of always, everysec, no"
+                    ))
+                })?)
+            }
+            _ => self.compact_at = Some(positive("compact-at", value)? as u64),
+        }
+        Ok(true)
+    }
+
+    fn finish(self) -> Result<Option<DataDirOptions>, UsageError> {
+        let Some(dir) = self.dir else {
+            if self.fsync.is_some() || self.repair || self.compact_at.is_some() {
+                return Err(UsageError(
+                    "--fsync, --repair and --compact-at need --data-dir".into(),
+                ));
+            }
+            return Ok(None);
+        };
+        Ok(Some(DataDirOptions {
+            dir,
+            fsync: self.fsync.unwrap_or(Fsync::EverySec),
+            repair: self.repair,
+            compact_at: self.compact_at.unwrap_or(DEFAULT_COMPACT_AT),
+        }))
+    }
+}
+
 fn parse_server_options(flags: &[String]) -> Result<ServerOptions, UsageError> {
     let mut o = ServerOptions::default();
+    let mut data = DataFlags::default();
     let mut it = flags.iter();
     while let Some(flag) = it.next() {
+        if data.take(flag, &mut it)? {
+            continue;
+        }
         let value = it
             .next()
             .ok_or_else(|| UsageError(format!("option {flag} needs a value")))?;
@@ -181,6 +261,7 @@ fn parse_server_options(flags: &[String]) -> Result<ServerOptions, UsageError> {
             _ => return Err(UsageError(format!("unknown option '{flag}'"))),
         }
     }
+    o.data = data.finish()?;
     if o.resp_bind.is_some() && o.resp_port.is_none() {
         return Err(UsageError("--resp-bind needs --resp-port".into()));
     }
@@ -216,9 +297,26 @@ mod tests {
             Ok(Mode::Batch {
                 jobs_dir: "d".into(),
                 max_backups: 2,
-                max_threads: 4
+                max_threads: 4,
+                data: None,
             })
         );
+        match parse(&[
+            "d",
+            "2",
+            "4",
+            "--data-dir",
+            "/x",
+            "--fsync",
+            "always",
+            "--repair",
+        ]) {
+            Ok(Mode::Batch { data: Some(d), .. }) => {
+                assert_eq!(d.fsync, Fsync::Always);
+                assert!(d.repair);
+            }
+            other => panic!("{other:?}"),
+        }
         match parse(&["d", "4", "2", "/tmp/reg", "--max-sessions", "9"]) {
             Ok(Mode::Server {
                 max_threads: 4,
@@ -240,6 +338,11 @@ mod tests {
         assert!(parse(&["d", "x", "1"]).is_err());
         assert!(parse(&["d", "1", "-3"]).is_err());
         assert!(parse(&["d", "1", "1", "--max-sessions", "2"]).is_err());
+        assert!(
+            parse(&["d", "1", "1", "--fsync", "always"]).is_err(),
+            "no data dir"
+        );
+        assert!(parse(&["d", "1", "1", "--data-dir", "x", "--fsync", "sometimes"]).is_err());
         assert!(parse(&["d", "1", "1", "f", "--bogus", "2"]).is_err());
         assert!(parse(&["d", "1", "1", "f", "--max-sessions"]).is_err());
         assert!(parse(&["d", "1", "1", "f", "--fifo-mode", "999"]).is_err());

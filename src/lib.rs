@@ -3,6 +3,7 @@
 //! - [`store`]: the sharded in-memory table and its snapshots.
 //! - [`jobs`]: the `.job` language and the pool of job workers (batch mode).
 //! - [`backup`]: forked, atomic backups with a limit on concurrent children.
+//! - [`persist`]: the data dir: snapshot and append-only log, recovery.
 //! - [`protocol`]: wire formats (FIFO and RESP), shared by server and client.
 //! - [`reactor`]: server mode: the mio reactor, FIFO sessions, the wire
 //!   protocol and subscriptions.
@@ -15,6 +16,7 @@ pub mod cli;
 pub mod client;
 pub mod glob;
 pub mod jobs;
+pub mod persist;
 pub mod protocol;
 pub mod reactor;
 pub mod store;

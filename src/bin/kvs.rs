@@ -4,6 +4,7 @@
 use kvs::backup::Backups;
 use kvs::cli::{parse_args, Mode, USAGE};
 use kvs::jobs::run_folder;
+use kvs::persist::{DataDir, DataDirOptions};
 use kvs::reactor::{run_server, ServerConfig};
 use kvs::store::Store;
 use std::path::Path;
@@ -24,7 +25,8 @@ fn main() -> ExitCode {
             jobs_dir,
             max_backups,
             max_threads,
-        }) => batch(&jobs_dir, max_backups, max_threads),
+            data,
+        }) => batch(&jobs_dir, max_backups, max_threads, data.as_ref()),
         Ok(Mode::Server {
             jobs_dir,
             max_threads,
@@ -54,18 +56,35 @@ fn main() -> ExitCode {
     }
 }
 
-/// Exit status: 0 all jobs ran, 1 some job or backup failed, 2 bad usage.
-fn batch(dir: &Path, max_backups: usize, max_threads: usize) -> ExitCode {
+/// Exit status: 0 all jobs ran, 1 some job or backup failed or the data
+/// dir cannot be used, 2 bad usage.
+fn batch(
+    dir: &Path,
+    max_backups: usize,
+    max_threads: usize,
+    data: Option<&DataDirOptions>,
+) -> ExitCode {
     let store = Arc::new(Store::new());
+    let data_dir = match data.map(|d| DataDir::open(d, &store)).transpose() {
+        Ok(d) => d,
+        Err(e) => {
+            eprintln!("kvs: {e}");
+            return ExitCode::from(1);
+        }
+    };
     let backups = Backups::new(max_backups);
-    let report = match run_folder(dir, &store, &backups, max_threads) {
+    let report = run_folder(dir, &store, &backups, max_threads);
+    backups.wait_all();
+    if let Some(d) = data_dir {
+        d.close();
+    }
+    let report = match report {
         Ok(r) => r,
         Err(e) => {
             eprintln!("kvs: cannot read jobs folder {}: {e}", dir.display());
             return ExitCode::from(1);
         }
     };
-    backups.wait_all();
     if report.failed_jobs > 0 || backups.failures() > 0 {
         ExitCode::from(1)
     } else {

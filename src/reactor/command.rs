@@ -104,6 +104,17 @@ pub enum Reply {
     Error(String),
 }
 
+impl Command {
+    /// Whether the command changes the store (and so is logged, and
+    /// refused while the log cannot be written).
+    pub fn is_mutation(&self) -> bool {
+        matches!(
+            self,
+            Command::Set { .. } | Command::MSet(_) | Command::Del(_) | Command::Flush
+        )
+    }
+}
+
 /// Runs one command. On the store pool only: it takes shard locks.
 pub fn execute(store: &Store, cmd: Command) -> Reply {
     match cmd {

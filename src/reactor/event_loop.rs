@@ -42,7 +42,9 @@ pub mod streams;
 
 pub use accept::OPEN_GRACE;
 use accept::{spare_descriptor, unwatch_out, OPEN_RETRY};
+pub use fifo_requests::encode_reply as encode_fifo_reply;
 use listener::{Listener, REGISTRATION_CHECK};
+pub use resp_requests::encode_reply as encode_resp_reply;
 pub use streams::StreamListeners;
 
 pub const REGISTRATION: Token = Token(usize::MAX - 1);
@@ -102,6 +104,10 @@ pub struct Reactor {
     pool: StorePool,
     opts: ServerOptions,
     next_generation: u64,
+    /// The log is synced up to here (`--fsync always`).
+    durable: u64,
+    /// Sessions whose answers wait for a sync.
+    syncing: Vec<SessionId>,
     /// Sessions with bytes queued since the last flush.
     dirty: Vec<SessionId>,
     /// Sessions whose requests were not all read last turn.
@@ -183,6 +189,8 @@ impl Reactor {
             pool,
             opts,
             next_generation: 0,
+            durable: 0,
+            syncing: Vec::new(),
             dirty: Vec::new(),
             resume: Vec::new(),
             accept_left: Vec::new(),
@@ -420,16 +428,15 @@ impl Reactor {
         s.busy = false;
         match result {
             OpResult::Subscribe { key, exists } => self.fifo_subscribed(sid, key, exists),
-            OpResult::Replies(replies) => {
-                if s.is_resp() {
-                    for r in &replies {
-                        resp_requests::encode_reply(s.replies(), r);
-                    }
-                } else {
-                    for r in &replies {
-                        fifo_requests::encode_reply(s.replies(), r);
-                    }
+            OpResult::Replies { replies, sync } => {
+                if let Some(upto) = sync.filter(|&u| u > self.durable) {
+                    // --fsync always: answered once the log is on disk.
+                    s.busy = true;
+                    s.parked = Some((upto, replies));
+                    self.syncing.push(sid);
+                    return;
                 }
+                s.send_replies(&replies);
             }
             OpResult::Watched(_) => {
                 s.unconfirmed.clear();
@@ -525,6 +532,31 @@ impl Reactor {
 
     // ----- events from other threads ---------------------------------------
 
+    /// The log is on disk up to `upto`: answers waiting for it leave.
+    fn synced_to(&mut self, upto: u64) {
+        self.durable = self.durable.max(upto);
+        let waiting = std::mem::take(&mut self.syncing);
+        for sid in waiting {
+            let Some(s) = self.sessions.get_mut(sid) else {
+                continue;
+            };
+            match s.parked.take() {
+                Some((need, replies)) if need <= upto => {
+                    s.busy = false;
+                    s.send_replies(&replies);
+                    self.dirty.push(sid);
+                    self.service(sid);
+                }
+                other => {
+                    s.parked = other;
+                    if s.parked.is_some() {
+                        self.syncing.push(sid);
+                    }
+                }
+            }
+        }
+    }
+
     /// Handles what other threads posted, at most [`INBOX_BATCH`] events a
     /// turn: job files writing subscribed keys faster than the reactor
     /// forwards them must not keep it from clients and signals. Returns
@@ -540,6 +572,7 @@ impl Reactor {
                     }
                 }
                 Ok(Event::JobsDone) => self.jobs_done = true,
+                Ok(Event::Durable(upto)) => self.synced_to(upto),
                 Err(TryRecvError::Empty | TryRecvError::Disconnected) => return false,
             }
         }

@@ -15,8 +15,12 @@ use std::sync::Arc;
 pub enum OpResult {
     /// Whether the key existed (and so the subscription was taken).
     Subscribe { key: String, exists: bool },
-    /// The replies of a batch, in its order.
-    Replies(Vec<Reply>),
+    /// The replies of a batch, in its order, and the log sequence number
+    /// that must be synced before they are sent (`--fsync always`).
+    Replies {
+        replies: Vec<Reply>,
+        sync: Option<u64>,
+    },
     /// A [`super::store_ops::StoreOp::Watch`] is in force; the keys it
     /// watched, to unwatch if the session is gone meanwhile.
     Watched(Vec<String>),
@@ -31,6 +35,8 @@ pub enum Event {
     Done(Vec<(SessionId, u64, OpResult)>),
     /// The job files of the served folder have all run.
     JobsDone,
+    /// The log is synced up to this sequence number.
+    Durable(u64),
 }
 
 pub struct Mailbox {

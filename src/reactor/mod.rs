@@ -24,6 +24,7 @@ pub mod store_ops;
 use crate::backup::Backups;
 use crate::cli::ServerOptions;
 use crate::jobs::run_folder_until;
+use crate::persist;
 use crate::store::{Change, ChangeHook, Store};
 use event_loop::{Reactor, ReactorParts, StreamListeners, WAKER};
 use mailbox::{Event, Mailbox};
@@ -42,6 +43,7 @@ pub enum ServerError {
     JobsFolder(PathBuf, io::Error),
     Registration(PathBuf, fifo::RegistrationError),
     Listen(event_loop::streams::ListenError),
+    Data(persist::PersistError),
     Password(PathBuf, String),
     Io(&'static str, io::Error),
 }
@@ -54,6 +56,7 @@ impl fmt::Display for ServerError {
             }
             ServerError::Registration(p, e) => write!(f, "registration FIFO {}: {e}", p.display()),
             ServerError::Listen(e) => write!(f, "RESP listener: {e}"),
+            ServerError::Data(e) => write!(f, "{e}"),
             ServerError::Password(p, why) => write!(f, "password file {}: {why}", p.display()),
             ServerError::Io(what, e) => write!(f, "{what}: {e}"),
         }
@@ -93,14 +96,24 @@ pub fn run_server(cfg: ServerConfig<'_>) -> Result<(), ServerError> {
         .map_err(|e| ServerError::Io("cannot create the waker", e))?;
     let (mailbox, inbox) = Mailbox::new(waker);
 
+    // Clients are taken only once the data is loaded.
+    let store = Arc::new(Store::new());
+    let data_dir = match &cfg.options.data {
+        Some(d) => Some(persist::DataDir::open(d, &store).map_err(ServerError::Data)?),
+        None => None,
+    };
     let password = match &cfg.options.requirepass_file {
         Some(p) => Some(read_password(p)?),
         None => None,
     };
     let streams = bind_streams(&cfg.options)?;
 
-    let store = Arc::new(Store::new());
     let filter = Arc::new(ChangeFilter::default());
+    if let Some(d) = &data_dir {
+        let mailbox = mailbox.clone();
+        d.log
+            .on_synced(Box::new(move |upto| mailbox.post(Event::Durable(upto))));
+    }
     let hook = change_hook(mailbox.clone(), filter.clone());
     // A fresh store has no hook yet.
     let _ = store.set_change_hook(hook);
@@ -110,6 +123,7 @@ pub fn run_server(cfg: ServerConfig<'_>) -> Result<(), ServerError> {
         store.clone(),
         filter,
         mailbox.clone(),
+        data_dir.as_ref().map(|d| d.log.clone()),
     );
     let stop_jobs = Arc::new(AtomicBool::new(false));
     let mut reactor = Reactor::new(ReactorParts {
@@ -170,6 +184,10 @@ pub fn run_server(cfg: ServerConfig<'_>) -> Result<(), ServerError> {
     drop(reactor);
     let _ = jobs.join();
     backups.wait_all();
+    if let Some(d) = data_dir {
+        // Everything logged is written and synced before exit.
+        d.close();
+    }
     result.map_err(|e| ServerError::Io("reactor failed", e))
 }
 

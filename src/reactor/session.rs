@@ -2,6 +2,7 @@
 //! parsed and to be written, its subscriptions, and the link it speaks
 //! over (a FIFO triple, or a Unix or TCP stream speaking RESP).
 
+use super::command::Reply;
 use super::fifo::FifoId;
 use mio::net::{TcpStream, UnixStream};
 use mio::unix::pipe::{Receiver, Sender};
@@ -193,6 +194,11 @@ pub struct Session {
     pub deferred: Vec<u8>,
     /// Messages that arrived while `deferred` waited: they go after it.
     held: Vec<u8>,
+    /// Store replies waiting for the log to be synced up to a sequence
+    /// number (`--fsync always`).
+    pub parked: Option<(u64, Vec<Reply>)>,
+    /// The op code of the FIFO request at the pool, for its answer.
+    pub fifo_op: u8,
     /// The client closed its end (end-of-file).
     pub peer_closed: bool,
     /// The input may hold bytes not read yet: set by a readable event,
@@ -217,6 +223,8 @@ impl Session {
             busy: false,
             deferred: Vec::new(),
             held: Vec::new(),
+            parked: None,
+            fifo_op: 0,
             peer_closed: false,
             unread: false,
             invalid_logged: false,
@@ -303,6 +311,20 @@ impl Session {
                 f.notif.flush()
             }
             Link::Stream { out, .. } => out.flush(),
+        }
+    }
+
+    /// Queues the answers of a batch, in this session's protocol.
+    pub fn send_replies(&mut self, replies: &[Reply]) {
+        let op = self.fifo_op;
+        let resp = self.is_resp();
+        let out = self.replies();
+        for r in replies {
+            if resp {
+                crate::reactor::event_loop::encode_resp_reply(out, r);
+            } else {
+                crate::reactor::event_loop::encode_fifo_reply(out, r, op);
+            }
         }
     }
 

@@ -8,6 +8,7 @@
 use super::command::{execute, Command, Reply};
 use super::mailbox::{Event, Mailbox, OpResult};
 use super::pubsub::{ChangeFilter, FilterList, SessionId};
+use crate::persist::{Fsync, Log};
 use crate::store::Store;
 use std::sync::Arc;
 use threadpool::ThreadPool;
@@ -41,6 +42,8 @@ pub struct StorePool {
     store: Arc<Store>,
     filter: Arc<ChangeFilter>,
     mailbox: Arc<Mailbox>,
+    /// The data dir's log, if there is one.
+    log: Option<Arc<Log>>,
     /// Operations submitted this turn, handed over by [`StorePool::dispatch`].
     pending: Vec<(SessionId, u64, StoreOp)>,
 }
@@ -51,12 +54,14 @@ impl StorePool {
         store: Arc<Store>,
         filter: Arc<ChangeFilter>,
         mailbox: Arc<Mailbox>,
+        log: Option<Arc<Log>>,
     ) -> Self {
         StorePool {
             pool: ThreadPool::with_name("kvs-store".into(), threads.max(1)),
             store,
             filter,
             mailbox,
+            log,
             pending: Vec::new(),
         }
     }
@@ -76,16 +81,23 @@ impl StorePool {
         let mut work = std::mem::take(&mut self.pending);
         let rest = (work.len() > SPLIT_AT).then(|| work.split_off(work.len() / 2));
         for part in std::iter::once(work).chain(rest) {
-            let (store, filter, mailbox) = (
+            let (store, filter, mailbox, log) = (
                 self.store.clone(),
                 self.filter.clone(),
                 self.mailbox.clone(),
+                self.log.clone(),
             );
             self.pool.execute(move || {
+                let ctx = Context {
+                    store: &store,
+                    filter: &filter,
+                    mailbox: &mailbox,
+                    log: log.as_deref(),
+                };
                 let done: Vec<_> = part
                     .into_iter()
                     .filter_map(|(sid, generation, op)| {
-                        run(&store, &filter, &mailbox, sid, generation, op)
+                        ctx.run(sid, generation, op)
                             .map(|result| (sid, generation, result))
                     })
                     .collect();
@@ -121,50 +133,94 @@ impl StorePool {
     }
 }
 
-/// Runs one operation; `None` when its answer was posted already (a
-/// SUBSCRIBE answers under the shard lock, see [`Store::watch`]).
-fn run(
-    store: &Store,
-    filter: &ChangeFilter,
-    mailbox: &Mailbox,
-    sid: SessionId,
-    generation: u64,
-    op: StoreOp,
-) -> Option<OpResult> {
-    Some(match op {
-        StoreOp::Subscribe(key) => {
-            // Posted under the shard lock: every change to the key
-            // is posted either before this answer or after it, so
-            // the reactor starts forwarding at exactly the right one.
-            store.watch(&key, |exists| {
-                mailbox.post(Event::Done(vec![(
-                    sid,
-                    generation,
-                    OpResult::Subscribe {
-                        key: key.clone(),
-                        exists,
-                    },
-                )]))
-            });
-            return None;
-        }
-        StoreOp::Batch(items) => OpResult::Replies(
-            items
-                .into_iter()
-                .map(|item| match item {
-                    Ok(cmd) => execute(store, cmd),
-                    Err(reply) => reply,
-                })
-                .collect(),
-        ),
-        StoreOp::Watch { keys, filter: list } => {
-            for k in &keys {
-                store.watch_key(k);
+/// What a pool job works with.
+struct Context<'a> {
+    store: &'a Store,
+    filter: &'a ChangeFilter,
+    mailbox: &'a Mailbox,
+    log: Option<&'a Log>,
+}
+
+/// The error a mutation gets while the log cannot be written (Redis's
+/// text for a failing AOF, so clients know it).
+fn misconf(why: &str) -> Reply {
+    Reply::Error(format!(
+        "MISCONF Errors writing to the AOF file: {why}; kvs refuses changes until it can write its log"
+    ))
+}
+
+impl Context<'_> {
+    /// Runs one operation; `None` when its answer was posted already (a
+    /// SUBSCRIBE answers under the shard lock, see [`Store::watch`]).
+    fn run(&self, sid: SessionId, generation: u64, op: StoreOp) -> Option<OpResult> {
+        let store = self.store;
+        Some(match op {
+            StoreOp::Subscribe(key) => {
+                // Posted under the shard lock: every change to the key is
+                // posted either before this answer or after it, so the
+                // reactor starts forwarding at exactly the right one.
+                store.watch(&key, |exists| {
+                    self.mailbox.post(Event::Done(vec![(
+                        sid,
+                        generation,
+                        OpResult::Subscribe {
+                            key: key.clone(),
+                            exists,
+                        },
+                    )]))
+                });
+                return None;
             }
-            if let Some((generation, list)) = list {
-                filter.install(generation, list, store);
+            StoreOp::Batch(items) => self.batch(items),
+            StoreOp::Watch { keys, filter: list } => {
+                for k in &keys {
+                    store.watch_key(k);
+                }
+                if let Some((generation, list)) = list {
+                    self.filter.install(generation, list, store);
+                }
+                OpResult::Watched(keys)
             }
-            OpResult::Watched(keys)
+        })
+    }
+
+    /// Runs a batch. With a data dir, its changes are written to the log
+    /// before the answer (and, with `--fsync always`, the answer waits for
+    /// a sync); while the log cannot be written, changes are refused.
+    fn batch(&self, items: Vec<BatchItem>) -> OpResult {
+        let refusing = self.log.is_some_and(Log::failing);
+        let mut mutated = Vec::new();
+        let mut replies: Vec<Reply> = items
+            .into_iter()
+            .enumerate()
+            .map(|(i, item)| match item {
+                Ok(cmd) if cmd.is_mutation() && refusing => misconf("the last write failed"),
+                Ok(cmd) => {
+                    if cmd.is_mutation() {
+                        mutated.push(i);
+                    }
+                    execute(self.store, cmd)
+                }
+                Err(reply) => reply,
+            })
+            .collect();
+        let mut sync = None;
+        if let (Some(log), false) = (self.log, mutated.is_empty()) {
+            match log.write_out() {
+                Ok(upto) if log.policy() == Fsync::Always => {
+                    log.want_sync(upto);
+                    sync = Some(upto);
+                }
+                Ok(_) => {}
+                Err(e) => {
+                    // Applied in memory, kept for the next write, but not
+                    // on disk: not answered as done.
+                    for i in mutated {
+                        replies[i] = misconf(&e.to_string());
+                    }
+                }
+            }
         }
-    })
+        OpResult::Replies { replies, sync }
+    }
 }

@@ -63,6 +63,18 @@ pub enum SetIf {
 /// call back into the store.
 pub type ChangeHook = Box<dyn Fn(&[Change<'_>]) + Send + Sync>;
 
+/// Receives every mutation as it is applied, while the touched shards are
+/// still locked: the durable log, whose order for each key is then the
+/// order of application, and which records a multi-key write as one
+/// mutation. Like a [`ChangeHook`] it must be quick and must not call back
+/// into the store.
+pub trait Journal: Send + Sync {
+    fn set(&self, pairs: &mut dyn Iterator<Item = (&str, &str)>);
+    /// Only keys that existed are given; never called with none.
+    fn del(&self, keys: &mut dyn Iterator<Item = &str>);
+    fn clear(&self);
+}
+
 /// One shard: its pairs, and how many watchers each watched key has.
 #[derive(Default)]
 struct Shard {
@@ -74,6 +86,7 @@ struct Shard {
 pub struct Store {
     shards: Box<[RwLock<Shard>]>,
     hook: OnceLock<ChangeHook>,
+    journal: OnceLock<Box<dyn Journal>>,
     /// While above zero, every change goes to the hook (pattern and
     /// key-event subscribers may want any key; the hook filters).
     watch_all: AtomicBool,
@@ -100,6 +113,7 @@ impl Store {
         Store {
             shards,
             hook: OnceLock::new(),
+            journal: OnceLock::new(),
             watch_all: AtomicBool::new(false),
         }
     }
@@ -108,6 +122,18 @@ impl Store {
     /// can ever be set; a second call returns the hook back as the error.
     pub fn set_change_hook(&self, hook: ChangeHook) -> Result<(), ChangeHook> {
         self.hook.set(hook)
+    }
+
+    /// Installs the journal that every later mutation is recorded in. Only
+    /// one can ever be set; a second call returns it back as the error.
+    pub fn set_journal(&self, journal: Box<dyn Journal>) -> Result<(), Box<dyn Journal>> {
+        self.journal.set(journal)
+    }
+
+    fn journal_set<K: AsRef<str>, V: AsRef<str>>(&self, pairs: &[(K, V)]) {
+        if let Some(j) = self.journal.get() {
+            j.set(&mut pairs.iter().map(|(k, v)| (k.as_ref(), v.as_ref())));
+        }
     }
 
     fn shard_of(&self, key: &str) -> usize {
@@ -165,6 +191,7 @@ impl Store {
                 .write()
                 .unwrap_or_else(PoisonError::into_inner);
             set(&mut g, k, v);
+            self.journal_set(pairs);
             self.report(&g, k, Some(v));
             return;
         }
@@ -177,6 +204,7 @@ impl Store {
             let (k, v) = (k.as_ref(), v.as_ref());
             set(&mut guards[slot(&order, self.shard_of(k))], k, v);
         }
+        self.journal_set(pairs);
         self.report_all(pairs, |key| &guards[slot(&order, self.shard_of(key))]);
         drop(guards);
     }
@@ -210,6 +238,7 @@ impl Store {
         for (i, (k, v)) in pairs.iter().enumerate() {
             set(&mut guards[at(ids[i])], k.as_ref(), v.as_ref());
         }
+        self.journal_set(pairs);
         self.report_all(pairs, |key| &guards[at(self.shard_of(key) as u8)]);
         drop(guards);
     }
@@ -290,6 +319,7 @@ impl Store {
         };
         if apply {
             set(&mut g, key, value);
+            self.journal_set(&[(key, value)]);
             self.report(&g, key, Some(value));
         }
         (apply, old)
@@ -304,6 +334,9 @@ impl Store {
             .iter_mut()
             .map(|g| std::mem::take(&mut g.map))
             .collect();
+        if let Some(j) = self.journal.get() {
+            j.clear();
+        }
         if let Some(hook) = self.hook.get() {
             let everything = self.watching_all();
             let changes: Vec<Change<'_>> = taken
@@ -415,6 +448,17 @@ impl Store {
                 guards[slot(&order, self.shard_of(k))].map.remove(k)
             })
             .collect();
+        if let Some(j) = self.journal.get() {
+            if existed.iter().any(|&e| e) {
+                j.del(
+                    &mut keys
+                        .iter()
+                        .zip(&existed)
+                        .filter(|(_, &e)| e)
+                        .map(|(k, _)| k.as_ref()),
+                );
+            }
+        }
         if let Some(hook) = self.hook.get() {
             let all = self.watching_all();
             let changes: Vec<Change<'_>> = keys
@@ -512,6 +556,14 @@ impl Store {
     /// the table as it was at one instant. Sorting happens after the locks
     /// are released.
     pub fn snapshot(&self) -> Snapshot {
+        self.snapshot_with(|| ()).0
+    }
+
+    /// [`Store::snapshot`], running `at` while every shard is still locked:
+    /// nothing changes between the copy and `at` (the durable log starts a
+    /// new segment there, so the snapshot is exactly what the old segments
+    /// hold).
+    pub fn snapshot_with<R>(&self, at: impl FnOnce() -> R) -> (Snapshot, R) {
         let all: Vec<usize> = (0..self.shards.len()).collect();
         let guards = self.read_locks(&all);
         let mut pairs = Vec::with_capacity(guards.iter().map(|g| g.map.len()).sum());
@@ -522,8 +574,9 @@ impl Store {
                     .map(|e| (e.key().to_owned(), e.value().to_owned())),
             );
         }
+        let r = at();
         drop(guards);
-        Snapshot::from_unsorted(pairs)
+        (Snapshot::from_unsorted(pairs), r)
     }
 
     /// Number of keys (not atomic across shards; for statistics only).

@@ -9,18 +9,17 @@ use crate::reactor::pubsub::{channel_key, keyspace_channel, SessionId};
 use crate::reactor::store_ops::StoreOp;
 use crate::store::SetIf;
 
-/// Appends the FIFO answer to a store command's reply. The reply's shape
-/// tells which request it answers: a value is READ's, `Ok` is WRITE's, a
-/// count is DELETE's.
-pub(super) fn encode_reply(out: &mut Vec<u8>, reply: &Reply) {
+/// Appends the FIFO answer to a store command's reply: a value is READ's,
+/// `Ok` is WRITE's, a count is DELETE's; an error (a change refused while
+/// the log cannot be written) answers `op`, `'1'`.
+pub fn encode_reply(out: &mut Vec<u8>, reply: &Reply, op: u8) {
     match reply {
         Reply::Value(v) => protocol::push_read_answer(out, v.as_deref()),
         Reply::Ok => protocol::push_response(out, protocol::OP_WRITE, OK),
         Reply::Int(n) => {
             protocol::push_response(out, protocol::OP_DELETE, if *n > 0 { OK } else { FAIL })
         }
-        // A FIFO session sends nothing else to the store.
-        _ => {}
+        _ => protocol::push_response(out, op, FAIL),
     }
 }
 
@@ -112,6 +111,7 @@ impl Reactor {
             Request::Delete(key) => StoreOp::Batch(vec![Ok(Command::Del(vec![key]))]),
         };
         s.busy = true;
+        s.fifo_op = op;
         self.pool.submit(sid, s.generation, store_op);
     }
 

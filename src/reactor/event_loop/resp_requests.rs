@@ -46,7 +46,7 @@ const LOCAL_COMMANDS: &[&str] = &[
 ];
 
 /// Appends the RESP encoding of a store command's reply.
-pub(super) fn encode_reply(out: &mut Vec<u8>, reply: &Reply) {
+pub fn encode_reply(out: &mut Vec<u8>, reply: &Reply) {
     match reply {
         Reply::Ok => resp::push_ok(out),
         Reply::Int(n) => resp::push_int(out, *n),

@@ -1,0 +1,210 @@
+//! The data dir: the store survives restarts and crashes, the way Redis's
+//! AOF and SQLite's WAL make theirs do.
+//!
+//! A data dir holds `snapshot-<g>.kvs` (the whole table as it was when log
+//! segment `g` started), `log-<g>.kvs`, `log-<g+1>.kvs`, ... (every mutation
+//! since, in order) and `LOCK`, held with `flock` by the one kvs using it.
+//! Start-up loads the newest snapshot and replays the segments from its
+//! generation on ([`recover`]). Compaction ([`compact`]) starts a new
+//! segment at the instant a snapshot is copied, writes the snapshot from a
+//! forked child, and only once it is durable removes what it replaces, so
+//! a crash at any step leaves files the next start loads without losing
+//! anything acknowledged.
+//!
+//! - [`format`]: headers, records, checksums.
+//! - [`log`]: appending, writing, syncing (group commit).
+//! - [`recover`]: loading, with torn tails cut off and damage reported.
+//! - [`compact`]: snapshots and the clean-up after them.
+
+pub mod compact;
+pub mod format;
+pub mod log;
+pub mod recover;
+
+use nix::fcntl::{Flock, FlockArg};
+use std::fmt;
+use std::fs::{File, OpenOptions};
+use std::io::{self, Read, Seek, Write};
+use std::os::unix::fs::OpenOptionsExt;
+use std::path::{Path, PathBuf};
+
+pub use log::{Fsync, Log, LogJournal};
+pub use recover::{open, Opened};
+
+/// What the data dir options ask for.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct DataDirOptions {
+    pub dir: PathBuf,
+    pub fsync: Fsync,
+    /// Cut damaged files at the damage instead of refusing to start.
+    pub repair: bool,
+    /// Compact once the current segment is larger than this and than the
+    /// last snapshot.
+    pub compact_at: u64,
+}
+
+/// Default size of a log segment before compaction (Redis's
+/// auto-aof-rewrite-min-size is 64 MiB too).
+pub const DEFAULT_COMPACT_AT: u64 = 64 << 20;
+
+/// Why the data dir cannot be used.
+#[derive(Debug)]
+pub enum PersistError {
+    NotADirectory(PathBuf),
+    /// Another process holds the lock.
+    Locked {
+        dir: PathBuf,
+        holder: String,
+    },
+    Io(String, io::Error),
+    /// A file is damaged where it cannot be a torn last write.
+    Damaged {
+        file: PathBuf,
+        offset: u64,
+        reason: format::FormatError,
+    },
+}
+
+impl fmt::Display for PersistError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            PersistError::NotADirectory(p) => {
+                write!(f, "data dir {} exists and is not a directory", p.display())
+            }
+            PersistError::Locked { dir, holder } => write!(
+                f,
+                "data dir {} is in use by another kvs ({holder}); refusing to start",
+                dir.display()
+            ),
+            PersistError::Io(what, e) => write!(f, "{what}: {e}"),
+            PersistError::Damaged {
+                file,
+                offset,
+                reason,
+            } => write!(
+                f,
+                "{} is damaged at byte {offset}: {reason}; refusing to start (--repair cuts the file there and starts with what comes before)",
+                file.display()
+            ),
+        }
+    }
+}
+
+impl std::error::Error for PersistError {}
+
+/// The `LOCK` file, held (with `flock`) for the life of the process.
+pub struct DirLock {
+    _lock: Flock<File>,
+}
+
+/// Takes the data dir's lock, or says who holds it.
+pub fn lock_dir(dir: &Path) -> Result<DirLock, PersistError> {
+    let path = dir.join("LOCK");
+    let file = OpenOptions::new()
+        .read(true)
+        .write(true)
+        .create(true)
+        .truncate(false)
+        .mode(0o600)
+        .open(&path)
+        .map_err(|e| PersistError::Io(format!("cannot open {}", path.display()), e))?;
+    let mut lock = match Flock::lock(file, FlockArg::LockExclusiveNonblock) {
+        Ok(l) => l,
+        Err((mut file, _)) => {
+            let mut holder = String::new();
+            let _ = file.read_to_string(&mut holder);
+            let holder = match holder.trim() {
+                "" => "its LOCK is held".to_string(),
+                pid => format!("pid {pid}"),
+            };
+            return Err(PersistError::Locked {
+                dir: dir.to_path_buf(),
+                holder,
+            });
+        }
+    };
+    let written = lock
+        .set_len(0)
+        .and_then(|()| lock.rewind())
+        .and_then(|()| writeln!(lock, "{}", std::process::id()));
+    written.map_err(|e| PersistError::Io(format!("cannot write {}", path.display()), e))?;
+    Ok(DirLock { _lock: lock })
+}
+
+/// Creates `path` (which must not exist) holding `header`, synced.
+pub(crate) fn create_file(path: &Path, header: &[u8]) -> io::Result<File> {
+    let mut f = OpenOptions::new()
+        .read(true)
+        .append(true)
+        .create_new(true)
+        .mode(0o600)
+        .custom_flags(nix::fcntl::OFlag::O_NOFOLLOW.bits())
+        .open(path)?;
+    f.write_all(header)?;
+    f.sync_all()?;
+    Ok(f)
+}
+
+/// Makes a rename or a new file in `dir` durable.
+pub(crate) fn sync_dir(dir: &Path) -> io::Result<()> {
+    File::open(dir)?.sync_all()
+}
+
+/// An open data dir at work: the store's journal installed, the log
+/// thread writing and syncing, compaction on watch. [`DataDir::close`]
+/// writes and syncs the rest.
+pub struct DataDir {
+    pub log: std::sync::Arc<Log>,
+    compactor: std::sync::Arc<compact::Compactor>,
+    thread: Option<std::thread::JoinHandle<()>>,
+    _lock: DirLock,
+}
+
+impl DataDir {
+    /// Opens `opts.dir`, loads it into `store` (new and empty), and logs
+    /// every later change of the store there.
+    pub fn open(
+        opts: &DataDirOptions,
+        store: &std::sync::Arc<crate::store::Store>,
+    ) -> Result<DataDir, PersistError> {
+        let opened = open(opts, store)?;
+        let log = opened.log;
+        if store
+            .set_journal(Box::new(LogJournal(log.clone())))
+            .is_err()
+        {
+            return Err(PersistError::Io(
+                "the store already has a journal".into(),
+                io::Error::from(io::ErrorKind::AlreadyExists),
+            ));
+        }
+        let compactor = std::sync::Arc::new(compact::Compactor::new(
+            &opts.dir,
+            store.clone(),
+            log.clone(),
+            opts.compact_at,
+            opened.snapshot_len,
+        ));
+        let (l, c) = (log.clone(), compactor.clone());
+        let thread = std::thread::Builder::new()
+            .name("kvs-log".into())
+            .spawn(move || l.run(|| c.tick()))
+            .map_err(|e| PersistError::Io("cannot start the log thread".into(), e))?;
+        Ok(DataDir {
+            log,
+            compactor,
+            thread: Some(thread),
+            _lock: opened.lock,
+        })
+    }
+
+    /// Writes and syncs everything logged, waits for a snapshot being
+    /// written, and lets the lock go.
+    pub fn close(mut self) {
+        self.log.stop();
+        if let Some(t) = self.thread.take() {
+            let _ = t.join();
+        }
+        self.compactor.wait();
+    }
+}
