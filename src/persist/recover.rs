@@ -222,6 +222,19 @@ pub fn open(opts: &DataDirOptions, store: &Store) -> Result<Opened, PersistError
             continue;
         };
         let is_last = i + 1 == segments.len();
+        // A crash between creating a segment and writing its header leaves
+        // a prefix of the header: the same as a torn append.
+        let torn_header = offset == 0 && format::header(format::LOG_MAGIC).starts_with(&bytes);
+        if is_last && torn_header {
+            std::fs::write(&path, format::header(format::LOG_MAGIC))
+                .map_err(|e| PersistError::Io(format!("cannot rewrite {}", path.display()), e))?;
+            eprintln!(
+                "kvs: {}: {} bytes of a header cut short by a crash; header written again",
+                path.display(),
+                bytes.len()
+            );
+            continue;
+        }
         if is_last && offset > 0 && torn_tail(&bytes, offset, &reason) {
             let dropped = bytes.len() as u64 - r.good_len;
             truncate(&path, r.good_len)?;
