@@ -2,7 +2,7 @@
 # Regenerates the measured part of BENCHMARKS.md: runs every benchmark once,
 # in one go, on this machine. Installs nothing; the Redis comparison runs
 # only if redis-server and redis-benchmark are on PATH.
-#   scripts/bench.sh          # about 15 minutes
+#   scripts/bench.sh          # about 20 minutes
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -27,6 +27,11 @@ trap 'rm -f "$block"' EXIT
   echo "### Server over FIFOs (\`cargo bench --bench server\`)"
   echo '```'
   cargo bench --bench server -- roundtrip fanout redis 2>/dev/null | grep -v '^\s*Running\|Finished\|Compiling'
+  echo '```'
+  echo
+  echo "### Data dir (\`cargo bench --bench persist\`)"
+  echo '```'
+  cargo bench --bench persist 2>/dev/null | grep -v '^\s*Running\|Finished\|Compiling'
   echo '```'
   echo
   echo "### RESP against redis-server (\`scripts/resp_bench.sh\`)"

@@ -1,0 +1,401 @@
+//! `cargo bench --bench persist`: what the data dir costs, in one run.
+//!
+//! - FIFO WRITE round trips, 1 and 16 clients, with no data dir and with
+//!   `--fsync no`, `everysec`, `always` (ratio to no data dir);
+//! - job-file throughput of the `kvs` process with and without a data dir;
+//! - start-up time and records/s replayed for 1 M keys; snapshot time for
+//!   1 M keys;
+//! - where redis-server and redis-benchmark are installed: `redis-benchmark
+//!   -t set` with 1 and 16 clients against kvs (RESP, `--fsync always` and
+//!   `everysec`) and against `redis-server --appendonly yes` with the same
+//!   appendfsync, as a ratio.
+//!
+//! The data dirs are on the same disk as the temporary folder (`/tmp`, or
+//! `KVS_BENCH_DIR`): a sync is what that disk makes of it.
+
+use kvs::client::{ClientFifos, Connection};
+use kvs::protocol::fifo::Request;
+use std::io::Read;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::sync::{Arc, Barrier};
+use std::time::{Duration, Instant};
+
+const KVS: &str = env!("CARGO_BIN_EXE_kvs");
+
+fn base() -> PathBuf {
+    PathBuf::from(std::env::var("KVS_BENCH_DIR").unwrap_or_else(|_| "/tmp".into()))
+}
+
+struct Server {
+    child: Child,
+    dir: tempfile::TempDir,
+    log: PathBuf,
+}
+
+impl Server {
+    fn start(extra: &[&str]) -> Server {
+        let dir = tempfile::Builder::new()
+            .prefix("kp")
+            .tempdir_in(base())
+            .unwrap();
+        let jobs = dir.path().join("jobs");
+        std::fs::create_dir(&jobs).unwrap();
+        let log = dir.path().join("log");
+        let extra: Vec<String> = extra
+            .iter()
+            .map(|a| a.replace("{dir}", dir.path().to_str().unwrap()))
+            .collect();
+        let child = Command::new(KVS)
+            .arg(&jobs)
+            .args(["1", "1"])
+            .arg(dir.path().join("reg"))
+            .args(&extra)
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(std::fs::File::create(&log).unwrap())
+            .spawn()
+            .expect("start kvs");
+        let start = Instant::now();
+        while !dir.path().join("reg").exists() {
+            assert!(
+                start.elapsed() < Duration::from_secs(60),
+                "server did not start"
+            );
+            std::thread::sleep(Duration::from_millis(5));
+        }
+        Server { child, dir, log }
+    }
+
+    fn session(&self, id: &str) -> (Connection, ClientFifos) {
+        let fifos = ClientFifos::create(self.dir.path(), id).expect("FIFOs");
+        let conn = Connection::connect(&fifos, &self.dir.path().join("reg")).expect("connect");
+        (conn, fifos)
+    }
+
+    fn wait_log(&self, needle: &str, limit: Duration) -> String {
+        let start = Instant::now();
+        loop {
+            let text = std::fs::read_to_string(&self.log).unwrap_or_default();
+            if let Some(line) = text.lines().find(|l| l.contains(needle)) {
+                return line.to_owned();
+            }
+            assert!(
+                start.elapsed() < limit,
+                "server never said {needle:?}: {text}"
+            );
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    }
+}
+
+impl Drop for Server {
+    fn drop(&mut self) {
+        let _ = nix::sys::signal::kill(
+            nix::unistd::Pid::from_raw(self.child.id() as i32),
+            nix::sys::signal::Signal::SIGTERM,
+        );
+        let start = Instant::now();
+        while start.elapsed() < Duration::from_secs(30) {
+            if let Ok(Some(_)) = self.child.try_wait() {
+                return;
+            }
+            std::thread::sleep(Duration::from_millis(10));
+        }
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// WRITE round trips per second with `clients` clients, `each` writes each.
+fn writes(server: &Server, clients: usize, each: usize) -> f64 {
+    let barrier = Arc::new(Barrier::new(clients + 1));
+    let handles: Vec<_> = (0..clients)
+        .map(|i| {
+            let (mut conn, fifos) = server.session(&format!("w{clients}-{i}"));
+            let barrier = barrier.clone();
+            std::thread::spawn(move || {
+                let _keep = fifos;
+                barrier.wait();
+                for n in 0..each {
+                    let r = Request::Write(format!("key{i}"), n.to_string());
+                    conn.request(&r).expect("write");
+                }
+            })
+        })
+        .collect();
+    barrier.wait();
+    let start = Instant::now();
+    for h in handles {
+        h.join().unwrap();
+    }
+    (clients * each) as f64 / start.elapsed().as_secs_f64()
+}
+
+fn round_trips() {
+    println!("== FIFO WRITE round trips per second, by --fsync (best of 2) ==");
+    let configs: [(&str, Vec<&str>); 4] = [
+        ("no data dir", vec![]),
+        (
+            "--fsync no",
+            vec!["--data-dir", "{dir}/data", "--fsync", "no"],
+        ),
+        (
+            "--fsync everysec",
+            vec!["--data-dir", "{dir}/data", "--fsync", "everysec"],
+        ),
+        (
+            "--fsync always",
+            vec!["--data-dir", "{dir}/data", "--fsync", "always"],
+        ),
+    ];
+    let mut base_rate = [0.0f64; 2];
+    let mut always = [0.0f64; 2];
+    for (name, args) in configs {
+        let server = Server::start(&args);
+        let mut rates = [0.0f64; 2];
+        for (slot, (clients, each)) in [(1usize, 4000usize), (16, 1000)].into_iter().enumerate() {
+            let each = if name == "--fsync always" {
+                each / 4
+            } else {
+                each
+            };
+            for _ in 0..2 {
+                rates[slot] = rates[slot].max(writes(&server, clients, each));
+            }
+        }
+        if name == "no data dir" {
+            base_rate = rates;
+        }
+        if name == "--fsync always" {
+            always = rates;
+        }
+        println!(
+            "{name:<18} 1 client {:>9.0}/s ({:.2}x)   16 clients {:>9.0}/s ({:.2}x)",
+            rates[0],
+            rates[0] / base_rate[0],
+            rates[1],
+            rates[1] / base_rate[1]
+        );
+    }
+    println!(
+        "group commit: --fsync always with 16 clients is {:.1}x its 1-client rate",
+        always[1] / always[0]
+    );
+}
+
+/// Writes `files` job files of `lines` mixed commands into `dir`.
+fn job_files(dir: &Path, files: usize, lines: usize) {
+    for f in 0..files {
+        let mut text = String::with_capacity(lines * 40);
+        for i in 0..lines {
+            let k = |j: usize| format!("{}{f}k{}", (b'a' + (j % 26) as u8) as char, j % 5000);
+            match i % 10 {
+                0..=3 => text.push_str(&format!("READ [{},{}]\n", k(i), k(i + 1))),
+                4..=8 => text.push_str(&format!("WRITE [({},v{i})({},w{i})]\n", k(i), k(i + 7))),
+                _ => text.push_str(&format!("DELETE [{}]\n", k(i + 3))),
+            }
+        }
+        std::fs::write(dir.join(format!("f{f}.job")), text).unwrap();
+    }
+}
+
+/// Runs batch mode on `jobs` with `extra`; seconds taken and stderr.
+fn batch(jobs: &Path, extra: &[String]) -> (f64, String) {
+    let start = Instant::now();
+    let mut child = Command::new(KVS)
+        .arg(jobs)
+        .args(["1", "2"])
+        .args(extra)
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("kvs");
+    let mut err = String::new();
+    let _ = child.stderr.take().unwrap().read_to_string(&mut err);
+    let status = child.wait().unwrap();
+    assert!(status.success(), "kvs batch failed: {err}");
+    (start.elapsed().as_secs_f64(), err)
+}
+
+fn jobs_throughput() {
+    println!("\n== job files: 16 files x 50,000 commands, 2 workers, the whole kvs process (best of 3) ==");
+    let dir = tempfile::Builder::new()
+        .prefix("kpj")
+        .tempdir_in(base())
+        .unwrap();
+    job_files(dir.path(), 16, 50_000);
+    let commands = 16.0 * 50_000.0;
+    let (mut plain, mut durable) = (f64::MAX, f64::MAX);
+    for round in 0..3 {
+        plain = plain.min(batch(dir.path(), &[]).0);
+        let data = dir.path().join(format!("data{round}"));
+        let args = vec!["--data-dir".to_string(), data.to_str().unwrap().to_string()];
+        durable = durable.min(batch(dir.path(), &args).0);
+    }
+    println!(
+        "no data dir {:>10.0} commands/s   --data-dir (everysec) {:>10.0} commands/s   ({:.2}x)",
+        commands / plain,
+        commands / durable,
+        plain / durable
+    );
+}
+
+fn recovery() {
+    println!("\n== 1 M keys: start-up from the log, and a snapshot ==");
+    let dir = tempfile::Builder::new()
+        .prefix("kpr")
+        .tempdir_in(base())
+        .unwrap();
+    let jobs = dir.path().join("jobs");
+    std::fs::create_dir(&jobs).unwrap();
+    // 1 M single-key WRITEs in 8 files: 1 M log records.
+    for f in 0..8 {
+        let mut text = String::with_capacity(125_000 * 48);
+        for i in 0..125_000 {
+            text.push_str(&format!("WRITE [(key{f}-{i:07},value-{i:026})]\n"));
+        }
+        std::fs::write(jobs.join(format!("load{f}.job")), text).unwrap();
+    }
+    let data = dir.path().join("data");
+    let data_arg = vec!["--data-dir".to_string(), data.to_str().unwrap().to_string()];
+    batch(&jobs, &data_arg);
+    for f in 0..8 {
+        std::fs::remove_file(jobs.join(format!("load{f}.job"))).unwrap();
+        let _ = std::fs::remove_file(jobs.join(format!("load{f}.out")));
+    }
+    let (secs, err) = batch(&jobs, &data_arg);
+    let line = err
+        .lines()
+        .find(|l| l.contains("loaded"))
+        .unwrap_or_default();
+    println!("start-up of the whole process {secs:.3} s; the server says: {line}");
+
+    // A snapshot: start a server on that data dir with a low threshold.
+    let server_args = [
+        "--data-dir",
+        data.to_str().unwrap(),
+        "--compact-at",
+        "1048576",
+    ];
+    let server = Server::start(&server_args);
+    let line = server.wait_log("compacted", Duration::from_secs(120));
+    println!("snapshot of 1 M keys: {line}");
+}
+
+fn have(tool: &str) -> bool {
+    Command::new(tool)
+        .arg("--version")
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .status()
+        .is_ok()
+}
+
+/// requests/s of `redis-benchmark -t set` against the socket `sock`.
+fn redis_benchmark(sock: &Path, clients: usize, n: usize) -> f64 {
+    let out = Command::new("redis-benchmark")
+        .arg("-s")
+        .arg(sock)
+        .args([
+            "-t",
+            "set",
+            "-n",
+            &n.to_string(),
+            "-c",
+            &clients.to_string(),
+            "--csv",
+        ])
+        .output()
+        .expect("redis-benchmark");
+    let text = String::from_utf8_lossy(&out.stdout).replace('\r', "\n");
+    text.lines()
+        .filter(|l| l.starts_with("\"SET\""))
+        .filter_map(|l| l.split('"').nth(3)?.parse().ok())
+        .next()
+        .unwrap_or(0.0)
+}
+
+fn against_redis() {
+    println!("\n== redis-benchmark -t set against kvs (RESP) and redis-server --appendonly yes, same appendfsync ==");
+    if !have("redis-server") || !have("redis-benchmark") {
+        println!("skipped: redis-server and redis-benchmark are not installed (Debian: apt install redis-server redis-tools)");
+        return;
+    }
+    for policy in ["always", "everysec"] {
+        let kvs = Server::start(&[
+            "--data-dir",
+            "{dir}/data",
+            "--fsync",
+            policy,
+            "--resp-socket",
+            "{dir}/kvs.sock",
+        ]);
+        let kvs_sock = kvs.dir.path().join("kvs.sock");
+        let rdir = tempfile::Builder::new()
+            .prefix("kpredis")
+            .tempdir_in(base())
+            .unwrap();
+        let rsock = rdir.path().join("redis.sock");
+        let mut redis = Command::new("redis-server")
+            .args([
+                "--port",
+                "0",
+                "--save",
+                "",
+                "--appendonly",
+                "yes",
+                "--appendfsync",
+                policy,
+            ])
+            .arg("--unixsocket")
+            .arg(&rsock)
+            .arg("--dir")
+            .arg(rdir.path())
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .expect("redis-server");
+        let start = Instant::now();
+        while !rsock.exists() && start.elapsed() < Duration::from_secs(10) {
+            std::thread::sleep(Duration::from_millis(10));
+        }
+        for clients in [1usize, 16] {
+            let n = if policy == "always" { 5_000 } else { 50_000 };
+            let (mut k, mut r) = (0.0f64, 0.0f64);
+            for _ in 0..2 {
+                k = k.max(redis_benchmark(&kvs_sock, clients, n));
+                r = r.max(redis_benchmark(&rsock, clients, n));
+            }
+            println!(
+                "--fsync {policy:<8} {clients:>2} clients: kvs {k:>9.0}/s   redis {r:>9.0}/s   kvs/redis {:.2}x",
+                k / r
+            );
+        }
+        let _ = redis.kill();
+        let _ = redis.wait();
+    }
+}
+
+fn main() {
+    if !std::env::args().any(|a| a == "--bench") {
+        return;
+    }
+    let only: Vec<String> = std::env::args()
+        .skip(1)
+        .filter(|a| !a.starts_with('-'))
+        .collect();
+    let wanted = |name: &str| only.is_empty() || only.iter().any(|o| o == name);
+    if wanted("roundtrip") {
+        round_trips();
+    }
+    if wanted("jobs") {
+        jobs_throughput();
+    }
+    if wanted("recovery") {
+        recovery();
+    }
+    if wanted("redis") {
+        against_redis();
+    }
+}
