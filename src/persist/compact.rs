@@ -58,8 +58,10 @@ impl Compactor {
     }
 
     /// Called by the log thread after each round: starts a compaction when
-    /// one is due and none runs.
-    pub fn tick(&self) {
+    /// one is due and none runs, on a thread of its own (copying and
+    /// rendering a large table takes a while; the log thread must go on
+    /// syncing meanwhile).
+    pub fn tick(self: &Arc<Self>) {
         if self.running.load(Ordering::Acquire) {
             return;
         }
