@@ -8,7 +8,7 @@
 use kvs::client::commands::parse_client_line;
 use kvs::jobs::command::{MAX_PAIRS, MAX_STRING};
 use kvs::jobs::{parse_line, Command};
-use kvs::protocol::fifo::{ConnectRequest, Decoded, Request, CONNECT_LEN};
+use kvs::protocol::fifo::{ConnectRequest, Decoded, OpForm, Request, CONNECT_LEN};
 use kvs::reactor::registration::Framer;
 use proptest::prelude::*;
 use std::time::{Duration, Instant};
@@ -117,6 +117,7 @@ proptest! {
             req: paths[0].clone().into_bytes(),
             resp: paths[1].clone().into_bytes(),
             notif: paths[2].clone().into_bytes(),
+            form: if paths[0].len() % 2 == 0 { OpForm::Binary } else { OpForm::Ascii },
         };
         let msg = c.encode().expect("paths fit");
         prop_assert_eq!(ConnectRequest::decode(&msg), Ok(c));
@@ -137,6 +138,7 @@ proptest! {
             req: b"/tmp/req1".to_vec(),
             resp: b"/tmp/resp1".to_vec(),
             notif: b"/tmp/notif1".to_vec(),
+            form: OpForm::Binary,
         };
         let later = t0 + Duration::from_millis(150);
         let got = framer.push(&good.encode().unwrap(), later);

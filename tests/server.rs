@@ -572,3 +572,85 @@ fn watchers_of_one_key_come_and_go_independently() {
     assert_eq!(b.ask(write("shared", "9")), b'0');
     assert_eq!(b.note(), ("shared".into(), "9".into()));
 }
+
+/// A client written for the op-codes-as-digits form of the protocol,
+/// played byte for byte with plain blocking opens, as such a C client does.
+#[test]
+fn a_client_sending_ascii_op_codes_is_served_in_its_form() {
+    use kvs::protocol::fifo::{push_string, ConnectRequest, OpForm};
+    use std::io::Write;
+    use std::os::unix::ffi::OsStrExt;
+    let server = Server::start(&[], &[]);
+    let d = client_dir();
+    let [req, resp, notif] = three_fifos(d.path());
+    let msg = ConnectRequest {
+        req: req.as_os_str().as_bytes().to_vec(),
+        resp: resp.as_os_str().as_bytes().to_vec(),
+        notif: notif.as_os_str().as_bytes().to_vec(),
+        form: OpForm::Ascii,
+    }
+    .encode()
+    .unwrap();
+    assert_eq!(msg[0], b'1');
+    std::fs::OpenOptions::new()
+        .write(true)
+        .open(&server.fifo)
+        .unwrap()
+        .write_all(&msg)
+        .unwrap();
+    let mut answers = File::open(&resp).unwrap();
+    let mut two = [0u8; 2];
+    answers.read_exact(&mut two).unwrap();
+    assert_eq!(&two, b"10", "connect answered in the client's form");
+    let mut requests = std::fs::OpenOptions::new().write(true).open(&req).unwrap();
+    let mut notes = File::open(&notif).unwrap();
+    let frame = |op: u8, fields: &[&str]| {
+        let mut f = vec![op];
+        for s in fields {
+            push_string(&mut f, s);
+        }
+        f
+    };
+    let mut ask = |bytes: Vec<u8>, answer: &mut [u8]| {
+        requests.write_all(&bytes).unwrap();
+        answers.read_exact(answer).unwrap();
+    };
+    ask(frame(b'6', &["ak", "1"]), &mut two);
+    assert_eq!(&two, b"60");
+    ask(frame(b'3', &["ak"]), &mut two);
+    assert_eq!(&two, b"31", "subscribed");
+    let mut other = session("binary", &server.fifo);
+    assert_eq!(
+        other.ask(write("ak", "2")),
+        b'0',
+        "binary clients are answered as before"
+    );
+    let mut note = [0u8; protocol::NOTIFICATION_LEN];
+    notes.read_exact(&mut note).unwrap();
+    assert_eq!(protocol::field_str(&note[..41]), "ak");
+    assert_eq!(protocol::field_str(&note[41..]), "2");
+    let mut read = [0u8; 43];
+    ask(frame(b'5', &["ak"]), &mut read);
+    assert_eq!(&read[..2], b"50");
+    assert_eq!(protocol::field_str(&read[2..]), "2");
+    ask(frame(b'4', &["ak"]), &mut two);
+    assert_eq!(&two, b"40");
+    ask(frame(b'7', &["ak"]), &mut two);
+    assert_eq!(&two, b"70");
+    ask(frame(b'2', &[]), &mut two);
+    assert_eq!(&two, b"20", "disconnected");
+}
+
+#[test]
+fn a_connect_in_neither_form_is_logged_with_its_bytes() {
+    let server = Server::start(&[], &[]);
+    let mut msg = vec![b'X', b'Y'];
+    msg.resize(kvs::protocol::fifo::CONNECT_LEN, 0);
+    std::fs::OpenOptions::new()
+        .write(true)
+        .open(&server.fifo)
+        .unwrap()
+        .write_all(&msg)
+        .unwrap();
+    server.wait_log("first bytes: 58 59 00");
+}

@@ -6,7 +6,7 @@
 pub mod commands;
 
 use crate::protocol::fifo::{
-    self as protocol, ConnectRequest, Request, CONNECT_LEN, NOTIFICATION_LEN, STRING_FIELD,
+    self as protocol, ConnectRequest, OpForm, Request, CONNECT_LEN, NOTIFICATION_LEN, STRING_FIELD,
 };
 use nix::errno::Errno;
 use nix::fcntl::{fcntl, open, FcntlArg, OFlag};
@@ -230,6 +230,7 @@ impl Connection {
             req: fifos.req.as_os_str().as_bytes().to_vec(),
             resp: fifos.resp.as_os_str().as_bytes().to_vec(),
             notif: fifos.notif.as_os_str().as_bytes().to_vec(),
+            form: OpForm::Binary,
         }
         .encode()
         .ok_or_else(|| ClientError::PathTooLong(fifos.req.clone()))?;

@@ -28,12 +28,45 @@ pub const DELETED: &str = "DELETED";
 pub const OK: u8 = b'0';
 pub const FAIL: u8 = b'1';
 
-/// The three FIFO paths of a connect request, as raw bytes (no NUL).
+/// How a client writes op codes. SPEC gives them as bytes (1 = CONNECT);
+/// some published clients of the same protocol send ASCII digits ('1'),
+/// and expect the op code of every answer in the same form. A session
+/// speaks the form its connect request used; results, fields and
+/// notifications are the same in both.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub enum OpForm {
+    #[default]
+    Binary,
+    Ascii,
+}
+
+impl OpForm {
+    /// The byte that carries op code `op` in this form.
+    pub fn wire(self, op: u8) -> u8 {
+        match self {
+            OpForm::Binary => op,
+            OpForm::Ascii => op.wrapping_add(b'0'),
+        }
+    }
+
+    /// The op code a byte carries in this form (0, no op, if none).
+    fn op(self, byte: u8) -> u8 {
+        match self {
+            OpForm::Binary => byte,
+            OpForm::Ascii if (b'1'..=b'9').contains(&byte) => byte - b'0',
+            OpForm::Ascii => 0,
+        }
+    }
+}
+
+/// The three FIFO paths of a connect request, as raw bytes (no NUL), and
+/// the form of its op codes.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct ConnectRequest {
     pub req: Vec<u8>,
     pub resp: Vec<u8>,
     pub notif: Vec<u8>,
+    pub form: OpForm,
 }
 
 /// Why bytes are not a valid message.
@@ -63,14 +96,17 @@ impl std::error::Error for ProtocolError {}
 impl ConnectRequest {
     /// Decodes a whole 121-byte connect message.
     pub fn decode(msg: &[u8; CONNECT_LEN]) -> Result<Self, ProtocolError> {
-        if msg[0] != OP_CONNECT {
-            return Err(ProtocolError::UnknownOp(msg[0]));
-        }
+        let form = match msg[0] {
+            OP_CONNECT => OpForm::Binary,
+            b'1' => OpForm::Ascii,
+            other => return Err(ProtocolError::UnknownOp(other)),
+        };
         let field = |i: usize| decode_path(&msg[1 + i * PATH_FIELD..1 + (i + 1) * PATH_FIELD]);
         Ok(ConnectRequest {
             req: field(0)?,
             resp: field(1)?,
             notif: field(2)?,
+            form,
         })
     }
 
@@ -78,7 +114,7 @@ impl ConnectRequest {
     /// [`PATH_FIELD`] or holds a NUL.
     pub fn encode(&self) -> Option<[u8; CONNECT_LEN]> {
         let mut msg = [0u8; CONNECT_LEN];
-        msg[0] = OP_CONNECT;
+        msg[0] = self.form.wire(OP_CONNECT);
         for (i, p) in [&self.req, &self.resp, &self.notif].into_iter().enumerate() {
             if p.is_empty() || p.len() > PATH_FIELD || p.contains(&0) {
                 return None;
@@ -117,14 +153,15 @@ pub enum Decoded {
     /// A request and the number of bytes it used.
     Request(Request, usize),
     /// A message of known length (`len` bytes) with a bad field: answer
-    /// `op`, `'1'` and go on with the next message.
+    /// `op` (in the session's [`OpForm`]), `'1'` and go on with the next
+    /// message.
     Invalid {
         op: u8,
         len: usize,
         error: ProtocolError,
     },
     /// An op byte that announces no known message: the stream cannot be
-    /// resynchronised, so the session ends after answering `op`, `'1'`.
+    /// resynchronised, so the session ends after answering that byte, `'1'`.
     Unknown(u8),
 }
 
@@ -140,16 +177,22 @@ impl Request {
         }
     }
 
-    /// Decodes the first message of `buf`.
+    /// Decodes the first message of `buf` from a binary client.
     pub fn decode(buf: &[u8]) -> Decoded {
-        let Some(&op) = buf.first() else {
+        Request::decode_in(buf, OpForm::Binary)
+    }
+
+    /// Decodes the first message of `buf`, op codes in `form`.
+    pub fn decode_in(buf: &[u8], form: OpForm) -> Decoded {
+        let Some(&raw) = buf.first() else {
             return Decoded::Incomplete;
         };
+        let op = form.op(raw);
         let len = match op {
             OP_DISCONNECT => 1,
             OP_SUBSCRIBE | OP_UNSUBSCRIBE | OP_READ | OP_DELETE => 1 + STRING_FIELD,
             OP_WRITE => 1 + 2 * STRING_FIELD,
-            _ => return Decoded::Unknown(op),
+            _ => return Decoded::Unknown(raw),
         };
         if buf.len() < len {
             return Decoded::Incomplete;
@@ -217,12 +260,17 @@ pub fn push_response(out: &mut Vec<u8>, op: u8, code: u8) {
 
 /// Appends READ's answer: `5, '0', value[41]` when found, `5, '1'` when not.
 pub fn push_read_answer(out: &mut Vec<u8>, value: Option<&str>) {
+    push_read_answer_in(out, OpForm::Binary, value);
+}
+
+/// [`push_read_answer`] with the op code in `form`.
+pub fn push_read_answer_in(out: &mut Vec<u8>, form: OpForm, value: Option<&str>) {
     match value {
         Some(v) => {
-            push_response(out, OP_READ, OK);
+            push_response(out, form.wire(OP_READ), OK);
             push_string(out, v);
         }
-        None => push_response(out, OP_READ, FAIL),
+        None => push_response(out, form.wire(OP_READ), FAIL),
     }
 }
 
@@ -254,6 +302,7 @@ mod tests {
             req: b"/tmp/req1".to_vec(),
             resp: b"/tmp/resp1".to_vec(),
             notif: vec![b'n'; 40],
+            form: OpForm::Binary,
         };
         let msg = c.encode().unwrap();
         assert_eq!(msg.len(), 121);
@@ -266,6 +315,7 @@ mod tests {
             req: b"/a".to_vec(),
             resp: b"/b".to_vec(),
             notif: b"/c".to_vec(),
+            form: OpForm::Binary,
         }
         .encode()
         .unwrap();
@@ -283,8 +333,41 @@ mod tests {
             req: vec![b'a'; 41],
             resp: b"/b".to_vec(),
             notif: b"/c".to_vec(),
+            form: OpForm::Binary,
         };
         assert_eq!(long.encode(), None);
+    }
+
+    #[test]
+    fn ascii_op_codes() {
+        let c = ConnectRequest {
+            req: b"/a".to_vec(),
+            resp: b"/b".to_vec(),
+            notif: b"/c".to_vec(),
+            form: OpForm::Ascii,
+        };
+        let msg = c.encode().unwrap();
+        assert_eq!(msg[0], b'1');
+        assert_eq!(ConnectRequest::decode(&msg), Ok(c));
+        let mut sub = vec![b'3'];
+        sub.extend(field("k"));
+        assert_eq!(
+            Request::decode_in(&sub, OpForm::Ascii),
+            Decoded::Request(Request::Subscribe("k".into()), 42)
+        );
+        assert_eq!(
+            Request::decode_in(b"2", OpForm::Ascii),
+            Decoded::Request(Request::Disconnect, 1)
+        );
+        assert_eq!(
+            Request::decode_in(b"9", OpForm::Ascii),
+            Decoded::Unknown(b'9')
+        );
+        assert_eq!(Request::decode_in(&[2], OpForm::Ascii), Decoded::Unknown(2));
+        assert_eq!(Request::decode(b"2"), Decoded::Unknown(b'2'));
+        let mut out = Vec::new();
+        push_read_answer_in(&mut out, OpForm::Ascii, None);
+        assert_eq!(out, b"51");
     }
 
     #[test]

@@ -5,9 +5,31 @@
 //! that is not completed within [`FRAGMENT_TIMEOUT`] is dropped.
 
 use crate::protocol::fifo::{ConnectRequest, ProtocolError, CONNECT_LEN};
+use std::fmt;
 use std::time::{Duration, Instant};
 
 pub const FRAGMENT_TIMEOUT: Duration = Duration::from_millis(100);
+
+/// A message that was dropped: why, and its first bytes, so an operator
+/// can see what a foreign client sent.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Dropped {
+    pub error: ProtocolError,
+    pub head: Vec<u8>,
+}
+
+/// How many of a dropped message's bytes are shown.
+const SHOWN: usize = 16;
+
+impl fmt::Display for Dropped {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{} (first bytes:", self.error)?;
+        for b in &self.head {
+            write!(f, " {b:02x}")?;
+        }
+        f.write_str(")")
+    }
+}
 
 /// Turns the chunks that `read` returns into connect requests.
 #[derive(Debug, Default)]
@@ -19,11 +41,7 @@ pub struct Framer {
 impl Framer {
     /// Feeds the bytes of one `read` call, received at `now`; returns each
     /// whole message found, decoded or rejected.
-    pub fn push(
-        &mut self,
-        chunk: &[u8],
-        now: Instant,
-    ) -> Vec<Result<ConnectRequest, ProtocolError>> {
+    pub fn push(&mut self, chunk: &[u8], now: Instant) -> Vec<Result<ConnectRequest, Dropped>> {
         self.expire(now);
         self.pending.extend_from_slice(chunk);
         let mut found = Vec::new();
@@ -35,9 +53,10 @@ impl Framer {
                     self.pending.drain(..CONNECT_LEN);
                     found.push(Ok(c));
                 }
-                Err(e) => {
+                Err(error) => {
+                    let head = msg[..SHOWN].to_vec();
                     self.pending.clear();
-                    found.push(Err(e));
+                    found.push(Err(Dropped { error, head }));
                 }
             }
         }
@@ -76,6 +95,7 @@ mod tests {
             req: vec![b'r', b'0' + n],
             resp: vec![b's', b'0' + n],
             notif: vec![b'n', b'0' + n],
+            form: crate::protocol::fifo::OpForm::Binary,
         }
         .encode()
         .unwrap()

@@ -4,6 +4,7 @@
 
 use super::command::Reply;
 use super::fifo::FifoId;
+use crate::protocol::fifo::OpForm;
 use mio::net::{TcpStream, UnixStream};
 use mio::unix::pipe::{Receiver, Sender};
 use std::collections::HashSet;
@@ -153,6 +154,8 @@ pub struct FifoLink {
     pub out_paths: [Vec<u8>; 2],
     /// Since when a write end waits for the client to open its read end.
     pub opening_since: Option<Instant>,
+    /// How the client writes op codes; answers carry them the same way.
+    pub form: OpForm,
 }
 
 /// What a RESP client has told the server about itself.
@@ -314,16 +317,23 @@ impl Session {
         }
     }
 
+    /// How a FIFO client writes op codes (binary for a RESP session).
+    pub fn form(&self) -> OpForm {
+        match &self.link {
+            Link::Fifo(f) => f.form,
+            Link::Stream { .. } => OpForm::Binary,
+        }
+    }
+
     /// Queues the answers of a batch, in this session's protocol.
     pub fn send_replies(&mut self, replies: &[Reply]) {
-        let op = self.fifo_op;
-        let resp = self.is_resp();
+        let (op, form, resp) = (self.fifo_op, self.form(), self.is_resp());
         let out = self.replies();
         for r in replies {
             if resp {
                 crate::reactor::event_loop::encode_resp_reply(out, r);
             } else {
-                crate::reactor::event_loop::encode_fifo_reply(out, r, op);
+                crate::reactor::event_loop::encode_fifo_reply(out, r, op, form);
             }
         }
     }

@@ -379,6 +379,7 @@ pub fn raw_connect(fifo: &Path, req: &Path, resp: &Path, notif: &Path) {
         req: req.as_os_str().as_bytes().to_vec(),
         resp: resp.as_os_str().as_bytes().to_vec(),
         notif: notif.as_os_str().as_bytes().to_vec(),
+        form: kvs::protocol::fifo::OpForm::Binary,
     }
     .encode()
     .expect("paths fit");

@@ -4,7 +4,7 @@
 //! connecting a grace period to do so.
 
 use super::{token, Close, Reactor, NOTIF, REQ, RESP};
-use crate::protocol::fifo::{self as protocol, ConnectRequest, FAIL, OK};
+use crate::protocol::fifo::{self as protocol, ConnectRequest, OpForm, FAIL, OK};
 use crate::reactor::fifo::{open_checked, probe, End, FifoError, FifoId};
 use crate::reactor::pubsub::SessionId;
 use crate::reactor::session::{FifoLink, Link, Outbox, Session};
@@ -52,11 +52,11 @@ fn watch_out(
 /// end of it (the client does not read yet, or no descriptor was left), a
 /// shared one is opened for this last word, which waits in the pipe for the
 /// client (best effort).
-fn send_refusal(mut resp: Outbox<Sender>, path: &[u8], id: FifoId) {
+fn send_refusal(mut resp: Outbox<Sender>, path: &[u8], id: FifoId, form: OpForm) {
     if resp.pipe.is_none() {
         resp.pipe = open_checked(path, id, End::Shared).ok().map(Sender::from);
     }
-    protocol::push_response(resp.queue(), protocol::OP_CONNECT, FAIL);
+    protocol::push_response(resp.queue(), form.wire(protocol::OP_CONNECT), FAIL);
     let _ = resp.flush();
 }
 
@@ -84,14 +84,15 @@ impl Reactor {
             Ok(pipe) => Outbox::new(pipe),
             Err(FifoError::Sys(_, Errno::EMFILE | Errno::ENFILE)) => {
                 refuse("no file descriptor left (raise the limit with ulimit -n)".into());
-                return self.refuse_without_descriptors(&c.resp, resp_id);
+                return self.refuse_without_descriptors(&c.resp, resp_id, c.form);
             }
             Err(e) => return refuse(format!("response FIFO {}: {e}", show(&c.resp))),
         };
         let resp_path = c.resp.clone();
+        let form = c.form;
         let answer_refused = |resp: Outbox<Sender>, why: String| {
             refuse(why);
-            send_refusal(resp, &resp_path, resp_id);
+            send_refusal(resp, &resp_path, resp_id, form);
         };
         if self.sessions.len() >= self.opts.max_sessions {
             let why = format!("session limit ({}) reached", self.opts.max_sessions);
@@ -108,6 +109,7 @@ impl Reactor {
             fifos: [req_id, resp_id, notif_id],
             out_paths: [c.resp, c.notif],
             opening_since: None,
+            form,
         });
 
         let generation = self.next_generation;
@@ -129,7 +131,7 @@ impl Reactor {
         }
         self.next_generation += 1;
         self.stats.connections += 1;
-        protocol::push_response(link.resp.queue(), protocol::OP_CONNECT, OK);
+        protocol::push_response(link.resp.queue(), form.wire(protocol::OP_CONNECT), OK);
         if link.resp.pipe.is_none() || link.notif.pipe.is_none() {
             link.opening_since = Some(Instant::now());
             self.opening.push(sid);
@@ -142,9 +144,9 @@ impl Reactor {
     /// Out of descriptors, a client would wait for an answer that never
     /// comes. The reactor keeps one spare descriptor for this moment: it is
     /// given up to open the response FIFO, answer `'1'`, and taken back.
-    fn refuse_without_descriptors(&mut self, resp: &[u8], resp_id: FifoId) {
+    fn refuse_without_descriptors(&mut self, resp: &[u8], resp_id: FifoId, form: OpForm) {
         self.spare_fd = None;
-        send_refusal(Outbox::new(None), resp, resp_id);
+        send_refusal(Outbox::new(None), resp, resp_id, form);
         self.spare_fd = spare_descriptor();
     }
 

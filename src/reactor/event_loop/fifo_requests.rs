@@ -3,7 +3,7 @@
 //! answer (or READ's longer one).
 
 use super::{Close, Reactor};
-use crate::protocol::fifo::{self as protocol, Decoded, Request, FAIL, OK};
+use crate::protocol::fifo::{self as protocol, Decoded, OpForm, Request, FAIL, OK};
 use crate::reactor::command::{Command, Reply, SetReply};
 use crate::reactor::pubsub::{channel_key, keyspace_channel, SessionId};
 use crate::reactor::store_ops::StoreOp;
@@ -12,14 +12,16 @@ use crate::store::SetIf;
 /// Appends the FIFO answer to a store command's reply: a value is READ's,
 /// `Ok` is WRITE's, a count is DELETE's; an error (a change refused while
 /// the log cannot be written) answers `op`, `'1'`.
-pub fn encode_reply(out: &mut Vec<u8>, reply: &Reply, op: u8) {
+pub fn encode_reply(out: &mut Vec<u8>, reply: &Reply, op: u8, form: OpForm) {
     match reply {
-        Reply::Value(v) => protocol::push_read_answer(out, v.as_deref()),
-        Reply::Ok => protocol::push_response(out, protocol::OP_WRITE, OK),
-        Reply::Int(n) => {
-            protocol::push_response(out, protocol::OP_DELETE, if *n > 0 { OK } else { FAIL })
-        }
-        _ => protocol::push_response(out, op, FAIL),
+        Reply::Value(v) => protocol::push_read_answer_in(out, form, v.as_deref()),
+        Reply::Ok => protocol::push_response(out, form.wire(protocol::OP_WRITE), OK),
+        Reply::Int(n) => protocol::push_response(
+            out,
+            form.wire(protocol::OP_DELETE),
+            if *n > 0 { OK } else { FAIL },
+        ),
+        _ => protocol::push_response(out, form.wire(op), FAIL),
     }
 }
 
@@ -30,7 +32,8 @@ impl Reactor {
             let Some(s) = self.sessions.get_mut(sid) else {
                 return;
             };
-            match Request::decode(&s.inbuf) {
+            let form = s.form();
+            match Request::decode_in(&s.inbuf, form) {
                 Decoded::Incomplete => break,
                 Decoded::Request(r, len) => {
                     s.inbuf.drain(..len);
@@ -39,7 +42,7 @@ impl Reactor {
                 }
                 Decoded::Invalid { op, len, error } => {
                     s.inbuf.drain(..len);
-                    protocol::push_response(s.replies(), op, FAIL);
+                    protocol::push_response(s.replies(), form.wire(op), FAIL);
                     // One line per session: a client sending nothing but
                     // bad messages must not flood the log.
                     if !s.invalid_logged {
@@ -65,15 +68,17 @@ impl Reactor {
             return;
         };
         let op = request.op();
+        let form = s.form();
+        let answer = form.wire(op);
         let store_op = match request {
             Request::Disconnect => {
-                protocol::push_response(s.replies(), op, OK);
+                protocol::push_response(s.replies(), answer, OK);
                 return self.close(sid, Close::Quiet);
             }
             Request::Unsubscribe(key) => {
                 let was = self.drop_channel(sid, &keyspace_channel(&key));
                 if let Some(s) = self.sessions.get_mut(sid) {
-                    protocol::push_response(s.replies(), op, if was { OK } else { FAIL });
+                    protocol::push_response(s.replies(), answer, if was { OK } else { FAIL });
                 }
                 self.dirty.push(sid);
                 return;
@@ -86,7 +91,7 @@ impl Reactor {
                         "kvs: client {}: subscription limit ({}) reached, not subscribed to {key}",
                         s.name, self.opts.max_subscriptions
                     );
-                    protocol::push_response(s.replies(), op, b'0');
+                    protocol::push_response(s.replies(), answer, b'0');
                     self.dirty.push(sid);
                     return;
                 }
@@ -96,7 +101,7 @@ impl Reactor {
                 // A read whose shard is free is answered here and now: two
                 // thread hand-offs fewer, and still no waiting on a lock.
                 Ok(value) => {
-                    protocol::push_read_answer(s.replies(), value.as_deref());
+                    protocol::push_read_answer_in(s.replies(), form, value.as_deref());
                     self.dirty.push(sid);
                     return;
                 }
@@ -121,11 +126,8 @@ impl Reactor {
         let Some(s) = self.sessions.get_mut(sid) else {
             return;
         };
-        protocol::push_response(
-            s.replies(),
-            protocol::OP_SUBSCRIBE,
-            if exists { b'1' } else { b'0' },
-        );
+        let answer = s.form().wire(protocol::OP_SUBSCRIBE);
+        protocol::push_response(s.replies(), answer, if exists { b'1' } else { b'0' });
         if !exists {
             return;
         }

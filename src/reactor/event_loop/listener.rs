@@ -4,8 +4,8 @@
 //! it, left alone (and no longer used) when someone replaces it.
 
 use super::{Reactor, REGISTRATION};
-use crate::protocol::fifo::ProtocolError;
 use crate::reactor::fifo::{create_registration, identity, FifoId, RegistrationFifo};
+use crate::reactor::registration::Dropped;
 use mio::unix::pipe::Receiver;
 use mio::{Interest, Poll};
 use std::io::{self, Read};
@@ -64,7 +64,7 @@ impl Reactor {
 
     /// Logs a dropped connect request, at most once a second (with the
     /// count since), so a flood of garbage cannot flood the log too.
-    fn log_dropped(&mut self, e: ProtocolError) {
+    fn log_dropped(&mut self, e: Dropped) {
         let now = Instant::now();
         let due = self
             .last_drop_log
