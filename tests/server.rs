@@ -60,8 +60,10 @@ fn client_commands_and_answers() {
             "SUBSCRIBE [k]",
             "Server returned 1 for operation: subscribe",
         ),
-        ("READ [k]", "(k,v1)"),
-        ("READ [nope]", "Server returned 1 for operation: read"),
+        ("READ [k]", "Server returned 0 for operation: read"),
+        ("WRITE [(j,2)]", "[(k,v1)]"),
+        ("READ [nope,k,j]", "Server returned 1 for operation: read"),
+        ("DELAY 1", "[(j,2)(k,v1)(nope,KVSERROR)]"),
         (
             "UNSUBSCRIBE [nope]",
             "Server returned 1 for operation: unsubscribe",

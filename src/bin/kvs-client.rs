@@ -4,6 +4,7 @@
 
 use kvs::client::commands::{parse_client_line, ClientCommand, CLIENT_HELP};
 use kvs::client::{read_notification, Answer, ClientError, ClientFifos, Connection};
+use kvs::jobs::runner::render_read;
 use kvs::protocol::fifo::Request;
 use signal_hook::consts::{SIGHUP, SIGINT, SIGTERM};
 use signal_hook::iterator::Signals;
@@ -192,14 +193,7 @@ fn run(exit: &'static Exit, registration: PathBuf) -> ExitCode {
             ClientCommand::Unsubscribe(keys) => {
                 each(&mut conn, keys, Request::Unsubscribe, "unsubscribe")
             }
-            ClientCommand::Read(keys) => keys.into_iter().try_for_each(|k| {
-                let a = conn.request(&Request::Read(k.clone()))?;
-                if let Some(v) = &a.value {
-                    say!("({k},{v})");
-                }
-                report(&a, "read");
-                Ok(())
-            }),
+            ClientCommand::Read(keys) => read(&mut conn, keys),
             ClientCommand::Write(pairs) => pairs.into_iter().try_for_each(|(k, v)| {
                 conn.request(&Request::Write(k, v))
                     .map(|a| report(&a, "write"))
@@ -233,6 +227,21 @@ fn each(
         let a = conn.request(&make(k))?;
         report(&a, name);
     }
+    Ok(())
+}
+
+/// READ: an answer line per key, then what was read in the job files'
+/// READ form (`[(a,1)(c,KVSERROR)]`), which no notification looks like.
+fn read(conn: &mut Connection, keys: Vec<String>) -> Result<(), ClientError> {
+    let mut values = Vec::with_capacity(keys.len());
+    for k in &keys {
+        let a = conn.request(&Request::Read(k.clone()))?;
+        report(&a, "read");
+        values.push(a.value);
+    }
+    let mut line = Vec::new();
+    render_read(&keys, &values, &mut line);
+    say!("{}", String::from_utf8_lossy(line.strip_suffix(b"\n").unwrap_or(&line)));
     Ok(())
 }
 
