@@ -244,13 +244,13 @@ impl Backups {
                     return false;
                 }
                 Ok(WaitStatus::Signaled(_, sig, _)) => {
-                    eprintln!("kvs: backup {} killed by {sig}", path.display());
+                    crate::log_warn!("backup {} killed by {sig}", path.display());
                     self.failed.fetch_add(1, Ordering::Relaxed);
                     return false;
                 }
                 Ok(_) | Err(Errno::EINTR) => continue,
                 Err(e) => {
-                    eprintln!("kvs: cannot reap backup {}: {}", path.display(), e.desc());
+                    crate::log_warn!("cannot reap backup {}: {}", path.display(), e.desc());
                     return false;
                 }
             }

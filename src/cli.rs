@@ -1,6 +1,7 @@
 //! Command-line parsing for `kvs`: the number of positional arguments picks
 //! batch or server mode (SPEC section 1); options may follow them.
 
+use crate::logging::Level;
 use crate::persist::{DataDirOptions, Fsync, DEFAULT_COMPACT_AT};
 use std::fmt;
 use std::net::IpAddr;
@@ -27,6 +28,8 @@ Server options:
   --output-buffer <bytes>   per-client output buffer before disconnect (default 1048576)
   --store-threads <n>       threads running client store operations (default 2)
   --fifo-mode <octal>       mode of the registration FIFO (default 600)
+  --log-level <level>       error | warn | info | debug (default info): how much the
+                            server logs on stderr, each line timestamped (UTC)
 
 RESP (the Redis protocol, for redis-cli and Redis client libraries):
   --resp-socket <path>      serve RESP on a Unix socket at <path>
@@ -55,6 +58,7 @@ pub struct ServerOptions {
     pub resp_bind: Option<IpAddr>,
     pub requirepass_file: Option<PathBuf>,
     pub data: Option<DataDirOptions>,
+    pub log_level: Level,
 }
 
 impl Default for ServerOptions {
@@ -71,6 +75,7 @@ impl Default for ServerOptions {
             resp_bind: None,
             requirepass_file: None,
             data: None,
+            log_level: Level::Info,
         }
     }
 }
@@ -246,6 +251,13 @@ fn parse_server_options(flags: &[String]) -> Result<ServerOptions, UsageError> {
             }
             "--fifo-mode" => o.fifo_mode = octal_mode(flag, value)?,
             "--socket-mode" => o.socket_mode = octal_mode(flag, value)?,
+            "--log-level" => {
+                o.log_level = Level::parse(value).ok_or_else(|| {
+                    UsageError(format!(
+                        "--log-level: '{value}' is not one of error, warn, info, debug"
+                    ))
+                })?
+            }
             "--resp-socket" => o.resp_socket = Some(PathBuf::from(value)),
             "--requirepass-file" => o.requirepass_file = Some(PathBuf::from(value)),
             "--resp-port" => {

@@ -16,6 +16,7 @@ pub mod cli;
 pub mod client;
 pub mod glob;
 pub mod jobs;
+pub mod logging;
 pub mod persist;
 pub mod protocol;
 pub mod reactor;

@@ -656,3 +656,59 @@ fn a_connect_in_neither_form_is_logged_with_its_bytes() {
         .unwrap();
     server.wait_log("first bytes: 58 59 00");
 }
+
+/// Whether `line` starts with `YYYY-MM-DDTHH:MM:SS.mmmZ LEVEL `.
+fn stamped(line: &str, level: &str) -> bool {
+    let b = line.as_bytes();
+    let digits = |r: std::ops::Range<usize>| {
+        r.into_iter()
+            .all(|i| b.get(i).is_some_and(u8::is_ascii_digit))
+    };
+    line.len() > 25
+        && digits(0..4)
+        && b[4] == b'-'
+        && digits(5..7)
+        && b[7] == b'-'
+        && digits(8..10)
+        && b[10] == b'T'
+        && digits(11..13)
+        && digits(14..16)
+        && digits(17..19)
+        && b[19] == b'.'
+        && digits(20..23)
+        && line[23..].starts_with(&format!("Z {level} "))
+}
+
+#[test]
+fn server_log_lines_are_timestamped_and_leveled() {
+    let mut server = Server::start(&[("bad.job", "BOGUS\nWRITE [(a,1)]\n")], &[]);
+    server.wait_log("Invalid command");
+    assert!(server.stop().success());
+    let log = server.log();
+    let lines: Vec<&str> = log.lines().collect();
+    assert!(
+        stamped(lines[0], "INFO") && lines[0].contains("serving"),
+        "{log}"
+    );
+    assert!(
+        lines[0].contains("1024 sessions"),
+        "start-up gives the limits: {log}"
+    );
+    // A job's own output keeps SPEC's form, unstamped.
+    let job = server.jobs.join("bad.job");
+    assert!(
+        lines.contains(
+            &format!("{}:1: Invalid command. See HELP for usage", job.display()).as_str()
+        ),
+        "{log}"
+    );
+    let last = lines.last().unwrap();
+    assert!(
+        stamped(last, "INFO") && last.contains("stopped: closed 0 sessions; 0 job files"),
+        "{log}"
+    );
+
+    let mut quiet = Server::start(&[], &["--log-level", "warn"]);
+    assert!(quiet.stop().success());
+    assert!(!quiet.log().contains(" INFO "), "{}", quiet.log());
+}

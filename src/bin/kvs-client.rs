@@ -241,7 +241,10 @@ fn read(conn: &mut Connection, keys: Vec<String>) -> Result<(), ClientError> {
     }
     let mut line = Vec::new();
     render_read(&keys, &values, &mut line);
-    say!("{}", String::from_utf8_lossy(line.strip_suffix(b"\n").unwrap_or(&line)));
+    say!(
+        "{}",
+        String::from_utf8_lossy(line.strip_suffix(b"\n").unwrap_or(&line))
+    );
     Ok(())
 }
 

@@ -34,6 +34,7 @@ fn main() -> ExitCode {
             registration_fifo,
             options,
         }) => {
+            kvs::logging::server(options.log_level);
             let cfg = ServerConfig {
                 jobs_dir: &jobs_dir,
                 max_threads,
@@ -44,7 +45,7 @@ fn main() -> ExitCode {
             match run_server(cfg) {
                 Ok(()) => ExitCode::SUCCESS,
                 Err(e) => {
-                    eprintln!("kvs: {e}");
+                    kvs::log_error!("{e}");
                     ExitCode::from(1)
                 }
             }
@@ -68,7 +69,7 @@ fn batch(
     let data_dir = match data.map(|d| DataDir::open(d, &store)).transpose() {
         Ok(d) => d,
         Err(e) => {
-            eprintln!("kvs: {e}");
+            kvs::log_error!("{e}");
             return ExitCode::from(1);
         }
     };
@@ -81,7 +82,7 @@ fn batch(
     let report = match report {
         Ok(r) => r,
         Err(e) => {
-            eprintln!("kvs: cannot read jobs folder {}: {e}", dir.display());
+            kvs::log_error!("cannot read jobs folder {}: {e}", dir.display());
             return ExitCode::from(1);
         }
     };

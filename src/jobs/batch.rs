@@ -92,7 +92,7 @@ pub fn run_folder_until(
             }
             let result = run_job(&store, &backups, &job);
             if let Err(e) = &result {
-                eprintln!("kvs: {e}");
+                crate::log_warn!("{e}");
             }
             // The receiver outlives the pool; a failed send cannot happen.
             let _ = tx.send(match result {

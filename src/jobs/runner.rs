@@ -108,7 +108,7 @@ pub fn run_job(store: &Store, backups: &Arc<Backups>, job: &Path) -> Result<JobS
                 let path = backup_path(job, backups_done);
                 // Counted by `backups` for the exit status; the job goes on.
                 if let Err(e) = backups.start(&path, || store.snapshot().render()) {
-                    eprintln!("kvs: {e}");
+                    crate::log_warn!("{e}");
                 }
             }
         }

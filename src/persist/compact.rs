@@ -79,8 +79,8 @@ impl Compactor {
         }
         self.running.store(true, Ordering::Release);
         if let Err(why) = self.start() {
-            eprintln!(
-                "kvs: compaction failed: {why}; the log keeps growing, retrying in {RETRY_AFTER:?}"
+            crate::log_error!(
+                "compaction failed: {why}; the log keeps growing, retrying in {RETRY_AFTER:?}"
             );
             self.failed();
         }
@@ -123,8 +123,8 @@ impl Compactor {
         let done = move |ok: bool| {
             if ok {
                 remove_replaced(&dir, generation, generation);
-                eprintln!(
-                    "kvs: compacted the log into {} ({keys} keys) in {:.3} s",
+                crate::log_info!(
+                    "compacted the log into {} ({keys} keys) in {:.3} s",
                     shown.display(),
                     started.elapsed().as_secs_f64()
                 );
@@ -168,7 +168,7 @@ pub fn remove_replaced(dir: &Path, base: u64, current: u64) {
     }
     for p in doomed {
         if let Err(e) = std::fs::remove_file(&p) {
-            eprintln!("kvs: cannot remove {}: {e}", p.display());
+            crate::log_warn!("cannot remove {}: {e}", p.display());
         }
     }
 }

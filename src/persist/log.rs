@@ -189,7 +189,7 @@ impl Log {
                 seg.len += bytes.len() as u64;
                 self.written.store(end, Ordering::Release);
                 if self.failing.swap(false, Ordering::AcqRel) {
-                    eprintln!("kvs: the log can be written again; mutations are accepted");
+                    crate::log_info!("the log can be written again; mutations are accepted");
                 }
                 Ok(end)
             }
@@ -201,8 +201,8 @@ impl Log {
                 back.extend_from_slice(&p.bytes);
                 p.bytes = back;
                 if !self.failing.swap(true, Ordering::AcqRel) {
-                    eprintln!(
-                        "kvs: cannot write the log {}: {e}; refusing mutations until it can",
+                    crate::log_error!(
+                        "cannot write the log {}: {e}; refusing mutations until it can",
                         segment_path(&self.dir, seg.generation).display()
                     );
                 }
@@ -294,7 +294,7 @@ impl Log {
             if due || (stop && unsynced) {
                 match self.sync() {
                     Ok(_) => last_sync = Instant::now(),
-                    Err(e) => eprintln!("kvs: cannot sync the log: {e}"),
+                    Err(e) => crate::log_error!("cannot sync the log: {e}"),
                 }
             }
             if stop {

@@ -189,8 +189,8 @@ pub fn open(opts: &DataDirOptions, store: &Store) -> Result<Opened, PersistError
                     reason,
                 });
             }
-            eprintln!(
-                "kvs: --repair: {} is damaged at byte {offset} ({reason}); kept the {} keys before it, dropped the rest of the file",
+            crate::log_warn!(
+                "--repair: {} is damaged at byte {offset} ({reason}); kept the {} keys before it, dropped the rest of the file",
                 path.display(),
                 store.len()
             );
@@ -228,8 +228,8 @@ pub fn open(opts: &DataDirOptions, store: &Store) -> Result<Opened, PersistError
         if is_last && torn_header {
             std::fs::write(&path, format::header(format::LOG_MAGIC))
                 .map_err(|e| PersistError::Io(format!("cannot rewrite {}", path.display()), e))?;
-            eprintln!(
-                "kvs: {}: {} bytes of a header cut short by a crash; header written again",
+            crate::log_warn!(
+                "{}: {} bytes of a header cut short by a crash; header written again",
                 path.display(),
                 bytes.len()
             );
@@ -238,8 +238,8 @@ pub fn open(opts: &DataDirOptions, store: &Store) -> Result<Opened, PersistError
         if is_last && offset > 0 && torn_tail(&bytes, offset, &reason) {
             let dropped = bytes.len() as u64 - r.good_len;
             truncate(&path, r.good_len)?;
-            eprintln!(
-                "kvs: {}: cut off a torn last record ({dropped} bytes; a crash during an append)",
+            crate::log_warn!(
+                "{}: cut off a torn last record ({dropped} bytes; a crash during an append)",
                 path.display()
             );
             continue;
@@ -260,8 +260,8 @@ pub fn open(opts: &DataDirOptions, store: &Store) -> Result<Opened, PersistError
         } else {
             truncate(&path, keep)?;
         }
-        eprintln!(
-            "kvs: --repair: {} is damaged at byte {offset} ({reason}); dropped its {} bytes from there",
+        crate::log_warn!(
+            "--repair: {} is damaged at byte {offset} ({reason}); dropped its {} bytes from there",
             path.display(),
             bytes.len() as u64 - keep
         );
@@ -269,8 +269,8 @@ pub fn open(opts: &DataDirOptions, store: &Store) -> Result<Opened, PersistError
             let from = segment_path(dir, later);
             let aside = dir.join(format!("log-{later}.kvs.dropped"));
             let _ = std::fs::rename(&from, &aside);
-            eprintln!(
-                "kvs: --repair: set {} aside as {} (it follows the damage)",
+            crate::log_warn!(
+                "--repair: set {} aside as {} (it follows the damage)",
                 from.display(),
                 aside.display()
             );
@@ -294,8 +294,8 @@ pub fn open(opts: &DataDirOptions, store: &Store) -> Result<Opened, PersistError
         None => "no snapshot".into(),
     };
     let elapsed = started.elapsed().as_secs_f64();
-    eprintln!(
-        "kvs: data dir {}: loaded {} keys from {from} and {records} log records in {elapsed:.3} s ({:.0} records/s)",
+    crate::log_info!(
+        "data dir {}: loaded {} keys from {from} and {records} log records in {elapsed:.3} s ({:.0} records/s)",
         dir.display(),
         store.len(),
         records as f64 / elapsed.max(1e-9),

@@ -209,7 +209,8 @@ impl Reactor {
     }
 
     /// Serves until SIGINT or SIGTERM and the served job files are done.
-    pub fn run(&mut self) -> io::Result<()> {
+    /// Returns how many sessions were open at the end (and are closed).
+    pub fn run(&mut self) -> io::Result<usize> {
         let mut events = Events::with_capacity(1024);
         let mut inbox_left = false;
         let mut registration_left = false;
@@ -252,7 +253,7 @@ impl Reactor {
                 self.next_registration_check = Instant::now() + REGISTRATION_CHECK;
             }
             if self.framer.expire(Instant::now()) {
-                eprintln!("kvs: dropped an incomplete connect request");
+                crate::log_warn!("dropped an incomplete connect request");
             }
             inbox_left = self.drain_inbox();
             self.pool.dispatch();
@@ -261,10 +262,11 @@ impl Reactor {
                 break;
             }
         }
+        let open = self.sessions.len();
         self.close_all();
         self.pool.dispatch();
         self.pool.join();
-        Ok(())
+        Ok(open)
     }
 
     /// How long the next poll may sleep: until the first timer is due, and
@@ -294,7 +296,9 @@ impl Reactor {
                 SIGUSR1 => {
                     let n = self.sessions.len();
                     self.close_all();
-                    eprintln!("kvs: SIGUSR1: disconnected {n} clients, cleared all subscriptions");
+                    crate::log_info!(
+                        "SIGUSR1: disconnected {n} clients, cleared all subscriptions"
+                    );
                 }
                 _ => self.begin_shutdown(),
             }
@@ -310,7 +314,7 @@ impl Reactor {
         self.stop_listening(true);
         self.streams.close(self.poll.registry());
         if !self.jobs_done {
-            eprintln!("kvs: shutting down once the running job files finish");
+            crate::log_info!("shutting down once the running job files finish");
         }
     }
 
@@ -515,8 +519,9 @@ impl Reactor {
             }
         }
         self.forget_subscriptions(sid, &mut s);
-        if let Close::Log(why) = why {
-            eprintln!("kvs: client {}: {why}", s.name);
+        match why {
+            Close::Log(why) => crate::log_warn!("client {}: {why}", s.name),
+            Close::Quiet => crate::log_debug!("client {} disconnected", s.name),
         }
     }
 

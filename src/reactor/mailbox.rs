@@ -62,7 +62,7 @@ impl Mailbox {
         // swap will see the event when it drains after that.
         if self.tx.send(event).is_ok() && !self.wake_pending.swap(true, Ordering::SeqCst) {
             if let Err(e) = self.waker.wake() {
-                eprintln!("kvs: cannot wake the reactor: {e}");
+                crate::log_error!("cannot wake the reactor: {e}");
             }
         }
     }

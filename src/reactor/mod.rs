@@ -137,12 +137,12 @@ pub fn run_server(cfg: ServerConfig<'_>) -> Result<(), ServerError> {
         password,
     })
     .map_err(|e| ServerError::Io("cannot start the reactor", e))?;
-    let listening = streams.describe();
+    let mut listening = streams.describe();
     reactor
         .listen_streams(streams)
         .map_err(|e| ServerError::Io("cannot watch the RESP listeners", e))?;
     if !listening.is_empty() {
-        eprintln!("kvs: serving RESP on {}", listening.join(" and "));
+        listening.insert(0, String::new());
     }
 
     // Last: once the FIFO exists, clients may come, and everything they
@@ -154,6 +154,23 @@ pub fn run_server(cfg: ServerConfig<'_>) -> Result<(), ServerError> {
         return Err(ServerError::Io("cannot watch the registration FIFO", e));
     }
 
+    let o = &cfg.options;
+    crate::log_info!(
+        "kvs {} serving {} (registration FIFO){}; limits: {} sessions, {} subscriptions per session, {} bytes of output per client, {} store threads, {} job workers, {} backups at once; data: {}",
+        env!("CARGO_PKG_VERSION"),
+        cfg.registration_fifo.display(),
+        listening.join(", RESP on "),
+        o.max_sessions,
+        o.max_subscriptions,
+        o.output_buffer,
+        o.store_threads,
+        cfg.max_threads,
+        cfg.max_backups,
+        match &o.data {
+            Some(d) => format!("{} (--fsync {})", d.dir.display(), d.fsync.name()),
+            None => "in memory only".into(),
+        }
+    );
     let backups = Backups::new(cfg.max_backups);
     let jobs = {
         let stop_jobs = stop_jobs.clone();
@@ -167,28 +184,30 @@ pub fn run_server(cfg: ServerConfig<'_>) -> Result<(), ServerError> {
         std::thread::Builder::new()
             .name("kvs-jobs".into())
             .spawn(move || {
-                match run_folder_until(&dir, &store, &backups, workers, stop_jobs) {
-                    Ok(r) if r.skipped > 0 => eprintln!(
-                        "kvs: shutting down: {} job files were not started",
-                        r.skipped
-                    ),
-                    Ok(_) => {}
-                    Err(e) => eprintln!("kvs: cannot read jobs folder {}: {e}", dir.display()),
-                }
+                let skipped = match run_folder_until(&dir, &store, &backups, workers, stop_jobs) {
+                    Ok(r) => r.skipped,
+                    Err(e) => {
+                        crate::log_error!("cannot read jobs folder {}: {e}", dir.display());
+                        0
+                    }
+                };
                 mailbox.post(Event::JobsDone);
+                skipped
             })
             .map_err(|e| ServerError::Io("cannot start the job workers", e))?
     };
 
     let result = reactor.run();
     drop(reactor);
-    let _ = jobs.join();
+    let skipped = jobs.join().unwrap_or(0);
     backups.wait_all();
     if let Some(d) = data_dir {
         // Everything logged is written and synced before exit.
         d.close();
     }
-    result.map_err(|e| ServerError::Io("reactor failed", e))
+    let closed = result.map_err(|e| ServerError::Io("reactor failed", e))?;
+    crate::log_info!("stopped: closed {closed} sessions; {skipped} job files were not started");
+    Ok(())
 }
 
 /// The server's store hook. The store calls it only for keys some session

@@ -72,7 +72,7 @@ impl Reactor {
     pub(super) fn connect(&mut self, c: ConnectRequest) {
         let show = |p: &[u8]| String::from_utf8_lossy(p).into_owned();
         let name = show(&c.req);
-        let refuse = |why: String| eprintln!("kvs: refused client {name}: {why}");
+        let refuse = |why: String| crate::log_warn!("refused client {name}: {why}");
 
         // The response FIFO first: without it there is no one to answer.
         let resp_id = match self.check_fifo(&c.resp, "response") {
@@ -136,6 +136,7 @@ impl Reactor {
             link.opening_since = Some(Instant::now());
             self.opening.push(sid);
         }
+        crate::log_debug!("client {name} connected (FIFO, op codes {:?})", form);
         self.fifos_in_use.extend(link.fifos);
         entry.insert(Session::new(generation, name.clone(), Link::Fifo(link)));
         self.dirty.push(sid);

@@ -47,8 +47,8 @@ impl Reactor {
                     // bad messages must not flood the log.
                     if !s.invalid_logged {
                         s.invalid_logged = true;
-                        eprintln!(
-                            "kvs: client {}: {error} (further bad messages not logged)",
+                        crate::log_warn!(
+                            "client {}: {error} (further bad messages not logged)",
                             s.name
                         );
                     }
@@ -87,9 +87,10 @@ impl Reactor {
                 if s.channels.len() >= self.opts.max_subscriptions
                     && !s.channels.contains(&keyspace_channel(&key))
                 {
-                    eprintln!(
-                        "kvs: client {}: subscription limit ({}) reached, not subscribed to {key}",
-                        s.name, self.opts.max_subscriptions
+                    crate::log_warn!(
+                        "client {}: subscription limit ({}) reached, not subscribed to {key}",
+                        s.name,
+                        self.opts.max_subscriptions
                     );
                     protocol::push_response(s.replies(), answer, b'0');
                     self.dirty.push(sid);

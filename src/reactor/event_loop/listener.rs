@@ -48,7 +48,7 @@ impl Reactor {
                 Err(e) if e.kind() == io::ErrorKind::WouldBlock => return false,
                 Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
                 Err(e) => {
-                    eprintln!("kvs: reading the registration FIFO failed: {e}");
+                    crate::log_warn!("reading the registration FIFO failed: {e}");
                     return false;
                 }
             };
@@ -71,9 +71,9 @@ impl Reactor {
             .is_none_or(|t| now.duration_since(t) >= Duration::from_secs(1));
         if due {
             match self.dropped_unlogged {
-                0 => eprintln!("kvs: dropped a bad connect request: {e}"),
-                n => eprintln!(
-                    "kvs: dropped a bad connect request: {e} (and {n} more since the last report)"
+                0 => crate::log_warn!("dropped a bad connect request: {e}"),
+                n => crate::log_warn!(
+                    "dropped a bad connect request: {e} (and {n} more since the last report)"
                 ),
             }
             self.last_drop_log = Some(now);
@@ -97,7 +97,7 @@ impl Reactor {
         let path = &self.registration_path;
         if unlink && identity(path) == Ok(Some(listener.fifo.id)) {
             if let Err(e) = std::fs::remove_file(path) {
-                eprintln!("kvs: cannot remove {}: {e}", path.display());
+                crate::log_warn!("cannot remove {}: {e}", path.display());
             }
         }
     }
@@ -121,23 +121,23 @@ impl Reactor {
                 match created {
                     Ok(listener) => {
                         self.listener = Some(listener);
-                        eprintln!("kvs: registration FIFO {} was removed; created it again", path.display());
+                        crate::log_warn!("registration FIFO {} was removed; created it again", path.display());
                     }
-                    Err(e) => eprintln!(
-                        "kvs: registration FIFO {} was removed and cannot be created again ({e}); not taking new clients",
+                    Err(e) => crate::log_warn!(
+                        "registration FIFO {} was removed and cannot be created again ({e}); not taking new clients",
                         path.display()
                     ),
                 }
             }
             Ok(Some(_)) => {
                 self.stop_listening(false);
-                eprintln!(
-                    "kvs: registration FIFO {} was replaced by another file; left alone, not taking new clients",
+                crate::log_warn!(
+                    "registration FIFO {} was replaced by another file; left alone, not taking new clients",
                     path.display()
                 );
             }
-            Err(e) => eprintln!(
-                "kvs: cannot check registration FIFO {}: {}",
+            Err(e) => crate::log_warn!(
+                "cannot check registration FIFO {}: {}",
                 path.display(),
                 e.desc()
             ),

@@ -850,8 +850,8 @@ impl Reactor {
                     self.subs.subscribe(&String::from_utf8_lossy(raw), sid);
                 }
             } else if full {
-                eprintln!(
-                    "kvs: client {}: subscription limit ({limit}) reached, not subscribed to {}",
+                crate::log_warn!(
+                    "client {}: subscription limit ({limit}) reached, not subscribed to {}",
                     s.name,
                     String::from_utf8_lossy(raw)
                 );

@@ -67,7 +67,7 @@ impl Drop for UnixSide {
             std::fs::symlink_metadata(&self.path).is_ok_and(|m| (m.dev(), m.ino()) == self.id);
         if ours {
             if let Err(e) = std::fs::remove_file(&self.path) {
-                eprintln!("kvs: cannot remove {}: {e}", self.path.display());
+                crate::log_warn!("cannot remove {}: {e}", self.path.display());
             }
         }
     }
@@ -173,7 +173,7 @@ impl StreamListeners {
                 .as_mut()?
                 .listener
                 .accept()
-                .map(|(c, _)| (Conn::Unix(c), "unix socket client".to_owned()))
+                .map(|(c, _)| (Conn::Unix(c), String::new()))
         } else {
             self.tcp.as_mut()?.accept().map(|(c, addr)| {
                 // Replies are whole; Nagle would only delay them.
@@ -210,14 +210,14 @@ impl Reactor {
                         let mut msg = Vec::new();
                         resp::push_error(&mut msg, "ERR max number of clients reached");
                         let _ = conn.write(&msg);
-                        eprintln!("kvs: refused RESP client {peer}: no file descriptor left");
+                        crate::log_warn!("refused RESP client {peer}: no file descriptor left");
                     }
                     self.spare_fd = super::spare_descriptor();
                     self.stats.rejected += 1;
                     continue;
                 }
                 Some(Err(e)) => {
-                    eprintln!("kvs: cannot accept a RESP client: {e}");
+                    crate::log_warn!("cannot accept a RESP client: {e}");
                     return;
                 }
             };
@@ -227,14 +227,20 @@ impl Reactor {
                 let mut msg = Vec::new();
                 resp::push_error(&mut msg, "ERR max number of clients reached");
                 let _ = conn.write(&msg);
-                eprintln!(
-                    "kvs: refused RESP client {peer}: session limit ({}) reached",
+                crate::log_warn!(
+                    "refused RESP client {peer}: session limit ({}) reached",
                     self.opts.max_sessions
                 );
                 continue;
             }
             let generation = self.next_generation;
             self.next_generation += 1;
+            // Unix socket peers have no address: name them by connection.
+            let peer = if peer.is_empty() {
+                format!("unix#{generation}")
+            } else {
+                peer
+            };
             let entry = self.sessions.vacant_entry();
             let sid = entry.key();
             let registered = self.poll.registry().register(
@@ -243,7 +249,7 @@ impl Reactor {
                 Interest::READABLE | Interest::WRITABLE,
             );
             if let Err(e) = registered {
-                eprintln!("kvs: cannot watch RESP client {peer}: {e}");
+                crate::log_warn!("cannot watch RESP client {peer}: {e}");
                 continue;
             }
             let state = RespState {
@@ -254,6 +260,7 @@ impl Reactor {
                 out: Outbox::new(Some(conn)),
                 resp: state,
             };
+            crate::log_debug!("RESP client {peer} connected");
             let mut session = Session::new(generation, peer, link);
             // Bytes may be waiting already; edge-triggered, no new event
             // would announce them.
