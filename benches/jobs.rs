@@ -47,7 +47,14 @@ fn commands_per_sec(dir: &Path, workers: usize) -> f64 {
             let store = Arc::new(Store::new());
             let backups = Backups::new(4);
             let start = Instant::now();
-            let report = run_folder(dir, &store, &backups, workers).expect("run folder");
+            let report = run_folder(
+                dir,
+                &store,
+                &backups,
+                workers,
+                &kvs::jobs::progress::Progress::hidden(),
+            )
+            .expect("run folder");
             backups.wait_all();
             let secs = start.elapsed().as_secs_f64();
             assert_eq!(report.failed_jobs, 0);

@@ -68,6 +68,7 @@ pub struct Backups {
     running: Mutex<usize>,
     freed: Condvar,
     failed: AtomicUsize,
+    started: AtomicUsize,
 }
 
 /// Everything the child needs, prepared before fork.
@@ -109,6 +110,7 @@ impl Backups {
             running: Mutex::new(0),
             freed: Condvar::new(),
             failed: AtomicUsize::new(0),
+            started: AtomicUsize::new(0),
         })
     }
 
@@ -142,6 +144,7 @@ impl Backups {
         };
 
         self.acquire();
+        self.started.fetch_add(1, Ordering::Relaxed);
         // The snapshot is taken once the slot is ours, so at most `limit`
         // snapshots are in memory at a time.
         plan.data = snapshot();
@@ -189,6 +192,16 @@ impl Backups {
     /// returned, and every child that did not finish its file).
     pub fn failures(&self) -> usize {
         self.failed.load(Ordering::Relaxed)
+    }
+
+    /// Backups started so far (written or not).
+    pub fn started(&self) -> usize {
+        self.started.load(Ordering::Relaxed)
+    }
+
+    /// Backups being written right now.
+    pub fn running(&self) -> usize {
+        *self.running.lock().unwrap_or_else(PoisonError::into_inner)
     }
 
     fn acquire(&self) {

@@ -8,10 +8,12 @@ use std::net::IpAddr;
 use std::path::PathBuf;
 
 pub const USAGE: &str = "\
-usage: kvs <jobs_dir> <max_backups> <max_threads> [data options]
+usage: kvs <jobs_dir> <max_backups> <max_threads> [--summary] [data options]
        kvs <jobs_dir> <max_threads> <max_backups> <registration_fifo> [options]
 
-Batch mode (3 arguments) runs every *.job file in <jobs_dir> and exits.
+Batch mode (3 arguments) runs every *.job file in <jobs_dir> and exits; on a
+terminal it shows its progress and a summary (--summary prints the summary
+line on stderr also when stderr is not a terminal).
 Server mode (4 arguments) also serves clients through <registration_fifo>
 until SIGINT or SIGTERM. Note the different order of the two limits.
 
@@ -89,6 +91,8 @@ pub enum Mode {
         max_backups: usize,
         max_threads: usize,
         data: Option<DataDirOptions>,
+        /// Print the one-line summary even when stderr is not a terminal.
+        summary: bool,
     },
     Server {
         jobs_dir: PathBuf,
@@ -138,11 +142,14 @@ pub fn parse_args<I: IntoIterator<Item = String>>(args: I) -> Result<Mode, Usage
     match pos.len() {
         3 => {
             let mut data = DataFlags::default();
+            let mut summary = false;
             let mut it = flags.iter();
             while let Some(flag) = it.next() {
-                if !data.take(flag, &mut it)? {
+                if flag == "--summary" {
+                    summary = true;
+                } else if !data.take(flag, &mut it)? {
                     return Err(UsageError(format!(
-                        "batch mode takes only data options, not '{flag}'"
+                        "batch mode takes only --summary and data options, not '{flag}'"
                     )));
                 }
             }
@@ -151,6 +158,7 @@ pub fn parse_args<I: IntoIterator<Item = String>>(args: I) -> Result<Mode, Usage
                 max_backups: positive("max_backups", &pos[1])?,
                 max_threads: positive("max_threads", &pos[2])?,
                 data: data.finish()?,
+                summary,
             })
         }
         4 => Ok(Mode::Server {
@@ -311,6 +319,7 @@ mod tests {
                 max_backups: 2,
                 max_threads: 4,
                 data: None,
+                summary: false,
             })
         );
         match parse(&[

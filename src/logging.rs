@@ -57,13 +57,20 @@ pub fn emit(level: Level, args: fmt::Arguments<'_>) {
     if !enabled(level) {
         return;
     }
-    let line = if STAMPED.load(Ordering::Relaxed) {
-        format!("{} {} {args}\n", timestamp(SystemTime::now()), level.name())
-    } else {
-        format!("kvs: {args}\n")
-    };
+    let mut line = line(level, &args.to_string());
+    line.push('\n');
     // One write per line, so lines of two threads never mix.
     let _ = std::io::stderr().lock().write_all(line.as_bytes());
+}
+
+/// A log line as [`emit`] writes it, without its newline: for a caller
+/// that must print it itself (around a progress bar).
+pub fn line(level: Level, msg: &str) -> String {
+    if STAMPED.load(Ordering::Relaxed) {
+        format!("{} {} {msg}", timestamp(SystemTime::now()), level.name())
+    } else {
+        format!("kvs: {msg}")
+    }
 }
 
 /// `2026-11-27T10:00:00.123Z` for `t`.

@@ -72,7 +72,14 @@ fn final_table_is_the_union_of_last_writes() {
     write_jobs(tmp.path(), jobs, None);
     let store = Arc::new(Store::new());
     let backups = Backups::new(1);
-    let report = run_folder(tmp.path(), &store, &backups, 4).unwrap();
+    let report = run_folder(
+        tmp.path(),
+        &store,
+        &backups,
+        4,
+        &kvs::jobs::progress::Progress::hidden(),
+    )
+    .unwrap();
     assert_eq!(report.jobs, jobs);
     assert_eq!(report.failed_jobs, 0);
     let snap = store.snapshot();

@@ -3,6 +3,7 @@
 
 use kvs::backup::Backups;
 use kvs::cli::{parse_args, Mode, USAGE};
+use kvs::jobs::progress::Progress;
 use kvs::jobs::run_folder;
 use kvs::persist::{DataDir, DataDirOptions};
 use kvs::reactor::{run_server, ServerConfig};
@@ -26,7 +27,8 @@ fn main() -> ExitCode {
             max_backups,
             max_threads,
             data,
-        }) => batch(&jobs_dir, max_backups, max_threads, data.as_ref()),
+            summary,
+        }) => batch(&jobs_dir, max_backups, max_threads, data.as_ref(), summary),
         Ok(Mode::Server {
             jobs_dir,
             max_threads,
@@ -64,6 +66,7 @@ fn batch(
     max_backups: usize,
     max_threads: usize,
     data: Option<&DataDirOptions>,
+    summary: bool,
 ) -> ExitCode {
     let store = Arc::new(Store::new());
     let data_dir = match data.map(|d| DataDir::open(d, &store)).transpose() {
@@ -74,8 +77,16 @@ fn batch(
         }
     };
     let backups = Backups::new(max_backups);
-    let report = run_folder(dir, &store, &backups, max_threads);
+    let progress = Progress::for_stderr();
+    {
+        let backups = backups.clone();
+        progress.watch_backups(Box::new(move || backups.running()));
+    }
+    let report = run_folder(dir, &store, &backups, max_threads, &progress);
     backups.wait_all();
+    if progress.finish() || summary {
+        eprintln!("kvs: {}", progress.summary(backups.started()));
+    }
     if let Some(d) = data_dir {
         d.close();
     }

@@ -1,6 +1,7 @@
 //! Runs every `*.job` file of a folder on a pool of job workers that share
 //! one store: batch mode, and the job side of server mode.
 
+use super::progress::Progress;
 use super::runner::{run_job, JobSummary};
 use crate::backup::Backups;
 use crate::store::Store;
@@ -11,22 +12,44 @@ use std::sync::mpsc;
 use std::sync::Arc;
 use threadpool::ThreadPool;
 
-/// The `*.job` files directly inside `dir`, sorted by name. Sub-folders and
-/// other files are ignored.
-pub fn find_jobs(dir: &Path) -> io::Result<Vec<PathBuf>> {
+/// The `*.job` files directly inside `dir`, sorted by name, and the
+/// `*.job` names that are not regular files, each with why it is skipped.
+/// Other files are ignored.
+pub fn find_jobs(dir: &Path) -> io::Result<(Vec<PathBuf>, Vec<String>)> {
+    use std::os::unix::fs::FileTypeExt;
     let mut jobs = Vec::new();
+    let mut skipped = Vec::new();
     for entry in std::fs::read_dir(dir)? {
         let entry = entry?;
         let path = entry.path();
         let is_job = path.extension().is_some_and(|e| e == "job")
             && path.file_stem().is_some_and(|s| !s.is_empty());
-        // metadata() follows symlinks: a link to a job file is a job file.
-        if is_job && std::fs::metadata(&path).is_ok_and(|m| m.is_file()) {
-            jobs.push(path);
+        if !is_job {
+            continue;
         }
+        // metadata() follows symlinks: a link to a job file is a job file.
+        let why = match std::fs::metadata(&path) {
+            Ok(m) if m.is_file() => {
+                jobs.push(path);
+                continue;
+            }
+            Ok(m) if m.is_dir() => "a folder",
+            Ok(m) if m.file_type().is_fifo() => "a FIFO",
+            Ok(m) if m.file_type().is_block_device() || m.file_type().is_char_device() => {
+                "a device"
+            }
+            Ok(m) if m.file_type().is_socket() => "a socket",
+            Ok(_) => "not a regular file",
+            Err(_) => "a link to nothing",
+        };
+        skipped.push(format!(
+            "skipping {}: {why}, not a regular file",
+            path.display()
+        ));
     }
     jobs.sort();
-    Ok(jobs)
+    skipped.sort();
+    Ok((jobs, skipped))
 }
 
 /// What became of one job file.
@@ -55,6 +78,7 @@ pub fn run_folder(
     store: &Arc<Store>,
     backups: &Arc<Backups>,
     workers: usize,
+    progress: &Arc<Progress>,
 ) -> io::Result<BatchReport> {
     run_folder_until(
         dir,
@@ -62,6 +86,7 @@ pub fn run_folder(
         backups,
         workers,
         Arc::new(AtomicBool::new(false)),
+        progress,
     )
 }
 
@@ -73,8 +98,13 @@ pub fn run_folder_until(
     backups: &Arc<Backups>,
     workers: usize,
     stop: Arc<AtomicBool>,
+    progress: &Arc<Progress>,
 ) -> io::Result<BatchReport> {
-    let jobs = find_jobs(dir)?;
+    let (jobs, not_files) = find_jobs(dir)?;
+    for line in &not_files {
+        progress.println(&crate::logging::line(crate::logging::Level::Warn, line));
+    }
+    progress.set_files(jobs.len());
     let mut report = BatchReport {
         jobs: jobs.len(),
         ..BatchReport::default()
@@ -84,15 +114,25 @@ pub fn run_folder_until(
     let pool = ThreadPool::with_name("kvs-job".into(), workers.min(jobs.len()).max(1));
     let (tx, rx) = mpsc::channel::<Outcome>();
     for job in jobs {
-        let (store, backups, tx, stop) = (store.clone(), backups.clone(), tx.clone(), stop.clone());
+        let (store, backups, tx, stop, progress) = (
+            store.clone(),
+            backups.clone(),
+            tx.clone(),
+            stop.clone(),
+            progress.clone(),
+        );
         pool.execute(move || {
             if stop.load(Ordering::SeqCst) {
                 let _ = tx.send(Outcome::Skipped);
                 return;
             }
-            let result = run_job(&store, &backups, &job);
+            let result = run_job(&store, &backups, &job, &progress);
+            progress.file_done();
             if let Err(e) = &result {
-                crate::log_warn!("{e}");
+                progress.println(&crate::logging::line(
+                    crate::logging::Level::Warn,
+                    &e.to_string(),
+                ));
             }
             // The receiver outlives the pool; a failed send cannot happen.
             let _ = tx.send(match result {

@@ -6,6 +6,7 @@ pub mod batch;
 pub mod command;
 pub mod lines;
 pub mod parser;
+pub mod progress;
 pub mod runner;
 
 pub use batch::{find_jobs, run_folder, run_folder_until, BatchReport};

@@ -3,6 +3,7 @@
 use super::command::{Command, HELP_TEXT};
 use super::lines::{Line, LineReader};
 use super::parser::parse_line;
+use super::progress::{Progress, FLUSH_EVERY};
 use crate::backup::Backups;
 use crate::store::Store;
 use std::fmt;
@@ -56,7 +57,12 @@ fn backup_path(job: &Path, n: usize) -> PathBuf {
 
 /// Runs the job at `job` to its end. Invalid lines are reported on stderr
 /// as `<file>:<line>: Invalid command. See HELP for usage` and skipped.
-pub fn run_job(store: &Store, backups: &Arc<Backups>, job: &Path) -> Result<JobSummary, JobError> {
+pub fn run_job(
+    store: &Store,
+    backups: &Arc<Backups>,
+    job: &Path,
+    progress: &Progress,
+) -> Result<JobSummary, JobError> {
     let input = File::open(job).map_err(|e| JobError::Open(job.to_path_buf(), e))?;
     let out_file = out_path(job);
     let out = create_out(&out_file).map_err(|e| JobError::CreateOut(out_file.clone(), e))?;
@@ -84,11 +90,15 @@ pub fn run_job(store: &Store, backups: &Arc<Backups>, job: &Path) -> Result<JobS
             Some(None) => continue,
             None => {
                 summary.invalid_lines += 1;
-                eprintln!("{}:{line_no}: {INVALID_COMMAND}", job.display());
+                progress.add_invalid();
+                progress.println(&format!("{}:{line_no}: {INVALID_COMMAND}", job.display()));
                 continue;
             }
         };
         summary.commands += 1;
+        if summary.commands % FLUSH_EVERY == 0 {
+            progress.add_commands(FLUSH_EVERY);
+        }
         buf.clear();
         match cmd {
             Command::Write(pairs) => store.write(&pairs),
@@ -115,6 +125,7 @@ pub fn run_job(store: &Store, backups: &Arc<Backups>, job: &Path) -> Result<JobS
         out.write_all(&buf).map_err(wout)?;
     }
     out.flush().map_err(wout)?;
+    progress.add_commands(summary.commands % FLUSH_EVERY);
     Ok(summary)
 }
 

@@ -184,13 +184,15 @@ pub fn run_server(cfg: ServerConfig<'_>) -> Result<(), ServerError> {
         std::thread::Builder::new()
             .name("kvs-jobs".into())
             .spawn(move || {
-                let skipped = match run_folder_until(&dir, &store, &backups, workers, stop_jobs) {
-                    Ok(r) => r.skipped,
-                    Err(e) => {
-                        crate::log_error!("cannot read jobs folder {}: {e}", dir.display());
-                        0
-                    }
-                };
+                let progress = crate::jobs::progress::Progress::hidden();
+                let skipped =
+                    match run_folder_until(&dir, &store, &backups, workers, stop_jobs, &progress) {
+                        Ok(r) => r.skipped,
+                        Err(e) => {
+                            crate::log_error!("cannot read jobs folder {}: {e}", dir.display());
+                            0
+                        }
+                    };
                 mailbox.post(Event::JobsDone);
                 skipped
             })
