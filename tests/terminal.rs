@@ -5,7 +5,9 @@
 mod common;
 
 use common::KVS;
+use std::path::PathBuf;
 use std::process::Command;
+use std::time::{Duration, Instant};
 
 fn have(tool: &str) -> bool {
     Command::new("which")
@@ -107,4 +109,148 @@ fn batch_mode_off_a_terminal_prints_nothing_new() {
         "{}",
         out.stderr
     );
+}
+
+/// A tmux server of its own (socket in a temporary folder), killed on drop.
+struct Tmux {
+    socket: PathBuf,
+    _dir: tempfile::TempDir,
+}
+
+impl Tmux {
+    fn start(command: &str) -> Tmux {
+        let dir = tempfile::tempdir().unwrap();
+        let socket = dir.path().join("tmux.sock");
+        let ok = Command::new("tmux")
+            .arg("-S")
+            .arg(&socket)
+            .args([
+                "new-session",
+                "-d",
+                "-s",
+                "t",
+                "-x",
+                "100",
+                "-y",
+                "30",
+                command,
+            ])
+            .status()
+            .expect("tmux")
+            .success();
+        assert!(ok, "tmux did not start");
+        Tmux { socket, _dir: dir }
+    }
+
+    fn keys(&self, keys: &[&str]) {
+        let ok = Command::new("tmux")
+            .arg("-S")
+            .arg(&self.socket)
+            .args(["send-keys", "-t", "t"])
+            .args(keys)
+            .status()
+            .expect("tmux send-keys")
+            .success();
+        assert!(ok);
+    }
+
+    fn screen(&self) -> String {
+        let out = Command::new("tmux")
+            .arg("-S")
+            .arg(&self.socket)
+            .args(["capture-pane", "-p", "-t", "t"])
+            .output()
+            .expect("tmux capture-pane");
+        String::from_utf8_lossy(&out.stdout).into_owned()
+    }
+
+    /// Waits (at most 10 s) until the screen satisfies `ok`.
+    fn wait(&self, what: &str, ok: impl Fn(&str) -> bool) -> String {
+        let start = Instant::now();
+        loop {
+            let s = self.screen();
+            if ok(&s) {
+                return s;
+            }
+            assert!(
+                start.elapsed() < Duration::from_secs(10),
+                "never saw {what}:\n{s}"
+            );
+            std::thread::sleep(Duration::from_millis(50));
+        }
+    }
+}
+
+impl Drop for Tmux {
+    fn drop(&mut self) {
+        let _ = Command::new("tmux")
+            .arg("-S")
+            .arg(&self.socket)
+            .arg("kill-server")
+            .status();
+    }
+}
+
+#[test]
+fn the_client_is_a_console_at_a_terminal() {
+    if !have("tmux") {
+        eprintln!("SKIPPED (the_client_is_a_console_at_a_terminal): tmux is not installed");
+        return;
+    }
+    let server = common::Server::start(&[], &[]);
+    let fifos = common::client_dir();
+    let state = tempfile::tempdir().unwrap();
+    let command = format!(
+        "env TMPDIR={} XDG_STATE_HOME={} {} alice {}",
+        fifos.path().display(),
+        state.path().display(),
+        common::CLIENT,
+        server.fifo.display()
+    );
+    let tmux = Tmux::start(&command);
+    // capture-pane drops trailing spaces: the prompt shows as "kvs>".
+    tmux.wait("the prompt", |s| s.contains("kvs>"));
+    tmux.keys(&["WRITE [(door,open)]", "Enter"]);
+    tmux.keys(&["SUBSCRIBE [door]", "Enter"]);
+    tmux.wait("the subscription", |s| {
+        s.contains("Server returned 1 for operation: subscribe")
+    });
+    // A line half typed when a notification arrives.
+    tmux.keys(&["READ [do"]);
+    tmux.wait("the half line", |s| s.lines().any(|l| l == "kvs> READ [do"));
+    let mut bob = common::session("bob", &server.fifo);
+    assert_eq!(bob.ask(common::write("door", "closed")), b'0');
+    let screen = tmux.wait("the notification above the prompt", |s| {
+        let lines: Vec<&str> = s.lines().filter(|l| !l.is_empty()).collect();
+        lines.len() >= 2
+            && lines[lines.len() - 1] == "kvs> READ [do"
+            && lines[lines.len() - 2] == "(door,closed)"
+    });
+    assert!(!screen.contains("READ [do(door"), "garbled:\n{screen}");
+    // The half line is still being edited.
+    tmux.keys(&["or]", "Enter"]);
+    tmux.wait("the READ", |s| s.contains("[(door,closed)]"));
+    // Completion, help with examples, and what an error expects.
+    tmux.keys(&["UNSUBS", "Tab"]);
+    tmux.wait("completion", |s| s.lines().any(|l| l == "kvs> UNSUBSCRIBE"));
+    tmux.keys(&["[door]", "Enter"]);
+    tmux.keys(&["HELP", "Enter"]);
+    tmux.wait("help", |s| s.contains("WRITE [(door,open)(window,shut)]"));
+    tmux.keys(&["FOO", "Enter"]);
+    tmux.wait("the error", |s| {
+        s.contains("unknown command 'FOO'; expected one of SUBSCRIBE")
+    });
+    tmux.keys(&["C-d"]);
+    let history = state.path().join("kvs/history");
+    let start = Instant::now();
+    while !std::fs::read_to_string(&history)
+        .unwrap_or_default()
+        .contains("READ [door]")
+    {
+        assert!(
+            start.elapsed() < Duration::from_secs(10),
+            "history not kept"
+        );
+        std::thread::sleep(Duration::from_millis(50));
+    }
 }

@@ -3,12 +3,13 @@
 //! notifications go to stdout, one line each (SPEC section 4).
 
 use kvs::client::commands::{parse_client_line, ClientCommand, CLIENT_HELP};
+use kvs::client::console::{self, Console, Input};
 use kvs::client::{read_notification, Answer, ClientError, ClientFifos, Connection};
 use kvs::jobs::runner::render_read;
 use kvs::protocol::fifo::Request;
 use signal_hook::consts::{SIGHUP, SIGINT, SIGTERM};
 use signal_hook::iterator::Signals;
-use std::io::{self, BufRead, Write};
+use std::io::{self, BufRead, IsTerminal, Write};
 use std::path::PathBuf;
 use std::process::ExitCode;
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -25,7 +26,10 @@ commands from stdin, one per line:
   READ [key,...]           WRITE [(key,value)...]      DELETE [key,...]
   DELAY <ms>               DISCONNECT (end of input does the same)
   HELP
-Each notification prints as (key,value) or (key,DELETED).
+Each notification prints as (key,value) or (key,DELETED). At a terminal the
+client is a console: a kvs> prompt, line editing, history kept across runs
+(in $XDG_STATE_HOME/kvs/history or ~/.local/state/kvs/history), Tab completes
+command names, and notifications print above the line being typed.
 Exit status: 0 after DISCONNECT, 1 if the server refused, closed or vanished,
 2 on a bad command line.";
 
@@ -141,12 +145,30 @@ fn run(exit: &'static Exit, registration: PathBuf) -> ExitCode {
     };
     say!("Server returned 0 for operation: connect");
 
+    // At a terminal: a console; notifications print above its prompt.
+    let mut console = if io::stdin().is_terminal() {
+        match Console::new() {
+            Ok(c) => Some(c),
+            Err(e) => {
+                eprintln!("kvs-client: no line editing ({e}); reading plain lines");
+                None
+            }
+        }
+    } else {
+        None
+    };
+    let mut notify: Box<dyn FnMut(String) + Send> =
+        match console.as_mut().and_then(Console::printer) {
+            Some(p) => p,
+            None => Box::new(|line| say!("{line}")),
+        };
+
     let disconnecting = Arc::new(AtomicBool::new(false));
     if let Some(mut notif) = conn.take_notifications() {
         let disconnecting = disconnecting.clone();
         std::thread::spawn(move || loop {
             match read_notification(&mut notif) {
-                Ok(Some((key, value))) => say!("({key},{value})"),
+                Ok(Some((key, value))) => notify(format!("({key},{value})")),
                 Ok(None) | Err(_) => {
                     if disconnecting.load(Ordering::SeqCst) {
                         return;
@@ -162,17 +184,29 @@ fn run(exit: &'static Exit, registration: PathBuf) -> ExitCode {
     let mut input = stdin.lock();
     loop {
         line.clear();
-        match input.read_until(b'\n', &mut line) {
-            Ok(0) => break,
-            Ok(_) => {}
-            Err(e) => {
-                eprintln!("kvs-client: reading stdin failed: {e}");
-                break;
+        if let Some(c) = console.as_mut() {
+            match c.read_line() {
+                Input::Line(l) => line.extend_from_slice(l.as_bytes()),
+                Input::End => break,
+            }
+        } else {
+            match input.read_until(b'\n', &mut line) {
+                Ok(0) => break,
+                Ok(_) => {}
+                Err(e) => {
+                    eprintln!("kvs-client: reading stdin failed: {e}");
+                    break;
+                }
             }
         }
-        let cmd = match parse_client_line(line.strip_suffix(b"\n").unwrap_or(&line)) {
+        let text = line.strip_suffix(b"\n").unwrap_or(&line);
+        let cmd = match parse_client_line(text) {
             Ok(Some(cmd)) => cmd,
             Ok(None) => continue,
+            Err(e) if console.is_some() => {
+                eprintln!("{}", console::explain(&String::from_utf8_lossy(text), &e));
+                continue;
+            }
             Err(_) => {
                 eprintln!("Invalid command. See HELP for usage");
                 continue;
@@ -199,6 +233,10 @@ fn run(exit: &'static Exit, registration: PathBuf) -> ExitCode {
                     .map(|a| report(&a, "write"))
             }),
             ClientCommand::Delete(keys) => each(&mut conn, keys, Request::Delete, "delete"),
+            ClientCommand::Help if console.is_some() => {
+                say!("{}", console::help());
+                Ok(())
+            }
             ClientCommand::Help => {
                 say!("{}", CLIENT_HELP.trim_end());
                 Ok(())
@@ -209,6 +247,9 @@ fn run(exit: &'static Exit, registration: PathBuf) -> ExitCode {
         }
     }
 
+    if let Some(c) = console.as_mut() {
+        c.save();
+    }
     disconnecting.store(true, Ordering::SeqCst);
     match conn.request(&Request::Disconnect) {
         Ok(a) => report(&a, "disconnect"),

@@ -4,6 +4,7 @@
 //! from [`Connection::take_notifications`].
 
 pub mod commands;
+pub mod console;
 
 use crate::protocol::fifo::{
     self as protocol, ConnectRequest, OpForm, Request, CONNECT_LEN, NOTIFICATION_LEN, STRING_FIELD,
