@@ -2,6 +2,11 @@
 //! folder (16 files x 50,000 commands) with 1 and 2 workers, with and
 //! without BACKUP lines. Each figure is the best of three runs; the
 //! 2-worker figure is also printed as a ratio of the 1-worker one.
+//!
+//! The last row times the whole `kvs` process (start, parse, run, write
+//! every `.out`, exit) on a mixed workload: 40% READ, 50% WRITE, 10%
+//! DELETE, 1 to 3 keys each, keys spread over many first letters and
+//! disjoint per file.
 
 use kvs::backup::Backups;
 use kvs::jobs::run_folder;
@@ -63,6 +68,57 @@ fn commands_per_sec(dir: &Path, workers: usize) -> f64 {
         .fold(0.0, f64::max)
 }
 
+/// The mixed workload of the whole-process row.
+fn generate_mixed(dir: &Path) {
+    for f in 0..FILES {
+        let mut job = String::with_capacity(COMMANDS * 48);
+        let mut x: u64 = 0x2545_f491_4f6c_dd1d ^ f as u64;
+        let mut next = || {
+            x ^= x << 13;
+            x ^= x >> 7;
+            x ^= x << 17;
+            x
+        };
+        let key = |r: u64| format!("{}{f}x{}", (b'a' + (r % 26) as u8) as char, r % 20_000);
+        for n in 0..COMMANDS {
+            let r = next();
+            let keys = 1 + (r >> 8) % 3;
+            match r % 10 {
+                0..=3 => {
+                    let ks: Vec<String> = (0..keys).map(|i| key(next() + i)).collect();
+                    writeln!(job, "READ [{}]", ks.join(","))
+                }
+                4..=8 => {
+                    let ps: String = (0..keys)
+                        .map(|_| format!("({},v{n})", key(next())))
+                        .collect();
+                    writeln!(job, "WRITE [{ps}]")
+                }
+                _ => writeln!(job, "DELETE [{}]", key(next())),
+            }
+            .unwrap();
+        }
+        std::fs::write(dir.join(format!("mix{f:02}.job")), job).unwrap();
+    }
+}
+
+/// Commands per second of the `kvs` binary on `dir` with `workers`.
+fn process_per_sec(dir: &Path, workers: usize) -> f64 {
+    (0..3)
+        .map(|_| {
+            let start = Instant::now();
+            let status = std::process::Command::new(env!("CARGO_BIN_EXE_kvs"))
+                .arg(dir)
+                .args(["1", &workers.to_string()])
+                .stderr(std::process::Stdio::null())
+                .status()
+                .expect("run kvs");
+            assert!(status.success());
+            (FILES * COMMANDS) as f64 / start.elapsed().as_secs_f64()
+        })
+        .fold(0.0, f64::max)
+}
+
 fn main() {
     // `cargo test --benches` passes --bench-less flags; only run when benched.
     if !std::env::args().any(|a| a == "--bench") {
@@ -86,4 +142,15 @@ fn main() {
             two / one
         );
     }
+    let tmp = tempfile::tempdir().expect("tempdir");
+    generate_mixed(tmp.path());
+    let one = process_per_sec(tmp.path(), 1);
+    let two = process_per_sec(tmp.path(), 2);
+    println!(
+        "{:<12} {:>16.0} {:>16.0} {:>6.2}x   (the kvs process, mixed 40/50/10, 1-3 keys)",
+        "kvs process",
+        one,
+        two,
+        two / one
+    );
 }
