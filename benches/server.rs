@@ -311,14 +311,62 @@ enum Keys {
 fn fan_out(server: &Server) {
     println!("\n== notifications: one writer, N subscribers (latency: write sent -> notification read) ==");
     let (mut writer, _wn, _wf) = server.session("fw");
+    let mut one_key = Vec::new();
     for keys in [Keys::One, Keys::Disjoint] {
         for subs in [1usize, 100, 1000] {
-            fan_out_case(server, &mut writer, keys, subs);
+            let (p50, p99) = fan_out_case(server, &mut writer, keys, subs);
+            if keys == Keys::One {
+                one_key.push((subs, p50, p99));
+            }
         }
+    }
+    println!("\n== the floor: one thread writes the 82-byte message to N pipes, read by the same reader ==");
+    for (subs, p50, p99) in one_key {
+        let (f50, f99) = floor(subs);
+        println!(
+            "{subs:>5} pipes: p50 {f50:>7.1} us  p99 {f99:>8.1} us;  kvs/floor p50 {:.2}x  p99 {:.2}x",
+            p50 / f50,
+            p99 / f99
+        );
     }
 }
 
-fn fan_out_case(server: &Server, writer: &mut Connection, keys: Keys, subs: usize) {
+/// What one change to `subs` subscribers costs the kernel alone: a thread
+/// writes one notification to each of `subs` pipes, the benchmark's reader
+/// reads them; latency from the go to each read.
+fn floor(subs: usize) -> (f64, f64) {
+    let mut reads = Vec::new();
+    let mut writes = Vec::new();
+    for _ in 0..subs {
+        let (r, w) = nix::unistd::pipe().expect("pipe");
+        reads.push(File::from(r));
+        writes.push(File::from(w));
+    }
+    let (go, rx) = std::sync::mpsc::channel::<()>();
+    let writer = std::thread::spawn(move || {
+        let msg = [7u8; NOTIFICATION_LEN];
+        for () in rx {
+            for w in writes.iter_mut() {
+                w.write_all(&msg).expect("write to pipe");
+            }
+        }
+    });
+    let mut fan = Fanout::new(reads);
+    let rounds = (20_000 / subs).clamp(20, 2_000);
+    let mut lat = Vec::with_capacity(rounds * subs);
+    for _ in 0..rounds {
+        let t0 = Instant::now();
+        go.send(()).expect("writer");
+        lat.extend(fan.collect(subs).into_iter().map(|t| t - t0));
+    }
+    drop(go);
+    writer.join().expect("writer thread");
+    lat.sort_unstable();
+    (pct(&lat, 0.5), pct(&lat, 0.99))
+}
+
+/// One case; returns its latency p50 and p99 in microseconds.
+fn fan_out_case(server: &Server, writer: &mut Connection, keys: Keys, subs: usize) -> (f64, f64) {
     let tag = if keys == Keys::One { "one" } else { "dis" };
     let key_of = |i: usize| match keys {
         Keys::One => format!("{tag}{subs}"),
@@ -385,6 +433,7 @@ fn fan_out_case(server: &Server, writer: &mut Connection, keys: Keys, subs: usiz
         lat.len(),
         per_sec
     );
+    (pct(&lat, 0.5), pct(&lat, 0.99))
 }
 
 /// redis-benchmark SET/GET against a private redis-server on loopback, if
