@@ -12,7 +12,7 @@
 //! The submodules split the reactor's work by subject: accepting FIFO
 //! clients ([`accept`]) and RESP clients ([`streams`]), the registration
 //! FIFO ([`listener`]), each protocol's requests ([`fifo_requests`],
-//! [`resp_requests`]) and subscriptions and their messages ([`deliver`]).
+//! [`resp`]) and subscriptions and their messages ([`deliver`]).
 
 use super::fifo::{FifoId, RegistrationFifo};
 use super::mailbox::{Event, Mailbox, OpResult};
@@ -37,14 +37,14 @@ mod accept;
 mod deliver;
 mod fifo_requests;
 mod listener;
-mod resp_requests;
+mod resp;
 pub mod streams;
 
 pub use accept::OPEN_GRACE;
 use accept::{spare_descriptor, unwatch_out, OPEN_RETRY};
 pub use fifo_requests::encode_reply as encode_fifo_reply;
 use listener::{Listener, REGISTRATION_CHECK};
-pub use resp_requests::encode_reply as encode_resp_reply;
+pub use resp::encode_reply as encode_resp_reply;
 pub use streams::StreamListeners;
 
 pub const REGISTRATION: Token = Token(usize::MAX - 1);

@@ -1,0 +1,408 @@
+//! A RESP client's requests: each becomes a store [`Command`](crate::reactor::command::Command) (batched with
+//! the ones after it, so a pipeline costs one trip to the store pool) or is
+//! answered on the reactor. Replies and error texts are Redis 7's, so
+//! client libraries and `redis-cli` see what they expect.
+//!
+//! This file parses, batches and dispatches; the commands live by subject:
+//! [`store_commands`] (what goes to the store), [`connection`] (AUTH,
+//! HELLO, CLIENT), [`server_info`] (INFO, CONFIG, COMMAND) and [`pubsub`]
+//! (SUBSCRIBE and the rest).
+
+mod connection;
+mod pubsub;
+mod server_info;
+mod store_commands;
+
+use server_info::command_command;
+use store_commands::{store_command, try_reads};
+
+use super::super::Reactor;
+use crate::protocol::resp::{self, Parsed};
+use crate::reactor::command::Reply;
+use crate::reactor::pubsub::SessionId;
+use crate::reactor::session::{Link, RespState};
+use crate::reactor::store_ops::{BatchItem, StoreOp};
+
+/// Most commands handed to the pool in one batch.
+const MAX_BATCH: usize = 1024;
+
+/// The version kvs reports where clients expect Redis's (HELLO, INFO):
+/// the Redis release whose replies kvs follows.
+const REDIS_COMPAT_VERSION: &str = "7.0.0";
+
+/// Commands whose work is done by the store pool.
+const STORE_COMMANDS: &[&str] = &[
+    "get", "set", "setnx", "getset", "mget", "mset", "del", "unlink", "exists", "type", "strlen",
+    "keys", "scan", "dbsize", "flushdb", "flushall", "info",
+];
+
+/// Commands answered on the reactor.
+const LOCAL_COMMANDS: &[&str] = &[
+    "ping",
+    "echo",
+    "quit",
+    "hello",
+    "auth",
+    "select",
+    "client",
+    "command",
+    "config",
+    "subscribe",
+    "unsubscribe",
+    "psubscribe",
+    "punsubscribe",
+    "publish",
+    "reset",
+];
+
+/// Appends the RESP encoding of a store command's reply.
+pub fn encode_reply(out: &mut Vec<u8>, reply: &Reply) {
+    match reply {
+        Reply::Ok => resp::push_ok(out),
+        Reply::Int(n) => resp::push_int(out, *n),
+        Reply::Value(v) => resp::push_opt_bulk(out, v.as_deref().map(str::as_bytes)),
+        Reply::Values(vs) => {
+            resp::push_array_len(out, vs.len());
+            for v in vs {
+                resp::push_opt_bulk(out, v.as_deref().map(str::as_bytes));
+            }
+        }
+        Reply::Keys(keys) => push_keys(out, keys),
+        Reply::Scan(next, keys) => {
+            resp::push_array_len(out, 2);
+            resp::push_bulk(out, next.to_string().as_bytes());
+            push_keys(out, keys);
+        }
+        Reply::Status(s) => resp::push_simple(out, s),
+        Reply::Text(t) => resp::push_bulk(out, t.as_bytes()),
+        Reply::Error(e) => resp::push_error(out, e),
+    }
+}
+
+fn push_keys(out: &mut Vec<u8>, keys: &[String]) {
+    resp::push_array_len(out, keys.len());
+    for k in keys {
+        resp::push_bulk(out, k.as_bytes());
+    }
+}
+
+fn arity_error(name: &str) -> Reply {
+    Reply::Error(format!(
+        "ERR wrong number of arguments for '{name}' command"
+    ))
+}
+
+fn syntax_error() -> Reply {
+    Reply::Error("ERR syntax error".into())
+}
+
+fn not_integer() -> Reply {
+    Reply::Error("ERR value is not an integer or out of range".into())
+}
+
+/// Redis's text for a command it does not know, with the first arguments.
+fn unknown_command(args: &[&[u8]]) -> String {
+    let mut list = String::new();
+    for a in &args[1..] {
+        if list.len() >= 128 {
+            break;
+        }
+        let room = 128 - list.len();
+        let text = String::from_utf8_lossy(a);
+        let cut: String = text.chars().take(room).collect();
+        list.push_str(&format!("'{cut}' "));
+    }
+    let name: String = String::from_utf8_lossy(args[0]).chars().take(128).collect();
+    format!("ERR unknown command '{name}', with args beginning with: {list}")
+}
+
+fn parse_u64(arg: &[u8]) -> Option<u64> {
+    std::str::from_utf8(arg).ok()?.parse().ok()
+}
+
+fn eq(arg: &[u8], word: &str) -> bool {
+    arg.eq_ignore_ascii_case(word.as_bytes())
+}
+
+impl Reactor {
+    /// Parses and handles the RESP requests waiting in the session's buffer.
+    pub(super) fn serve_resp(&mut self, sid: SessionId) {
+        let Some(s) = self.sessions.get_mut(sid) else {
+            return;
+        };
+        let buf = std::mem::take(&mut s.inbuf);
+        let mut used = 0;
+        let mut batch: Vec<BatchItem> = Vec::new();
+        let mut failed = None;
+        while batch.len() < MAX_BATCH && self.ready_for_more(sid) && !self.quitting(sid) {
+            let (args, len) = match resp::parse(&buf[used..]) {
+                Parsed::Incomplete => break,
+                Parsed::Error(e) => {
+                    // Answer what came before the bad bytes first.
+                    if batch.is_empty() {
+                        failed = Some(e);
+                    }
+                    break;
+                }
+                Parsed::Request(args, len) => (args, len),
+            };
+            if args.is_empty() {
+                used += len;
+                continue;
+            }
+            let name = String::from_utf8_lossy(args[0]).to_ascii_lowercase();
+            let stored = STORE_COMMANDS.contains(&name.as_str()) && self.may_run(sid);
+            if !stored && !batch.is_empty() {
+                // Its answer must follow the batch's.
+                break;
+            }
+            used += len;
+            self.stats.commands += 1;
+            if stored {
+                batch.push(store_command(&name, &args, || self.info_command(&args)));
+            } else {
+                self.local_command(sid, &name, &args);
+            }
+        }
+        let Some(s) = self.sessions.get_mut(sid) else {
+            return;
+        };
+        s.inbuf = buf;
+        s.inbuf.drain(..used);
+        if let Some(e) = failed {
+            return self.protocol_error(sid, e);
+        }
+        if batch.is_empty() {
+            return;
+        }
+        self.dirty.push(sid);
+        // Reads whose shards are free are answered here: two thread
+        // hand-offs fewer, and still no waiting on a lock. One busy shard
+        // sends the whole batch to the pool, to keep replies in order.
+        if let Some(replies) = try_reads(self.pool.store(), &batch) {
+            for r in &replies {
+                encode_reply(s.replies(), r);
+            }
+            return;
+        }
+        s.busy = true;
+        self.stats.batches += 1;
+        self.pool.submit(sid, s.generation, StoreOp::Batch(batch));
+    }
+
+    fn quitting(&self, sid: SessionId) -> bool {
+        match self.sessions.get(sid).map(|s| &s.link) {
+            Some(Link::Stream { resp, .. }) => resp.quitting,
+            _ => false,
+        }
+    }
+
+    fn resp_state(&mut self, sid: SessionId) -> Option<&mut RespState> {
+        match self.sessions.get_mut(sid).map(|s| &mut s.link) {
+            Some(Link::Stream { resp, .. }) => Some(resp),
+            _ => None,
+        }
+    }
+
+    /// Whether a store command may run in the session's state
+    /// (authenticated, not in subscriber mode); if not,
+    /// [`Reactor::local_command`] says why.
+    fn may_run(&self, sid: SessionId) -> bool {
+        let Some(s) = self.sessions.get(sid) else {
+            return false;
+        };
+        let authenticated = match &s.link {
+            Link::Stream { resp, .. } => resp.authenticated,
+            Link::Fifo(_) => true,
+        };
+        authenticated && s.subscription_count() == 0
+    }
+
+    /// Handles a command answered on the reactor, or refuses a store
+    /// command the session may not run now.
+    fn local_command(&mut self, sid: SessionId, name: &str, args: &[&[u8]]) {
+        let Some(s) = self.sessions.get_mut(sid) else {
+            return;
+        };
+        let authenticated = matches!(&s.link, Link::Stream { resp, .. } if resp.authenticated);
+        let subscribed = s.subscription_count() > 0;
+        self.dirty.push(sid);
+        // Simple answers go here; commands with more to do write their own.
+        let mut out = Vec::new();
+        self.local_reply(sid, name, args, authenticated, subscribed, &mut out);
+        if let Some(s) = self.sessions.get_mut(sid) {
+            s.replies().extend_from_slice(&out);
+        }
+    }
+
+    fn local_reply(
+        &mut self,
+        sid: SessionId,
+        name: &str,
+        args: &[&[u8]],
+        authenticated: bool,
+        subscribed: bool,
+        out: &mut Vec<u8>,
+    ) {
+        // Redis's order: an unknown command says so even before AUTH.
+        let known = LOCAL_COMMANDS.contains(&name) || STORE_COMMANDS.contains(&name);
+        if !known {
+            return resp::push_error(out, &unknown_command(args));
+        }
+        if !authenticated && !matches!(name, "auth" | "hello" | "ping" | "quit") {
+            return resp::push_error(out, "NOAUTH Authentication required.");
+        }
+        let pubsub_ok = matches!(
+            name,
+            "subscribe" | "unsubscribe" | "psubscribe" | "punsubscribe" | "ping" | "quit" | "reset"
+        );
+        if subscribed && !pubsub_ok {
+            return resp::push_error(out, &format!(
+                "ERR Can't execute '{name}': only (P|S)SUBSCRIBE / (P|S)UNSUBSCRIBE / PING / QUIT / RESET are allowed in this context"
+            ));
+        }
+        let n = args.len();
+        match name {
+            "ping" if n <= 2 => {
+                if subscribed {
+                    resp::push_array_len(out, 2);
+                    resp::push_bulk(out, b"pong");
+                    resp::push_bulk(out, args.get(1).copied().unwrap_or(b""));
+                } else if n == 2 {
+                    resp::push_bulk(out, args[1]);
+                } else {
+                    resp::push_simple(out, "PONG");
+                }
+            }
+            "echo" if n == 2 => resp::push_bulk(out, args[1]),
+            "quit" => {
+                resp::push_ok(out);
+                if let Some(st) = self.resp_state(sid) {
+                    st.quitting = true;
+                }
+            }
+            "select" if n == 2 => match parse_u64(args[1]) {
+                Some(0) => resp::push_ok(out),
+                Some(_) => resp::push_error(out, "ERR DB index is out of range"),
+                None => encode_reply(out, &not_integer()),
+            },
+            "auth" if n == 2 || n == 3 => {
+                let user = (n == 3).then(|| args[1]);
+                let reply = self.auth(sid, user, args[n - 1]);
+                encode_reply(out, &reply);
+            }
+            "hello" => self.hello(sid, args, out),
+            "client" if n >= 2 => self.client(sid, args, out),
+            "command" => command_command(out, args),
+            "config" if n >= 2 => self.config(args, out),
+            "subscribe" | "psubscribe" if n >= 2 => {
+                self.subscribe(sid, name == "psubscribe", &args[1..])
+            }
+            "unsubscribe" | "punsubscribe" => {
+                self.unsubscribe(sid, name == "punsubscribe", &args[1..])
+            }
+            "publish" if n == 3 => {
+                let channel = String::from_utf8_lossy(args[1]).into_owned();
+                let receivers = self.publish(&channel, args[2]);
+                resp::push_int(out, receivers as i64);
+            }
+            "reset" if n == 1 => {
+                // RESET's own pub/sub replies are not sent, only its answer.
+                let mut discarded = Vec::new();
+                self.unsubscribe_into(sid, false, &[], &mut discarded);
+                self.unsubscribe_into(sid, true, &[], &mut discarded);
+                let has_password = self.password.is_some();
+                if let Some(st) = self.resp_state(sid) {
+                    st.name = None;
+                    st.authenticated = !has_password;
+                }
+                resp::push_simple(out, "RESET");
+            }
+            _ => {
+                // Known, but called with the wrong number of arguments.
+                let shown = match (name, args.get(1)) {
+                    ("client" | "config", Some(sub)) => {
+                        format!(
+                            "{name}|{}",
+                            String::from_utf8_lossy(sub).to_ascii_lowercase()
+                        )
+                    }
+                    _ => name.to_owned(),
+                };
+                encode_reply(out, &arity_error(&shown));
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::connection::same_secret;
+    use super::store_commands::store_command;
+    use super::*;
+    use crate::reactor::command::Command;
+
+    #[test]
+    fn unknown_command_text_is_redis_s() {
+        assert_eq!(
+            unknown_command(&[b"foo", b"a", b"b"]),
+            "ERR unknown command 'foo', with args beginning with: 'a' 'b' "
+        );
+        assert_eq!(
+            unknown_command(&[b"foo"]),
+            "ERR unknown command 'foo', with args beginning with: "
+        );
+    }
+
+    #[test]
+    fn store_commands_check_arity_and_values() {
+        let info = || Command::DbSize;
+        assert_eq!(
+            store_command("get", &[b"get"], info),
+            Err(arity_error("get"))
+        );
+        assert_eq!(
+            store_command("mset", &[b"mset", b"a", b"1", b"b"], info),
+            Err(arity_error("mset"))
+        );
+        assert!(matches!(
+            store_command("set", &[b"set", b"a b", b"1"], info),
+            Err(Reply::Error(e)) if e.contains("40 bytes")
+        ));
+        assert!(matches!(
+            store_command("set", &[b"set", b"k", b"v", b"EX", b"10"], info),
+            Err(Reply::Error(e)) if e.contains("EX")
+        ));
+        assert_eq!(
+            store_command("set", &[b"set", b"k", b"v", b"nx", b"xx"], info),
+            Err(syntax_error())
+        );
+        assert_eq!(
+            store_command("get", &[b"get", &[b'k'; 41]], info),
+            Err(Reply::Value(None))
+        );
+        assert_eq!(
+            store_command("scan", &[b"scan", b"x"], info),
+            Err(Reply::Error("ERR invalid cursor".into()))
+        );
+        assert_eq!(
+            store_command(
+                "scan",
+                &[b"scan", b"0", b"count", b"5", b"match", b"a*"],
+                info
+            ),
+            Ok(Command::Scan {
+                cursor: 0,
+                count: 5,
+                pattern: Some(b"a*".to_vec())
+            })
+        );
+    }
+
+    #[test]
+    fn secrets_compare_whole() {
+        assert!(same_secret(b"abc", b"abc"));
+        assert!(!same_secret(b"abc", b"abd"));
+        assert!(!same_secret(b"abc", b"ab"));
+    }
+}
