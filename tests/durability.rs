@@ -86,6 +86,28 @@ struct Ledger {
     tried: HashMap<String, Vec<String>>,
 }
 
+/// Records `key = value` as tried, runs `send`, and records it as
+/// acknowledged if `send` says so; returns what `send` said.
+fn attempt(
+    ledger: &Mutex<Ledger>,
+    key: String,
+    value: String,
+    send: impl FnOnce(&str, &str) -> bool,
+) -> bool {
+    ledger
+        .lock()
+        .unwrap()
+        .tried
+        .entry(key.clone())
+        .or_default()
+        .push(value.clone());
+    let acked = send(&key, &value);
+    if acked {
+        ledger.lock().unwrap().acked.insert(key, value);
+    }
+    acked
+}
+
 /// Rounds of: start with `--fsync always`, write from RESP and FIFO
 /// clients, kill -9 at a random moment; after each restart every
 /// acknowledged write must be there with its value, and nothing that was
@@ -119,19 +141,11 @@ fn crash_rounds(rounds: usize, extra: &[&str]) -> tempfile::TempDir {
                     }
                     // Keys are rewritten too, so "latest value" is tested.
                     let key = format!("k{round}-{w}-{}", i % 50);
-                    let value = format!("v{i}");
-                    ledger
-                        .lock()
-                        .unwrap()
-                        .tried
-                        .entry(key.clone())
-                        .or_default()
-                        .push(value.clone());
-                    match c.set::<_, _, ()>(&key, &value) {
-                        Ok(()) => {
-                            ledger.lock().unwrap().acked.insert(key, value);
-                        }
-                        Err(_) => return,
+                    let sent = attempt(&ledger, key, format!("v{i}"), |k, v| {
+                        c.set::<_, _, ()>(k, v).is_ok()
+                    });
+                    if !sent {
+                        return;
                     }
                 }
             }));
@@ -145,19 +159,11 @@ fn crash_rounds(rounds: usize, extra: &[&str]) -> tempfile::TempDir {
                         return;
                     }
                     let key = format!("f{round}-{}", i % 50);
-                    let value = format!("w{i}");
-                    ledger
-                        .lock()
-                        .unwrap()
-                        .tried
-                        .entry(key.clone())
-                        .or_default()
-                        .push(value.clone());
-                    match s.conn.request(&write(&key, &value)) {
-                        Ok(a) if a.code == b'0' => {
-                            ledger.lock().unwrap().acked.insert(key, value);
-                        }
-                        _ => return,
+                    let sent = attempt(&ledger, key, format!("w{i}"), |k, v| {
+                        s.conn.request(&write(k, v)).is_ok_and(|a| a.code == b'0')
+                    });
+                    if !sent {
+                        return;
                     }
                 }
             }));

@@ -594,12 +594,7 @@ fn a_client_sending_ascii_op_codes_is_served_in_its_form() {
     .encode()
     .unwrap();
     assert_eq!(msg[0], b'1');
-    std::fs::OpenOptions::new()
-        .write(true)
-        .open(&server.fifo)
-        .unwrap()
-        .write_all(&msg)
-        .unwrap();
+    send_registration(&server.fifo, &msg);
     let mut answers = File::open(&resp).unwrap();
     let mut two = [0u8; 2];
     answers.read_exact(&mut two).unwrap();
@@ -648,12 +643,7 @@ fn a_connect_in_neither_form_is_logged_with_its_bytes() {
     let server = Server::start(&[], &[]);
     let mut msg = vec![b'X', b'Y'];
     msg.resize(kvs::protocol::fifo::CONNECT_LEN, 0);
-    std::fs::OpenOptions::new()
-        .write(true)
-        .open(&server.fifo)
-        .unwrap()
-        .write_all(&msg)
-        .unwrap();
+    send_registration(&server.fifo, &msg);
     server.wait_log("first bytes: 58 59 00");
 }
 

@@ -373,7 +373,6 @@ pub fn three_fifos(dir: &Path) -> [std::path::PathBuf; 3] {
 
 /// Writes a raw 121-byte connect request naming these three paths.
 pub fn raw_connect(fifo: &Path, req: &Path, resp: &Path, notif: &Path) {
-    use std::io::Write;
     use std::os::unix::ffi::OsStrExt;
     let msg = kvs::protocol::fifo::ConnectRequest {
         req: req.as_os_str().as_bytes().to_vec(),
@@ -383,12 +382,18 @@ pub fn raw_connect(fifo: &Path, req: &Path, resp: &Path, notif: &Path) {
     }
     .encode()
     .expect("paths fit");
+    send_registration(fifo, &msg);
+}
+
+/// Writes raw bytes to the registration FIFO, as any process may.
+pub fn send_registration(fifo: &Path, bytes: &[u8]) {
+    use std::io::Write;
     std::fs::OpenOptions::new()
         .write(true)
         .open(fifo)
         .expect("open registration FIFO")
-        .write_all(&msg)
-        .expect("write connect request");
+        .write_all(bytes)
+        .expect("write to the registration FIFO");
 }
 
 /// Waits (at most 10 s) until the file at `path` holds exactly `text`.
