@@ -112,33 +112,44 @@ fn push_str(out: &mut Vec<u8>, s: &str) {
     out.extend_from_slice(&s.as_bytes()[..n]);
 }
 
-/// Appends set records for `pairs` (one record unless there are more than
-/// [`MAX_ITEMS`]).
-pub fn push_set<'a, 'b>(out: &mut Vec<u8>, pairs: impl Iterator<Item = (&'a str, &'b str)>) {
-    let pairs: Vec<(&str, &str)> = pairs.collect();
-    for chunk in pairs.chunks(MAX_ITEMS) {
+/// Appends records of `op` holding the items `write` writes, [`MAX_ITEMS`]
+/// at most each, counting as it goes (no list is built first).
+fn push_items<T>(
+    out: &mut Vec<u8>,
+    op: u8,
+    items: impl Iterator<Item = T>,
+    write: impl Fn(&mut Vec<u8>, T),
+) {
+    let mut items = items.peekable();
+    while items.peek().is_some() {
         push_record(out, |p| {
-            p.push(OP_SET);
-            p.extend_from_slice(&(chunk.len() as u16).to_le_bytes());
-            for (k, v) in chunk {
-                push_str(p, k);
-                push_str(p, v);
+            p.push(op);
+            let count_at = p.len();
+            p.extend_from_slice(&[0, 0]);
+            let mut n: u16 = 0;
+            while (n as usize) < MAX_ITEMS {
+                let Some(item) = items.next() else {
+                    break;
+                };
+                write(p, item);
+                n += 1;
             }
+            p[count_at..count_at + 2].copy_from_slice(&n.to_le_bytes());
         });
     }
 }
 
+/// Appends set records for `pairs` (one record unless there are more than
+/// [`MAX_ITEMS`]).
+pub fn push_set<'a, 'b>(out: &mut Vec<u8>, pairs: impl Iterator<Item = (&'a str, &'b str)>) {
+    push_items(out, OP_SET, pairs, |p, (k, v)| {
+        push_str(p, k);
+        push_str(p, v);
+    });
+}
+
 pub fn push_del<'a>(out: &mut Vec<u8>, keys: impl Iterator<Item = &'a str>) {
-    let keys: Vec<&str> = keys.collect();
-    for chunk in keys.chunks(MAX_ITEMS) {
-        push_record(out, |p| {
-            p.push(OP_DEL);
-            p.extend_from_slice(&(chunk.len() as u16).to_le_bytes());
-            for k in chunk {
-                push_str(p, k);
-            }
-        });
-    }
+    push_items(out, OP_DEL, keys, push_str);
 }
 
 pub fn push_clear(out: &mut Vec<u8>) {
@@ -194,9 +205,13 @@ impl<'a> Reader<'a> {
             .map_err(|_| FormatError::BadPayload("a key or value breaks the store's rules"))
     }
 
+    /// A count of items; kvs never writes a record of none.
     fn count(&mut self) -> Result<usize, FormatError> {
         let c = self.take(2)?;
-        Ok(u16::from_le_bytes([c[0], c[1]]) as usize)
+        match u16::from_le_bytes([c[0], c[1]]) as usize {
+            0 => Err(FormatError::BadPayload("a mutation of nothing")),
+            n => Ok(n),
+        }
     }
 }
 

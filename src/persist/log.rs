@@ -61,6 +61,11 @@ impl Fsync {
     }
 }
 
+thread_local! {
+    /// Where a thread encodes its records before appending them.
+    static SCRATCH: std::cell::RefCell<Vec<u8>> = const { std::cell::RefCell::new(Vec::new()) };
+}
+
 /// How often the log thread writes what job files appended.
 const WRITE_INTERVAL: Duration = Duration::from_millis(20);
 /// A buffer this large is written at once, not at the next interval.
@@ -152,14 +157,22 @@ impl Log {
         let _ = self.on_synced.set(f);
     }
 
+    /// Appends one mutation's records. They are encoded (and checksummed)
+    /// into a buffer of this thread's before the shared buffer is locked,
+    /// so writers on other shards wait only for a copy. The caller holds
+    /// the shard locks, which keeps each key's records in order.
     fn append(&self, encode: impl FnOnce(&mut Vec<u8>)) {
-        let mut p = self.pending.lock().unwrap_or_else(PoisonError::into_inner);
-        let before = p.bytes.len();
-        encode(&mut p.bytes);
-        p.end += (p.bytes.len() - before) as u64;
-        if p.bytes.len() >= EAGER_WRITE {
-            self.wake.notify_one();
-        }
+        SCRATCH.with(|scratch| {
+            let mut scratch = scratch.borrow_mut();
+            scratch.clear();
+            encode(&mut scratch);
+            let mut p = self.pending.lock().unwrap_or_else(PoisonError::into_inner);
+            p.bytes.extend_from_slice(&scratch);
+            p.end += scratch.len() as u64;
+            if p.bytes.len() >= EAGER_WRITE {
+                self.wake.notify_one();
+            }
+        });
     }
 
     /// Whether the last write failed: mutations from clients are refused
