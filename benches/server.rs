@@ -52,7 +52,12 @@ impl Server {
             .arg(&jobs)
             .args(["1", "1"])
             .arg(dir.path().join("reg"))
-            .args(["--max-sessions", "2000", "--store-threads", "2"])
+            .args([
+                "--max-sessions",
+                "2000",
+                "--store-threads",
+                &std::env::var("KVS_BENCH_STORE_THREADS").unwrap_or_else(|_| "2".into()),
+            ])
             .stdin(Stdio::null())
             .stdout(Stdio::null())
             .stderr(Stdio::null())

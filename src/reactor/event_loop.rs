@@ -104,6 +104,8 @@ pub struct Reactor {
     pool: StorePool,
     opts: ServerOptions,
     next_generation: u64,
+    /// Where sessions' bytes are read into, before they join their input.
+    read_buf: Vec<u8>,
     /// The log is synced up to here (`--fsync always`).
     durable: u64,
     /// Sessions whose answers wait for a sync.
@@ -189,6 +191,7 @@ impl Reactor {
             pool,
             opts,
             next_generation: 0,
+            read_buf: vec![0; super::session::READ_CHUNK],
             durable: 0,
             syncing: Vec::new(),
             dirty: Vec::new(),
@@ -359,7 +362,7 @@ impl Reactor {
             let Some(s) = self.sessions.get_mut(sid) else {
                 return;
             };
-            s.read_requests(SERVICE_READ);
+            s.read_requests(SERVICE_READ, &mut self.read_buf);
             if s.is_resp() {
                 self.serve_resp(sid);
             } else {

@@ -20,8 +20,9 @@ pub const MAX_INBUF: usize = 64 * 1024;
 /// closes the session.
 pub const QUERY_LIMIT: usize = 1024 * 1024;
 
-/// Bytes read from a session per read call.
-const READ_CHUNK: usize = 16 * 1024;
+/// Bytes read from a session per read call: the size of the reactor's
+/// read buffer.
+pub const READ_CHUNK: usize = 16 * 1024;
 
 /// Bytes waiting to go out on one writable descriptor. Everything queued
 /// between two flushes leaves in one `write` call.
@@ -270,10 +271,10 @@ impl Session {
 
     /// Reads until the input is empty, at end-of-file, or `budget` bytes
     /// were read or the input limit is reached (then [`Session::unread`]
-    /// stays set).
-    pub fn read_requests(&mut self, budget: usize) {
+    /// stays set). `chunk` is the reactor's read buffer, reused so that no
+    /// read zeroes a fresh one.
+    pub fn read_requests(&mut self, budget: usize, chunk: &mut [u8]) {
         let limit = self.input_limit();
-        let mut chunk = [0u8; READ_CHUNK];
         let mut read = 0;
         while self.unread && self.inbuf.len() < limit && read < budget {
             let want = chunk.len().min(limit - self.inbuf.len());
