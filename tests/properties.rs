@@ -65,6 +65,12 @@ proptest! {
     }
 
     #[test]
+    fn the_runners_borrowing_parse_agrees_with_the_owned_one(line in job_like_bytes()) {
+        let borrowed = kvs::jobs::parser::parse_line_borrowed(&line).map(|c| c.map(|c| c.to_owned()));
+        prop_assert_eq!(borrowed, parse_line(&line));
+    }
+
+    #[test]
     fn valid_commands_round_trip(cmd in command()) {
         let text = cmd.to_string();
         prop_assert_eq!(parse_line(text.as_bytes()), Ok(Some(cmd)));

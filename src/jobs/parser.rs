@@ -62,9 +62,48 @@ impl fmt::Display for ParseError {
 
 impl std::error::Error for ParseError {}
 
+/// A parsed job line whose keys and values are slices of the line: what
+/// the job runner uses, so that running a line allocates no string per key
+/// (the store copies what it keeps).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum LineCommand<'a> {
+    Write(Vec<(&'a str, &'a str)>),
+    Read(Vec<&'a str>),
+    Delete(Vec<&'a str>),
+    Show,
+    Wait(u64),
+    Backup,
+    Help,
+}
+
+impl LineCommand<'_> {
+    /// The same command, owning its strings.
+    pub fn to_owned(&self) -> Command {
+        let own = |v: &[&str]| v.iter().map(|s| s.to_string()).collect();
+        match self {
+            LineCommand::Write(p) => Command::Write(
+                p.iter()
+                    .map(|(k, v)| (k.to_string(), v.to_string()))
+                    .collect(),
+            ),
+            LineCommand::Read(k) => Command::Read(own(k)),
+            LineCommand::Delete(k) => Command::Delete(own(k)),
+            LineCommand::Show => Command::Show,
+            LineCommand::Wait(ms) => Command::Wait(*ms),
+            LineCommand::Backup => Command::Backup,
+            LineCommand::Help => Command::Help,
+        }
+    }
+}
+
 /// Parses one line (without its `\n`; a trailing `\r` is ignored).
 /// `Ok(None)` is a blank line or a comment.
 pub fn parse_line(line: &[u8]) -> Result<Option<Command>, ParseError> {
+    parse_line_borrowed(line).map(|c| c.map(|c| c.to_owned()))
+}
+
+/// [`parse_line`], keys and values borrowed from `line`.
+pub fn parse_line_borrowed(line: &[u8]) -> Result<Option<LineCommand<'_>>, ParseError> {
     let line = line.strip_suffix(b"\r").unwrap_or(line);
     if line.first() == Some(&b'#') {
         return Ok(None);
@@ -76,13 +115,13 @@ pub fn parse_line(line: &[u8]) -> Result<Option<Command>, ParseError> {
     }
     let word = c.word();
     let cmd = match word {
-        b"WRITE" => Command::Write(c.pairs()?),
-        b"READ" => Command::Read(c.list()?),
-        b"DELETE" => Command::Delete(c.list()?),
-        b"SHOW" => Command::Show,
-        b"BACKUP" => Command::Backup,
-        b"HELP" => Command::Help,
-        b"WAIT" => Command::Wait(c.delay()?),
+        b"WRITE" => LineCommand::Write(c.pairs()?),
+        b"READ" => LineCommand::Read(c.list()?),
+        b"DELETE" => LineCommand::Delete(c.list()?),
+        b"SHOW" => LineCommand::Show,
+        b"BACKUP" => LineCommand::Backup,
+        b"HELP" => LineCommand::Help,
+        b"WAIT" => LineCommand::Wait(c.delay()?),
         _ => return Err(ParseError::UnknownCommand),
     };
     c.skip_ws();
@@ -119,12 +158,16 @@ fn whole<'a, T>(
 
 /// A `[k1,k2,...]` argument.
 pub fn parse_keys(rest: &[u8]) -> Result<Vec<String>, ParseError> {
-    whole(rest, Cursor::list)
+    whole(rest, Cursor::list).map(|k| k.into_iter().map(str::to_owned).collect())
 }
 
 /// A `[(k1,v1)(k2,v2)...]` argument.
 pub fn parse_pairs(rest: &[u8]) -> Result<Vec<(String, String)>, ParseError> {
-    whole(rest, Cursor::pairs)
+    whole(rest, Cursor::pairs).map(|p| {
+        p.into_iter()
+            .map(|(k, v)| (k.to_owned(), v.to_owned()))
+            .collect()
+    })
 }
 
 /// A `<delay_ms>` argument.
@@ -192,17 +235,16 @@ impl<'a> Cursor<'a> {
     }
 
     /// A key or value: the bytes up to the next delimiter.
-    fn string(&mut self) -> Result<String, ParseError> {
+    fn string(&mut self) -> Result<&'a str, ParseError> {
         self.skip_ws();
         let start = self.i;
         while matches!(self.peek(), Some(b) if is_string_byte(b)) {
             self.i += 1;
         }
-        let s = validate_string(&self.s[start..self.i])?;
-        Ok(s.to_owned())
+        validate_string(&self.s[start..self.i])
     }
 
-    fn list(&mut self) -> Result<Vec<String>, ParseError> {
+    fn list(&mut self) -> Result<Vec<&'a str>, ParseError> {
         self.expect(b'[')?;
         self.skip_ws();
         if self.peek() == Some(b']') {
@@ -226,7 +268,7 @@ impl<'a> Cursor<'a> {
         }
     }
 
-    fn pairs(&mut self) -> Result<Vec<(String, String)>, ParseError> {
+    fn pairs(&mut self) -> Result<Vec<(&'a str, &'a str)>, ParseError> {
         self.expect(b'[')?;
         self.skip_ws();
         if self.peek() == Some(b']') {

@@ -1,8 +1,8 @@
 //! Runs one job file against the store and writes its `.out`.
 
-use super::command::{Command, HELP_TEXT};
+use super::command::HELP_TEXT;
 use super::lines::{Line, LineReader};
-use super::parser::parse_line;
+use super::parser::{parse_line_borrowed, LineCommand};
 use super::progress::{Progress, FLUSH_EVERY};
 use crate::backup::Backups;
 use crate::store::Store;
@@ -82,7 +82,7 @@ pub fn run_job(
         };
         line_no += 1;
         let parsed = match line {
-            Line::Text(t) => parse_line(t).ok(),
+            Line::Text(t) => parse_line_borrowed(t).ok(),
             Line::TooLong => None,
         };
         let cmd = match parsed {
@@ -101,19 +101,19 @@ pub fn run_job(
         }
         buf.clear();
         match cmd {
-            Command::Write(pairs) => store.write(&pairs),
-            Command::Read(keys) => render_read(&keys, &store.read(&keys), &mut buf),
-            Command::Delete(keys) => render_delete(&keys, &store.delete(&keys), &mut buf),
-            Command::Show => store.snapshot().render_into(&mut buf),
-            Command::Help => buf.extend_from_slice(HELP_TEXT.as_bytes()),
-            Command::Wait(0) => {}
-            Command::Wait(ms) => {
+            LineCommand::Write(pairs) => store.write(&pairs),
+            LineCommand::Read(keys) => render_read(&keys, &store.read(&keys), &mut buf),
+            LineCommand::Delete(keys) => render_delete(&keys, &store.delete(&keys), &mut buf),
+            LineCommand::Show => store.snapshot().render_into(&mut buf),
+            LineCommand::Help => buf.extend_from_slice(HELP_TEXT.as_bytes()),
+            LineCommand::Wait(0) => {}
+            LineCommand::Wait(ms) => {
                 out.write_all(b"Waiting...\n").map_err(wout)?;
                 // Someone watching the .out sees why the job is idle.
                 out.flush().map_err(wout)?;
                 std::thread::sleep(Duration::from_millis(ms));
             }
-            Command::Backup => {
+            LineCommand::Backup => {
                 backups_done += 1;
                 let path = backup_path(job, backups_done);
                 // Counted by `backups` for the exit status; the job goes on.
@@ -148,8 +148,9 @@ fn create_out(path: &Path) -> io::Result<File> {
 }
 
 /// READ's line: pairs sorted by key (byte order), absent keys as KVSERROR.
-pub fn render_read(keys: &[String], values: &[Option<String>], out: &mut Vec<u8>) {
-    let mut rows: Vec<(&String, &Option<String>)> = keys.iter().zip(values).collect();
+pub fn render_read<K: AsRef<str>>(keys: &[K], values: &[Option<String>], out: &mut Vec<u8>) {
+    let mut rows: Vec<(&str, &Option<String>)> =
+        keys.iter().map(AsRef::as_ref).zip(values).collect();
     rows.sort_by(|a, b| a.0.as_bytes().cmp(b.0.as_bytes()));
     out.push(b'[');
     for (k, v) in rows {
@@ -163,14 +164,14 @@ pub fn render_read(keys: &[String], values: &[Option<String>], out: &mut Vec<u8>
 }
 
 /// DELETE's line, only when some key was absent: those keys, in the order given.
-pub fn render_delete(keys: &[String], existed: &[bool], out: &mut Vec<u8>) {
+pub fn render_delete<K: AsRef<str>>(keys: &[K], existed: &[bool], out: &mut Vec<u8>) {
     if existed.iter().all(|&e| e) {
         return;
     }
     out.push(b'[');
     for (k, _) in keys.iter().zip(existed).filter(|(_, &e)| !e) {
         out.push(b'(');
-        out.extend_from_slice(k.as_bytes());
+        out.extend_from_slice(k.as_ref().as_bytes());
         out.extend_from_slice(b",KVSMISSING)");
     }
     out.extend_from_slice(b"]\n");
