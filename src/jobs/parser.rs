@@ -241,7 +241,16 @@ impl<'a> Cursor<'a> {
         while matches!(self.peek(), Some(b) if is_string_byte(b)) {
             self.i += 1;
         }
-        validate_string(&self.s[start..self.i])
+        // Every byte was checked by the scan: only the length and UTF-8
+        // are left of `validate_string`'s rules.
+        let s = &self.s[start..self.i];
+        if s.is_empty() {
+            return Err(ParseError::EmptyString);
+        }
+        if s.len() > MAX_STRING {
+            return Err(ParseError::StringTooLong);
+        }
+        std::str::from_utf8(s).map_err(|_| ParseError::NotUtf8)
     }
 
     fn list(&mut self) -> Result<Vec<&'a str>, ParseError> {
