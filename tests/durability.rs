@@ -446,6 +446,16 @@ fn sigusr1_leaves_the_data_alone() {
     let kvs = start(data.path(), &[], &[]);
     let mut raw: Raw = kvs.raw();
     assert_eq!(raw.ask(&["SET", "keep", "1"]), "+OK\r\n");
+    // INFO and CONFIG tell a Redis-minded operator that the data is kept.
+    let info = raw.ask(&["INFO", "persistence"]);
+    assert!(
+        info.contains("aof_enabled:1\r\n") && info.contains("aof_fsync:everysec\r\n"),
+        "{info}"
+    );
+    assert_eq!(
+        raw.ask(&["CONFIG", "GET", "appendonly"]),
+        "*2\r\n$10\r\nappendonly\r\n$3\r\nyes\r\n"
+    );
     kvs.server.signal(nix::sys::signal::Signal::SIGUSR1);
     assert!(raw.closed_by_server());
     let mut raw = kvs.raw();

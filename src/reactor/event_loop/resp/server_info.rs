@@ -27,7 +27,20 @@ impl Reactor {
             ),
             ("unixsocketperm", format!("{:o}", o.socket_mode)),
             ("protected-mode", "yes".into()),
-            ("appendonly", "no".into()),
+            (
+                "appendonly",
+                if o.data.is_some() { "yes" } else { "no" }.into(),
+            ),
+            (
+                "appendfsync",
+                o.data.as_ref().map_or("no", |d| d.fsync.name()).into(),
+            ),
+            (
+                "dir",
+                o.data
+                    .as_ref()
+                    .map_or_else(String::new, |d| d.dir.display().to_string()),
+            ),
             ("save", String::new()),
             ("timeout", "0".into()),
             (
@@ -164,7 +177,18 @@ impl Reactor {
                 "Persistence",
                 vec![
                     ("loading", "0".into()),
-                    ("aof_enabled", "0".into()),
+                    (
+                        "aof_enabled",
+                        u8::from(self.opts.data.is_some()).to_string(),
+                    ),
+                    (
+                        "aof_fsync",
+                        self.opts
+                            .data
+                            .as_ref()
+                            .map_or("", |d| d.fsync.name())
+                            .into(),
+                    ),
                     ("rdb_bgsave_in_progress", "0".into()),
                 ],
             );
