@@ -40,6 +40,7 @@ RESP (the Redis protocol, for redis-cli and Redis client libraries):
   --resp-bind <addr>        bind TCP to <addr> instead (needs --requirepass-file
                             unless <addr> is a loopback address)
   --requirepass-file <path> clients must AUTH with the password in <path>
+
   -h, --help                print this help
   -V, --version             print the version";
 
