@@ -11,7 +11,7 @@
 //! a crash at any step leaves files the next start loads without losing
 //! anything acknowledged.
 //!
-//! - [`format`]: headers, records, checksums.
+//! - [`format`](mod@format): headers, records, checksums.
 //! - [`log`]: appending, writing, syncing (group commit).
 //! - [`recover`]: loading, with torn tails cut off and damage reported.
 //! - [`compact`]: snapshots and the clean-up after them.

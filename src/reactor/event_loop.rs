@@ -10,9 +10,9 @@
 //! tokens.
 //!
 //! The submodules split the reactor's work by subject: accepting FIFO
-//! clients ([`accept`]) and RESP clients ([`streams`]), the registration
-//! FIFO ([`listener`]), each protocol's requests ([`fifo_requests`],
-//! [`resp`]) and subscriptions and their messages ([`deliver`]).
+//! clients (`accept`) and RESP clients ([`streams`]), the registration
+//! FIFO (`listener`), each protocol's requests (`fifo_requests`, `resp`)
+//! and subscriptions and their messages (`deliver`).
 
 use super::fifo::{FifoId, RegistrationFifo};
 use super::mailbox::{Event, Mailbox, OpResult};

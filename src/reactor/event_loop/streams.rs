@@ -156,7 +156,7 @@ impl StreamListeners {
         Ok(())
     }
 
-    /// Stops listening and removes the socket file (see [`UnixSide`]'s drop).
+    /// Stops listening and removes the socket file (see `UnixSide`'s drop).
     pub fn close(&mut self, registry: &Registry) {
         if let Some(mut u) = self.unix.take() {
             let _ = registry.deregister(&mut u.listener);
