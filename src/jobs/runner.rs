@@ -102,7 +102,18 @@ pub fn run_job(
         buf.clear();
         match cmd {
             LineCommand::Write(pairs) => store.write(&pairs),
-            LineCommand::Read(keys) => render_read(&keys, &store.read(&keys), &mut buf),
+            LineCommand::Read(mut keys) => {
+                // READ's line is sorted by key: sort first, then render each
+                // value straight from the store.
+                keys.sort_unstable_by(|a, b| a.as_bytes().cmp(b.as_bytes()));
+                buf.push(b'[');
+                let mut at = 0;
+                store.read_with(&keys, |v| {
+                    push_row(&mut buf, keys[at], v);
+                    at += 1;
+                });
+                buf.extend_from_slice(b"]\n");
+            }
             LineCommand::Delete(keys) => render_delete(&keys, &store.delete(&keys), &mut buf),
             LineCommand::Show => store.snapshot().render_into(&mut buf),
             LineCommand::Help => buf.extend_from_slice(HELP_TEXT.as_bytes()),
@@ -154,13 +165,18 @@ pub fn render_read<K: AsRef<str>>(keys: &[K], values: &[Option<String>], out: &m
     rows.sort_by(|a, b| a.0.as_bytes().cmp(b.0.as_bytes()));
     out.push(b'[');
     for (k, v) in rows {
-        out.push(b'(');
-        out.extend_from_slice(k.as_bytes());
-        out.push(b',');
-        out.extend_from_slice(v.as_deref().unwrap_or("KVSERROR").as_bytes());
-        out.push(b')');
+        push_row(out, k, v.as_deref());
     }
     out.extend_from_slice(b"]\n");
+}
+
+/// One `(key,value)` of READ's line; an absent key reads KVSERROR.
+fn push_row(out: &mut Vec<u8>, key: &str, value: Option<&str>) {
+    out.push(b'(');
+    out.extend_from_slice(key.as_bytes());
+    out.push(b',');
+    out.extend_from_slice(value.unwrap_or("KVSERROR").as_bytes());
+    out.push(b')');
 }
 
 /// DELETE's line, only when some key was absent: those keys, in the order given.
