@@ -256,23 +256,36 @@ impl Store {
         pairs: &[(K, V)],
         shard: impl Fn(&str) -> &'s Shard,
     ) {
-        if let Some(hook) = self.hook.get() {
-            let all = self.watching_all();
-            let changes: Vec<Change<'_>> = pairs
+        self.report_many(
+            pairs
                 .iter()
-                .map(|(k, v)| (k.as_ref(), v.as_ref()))
-                .filter_map(|(key, v)| {
-                    let watched = shard(key).watched.contains_key(key);
-                    (watched || all).then_some(Change {
-                        key,
-                        value: Some(v),
-                        watched,
-                    })
+                .map(|(k, v)| (k.as_ref(), Some(v.as_ref()), shard(k.as_ref()))),
+        );
+    }
+
+    /// Reports the changes of one operation, each a key, its new value (or
+    /// `None`, deleted) and its locked shard, to the hook: those of watched
+    /// keys, or all of them while [`Store::set_watch_all`] is on.
+    fn report_many<'k>(
+        &self,
+        changes: impl Iterator<Item = (&'k str, Option<&'k str>, &'k Shard)>,
+    ) {
+        let Some(hook) = self.hook.get() else {
+            return;
+        };
+        let all = self.watching_all();
+        let wanted: Vec<Change<'_>> = changes
+            .filter_map(|(key, value, shard)| {
+                let watched = shard.watched.contains_key(key);
+                (watched || all).then_some(Change {
+                    key,
+                    value,
+                    watched,
                 })
-                .collect();
-            if !changes.is_empty() {
-                hook(&changes);
-            }
+            })
+            .collect();
+        if !wanted.is_empty() {
+            hook(&wanted);
         }
     }
 
@@ -343,26 +356,12 @@ impl Store {
         if let Some(j) = self.journal.get() {
             j.clear();
         }
-        if let Some(hook) = self.hook.get() {
-            let everything = self.watching_all();
-            let changes: Vec<Change<'_>> = taken
+        self.report_many(
+            taken
                 .iter()
                 .zip(&guards)
-                .flat_map(|(map, g)| {
-                    map.iter().filter_map(move |e| {
-                        let watched = g.watched.contains_key(e.key());
-                        (watched || everything).then_some(Change {
-                            key: e.key(),
-                            value: None,
-                            watched,
-                        })
-                    })
-                })
-                .collect();
-            if !changes.is_empty() {
-                hook(&changes);
-            }
-        }
+                .flat_map(|(map, g)| map.iter().map(move |e| (e.key(), None, &**g))),
+        );
         drop(guards);
         taken.iter().map(|m| m.len()).sum()
     }
@@ -474,28 +473,10 @@ impl Store {
                 );
             }
         }
-        if let Some(hook) = self.hook.get() {
-            let all = self.watching_all();
-            let changes: Vec<Change<'_>> = keys
-                .iter()
-                .zip(&existed)
-                .filter(|(_, &e)| e)
-                .map(|(k, _)| k.as_ref())
-                .filter_map(|key| {
-                    let watched = guards[slot(&order, self.shard_of(key))]
-                        .watched
-                        .contains_key(key);
-                    (watched || all).then_some(Change {
-                        key,
-                        value: None,
-                        watched,
-                    })
-                })
-                .collect();
-            if !changes.is_empty() {
-                hook(&changes);
-            }
-        }
+        self.report_many(keys.iter().zip(&existed).filter(|(_, &e)| e).map(|(k, _)| {
+            let k = k.as_ref();
+            (k, None, &*guards[slot(&order, self.shard_of(k))])
+        }));
         drop(guards);
         existed
     }
