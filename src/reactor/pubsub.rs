@@ -13,8 +13,10 @@
 
 use crate::glob;
 use crate::store::Store;
+use std::borrow::Borrow;
 use std::cell::RefCell;
 use std::collections::HashMap;
+use std::hash::Hash;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, PoisonError};
 
@@ -40,8 +42,14 @@ pub fn keyspace_channel(key: &str) -> String {
     c
 }
 
-pub fn keyevent_channel(deleted: bool) -> String {
-    format!("{KEYEVENT}{}", event(deleted))
+/// The key-event channel of a change: a fixed name, so nothing is built
+/// for it on each change.
+pub fn keyevent_channel(deleted: bool) -> &'static str {
+    if deleted {
+        "__keyevent@0__:del"
+    } else {
+        "__keyevent@0__:set"
+    }
 }
 
 /// The key a keyspace channel is about, if it is one.
@@ -69,14 +77,24 @@ fn add(list: &mut Vec<SessionId>, sid: SessionId) -> bool {
     true
 }
 
-fn remove(list: &mut Vec<SessionId>, sid: SessionId) -> bool {
-    match list.iter().position(|&s| s == sid) {
-        Some(i) => {
-            list.swap_remove(i);
-            true
-        }
-        None => false,
+/// Removes `sid` from `name`'s list in `map`, and the list once empty;
+/// false if it was not there. Channels and patterns alike.
+fn leave<K, Q>(map: &mut HashMap<K, Vec<SessionId>>, name: &Q, sid: SessionId) -> bool
+where
+    K: Borrow<Q> + Hash + Eq,
+    Q: Hash + Eq + ?Sized,
+{
+    let Some(list) = map.get_mut(name) else {
+        return false;
+    };
+    let Some(i) = list.iter().position(|&s| s == sid) else {
+        return false;
+    };
+    list.swap_remove(i);
+    if list.is_empty() {
+        map.remove(name);
     }
+    true
 }
 
 impl Subscriptions {
@@ -87,14 +105,7 @@ impl Subscriptions {
 
     /// Removes `sid` from `channel`'s subscribers; false if it was not one.
     pub fn unsubscribe(&mut self, channel: &str, sid: SessionId) -> bool {
-        let Some(subs) = self.by_channel.get_mut(channel) else {
-            return false;
-        };
-        let was = remove(subs, sid);
-        if subs.is_empty() {
-            self.by_channel.remove(channel);
-        }
-        was
+        leave(&mut self.by_channel, channel, sid)
     }
 
     pub fn psubscribe(&mut self, pattern: &[u8], sid: SessionId) -> bool {
@@ -102,14 +113,7 @@ impl Subscriptions {
     }
 
     pub fn punsubscribe(&mut self, pattern: &[u8], sid: SessionId) -> bool {
-        let Some(subs) = self.by_pattern.get_mut(pattern) else {
-            return false;
-        };
-        let was = remove(subs, sid);
-        if subs.is_empty() {
-            self.by_pattern.remove(pattern);
-        }
-        was
+        leave(&mut self.by_pattern, pattern, sid)
     }
 
     pub fn subscribers(&self, channel: &str) -> &[SessionId] {
@@ -143,8 +147,8 @@ impl Subscriptions {
     pub fn filter_list(&self) -> FilterList {
         FilterList::new(
             self.by_pattern.keys().map(Vec::as_slice),
-            self.by_channel.contains_key(&keyevent_channel(false)),
-            self.by_channel.contains_key(&keyevent_channel(true)),
+            self.by_channel.contains_key(keyevent_channel(false)),
+            self.by_channel.contains_key(keyevent_channel(true)),
         )
     }
 
@@ -330,6 +334,12 @@ mod tests {
         assert_eq!(channel_key("__keyspace@0__:k"), Some("k"));
         assert_eq!(channel_key("__keyspace@0__:"), None);
         assert!(is_keyevent("__keyevent@0__:del"));
+        for deleted in [false, true] {
+            assert_eq!(
+                keyevent_channel(deleted),
+                format!("{KEYEVENT}{}", event(deleted))
+            );
+        }
         assert!(!is_keyevent("__keyevent@0__:expired"));
     }
 

@@ -33,8 +33,8 @@ impl Reactor {
     /// Forwards store changes to everyone who listens.
     pub(super) fn notify(&mut self, changes: &[(String, Option<String>)]) {
         let wide = self.subs.has_patterns()
-            || !self.subs.subscribers(&keyevent_channel(false)).is_empty()
-            || !self.subs.subscribers(&keyevent_channel(true)).is_empty();
+            || !self.subs.subscribers(keyevent_channel(false)).is_empty()
+            || !self.subs.subscribers(keyevent_channel(true)).is_empty();
         for (key, value) in changes {
             let deleted = value.is_none();
             let space = keyspace_channel(key);
@@ -62,7 +62,7 @@ impl Reactor {
                     }
                 }
             }
-            self.publish(&keyevent_channel(deleted), key.as_bytes());
+            self.publish(keyevent_channel(deleted), key.as_bytes());
         }
     }
 
