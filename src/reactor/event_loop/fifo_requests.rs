@@ -5,24 +5,22 @@
 use super::{Close, Reactor};
 use crate::protocol::fifo::{self as protocol, Decoded, OpForm, Request, FAIL, OK};
 use crate::reactor::command::{Command, Reply, SetReply};
-use crate::reactor::pubsub::{channel_key, keyspace_channel, SessionId};
+use crate::reactor::pubsub::{keyspace_channel, SessionId};
 use crate::reactor::store_ops::StoreOp;
 use crate::store::SetIf;
 
-/// Appends the FIFO answer to a store command's reply: a value is READ's,
-/// `Ok` is WRITE's, a count is DELETE's; an error (a change refused while
-/// the log cannot be written) answers `op`, `'1'`.
+/// Appends the FIFO answer to request `op` from its store reply: READ's
+/// value, WRITE's `Ok`, DELETE's count of keys removed (`'0'` if the key
+/// existed); an error (a change refused while the log cannot be written)
+/// is `'1'`.
 pub fn encode_reply(out: &mut Vec<u8>, reply: &Reply, op: u8, form: OpForm) {
-    match reply {
-        Reply::Value(v) => protocol::push_read_answer_in(out, form, v.as_deref()),
-        Reply::Ok => protocol::push_response(out, form.wire(protocol::OP_WRITE), OK),
-        Reply::Int(n) => protocol::push_response(
-            out,
-            form.wire(protocol::OP_DELETE),
-            if *n > 0 { OK } else { FAIL },
-        ),
-        _ => protocol::push_response(out, form.wire(op), FAIL),
-    }
+    let code = match reply {
+        Reply::Value(v) => return protocol::push_read_answer_in(out, form, v.as_deref()),
+        Reply::Ok => OK,
+        Reply::Int(n) if *n > 0 => OK,
+        _ => FAIL,
+    };
+    protocol::push_response(out, form.wire(op), code);
 }
 
 impl Reactor {
@@ -137,7 +135,6 @@ impl Reactor {
             self.subs.subscribe(&channel, sid);
         } else {
             // Subscribed already: the store counted a second watch.
-            debug_assert!(channel_key(&channel).is_some());
             self.pool.unwatch(vec![key]);
         }
     }
