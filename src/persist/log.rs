@@ -126,9 +126,9 @@ pub(super) fn segment_path(dir: &Path, generation: u64) -> PathBuf {
 }
 
 impl Log {
-    /// A log appending to `segment`, whose first byte has sequence number
-    /// `start` (so that numbers keep growing across restarts is not needed:
-    /// they only order this process's records).
+    /// A log appending to `segment`. Sequence numbers start at the
+    /// segment's length; they only order this process's records, so they
+    /// need not continue those of an earlier run.
     pub(super) fn new(dir: &Path, policy: Fsync, segment: Segment) -> Arc<Log> {
         let start = segment.len;
         Arc::new(Log {
