@@ -13,106 +13,23 @@
 //! The data dirs are on the same disk as the temporary folder (`/tmp`, or
 //! `KVS_BENCH_DIR`): a sync is what that disk makes of it.
 
-use kvs::client::{ClientFifos, Connection};
 use kvs::protocol::fifo::Request;
 use std::io::Read;
-use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
+use std::path::Path;
+use std::process::{Command, Stdio};
 use std::sync::{Arc, Barrier};
 use std::time::{Duration, Instant};
 
-const KVS: &str = env!("CARGO_BIN_EXE_kvs");
+mod common;
 
-fn base() -> PathBuf {
-    PathBuf::from(std::env::var("KVS_BENCH_DIR").unwrap_or_else(|_| "/tmp".into()))
-}
-
-struct Server {
-    child: Child,
-    dir: tempfile::TempDir,
-    log: PathBuf,
-}
-
-impl Server {
-    fn start(extra: &[&str]) -> Server {
-        let dir = tempfile::Builder::new()
-            .prefix("kp")
-            .tempdir_in(base())
-            .unwrap();
-        let jobs = dir.path().join("jobs");
-        std::fs::create_dir(&jobs).unwrap();
-        let log = dir.path().join("log");
-        let extra: Vec<String> = extra
-            .iter()
-            .map(|a| a.replace("{dir}", dir.path().to_str().unwrap()))
-            .collect();
-        let child = Command::new(KVS)
-            .arg(&jobs)
-            .args(["1", "1"])
-            .arg(dir.path().join("reg"))
-            .args(&extra)
-            .stdin(Stdio::null())
-            .stdout(Stdio::null())
-            .stderr(std::fs::File::create(&log).unwrap())
-            .spawn()
-            .expect("start kvs");
-        let start = Instant::now();
-        while !dir.path().join("reg").exists() {
-            assert!(
-                start.elapsed() < Duration::from_secs(60),
-                "server did not start"
-            );
-            std::thread::sleep(Duration::from_millis(5));
-        }
-        Server { child, dir, log }
-    }
-
-    fn session(&self, id: &str) -> (Connection, ClientFifos) {
-        let fifos = ClientFifos::create(self.dir.path(), id).expect("FIFOs");
-        let conn = Connection::connect(&fifos, &self.dir.path().join("reg")).expect("connect");
-        (conn, fifos)
-    }
-
-    fn wait_log(&self, needle: &str, limit: Duration) -> String {
-        let start = Instant::now();
-        loop {
-            let text = std::fs::read_to_string(&self.log).unwrap_or_default();
-            if let Some(line) = text.lines().find(|l| l.contains(needle)) {
-                return line.to_owned();
-            }
-            assert!(
-                start.elapsed() < limit,
-                "server never said {needle:?}: {text}"
-            );
-            std::thread::sleep(Duration::from_millis(20));
-        }
-    }
-}
-
-impl Drop for Server {
-    fn drop(&mut self) {
-        let _ = nix::sys::signal::kill(
-            nix::unistd::Pid::from_raw(self.child.id() as i32),
-            nix::sys::signal::Signal::SIGTERM,
-        );
-        let start = Instant::now();
-        while start.elapsed() < Duration::from_secs(30) {
-            if let Ok(Some(_)) = self.child.try_wait() {
-                return;
-            }
-            std::thread::sleep(Duration::from_millis(10));
-        }
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-}
+use common::{base, Server, KVS};
 
 /// WRITE round trips per second with `clients` clients, `each` writes each.
 fn writes(server: &Server, clients: usize, each: usize) -> f64 {
     let barrier = Arc::new(Barrier::new(clients + 1));
     let handles: Vec<_> = (0..clients)
         .map(|i| {
-            let (mut conn, fifos) = server.session(&format!("w{clients}-{i}"));
+            let (mut conn, _notif, fifos) = server.session(&format!("w{clients}-{i}"));
             let barrier = barrier.clone();
             std::thread::spawn(move || {
                 let _keep = fifos;

@@ -20,86 +20,9 @@ use std::process::{Child, Command, Stdio};
 use std::sync::{Arc, Barrier};
 use std::time::{Duration, Instant};
 
-const KVS: &str = env!("CARGO_BIN_EXE_kvs");
+mod common;
 
-struct Server {
-    child: Child,
-    dir: tempfile::TempDir,
-}
-
-impl Server {
-    fn start() -> Server {
-        // KVS_BENCH_DIR=/dev/shm puts every FIFO on tmpfs.
-        let base = std::env::var("KVS_BENCH_DIR").unwrap_or_else(|_| "/tmp".into());
-        let dir = tempfile::Builder::new()
-            .prefix("kb")
-            .tempdir_in(base)
-            .unwrap();
-        let jobs = dir.path().join("jobs");
-        std::fs::create_dir(&jobs).unwrap();
-        // KVS_BENCH_WRAP="perf record -g -o srv.perf --" profiles the server.
-        let wrap = std::env::var("KVS_BENCH_WRAP").unwrap_or_default();
-        let mut words = wrap.split_whitespace();
-        let mut cmd = match words.next() {
-            Some(tool) => {
-                let mut c = Command::new(tool);
-                c.args(words).arg(KVS);
-                c
-            }
-            None => Command::new(KVS),
-        };
-        let child = cmd
-            .arg(&jobs)
-            .args(["1", "1"])
-            .arg(dir.path().join("reg"))
-            .args([
-                "--max-sessions",
-                "2000",
-                "--store-threads",
-                &std::env::var("KVS_BENCH_STORE_THREADS").unwrap_or_else(|_| "2".into()),
-            ])
-            .stdin(Stdio::null())
-            .stdout(Stdio::null())
-            .stderr(Stdio::null())
-            .spawn()
-            .expect("start kvs");
-        let start = Instant::now();
-        while !dir.path().join("reg").exists() {
-            assert!(
-                start.elapsed() < Duration::from_secs(10),
-                "server did not start"
-            );
-            std::thread::sleep(Duration::from_millis(5));
-        }
-        Server { child, dir }
-    }
-
-    fn session(&self, id: &str) -> (Connection, File, ClientFifos) {
-        let fifos = ClientFifos::create(self.dir.path(), id).expect("FIFOs");
-        let mut conn = Connection::connect(&fifos, &self.dir.path().join("reg")).expect("connect");
-        let notif = conn.take_notifications().expect("notif");
-        (conn, notif, fifos)
-    }
-}
-
-impl Drop for Server {
-    fn drop(&mut self) {
-        // SIGTERM first, so that a wrapping profiler can write its data.
-        let _ = nix::sys::signal::kill(
-            nix::unistd::Pid::from_raw(self.child.id() as i32),
-            nix::sys::signal::Signal::SIGTERM,
-        );
-        let start = Instant::now();
-        while start.elapsed() < Duration::from_secs(10) {
-            if let Ok(Some(_)) = self.child.try_wait() {
-                return;
-            }
-            std::thread::sleep(Duration::from_millis(10));
-        }
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-}
+use common::Server;
 
 /// Percentile `p` (0..=1) of sorted latencies, in microseconds.
 fn pct(sorted: &[Duration], p: f64) -> f64 {
@@ -528,7 +451,9 @@ fn main() {
         .filter(|a| !a.starts_with('-'))
         .collect();
     let wanted = |name: &str| only.is_empty() || only.iter().any(|o| o == name);
-    let server = Server::start();
+    // KVS_BENCH_STORE_THREADS sets the server's store threads (2).
+    let threads = std::env::var("KVS_BENCH_STORE_THREADS").unwrap_or_else(|_| "2".into());
+    let server = Server::start(&["--max-sessions", "2000", "--store-threads", &threads]);
     let mut kvs_rps = Vec::new();
     if wanted("roundtrip") || wanted("redis") {
         kvs_rps = round_trips(&server);

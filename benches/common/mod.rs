@@ -1,0 +1,115 @@
+//! A `kvs` server for the benchmarks, shared by `server` and `persist`: its
+//! own temporary folder (under `KVS_BENCH_DIR`, default /tmp), stderr in a
+//! log file there, `{dir}` in its arguments replaced by that folder, and
+//! `KVS_BENCH_WRAP="perf record -g -o srv.perf --"` to run it under a
+//! profiler. Stopped with SIGTERM on drop, so a profiler can write its data.
+#![allow(dead_code)]
+
+use kvs::client::{ClientFifos, Connection};
+use std::fs::File;
+use std::path::PathBuf;
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+pub const KVS: &str = env!("CARGO_BIN_EXE_kvs");
+
+/// Where benchmark folders go.
+pub fn base() -> PathBuf {
+    PathBuf::from(std::env::var("KVS_BENCH_DIR").unwrap_or_else(|_| "/tmp".into()))
+}
+
+pub struct Server {
+    child: Child,
+    pub dir: tempfile::TempDir,
+    pub log: PathBuf,
+}
+
+impl Server {
+    /// `kvs <dir>/jobs 1 1 <dir>/reg <extra...>`, once its registration FIFO
+    /// exists.
+    pub fn start(extra: &[&str]) -> Server {
+        let dir = tempfile::Builder::new()
+            .prefix("kb")
+            .tempdir_in(base())
+            .unwrap();
+        let jobs = dir.path().join("jobs");
+        std::fs::create_dir(&jobs).unwrap();
+        let log = dir.path().join("log");
+        let extra: Vec<String> = extra
+            .iter()
+            .map(|a| a.replace("{dir}", dir.path().to_str().unwrap()))
+            .collect();
+        let wrap = std::env::var("KVS_BENCH_WRAP").unwrap_or_default();
+        let mut words = wrap.split_whitespace();
+        let mut cmd = match words.next() {
+            Some(tool) => {
+                let mut c = Command::new(tool);
+                c.args(words).arg(KVS);
+                c
+            }
+            None => Command::new(KVS),
+        };
+        let child = cmd
+            .arg(&jobs)
+            .args(["1", "1"])
+            .arg(dir.path().join("reg"))
+            .args(&extra)
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(File::create(&log).unwrap())
+            .spawn()
+            .expect("start kvs");
+        let start = Instant::now();
+        while !dir.path().join("reg").exists() {
+            assert!(
+                start.elapsed() < Duration::from_secs(60),
+                "server did not start"
+            );
+            std::thread::sleep(Duration::from_millis(5));
+        }
+        Server { child, dir, log }
+    }
+
+    /// A connected session: its connection, notification FIFO and FIFOs.
+    pub fn session(&self, id: &str) -> (Connection, File, ClientFifos) {
+        let fifos = ClientFifos::create(self.dir.path(), id).expect("FIFOs");
+        let mut conn = Connection::connect(&fifos, &self.dir.path().join("reg")).expect("connect");
+        let notif = conn.take_notifications().expect("notif");
+        (conn, notif, fifos)
+    }
+
+    /// The first line of the server's log holding `needle`, waiting at
+    /// most `limit`.
+    pub fn wait_log(&self, needle: &str, limit: Duration) -> String {
+        let start = Instant::now();
+        loop {
+            let text = std::fs::read_to_string(&self.log).unwrap_or_default();
+            if let Some(line) = text.lines().find(|l| l.contains(needle)) {
+                return line.to_owned();
+            }
+            assert!(
+                start.elapsed() < limit,
+                "server never said {needle:?}: {text}"
+            );
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    }
+}
+
+impl Drop for Server {
+    fn drop(&mut self) {
+        let _ = nix::sys::signal::kill(
+            nix::unistd::Pid::from_raw(self.child.id() as i32),
+            nix::sys::signal::Signal::SIGTERM,
+        );
+        let start = Instant::now();
+        while start.elapsed() < Duration::from_secs(30) {
+            if let Ok(Some(_)) = self.child.try_wait() {
+                return;
+            }
+            std::thread::sleep(Duration::from_millis(10));
+        }
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
