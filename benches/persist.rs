@@ -22,7 +22,7 @@ use std::time::{Duration, Instant};
 
 mod common;
 
-use common::{base, Server, KVS};
+use common::{base, have, Server, KVS};
 
 /// WRITE round trips per second with `clients` clients, `each` writes each.
 fn writes(server: &Server, clients: usize, each: usize) -> f64 {
@@ -232,15 +232,6 @@ fn recovery() {
     println!("snapshot of 1 M keys: {line}");
 }
 
-fn have(tool: &str) -> bool {
-    Command::new(tool)
-        .arg("--version")
-        .stdout(Stdio::null())
-        .stderr(Stdio::null())
-        .status()
-        .is_ok()
-}
-
 /// requests/s of `redis-benchmark -t set` against the socket `sock`.
 fn redis_benchmark(sock: &Path, clients: usize, n: usize) -> f64 {
     let out = Command::new("redis-benchmark")
@@ -330,11 +321,7 @@ fn main() {
     if !std::env::args().any(|a| a == "--bench") {
         return;
     }
-    let only: Vec<String> = std::env::args()
-        .skip(1)
-        .filter(|a| !a.starts_with('-'))
-        .collect();
-    let wanted = |name: &str| only.is_empty() || only.iter().any(|o| o == name);
+    let wanted = common::wanted();
     if wanted("roundtrip") {
         round_trips();
     }

@@ -22,7 +22,7 @@ use std::time::{Duration, Instant};
 
 mod common;
 
-use common::Server;
+use common::{have, Server};
 
 /// Percentile `p` (0..=1) of sorted latencies, in microseconds.
 fn pct(sorted: &[Duration], p: f64) -> f64 {
@@ -368,14 +368,6 @@ fn fan_out_case(server: &Server, writer: &mut Connection, keys: Keys, subs: usiz
 /// both are installed; nothing is installed here.
 fn redis(kvs_rps: &[(usize, f64)]) {
     println!("\n== Redis (redis-benchmark SET+GET, loopback, pipeline 1) vs kvs (WRITE/READ over FIFOs) ==");
-    let have = |tool: &str| {
-        Command::new(tool)
-            .arg("--version")
-            .stdout(Stdio::null())
-            .stderr(Stdio::null())
-            .status()
-            .is_ok_and(|s| s.success())
-    };
     if !have("redis-server") || !have("redis-benchmark") {
         println!("skipped: redis-server and redis-benchmark are not installed (Debian: apt install redis-server)");
         return;
@@ -446,11 +438,7 @@ fn main() {
     }
     kvs::reactor::raise_fd_limit();
     // `cargo bench --bench server -- fanout` runs only that part.
-    let only: Vec<String> = std::env::args()
-        .skip(1)
-        .filter(|a| !a.starts_with('-'))
-        .collect();
-    let wanted = |name: &str| only.is_empty() || only.iter().any(|o| o == name);
+    let wanted = common::wanted();
     // KVS_BENCH_STORE_THREADS sets the server's store threads (2).
     let threads = std::env::var("KVS_BENCH_STORE_THREADS").unwrap_or_else(|_| "2".into());
     let server = Server::start(&["--max-sessions", "2000", "--store-threads", &threads]);

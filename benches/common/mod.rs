@@ -113,3 +113,23 @@ impl Drop for Server {
         let _ = self.child.wait();
     }
 }
+
+/// Whether `tool` runs (`tool --version` succeeds).
+pub fn have(tool: &str) -> bool {
+    Command::new(tool)
+        .arg("--version")
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .status()
+        .is_ok_and(|s| s.success())
+}
+
+/// The parts named on the command line (`cargo bench --bench x -- part`):
+/// whether `name` is one of them, or none was named.
+pub fn wanted() -> impl Fn(&str) -> bool {
+    let only: Vec<String> = std::env::args()
+        .skip(1)
+        .filter(|a| !a.starts_with('-'))
+        .collect();
+    move |name| only.is_empty() || only.iter().any(|o| o == name)
+}
