@@ -165,17 +165,17 @@ pub fn render_read<K: AsRef<str>>(keys: &[K], values: &[Option<String>], out: &m
     rows.sort_by(|a, b| a.0.as_bytes().cmp(b.0.as_bytes()));
     out.push(b'[');
     for (k, v) in rows {
-        push_row(out, k, v.as_deref());
+        push_row(out, k, v.as_deref().map(str::as_bytes));
     }
     out.extend_from_slice(b"]\n");
 }
 
 /// One `(key,value)` of READ's line; an absent key reads KVSERROR.
-fn push_row(out: &mut Vec<u8>, key: &str, value: Option<&str>) {
+fn push_row(out: &mut Vec<u8>, key: &str, value: Option<&[u8]>) {
     out.push(b'(');
     out.extend_from_slice(key.as_bytes());
     out.push(b',');
-    out.extend_from_slice(value.unwrap_or("KVSERROR").as_bytes());
+    out.extend_from_slice(value.unwrap_or(b"KVSERROR"));
     out.push(b')');
 }
 

@@ -16,15 +16,15 @@
 //! point in the key's history. In batch mode no hook is set and the cost is
 //! a single branch.
 
-mod entry;
 mod snapshot;
+mod table;
 
 pub use snapshot::Snapshot;
 
-use entry::Entry;
-use std::collections::{HashMap, HashSet};
+use std::collections::HashMap;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{OnceLock, PoisonError, RwLock, RwLockReadGuard, RwLockWriteGuard, TryLockError};
+use table::{text, Table};
 
 /// Number of shards of a store made with [`Store::new`]. A power of two well
 /// above the worker count keeps the chance of two workers colliding low.
@@ -75,16 +75,10 @@ pub trait Journal: Send + Sync {
     fn clear(&self);
 }
 
-/// The shard maps' hasher: foldhash, randomly seeded per map, so keys
-/// chosen to collide in one process do not collide in another (a hashing
-/// flood stays harmless), at a fraction of SipHash's cost on short keys
-/// (SipHash was 13% of a job run's profile).
-type Hasher = foldhash::quality::RandomState;
-
 /// One shard: its pairs, and how many watchers each watched key has.
 #[derive(Default)]
 struct Shard {
-    map: HashSet<Entry, Hasher>,
+    map: Table,
     watched: HashMap<Box<str>, u32>,
 }
 
@@ -328,7 +322,7 @@ impl Store {
             .write()
             .unwrap_or_else(PoisonError::into_inner);
         let (present, old) = match g.map.get(key) {
-            Some(e) => (true, want_old.then(|| e.value().to_owned())),
+            Some(v) => (true, want_old.then(|| text(v).to_owned())),
             None => (false, None),
         };
         let apply = match cond {
@@ -349,7 +343,7 @@ impl Store {
     pub fn clear(&self) -> usize {
         let all: Vec<usize> = (0..self.shards.len()).collect();
         let mut guards = self.write_locks(&all);
-        let taken: Vec<HashSet<Entry, Hasher>> = guards
+        let taken: Vec<Table> = guards
             .iter_mut()
             .map(|g| std::mem::take(&mut g.map))
             .collect();
@@ -360,7 +354,7 @@ impl Store {
             taken
                 .iter()
                 .zip(&guards)
-                .flat_map(|(map, g)| map.iter().map(move |e| (e.key(), None, &**g))),
+                .flat_map(|(map, g)| map.iter().map(move |(k, _)| (k, None, &**g))),
         );
         drop(guards);
         taken.iter().map(|m| m.len()).sum()
@@ -375,8 +369,8 @@ impl Store {
             keys.extend(
                 g.map
                     .iter()
-                    .filter(|e| crate::glob::matches(pattern, e.key().as_bytes()))
-                    .map(|e| e.key().to_owned()),
+                    .filter(|(k, _)| crate::glob::matches(pattern, k.as_bytes()))
+                    .map(|(k, _)| k.to_owned()),
             );
         }
         keys
@@ -397,8 +391,8 @@ impl Store {
             keys.extend(
                 g.map
                     .iter()
-                    .filter(|e| pattern.is_none_or(|p| crate::glob::matches(p, e.key().as_bytes())))
-                    .map(|e| e.key().to_owned()),
+                    .filter(|(k, _)| pattern.is_none_or(|p| crate::glob::matches(p, k.as_bytes())))
+                    .map(|(k, _)| k.to_owned()),
             );
             shard += 1;
             if keys.len() >= count {
@@ -426,27 +420,26 @@ impl Store {
     /// The value of each key, in the order given. Atomic over all the keys.
     pub fn read<K: AsRef<str>>(&self, keys: &[K]) -> Vec<Option<String>> {
         let mut values = Vec::with_capacity(keys.len());
-        self.read_with(keys, |v| values.push(v.map(str::to_owned)));
+        self.read_with(keys, |v| values.push(v.map(|v| text(v).to_owned())));
         values
     }
 
     /// Calls `f` with the value of each key, in the order given, while all
     /// their shards are read-locked: atomic like [`Store::read`], without a
     /// copy of each value (a job's READ renders straight from the store).
-    pub fn read_with<K: AsRef<str>>(&self, keys: &[K], mut f: impl FnMut(Option<&str>)) {
+    /// Values are the bytes of the `&str`s they were set to: handing back
+    /// a `&str` would mean checking them again (see `table`).
+    pub fn read_with<K: AsRef<str>>(&self, keys: &[K], mut f: impl FnMut(Option<&[u8]>)) {
         if let [k] = keys {
             let k = k.as_ref();
             let g = self.shard(k).read().unwrap_or_else(PoisonError::into_inner);
-            return f(g.map.get(k).map(Entry::value));
+            return f(g.map.get(k));
         }
         let order = self.shards_of(keys.iter().map(AsRef::as_ref));
         let guards = self.read_locks(&order);
         for k in keys {
             let k = k.as_ref();
-            f(guards[slot(&order, self.shard_of(k))]
-                .map
-                .get(k)
-                .map(Entry::value));
+            f(guards[slot(&order, self.shard_of(k))].map.get(k));
         }
     }
 
@@ -488,16 +481,16 @@ impl Store {
             .unwrap_or_else(PoisonError::into_inner)
             .map
             .get(key)
-            .map(|e| e.value().to_owned())
+            .map(|v| text(v).to_owned())
     }
 
     /// The value of one key, or `Err(WouldBlock)` if its shard is locked by
     /// a writer right now: for callers that must never wait on a lock.
     pub fn try_get(&self, key: &str) -> Result<Option<String>, WouldBlock> {
         match self.shard(key).try_read() {
-            Ok(g) => Ok(g.map.get(key).map(|e| e.value().to_owned())),
+            Ok(g) => Ok(g.map.get(key).map(|v| text(v).to_owned())),
             Err(TryLockError::Poisoned(p)) => {
-                Ok(p.into_inner().map.get(key).map(|e| e.value().to_owned()))
+                Ok(p.into_inner().map.get(key).map(|v| text(v).to_owned()))
             }
             Err(TryLockError::WouldBlock) => Err(WouldBlock),
         }
@@ -564,11 +557,7 @@ impl Store {
         let guards = self.read_locks(&all);
         let mut pairs = Vec::with_capacity(guards.iter().map(|g| g.map.len()).sum());
         for g in &guards {
-            pairs.extend(
-                g.map
-                    .iter()
-                    .map(|e| (e.key().to_owned(), e.value().to_owned())),
-            );
+            pairs.extend(g.map.iter().map(|(k, v)| (k.to_owned(), v.to_owned())));
         }
         let r = at();
         drop(guards);
@@ -590,7 +579,7 @@ impl Store {
 
 /// Sets `k` to `v`.
 fn set(shard: &mut Shard, k: &str, v: &str) {
-    shard.map.replace(Entry::new(k, v));
+    shard.map.set(k, v);
 }
 
 /// Position of shard `shard` in the sorted lock order `order`.

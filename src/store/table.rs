@@ -1,0 +1,447 @@
+//! One shard's pairs: a hash index of 4-byte locations into chunks of
+//! packed entries.
+//!
+//! Each entry is its key's and its value's length (LEB128: one byte each
+//! below 128) followed by the key's and the value's bytes, packed into
+//! 64 KiB chunks one after another. The index holds only where an entry
+//! starts, as a `u32`: a table slot costs 5 bytes (4 + hashbrown's control
+//! byte) instead of 25 for a boxed pair, and an entry costs its bytes plus
+//! two, with no allocation of its own and no allocator header. For 16-byte
+//! keys and 32-byte values that is about 62 resident bytes per pair where a
+//! `HashSet` of boxed pairs took 117 (BENCHMARKS.md, the store bench).
+//!
+//! A new value no longer than the old one is written over it, so a WRITE of
+//! an existing key usually allocates nothing and frees nothing. A longer
+//! one is appended and the old bytes become dead; deletions and shrinking
+//! values leave dead bytes too. Once a quarter of the chunks is dead, the
+//! live entries are copied into fresh chunks (amortised: each copy follows
+//! at least a third as many dead bytes as it copies). Entries too large for
+//! a chunk's comfort get a block of their own.
+//!
+//! Values come back as bytes: they went in as `&str`, so they are UTF-8,
+//! but turning bytes back into a `&str` without `unsafe` means checking
+//! them again, which costs more than the lookup itself; callers that only
+//! copy a value out (job READs, replies) take the bytes.
+
+use slab::Slab;
+use std::hash::BuildHasher;
+
+/// Bytes per chunk; a chunk entry's offset is the low 16 bits of its location.
+const CHUNK: usize = 1 << 16;
+const OFFSET_BITS: u32 = 16;
+/// Locations with this bit set are indices into the own-block entries.
+const BIG: u32 = 1 << 31;
+/// Chunks a table may have: what fits in the 15 bits left of a location
+/// (2 GiB per shard). Beyond, entries get their own block.
+const MAX_CHUNKS: usize = 1 << 15;
+/// Entries longer than this get their own block: packing them would waste
+/// the end of many chunks.
+const PACKED_MAX: usize = CHUNK / 16;
+
+/// The shard maps' hasher: foldhash, randomly seeded per table, so keys
+/// chosen to collide in one process do not collide in another (a hashing
+/// flood stays harmless), at a fraction of SipHash's cost on short keys.
+type Hasher = foldhash::quality::RandomState;
+
+#[derive(Default)]
+pub struct Table {
+    index: hashbrown::HashTable<u32>,
+    hasher: Hasher,
+    heap: Heap,
+}
+
+/// Where the entries live: packed chunks and own blocks.
+#[derive(Default)]
+struct Heap {
+    chunks: Vec<Vec<u8>>,
+    big: Slab<Box<[u8]>>,
+    /// Bytes in chunks no entry uses any more.
+    dead: usize,
+    /// Bytes in chunks, live or dead.
+    used: usize,
+}
+
+impl Table {
+    pub fn len(&self) -> usize {
+        self.index.len()
+    }
+
+    fn find(&self, key: &str) -> Option<u32> {
+        let hash = self.hasher.hash_one(key.as_bytes());
+        self.index
+            .find(hash, |&loc| self.heap.has_key(loc, key))
+            .copied()
+    }
+
+    /// The value of `key`, as the bytes of the `&str` it was set to.
+    pub fn get(&self, key: &str) -> Option<&[u8]> {
+        Some(parts(self.heap.entry(self.find(key)?)).1)
+    }
+
+    pub fn contains(&self, key: &str) -> bool {
+        self.find(key).is_some()
+    }
+
+    /// Sets `key` to `value`, over the old value's bytes where it fits.
+    pub fn set(&mut self, key: &str, value: &str) {
+        let hash = self.hasher.hash_one(key.as_bytes());
+        let Table {
+            index,
+            hasher,
+            heap,
+        } = self;
+        let found = index.entry(
+            hash,
+            |&loc| heap.has_key(loc, key),
+            |&loc| hasher.hash_one(parts(heap.entry(loc)).0),
+        );
+        match found {
+            hashbrown::hash_table::Entry::Occupied(mut slot) => {
+                let loc = *slot.get();
+                if !heap.overwrite(loc, key, value) {
+                    heap.release(loc);
+                    *slot.get_mut() = heap.append(key.as_bytes(), value.as_bytes());
+                }
+            }
+            hashbrown::hash_table::Entry::Vacant(slot) => {
+                slot.insert(heap.append(key.as_bytes(), value.as_bytes()));
+            }
+        }
+        self.compact_if_due();
+    }
+
+    /// Removes `key`; whether it was there.
+    pub fn remove(&mut self, key: &str) -> bool {
+        let hash = self.hasher.hash_one(key.as_bytes());
+        let Table { index, heap, .. } = self;
+        match index.find_entry(hash, |&loc| heap.has_key(loc, key)) {
+            Ok(slot) => {
+                let (loc, _) = slot.remove();
+                heap.release(loc);
+                self.compact_if_due();
+                true
+            }
+            Err(_) => false,
+        }
+    }
+
+    /// Every pair, in no particular order, checked back into `&str`s: for
+    /// whole-table walks (snapshots, KEYS, SCAN, FLUSH), not lookups.
+    pub fn iter(&self) -> impl Iterator<Item = (&str, &str)> + '_ {
+        self.index.iter().map(|&loc| {
+            let (k, v, _) = parts(self.heap.entry(loc));
+            (text(k), text(v))
+        })
+    }
+
+    fn compact_if_due(&mut self) {
+        if self.heap.dead > CHUNK && self.heap.dead * 4 > self.heap.used {
+            self.compact();
+        }
+    }
+
+    /// Copies every packed entry into fresh chunks, leaving the dead bytes
+    /// behind.
+    fn compact(&mut self) {
+        let old = std::mem::take(&mut self.heap.chunks);
+        self.heap.dead = 0;
+        self.heap.used = 0;
+        for loc in self.index.iter_mut() {
+            if *loc & BIG == 0 {
+                let (k, v, _) = parts(packed_at(&old, *loc));
+                *loc = self.heap.append(k, v);
+            }
+        }
+    }
+}
+
+impl Heap {
+    /// The bytes from the start of the entry at `loc` on (to the end of its
+    /// chunk or block).
+    #[inline]
+    fn entry(&self, loc: u32) -> &[u8] {
+        if loc & BIG != 0 {
+            return self.big.get((loc & !BIG) as usize).map_or(&[], |b| b);
+        }
+        packed_at(&self.chunks, loc)
+    }
+
+    /// Whether the entry at `loc` has the key `key`: the lookup's inner
+    /// loop, so it compares lengths first and bytes only then.
+    #[inline]
+    fn has_key(&self, loc: u32, key: &str) -> bool {
+        let b = self.entry(loc);
+        match *b {
+            [k, v, ..] if k < 0x80 && v < 0x80 => {
+                k as usize == key.len() && b.get(2..2 + key.len()) == Some(key.as_bytes())
+            }
+            _ => parts(b).0 == key.as_bytes(),
+        }
+    }
+
+    /// Writes `key`'s new entry over the one at `loc` if it is no longer:
+    /// in a chunk the bytes left over become dead; an own block must fit
+    /// exactly (a shrunk big value should not keep its block).
+    fn overwrite(&mut self, loc: u32, key: &str, value: &str) -> bool {
+        let need = encoded_len(key.len(), value.len());
+        if loc & BIG != 0 {
+            return match self.big.get_mut((loc & !BIG) as usize) {
+                Some(block) if block.len() == need => {
+                    encode_into(block, key.as_bytes(), value.as_bytes());
+                    true
+                }
+                _ => false,
+            };
+        }
+        let (c, off) = split_loc(loc);
+        let Some(chunk) = self.chunks.get_mut(c) else {
+            return false;
+        };
+        let old = parts(chunk.get(off..).unwrap_or(&[])).2;
+        match chunk.get_mut(off..off + need) {
+            Some(place) if need <= old => {
+                encode_into(place, key.as_bytes(), value.as_bytes());
+                self.dead += old - need;
+                true
+            }
+            _ => false,
+        }
+    }
+
+    /// Marks the entry at `loc` as gone.
+    fn release(&mut self, loc: u32) {
+        if loc & BIG != 0 {
+            self.big.try_remove((loc & !BIG) as usize);
+        } else {
+            self.dead += parts(packed_at(&self.chunks, loc)).2;
+        }
+    }
+
+    /// Appends an entry to the last chunk, a new one, or a block of its
+    /// own; its location.
+    fn append(&mut self, key: &[u8], value: &[u8]) -> u32 {
+        let need = encoded_len(key.len(), value.len());
+        if need <= PACKED_MAX {
+            let chunks = &mut self.chunks;
+            let room = chunks.last().is_some_and(|c| CHUNK - c.len() >= need);
+            if room || chunks.len() < MAX_CHUNKS {
+                if !room {
+                    chunks.push(Vec::with_capacity(CHUNK));
+                }
+                let c = chunks.len() - 1;
+                let chunk = &mut chunks[c];
+                let off = chunk.len();
+                chunk.resize(off + need, 0);
+                encode_into(&mut chunk[off..], key, value);
+                self.used += need;
+                return ((c as u32) << OFFSET_BITS) | off as u32;
+            }
+        }
+        let mut block = vec![0; need].into_boxed_slice();
+        encode_into(&mut block, key, value);
+        BIG | self.big.insert(block) as u32
+    }
+}
+
+fn split_loc(loc: u32) -> (usize, usize) {
+    (
+        (loc >> OFFSET_BITS) as usize,
+        (loc & ((1 << OFFSET_BITS) - 1)) as usize,
+    )
+}
+
+/// The bytes from the packed entry at `loc` to the end of its chunk.
+#[inline]
+fn packed_at(chunks: &[Vec<u8>], loc: u32) -> &[u8] {
+    let (c, off) = split_loc(loc);
+    chunks.get(c).and_then(|c| c.get(off..)).unwrap_or(&[])
+}
+
+/// Bytes an entry takes.
+fn encoded_len(klen: usize, vlen: usize) -> usize {
+    varint_len(klen) + varint_len(vlen) + klen + vlen
+}
+
+/// Writes the entry into `out`, which is exactly [`encoded_len`] long.
+fn encode_into(out: &mut [u8], key: &[u8], value: &[u8]) {
+    let mut at = put_varint(out, 0, key.len());
+    at = put_varint(out, at, value.len());
+    out[at..at + key.len()].copy_from_slice(key);
+    out[at + key.len()..at + key.len() + value.len()].copy_from_slice(value);
+}
+
+/// The key, the value and the encoded length of the entry `b` starts with.
+#[inline]
+fn parts(b: &[u8]) -> (&[u8], &[u8], usize) {
+    if let [k, v, ..] = *b {
+        if k < 0x80 && v < 0x80 {
+            let (v, end) = (2 + k as usize, 2 + k as usize + v as usize);
+            if let (Some(key), Some(value)) = (b.get(2..v), b.get(v..end)) {
+                return (key, value, end);
+            }
+        }
+    }
+    parts_slow(b)
+}
+
+/// [`parts`] for entries with a length of 128 or more.
+fn parts_slow(b: &[u8]) -> (&[u8], &[u8], usize) {
+    let (klen, a) = varint(b);
+    let (vlen, c) = varint(b.get(a..).unwrap_or(&[]));
+    let k = a + c;
+    let v = k + klen;
+    let end = v + vlen;
+    (
+        b.get(k..v).unwrap_or(&[]),
+        b.get(v..end).unwrap_or(&[]),
+        end,
+    )
+}
+
+/// Stored keys and values were `&str`s, so they are UTF-8; this check is
+/// what hands them back as `&str` without `unsafe`.
+pub fn text(b: &[u8]) -> &str {
+    let s = std::str::from_utf8(b);
+    debug_assert!(s.is_ok(), "a store entry is not UTF-8");
+    s.unwrap_or_default()
+}
+
+fn varint_len(mut n: usize) -> usize {
+    let mut len = 1;
+    while n >= 0x80 {
+        n >>= 7;
+        len += 1;
+    }
+    len
+}
+
+fn put_varint(out: &mut [u8], mut at: usize, mut n: usize) -> usize {
+    while n >= 0x80 {
+        out[at] = (n as u8) | 0x80;
+        n >>= 7;
+        at += 1;
+    }
+    out[at] = n as u8;
+    at + 1
+}
+
+/// The number `b` starts with and how many bytes it took.
+fn varint(b: &[u8]) -> (usize, usize) {
+    let mut n = 0usize;
+    for (i, &byte) in b.iter().enumerate().take(10) {
+        n |= ((byte & 0x7f) as usize) << (7 * i);
+        if byte < 0x80 {
+            return (n, i + 1);
+        }
+    }
+    (0, b.len())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::collections::HashMap;
+
+    fn get<'t>(t: &'t Table, key: &str) -> Option<&'t str> {
+        t.get(key).map(text)
+    }
+
+    #[test]
+    fn set_get_remove_and_overwrite_in_place() {
+        let mut t = Table::default();
+        t.set("clé", "välue");
+        assert_eq!(get(&t, "clé"), Some("välue"));
+        t.set("clé", "v2");
+        assert_eq!(get(&t, "clé"), Some("v2"));
+        assert_eq!(
+            t.heap.dead,
+            "välue".len() - 2,
+            "the shorter value took the place"
+        );
+        t.set("clé", "a much longer value than before");
+        assert_eq!(get(&t, "clé"), Some("a much longer value than before"));
+        assert_eq!(t.len(), 1);
+        assert!(t.remove("clé"));
+        assert!(!t.remove("clé"));
+        assert_eq!(get(&t, "clé"), None);
+        assert_eq!(t.len(), 0);
+    }
+
+    #[test]
+    fn lengths_across_varint_and_block_boundaries() {
+        let mut t = Table::default();
+        let key = |n: usize| format!("k{n}-{}", "x".repeat(n % 300));
+        // Values of n bytes ("é" is two); the last three need own blocks.
+        let sizes = [
+            0,
+            1,
+            127,
+            128,
+            129,
+            3000,
+            PACKED_MAX,
+            PACKED_MAX + 1,
+            70_000,
+        ];
+        for n in sizes {
+            let v = "é".repeat(n / 2);
+            t.set(&key(n), &v);
+            assert_eq!(get(&t, &key(n)), Some(v.as_str()), "length {n}");
+        }
+        assert_eq!(t.heap.big.len(), 3);
+        // A big value shrinking moves back into a chunk; one growing leaves.
+        t.set(&key(70_000), "small");
+        assert_eq!(get(&t, &key(70_000)), Some("small"));
+        t.set(&key(0), &"y".repeat(9000));
+        assert_eq!(get(&t, &key(0)).map(str::len), Some(9000));
+        assert_eq!(t.heap.big.len(), 3);
+        for n in &sizes[1..] {
+            assert!(get(&t, &key(*n)).is_some());
+        }
+    }
+
+    /// The table against a `HashMap` over a long run of sets of varied
+    /// sizes and removals: compaction must keep every live pair intact and
+    /// bound the dead bytes.
+    #[test]
+    fn agrees_with_a_hashmap_through_compactions() {
+        let mut t = Table::default();
+        let mut m: HashMap<String, String> = HashMap::new();
+        let mut x: u64 = 0x9e37_79b9_7f4a_7c15;
+        let mut next = || {
+            x ^= x << 13;
+            x ^= x >> 7;
+            x ^= x << 17;
+            x
+        };
+        let mut compactions = 0;
+        let mut used = 0;
+        for _ in 0..300_000 {
+            let r = next();
+            let key = format!("key{}", r % 5000);
+            if r % 7 == 0 {
+                assert_eq!(t.remove(&key), m.remove(&key).is_some());
+            } else {
+                let value = "v".repeat((r >> 20) as usize % 200);
+                t.set(&key, &value);
+                m.insert(key, value);
+            }
+            // Only a compaction makes the chunks' bytes fewer.
+            if t.heap.used < used {
+                compactions += 1;
+            }
+            used = t.heap.used;
+            assert!(t.heap.dead <= CHUNK.max(t.heap.used / 4) + PACKED_MAX);
+        }
+        assert!(compactions > 0, "the run should have compacted");
+        assert_eq!(t.len(), m.len());
+        for (k, v) in &m {
+            assert_eq!(get(&t, k), Some(v.as_str()));
+        }
+        let mut pairs: Vec<(&str, &str)> = t.iter().collect();
+        pairs.sort_unstable();
+        let mut want: Vec<(&str, &str)> = m.iter().map(|(k, v)| (&k[..], &v[..])).collect();
+        want.sort_unstable();
+        assert_eq!(pairs, want);
+    }
+}
