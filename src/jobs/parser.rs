@@ -108,7 +108,15 @@ pub fn parse_line_borrowed(line: &[u8]) -> Result<Option<LineCommand<'_>>, Parse
     if line.first() == Some(&b'#') {
         return Ok(None);
     }
-    let mut c = Cursor { s: line, i: 0 };
+    // One UTF-8 check for the whole line costs less than one per key and
+    // value; a line that fails it is checked string by string, so that its
+    // error is the same as ever (a bad byte in a comment is no error).
+    let text = std::str::from_utf8(line).ok();
+    let mut c = Cursor {
+        s: line,
+        i: 0,
+        text,
+    };
     c.skip_ws();
     if c.at_end() {
         return Ok(None);
@@ -135,7 +143,7 @@ pub fn parse_line_borrowed(line: &[u8]) -> Result<Option<LineCommand<'_>>, Parse
 /// languages (the client's stdin) that share the argument syntax.
 pub fn split_word(line: &[u8]) -> (&[u8], &[u8]) {
     let line = line.strip_suffix(b"\r").unwrap_or(line);
-    let mut c = Cursor { s: line, i: 0 };
+    let mut c = Cursor::new(line);
     c.skip_ws();
     let word = c.word();
     (word, &line[c.i..])
@@ -146,7 +154,7 @@ fn whole<'a, T>(
     rest: &'a [u8],
     f: impl FnOnce(&mut Cursor<'a>) -> Result<T, ParseError>,
 ) -> Result<T, ParseError> {
-    let mut c = Cursor { s: rest, i: 0 };
+    let mut c = Cursor::new(rest);
     let v = f(&mut c)?;
     c.skip_ws();
     if c.at_end() {
@@ -177,8 +185,20 @@ pub fn parse_delay(rest: &[u8]) -> Result<u64, ParseError> {
 
 /// Whether `b` may appear in a key or value.
 pub fn is_string_byte(b: u8) -> bool {
-    !(b.is_ascii_whitespace() || matches!(b, b',' | b'(' | b')' | b'[' | b']' | 0))
+    STRING_BYTES[b as usize]
 }
+
+/// [`is_string_byte`] for every byte: the scan of a key is one load per byte.
+static STRING_BYTES: [bool; 256] = {
+    let mut t = [true; 256];
+    let forbidden = *b" \t\n\x0c\r,()[]\0";
+    let mut i = 0;
+    while i < forbidden.len() {
+        t[forbidden[i] as usize] = false;
+        i += 1;
+    }
+    t
+};
 
 /// Checks a key or value against SPEC's rules: 1 to 40 bytes of UTF-8 with
 /// no whitespace, NUL, `,`, `(`, `)`, `[` or `]`.
@@ -198,9 +218,19 @@ pub fn validate_string(s: &[u8]) -> Result<&str, ParseError> {
 struct Cursor<'a> {
     s: &'a [u8],
     i: usize,
+    /// `s` as text, when it is all UTF-8: strings are then cut from it.
+    text: Option<&'a str>,
 }
 
 impl<'a> Cursor<'a> {
+    fn new(s: &'a [u8]) -> Self {
+        Cursor {
+            s,
+            i: 0,
+            text: None,
+        }
+    }
+
     fn at_end(&self) -> bool {
         self.i >= self.s.len()
     }
@@ -238,19 +268,26 @@ impl<'a> Cursor<'a> {
     fn string(&mut self) -> Result<&'a str, ParseError> {
         self.skip_ws();
         let start = self.i;
-        while matches!(self.peek(), Some(b) if is_string_byte(b)) {
-            self.i += 1;
-        }
+        let rest = self.s.get(start..).unwrap_or_default();
+        let len = rest
+            .iter()
+            .position(|&b| !is_string_byte(b))
+            .unwrap_or(rest.len());
+        self.i += len;
         // Every byte was checked by the scan: only the length and UTF-8
         // are left of `validate_string`'s rules.
-        let s = &self.s[start..self.i];
-        if s.is_empty() {
+        if len == 0 {
             return Err(ParseError::EmptyString);
         }
-        if s.len() > MAX_STRING {
+        if len > MAX_STRING {
             return Err(ParseError::StringTooLong);
         }
-        std::str::from_utf8(s).map_err(|_| ParseError::NotUtf8)
+        // A string ends at an ASCII delimiter or the end, so it is whole
+        // characters of a line that is text.
+        match self.text.and_then(|t| t.get(start..self.i)) {
+            Some(s) => Ok(s),
+            None => std::str::from_utf8(&rest[..len]).map_err(|_| ParseError::NotUtf8),
+        }
     }
 
     fn list(&mut self) -> Result<Vec<&'a str>, ParseError> {
@@ -405,6 +442,14 @@ mod tests {
         assert_eq!(err("WRITE [(a,1]"), ParseError::Expected(')'));
         assert_eq!(err("DELETE []"), ParseError::EmptyList);
         assert_eq!(err("WRITE []"), ParseError::EmptyList);
+    }
+
+    #[test]
+    fn string_bytes_are_spec_s() {
+        for b in 0..=255u8 {
+            let spec = !(b.is_ascii_whitespace() || b",()[]\0".contains(&b));
+            assert_eq!(is_string_byte(b), spec, "byte {b:#x}");
+        }
     }
 
     #[test]
