@@ -22,9 +22,10 @@ mod table;
 pub use snapshot::Snapshot;
 
 use std::collections::HashMap;
+use std::hash::BuildHasher;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{OnceLock, PoisonError, RwLock, RwLockReadGuard, RwLockWriteGuard, TryLockError};
-use table::{text, Table};
+use table::{text, Hasher, Table};
 
 /// Number of shards of a store made with [`Store::new`]. A power of two well
 /// above the worker count keeps the chance of two workers colliding low.
@@ -85,6 +86,7 @@ struct Shard {
 /// The sharded key-value table. Share it between threads with an `Arc`.
 pub struct Store {
     shards: Box<[RwLock<Shard>]>,
+    hasher: Hasher,
     hook: OnceLock<ChangeHook>,
     journal: OnceLock<Box<dyn Journal>>,
     /// While above zero, every change goes to the hook (pattern and
@@ -112,6 +114,7 @@ impl Store {
             .collect();
         Store {
             shards,
+            hasher: Hasher::default(),
             hook: OnceLock::new(),
             journal: OnceLock::new(),
             watch_all: AtomicBool::new(false),
@@ -136,19 +139,25 @@ impl Store {
         }
     }
 
-    fn shard_of(&self, key: &str) -> usize {
-        // FNV-1a: cheap on 40-byte keys and fixed, so a key's shard never
-        // changes. Flooding one shard costs only that shard's parallelism:
-        // each shard's own map keeps std's randomly keyed hasher.
-        let mut h: u64 = 0xcbf2_9ce4_8422_2325;
-        for &b in key.as_bytes() {
-            h = (h ^ b as u64).wrapping_mul(0x0100_0000_01b3);
-        }
-        (h % self.shards.len() as u64) as usize
+    /// The hash of `key`, one per key per operation: its upper half picks
+    /// the shard, and the shard's table uses it whole (hashbrown takes its
+    /// bucket from the low bits and its tag from the top seven).
+    fn hash(&self, key: &str) -> u64 {
+        self.hasher.hash_one(key.as_bytes())
     }
 
-    fn shard(&self, key: &str) -> &RwLock<Shard> {
-        &self.shards[self.shard_of(key)]
+    fn shard_at(&self, hash: u64) -> usize {
+        ((hash >> 32) % self.shards.len() as u64) as usize
+    }
+
+    fn shard_of(&self, key: &str) -> usize {
+        self.shard_at(self.hash(key))
+    }
+
+    /// The key's hash and its shard's lock.
+    fn shard(&self, key: &str) -> (u64, &RwLock<Shard>) {
+        let h = self.hash(key);
+        (h, &self.shards[self.shard_at(h)])
     }
 
     /// The sorted, de-duplicated shard indices of `keys`: the lock order.
@@ -186,11 +195,9 @@ impl Store {
     pub fn write<K: AsRef<str>, V: AsRef<str>>(&self, pairs: &[(K, V)]) {
         if let [(k, v)] = pairs {
             let (k, v) = (k.as_ref(), v.as_ref());
-            let mut g = self
-                .shard(k)
-                .write()
-                .unwrap_or_else(PoisonError::into_inner);
-            set(&mut g, k, v);
+            let (h, shard) = self.shard(k);
+            let mut g = shard.write().unwrap_or_else(PoisonError::into_inner);
+            g.map.set(&self.hasher, h, k, v);
             self.journal_set(pairs);
             self.report(&g, k, Some(v));
             return;
@@ -202,7 +209,10 @@ impl Store {
         let mut guards = self.write_locks(&order);
         for (k, v) in pairs {
             let (k, v) = (k.as_ref(), v.as_ref());
-            set(&mut guards[slot(&order, self.shard_of(k))], k, v);
+            let h = self.hash(k);
+            guards[slot(&order, self.shard_at(h))]
+                .map
+                .set(&self.hasher, h, k, v);
         }
         self.journal_set(pairs);
         self.report_all(pairs, |key| &guards[slot(&order, self.shard_of(key))]);
@@ -215,9 +225,11 @@ impl Store {
     /// a key's guard is found by counting bits, with one allocation in all.
     fn write_masked<K: AsRef<str>, V: AsRef<str>>(&self, pairs: &[(K, V)]) {
         let mut ids = [0u8; MASKED_PAIRS];
+        let mut hashes = [0u64; MASKED_PAIRS];
         let mut mask = 0u64;
         for (i, (k, _)) in pairs.iter().enumerate() {
-            let s = self.shard_of(k.as_ref());
+            hashes[i] = self.hash(k.as_ref());
+            let s = self.shard_at(hashes[i]);
             ids[i] = s as u8;
             mask |= 1 << s;
         }
@@ -236,7 +248,9 @@ impl Store {
         // locked shard below it.
         let at = |s: u8| (mask & ((1u64 << s) - 1)).count_ones() as usize;
         for (i, (k, v)) in pairs.iter().enumerate() {
-            set(&mut guards[at(ids[i])], k.as_ref(), v.as_ref());
+            guards[at(ids[i])]
+                .map
+                .set(&self.hasher, hashes[i], k.as_ref(), v.as_ref());
         }
         self.journal_set(pairs);
         self.report_all(pairs, |key| &guards[at(self.shard_of(key) as u8)]);
@@ -317,11 +331,9 @@ impl Store {
         cond: SetIf,
         want_old: bool,
     ) -> (bool, Option<String>) {
-        let mut g = self
-            .shard(key)
-            .write()
-            .unwrap_or_else(PoisonError::into_inner);
-        let (present, old) = match g.map.get(key) {
+        let (h, shard) = self.shard(key);
+        let mut g = shard.write().unwrap_or_else(PoisonError::into_inner);
+        let (present, old) = match g.map.get(h, key) {
             Some(v) => (true, want_old.then(|| text(v).to_owned())),
             None => (false, None),
         };
@@ -331,7 +343,7 @@ impl Store {
             SetIf::Present => present,
         };
         if apply {
-            set(&mut g, key, value);
+            g.map.set(&self.hasher, h, key, value);
             self.journal_set(&[(key, value)]);
             self.report(&g, key, Some(value));
         }
@@ -412,6 +424,7 @@ impl Store {
     pub fn watch_key(&self, key: &str) {
         let mut g = self
             .shard(key)
+            .1
             .write()
             .unwrap_or_else(PoisonError::into_inner);
         *g.watched.entry(key.into()).or_insert(0) += 1;
@@ -432,14 +445,16 @@ impl Store {
     pub fn read_with<K: AsRef<str>>(&self, keys: &[K], mut f: impl FnMut(Option<&[u8]>)) {
         if let [k] = keys {
             let k = k.as_ref();
-            let g = self.shard(k).read().unwrap_or_else(PoisonError::into_inner);
-            return f(g.map.get(k));
+            let (h, shard) = self.shard(k);
+            let g = shard.read().unwrap_or_else(PoisonError::into_inner);
+            return f(g.map.get(h, k));
         }
         let order = self.shards_of(keys.iter().map(AsRef::as_ref));
         let guards = self.read_locks(&order);
         for k in keys {
             let k = k.as_ref();
-            f(guards[slot(&order, self.shard_of(k))].map.get(k));
+            let h = self.hash(k);
+            f(guards[slot(&order, self.shard_at(h))].map.get(h, k));
         }
     }
 
@@ -452,7 +467,8 @@ impl Store {
             .iter()
             .map(|k| {
                 let k = k.as_ref();
-                guards[slot(&order, self.shard_of(k))].map.remove(k)
+                let h = self.hash(k);
+                guards[slot(&order, self.shard_at(h))].map.remove(h, k)
             })
             .collect();
         if let Some(j) = self.journal.get() {
@@ -476,21 +492,23 @@ impl Store {
 
     /// The value of one key.
     pub fn get(&self, key: &str) -> Option<String> {
-        self.shard(key)
+        let (h, shard) = self.shard(key);
+        shard
             .read()
             .unwrap_or_else(PoisonError::into_inner)
             .map
-            .get(key)
+            .get(h, key)
             .map(|v| text(v).to_owned())
     }
 
     /// The value of one key, or `Err(WouldBlock)` if its shard is locked by
     /// a writer right now: for callers that must never wait on a lock.
     pub fn try_get(&self, key: &str) -> Result<Option<String>, WouldBlock> {
-        match self.shard(key).try_read() {
-            Ok(g) => Ok(g.map.get(key).map(|v| text(v).to_owned())),
+        let (h, shard) = self.shard(key);
+        match shard.try_read() {
+            Ok(g) => Ok(g.map.get(h, key).map(|v| text(v).to_owned())),
             Err(TryLockError::Poisoned(p)) => {
-                Ok(p.into_inner().map.get(key).map(|v| text(v).to_owned()))
+                Ok(p.into_inner().map.get(h, key).map(|v| text(v).to_owned()))
             }
             Err(TryLockError::WouldBlock) => Err(WouldBlock),
         }
@@ -503,11 +521,9 @@ impl Store {
     /// posted either before the answer (and was not watched) or after it.
     /// Each successful watch must be balanced by one [`Store::unwatch`].
     pub fn watch<R>(&self, key: &str, f: impl FnOnce(bool) -> R) -> R {
-        let mut g = self
-            .shard(key)
-            .write()
-            .unwrap_or_else(PoisonError::into_inner);
-        let present = g.map.contains(key);
+        let (h, shard) = self.shard(key);
+        let mut g = shard.write().unwrap_or_else(PoisonError::into_inner);
+        let present = g.map.contains(h, key);
         if present {
             *g.watched.entry(key.into()).or_insert(0) += 1;
         }
@@ -520,6 +536,7 @@ impl Store {
             let k = k.as_ref();
             let mut g = self
                 .shard(k)
+                .1
                 .write()
                 .unwrap_or_else(PoisonError::into_inner);
             if let Some(n) = g.watched.get_mut(k) {
@@ -533,11 +550,12 @@ impl Store {
 
     /// Whether `key` is present right now.
     pub fn contains(&self, key: &str) -> bool {
-        self.shard(key)
+        let (h, shard) = self.shard(key);
+        shard
             .read()
             .unwrap_or_else(PoisonError::into_inner)
             .map
-            .contains(key)
+            .contains(h, key)
     }
 
     /// A consistent copy of the whole table, sorted by key: every shard is
@@ -575,11 +593,6 @@ impl Store {
     pub fn is_empty(&self) -> bool {
         self.len() == 0
     }
-}
-
-/// Sets `k` to `v`.
-fn set(shard: &mut Shard, k: &str, v: &str) {
-    shard.map.set(k, v);
 }
 
 /// Position of shard `shard` in the sorted lock order `order`.

@@ -38,15 +38,16 @@ const MAX_CHUNKS: usize = 1 << 15;
 /// the end of many chunks.
 const PACKED_MAX: usize = CHUNK / 16;
 
-/// The shard maps' hasher: foldhash, randomly seeded per table, so keys
-/// chosen to collide in one process do not collide in another (a hashing
-/// flood stays harmless), at a fraction of SipHash's cost on short keys.
-type Hasher = foldhash::quality::RandomState;
+/// The store's hasher: foldhash, randomly seeded per store, so keys chosen
+/// to collide in one process do not collide in another (a hashing flood
+/// stays harmless), at a fraction of SipHash's cost on short keys. Every
+/// method takes the key's hash from the caller, who also picks the shard
+/// with it: one hash per key per operation.
+pub type Hasher = foldhash::quality::RandomState;
 
 #[derive(Default)]
 pub struct Table {
     index: hashbrown::HashTable<u32>,
-    hasher: Hasher,
     heap: Heap,
 }
 
@@ -66,30 +67,27 @@ impl Table {
         self.index.len()
     }
 
-    fn find(&self, key: &str) -> Option<u32> {
-        let hash = self.hasher.hash_one(key.as_bytes());
+    fn find(&self, hash: u64, key: &str) -> Option<u32> {
         self.index
             .find(hash, |&loc| self.heap.has_key(loc, key))
             .copied()
     }
 
     /// The value of `key`, as the bytes of the `&str` it was set to.
-    pub fn get(&self, key: &str) -> Option<&[u8]> {
-        Some(parts(self.heap.entry(self.find(key)?)).1)
+    /// The value of `key` (whose hash is `hash`), as the bytes of the
+    /// `&str` it was set to.
+    pub fn get(&self, hash: u64, key: &str) -> Option<&[u8]> {
+        Some(parts(self.heap.entry(self.find(hash, key)?)).1)
     }
 
-    pub fn contains(&self, key: &str) -> bool {
-        self.find(key).is_some()
+    pub fn contains(&self, hash: u64, key: &str) -> bool {
+        self.find(hash, key).is_some()
     }
 
-    /// Sets `key` to `value`, over the old value's bytes where it fits.
-    pub fn set(&mut self, key: &str, value: &str) {
-        let hash = self.hasher.hash_one(key.as_bytes());
-        let Table {
-            index,
-            hasher,
-            heap,
-        } = self;
+    /// Sets `key` (whose hash by `hasher` is `hash`) to `value`, over the
+    /// old value's bytes where it fits.
+    pub fn set(&mut self, hasher: &Hasher, hash: u64, key: &str, value: &str) {
+        let Table { index, heap } = self;
         let found = index.entry(
             hash,
             |&loc| heap.has_key(loc, key),
@@ -110,10 +108,9 @@ impl Table {
         self.compact_if_due();
     }
 
-    /// Removes `key`; whether it was there.
-    pub fn remove(&mut self, key: &str) -> bool {
-        let hash = self.hasher.hash_one(key.as_bytes());
-        let Table { index, heap, .. } = self;
+    /// Removes `key` (whose hash is `hash`); whether it was there.
+    pub fn remove(&mut self, hash: u64, key: &str) -> bool {
+        let Table { index, heap } = self;
         match index.find_entry(hash, |&loc| heap.has_key(loc, key)) {
             Ok(slot) => {
                 let (loc, _) = slot.remove();
@@ -342,27 +339,45 @@ mod tests {
     use super::*;
     use std::collections::HashMap;
 
+    /// One seed for every test table: a fixed one would do as well.
+    fn hasher() -> &'static Hasher {
+        static H: std::sync::OnceLock<Hasher> = std::sync::OnceLock::new();
+        H.get_or_init(Hasher::default)
+    }
+
+    fn h(key: &str) -> u64 {
+        hasher().hash_one(key.as_bytes())
+    }
+
     fn get<'t>(t: &'t Table, key: &str) -> Option<&'t str> {
-        t.get(key).map(text)
+        t.get(h(key), key).map(text)
+    }
+
+    fn set(t: &mut Table, key: &str, value: &str) {
+        t.set(hasher(), h(key), key, value)
+    }
+
+    fn remove(t: &mut Table, key: &str) -> bool {
+        t.remove(h(key), key)
     }
 
     #[test]
     fn set_get_remove_and_overwrite_in_place() {
         let mut t = Table::default();
-        t.set("clé", "välue");
+        set(&mut t, "clé", "välue");
         assert_eq!(get(&t, "clé"), Some("välue"));
-        t.set("clé", "v2");
+        set(&mut t, "clé", "v2");
         assert_eq!(get(&t, "clé"), Some("v2"));
         assert_eq!(
             t.heap.dead,
             "välue".len() - 2,
             "the shorter value took the place"
         );
-        t.set("clé", "a much longer value than before");
+        set(&mut t, "clé", "a much longer value than before");
         assert_eq!(get(&t, "clé"), Some("a much longer value than before"));
         assert_eq!(t.len(), 1);
-        assert!(t.remove("clé"));
-        assert!(!t.remove("clé"));
+        assert!(remove(&mut t, "clé"));
+        assert!(!remove(&mut t, "clé"));
         assert_eq!(get(&t, "clé"), None);
         assert_eq!(t.len(), 0);
     }
@@ -385,14 +400,14 @@ mod tests {
         ];
         for n in sizes {
             let v = "é".repeat(n / 2);
-            t.set(&key(n), &v);
+            set(&mut t, &key(n), &v);
             assert_eq!(get(&t, &key(n)), Some(v.as_str()), "length {n}");
         }
         assert_eq!(t.heap.big.len(), 3);
         // A big value shrinking moves back into a chunk; one growing leaves.
-        t.set(&key(70_000), "small");
+        set(&mut t, &key(70_000), "small");
         assert_eq!(get(&t, &key(70_000)), Some("small"));
-        t.set(&key(0), &"y".repeat(9000));
+        set(&mut t, &key(0), &"y".repeat(9000));
         assert_eq!(get(&t, &key(0)).map(str::len), Some(9000));
         assert_eq!(t.heap.big.len(), 3);
         for n in &sizes[1..] {
@@ -420,10 +435,10 @@ mod tests {
             let r = next();
             let key = format!("key{}", r % 5000);
             if r % 7 == 0 {
-                assert_eq!(t.remove(&key), m.remove(&key).is_some());
+                assert_eq!(remove(&mut t, &key), m.remove(&key).is_some());
             } else {
                 let value = "v".repeat((r >> 20) as usize % 200);
-                t.set(&key, &value);
+                set(&mut t, &key, &value);
                 m.insert(key, value);
             }
             // Only a compaction makes the chunks' bytes fewer.
