@@ -202,7 +202,7 @@ impl Store {
             self.report(&g, k, Some(v));
             return;
         }
-        if self.shards.len() <= 64 && pairs.len() <= MASKED_PAIRS {
+        if self.can_mask(pairs.len()) {
             return self.write_masked(pairs);
         }
         let order = self.shards_of(pairs.iter().map(|(k, _)| k.as_ref()));
@@ -220,41 +220,49 @@ impl Store {
     }
 
     /// [`Store::write`] for up to [`MASKED_PAIRS`] pairs on at most 64
-    /// shards (MSET, job WRITEs): each key is hashed once, the shards to
-    /// lock are a bit mask walked upwards (the same ascending order), and
-    /// a key's guard is found by counting bits, with one allocation in all.
+    /// shards (MSET, job WRITEs): see [`Masked`].
     fn write_masked<K: AsRef<str>, V: AsRef<str>>(&self, pairs: &[(K, V)]) {
-        let mut ids = [0u8; MASKED_PAIRS];
-        let mut hashes = [0u64; MASKED_PAIRS];
-        let mut mask = 0u64;
-        for (i, (k, _)) in pairs.iter().enumerate() {
-            hashes[i] = self.hash(k.as_ref());
-            let s = self.shard_at(hashes[i]);
-            ids[i] = s as u8;
-            mask |= 1 << s;
-        }
-        let mut guards = Vec::with_capacity(mask.count_ones() as usize);
-        let mut rest = mask;
-        while rest != 0 {
-            let s = rest.trailing_zeros() as usize;
-            guards.push(
-                self.shards[s]
-                    .write()
-                    .unwrap_or_else(PoisonError::into_inner),
-            );
-            rest &= rest - 1;
-        }
-        // Guards are in ascending shard order: shard s is after every
-        // locked shard below it.
-        let at = |s: u8| (mask & ((1u64 << s) - 1)).count_ones() as usize;
+        let m = self.masked(pairs.iter().map(|(k, _)| k.as_ref()));
+        let mut guards = m.lock(|s| {
+            self.shards[s]
+                .write()
+                .unwrap_or_else(PoisonError::into_inner)
+        });
         for (i, (k, v)) in pairs.iter().enumerate() {
-            guards[at(ids[i])]
+            guards[m.guard(i)]
                 .map
-                .set(&self.hasher, hashes[i], k.as_ref(), v.as_ref());
+                .set(&self.hasher, m.hashes[i], k.as_ref(), v.as_ref());
         }
         self.journal_set(pairs);
-        self.report_all(pairs, |key| &guards[at(self.shard_of(key) as u8)]);
+        self.report_many(
+            pairs
+                .iter()
+                .enumerate()
+                .map(|(i, (k, v))| (k.as_ref(), Some(v.as_ref()), &*guards[m.guard(i)])),
+        );
         drop(guards);
+    }
+
+    /// Whether `n` keys can take the [`Masked`] path.
+    fn can_mask(&self, n: usize) -> bool {
+        self.shards.len() <= 64 && n <= MASKED_PAIRS
+    }
+
+    /// The hashes and shards of up to [`MASKED_PAIRS`] keys.
+    fn masked<'k>(&self, keys: impl Iterator<Item = &'k str>) -> Masked {
+        let mut m = Masked {
+            hashes: [0; MASKED_PAIRS],
+            shards: [0; MASKED_PAIRS],
+            mask: 0,
+        };
+        for (i, k) in keys.enumerate().take(MASKED_PAIRS) {
+            let h = self.hash(k);
+            let s = self.shard_at(h);
+            m.hashes[i] = h;
+            m.shards[i] = s as u8;
+            m.mask |= 1 << s;
+        }
+        m
     }
 
     /// Reports the changes of a multi-key write to the hook, if anyone may
@@ -449,6 +457,18 @@ impl Store {
             let g = shard.read().unwrap_or_else(PoisonError::into_inner);
             return f(g.map.get(h, k));
         }
+        if self.can_mask(keys.len()) {
+            let m = self.masked(keys.iter().map(AsRef::as_ref));
+            let guards = m.lock(|s| {
+                self.shards[s]
+                    .read()
+                    .unwrap_or_else(PoisonError::into_inner)
+            });
+            for (i, k) in keys.iter().enumerate() {
+                f(guards[m.guard(i)].map.get(m.hashes[i], k.as_ref()));
+            }
+            return;
+        }
         let order = self.shards_of(keys.iter().map(AsRef::as_ref));
         let guards = self.read_locks(&order);
         for k in keys {
@@ -461,6 +481,21 @@ impl Store {
     /// Deletes the keys in order; for each, whether it existed at that point
     /// (so a key given twice reports `false` the second time). Atomic.
     pub fn delete<K: AsRef<str>>(&self, keys: &[K]) -> Vec<bool> {
+        if self.can_mask(keys.len()) {
+            let m = self.masked(keys.iter().map(AsRef::as_ref));
+            let mut guards = m.lock(|s| {
+                self.shards[s]
+                    .write()
+                    .unwrap_or_else(PoisonError::into_inner)
+            });
+            let existed: Vec<bool> = keys
+                .iter()
+                .enumerate()
+                .map(|(i, k)| guards[m.guard(i)].map.remove(m.hashes[i], k.as_ref()))
+                .collect();
+            self.deleted(keys, &existed, |i| &guards[m.guard(i)]);
+            return existed;
+        }
         let order = self.shards_of(keys.iter().map(AsRef::as_ref));
         let mut guards = self.write_locks(&order);
         let existed: Vec<bool> = keys
@@ -471,23 +506,34 @@ impl Store {
                 guards[slot(&order, self.shard_at(h))].map.remove(h, k)
             })
             .collect();
-        if let Some(j) = self.journal.get() {
-            if existed.iter().any(|&e| e) {
-                j.del(
-                    &mut keys
-                        .iter()
-                        .zip(&existed)
-                        .filter(|(_, &e)| e)
-                        .map(|(k, _)| k.as_ref()),
-                );
-            }
-        }
-        self.report_many(keys.iter().zip(&existed).filter(|(_, &e)| e).map(|(k, _)| {
-            let k = k.as_ref();
-            (k, None, &*guards[slot(&order, self.shard_of(k))])
-        }));
-        drop(guards);
+        self.deleted(keys, &existed, |i| {
+            &guards[slot(&order, self.shard_of(keys[i].as_ref()))]
+        });
         existed
+    }
+
+    /// Journals and reports the deletions of [`Store::delete`], the shards
+    /// still locked; `shard` finds key `i`'s.
+    fn deleted<'s, K: AsRef<str>>(
+        &self,
+        keys: &[K],
+        existed: &[bool],
+        shard: impl Fn(usize) -> &'s Shard,
+    ) {
+        if !existed.iter().any(|&e| e) {
+            return;
+        }
+        let gone = || {
+            keys.iter()
+                .zip(existed)
+                .enumerate()
+                .filter(|(_, (_, &e))| e)
+                .map(|(i, (k, _))| (i, k.as_ref()))
+        };
+        if let Some(j) = self.journal.get() {
+            j.del(&mut gone().map(|(_, k)| k));
+        }
+        self.report_many(gone().map(|(i, k)| (k, None, shard(i))));
     }
 
     /// The value of one key.
@@ -592,6 +638,35 @@ impl Store {
 
     pub fn is_empty(&self) -> bool {
         self.len() == 0
+    }
+}
+
+/// The keys of one operation on a store of at most 64 shards, each hashed
+/// once: the shards to lock are a bit mask walked upwards (the same
+/// ascending order as everywhere), and a key's guard is found by counting
+/// the bits below its shard, with one allocation in all (the guards).
+struct Masked {
+    hashes: [u64; MASKED_PAIRS],
+    shards: [u8; MASKED_PAIRS],
+    mask: u64,
+}
+
+impl Masked {
+    /// Locks the shards in ascending order with `lock`.
+    fn lock<G>(&self, mut lock: impl FnMut(usize) -> G) -> Vec<G> {
+        let mut guards = Vec::with_capacity(self.mask.count_ones() as usize);
+        let mut rest = self.mask;
+        while rest != 0 {
+            guards.push(lock(rest.trailing_zeros() as usize));
+            rest &= rest - 1;
+        }
+        guards
+    }
+
+    /// Where key `i`'s guard is among those [`Masked::lock`] returned.
+    fn guard(&self, i: usize) -> usize {
+        let below = (1u64 << self.shards[i]) - 1;
+        (self.mask & below).count_ones() as usize
     }
 }
 
