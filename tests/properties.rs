@@ -71,6 +71,52 @@ proptest! {
     }
 
     #[test]
+    fn the_runners_text_parse_agrees_with_the_byte_one(line in job_like_bytes()) {
+        if let Ok(text) = std::str::from_utf8(&line) {
+            let from_text = kvs::jobs::parser::parse_line_str(text).map(|c| c.map(|c| c.to_owned()));
+            prop_assert_eq!(from_text, parse_line(&line));
+        }
+    }
+
+    /// The job runner's reader hands out the lines a plain split would,
+    /// each as text exactly when it is UTF-8, however the input is cut.
+    #[test]
+    fn line_reader_agrees_with_a_split(
+        lines in proptest::collection::vec(job_like_bytes(), 0..20),
+        trailing_newline in any::<bool>(),
+    ) {
+        use kvs::jobs::lines::{Line, LineReader};
+        let lines: Vec<Vec<u8>> = lines
+            .into_iter()
+            .map(|l| l.into_iter().filter(|&b| b != b'\n').collect())
+            .collect();
+        let mut input = lines.join(&b'\n');
+        if trailing_newline && !lines.is_empty() {
+            input.push(b'\n');
+        }
+        // A last line is a line even without its newline; an empty one
+        // after the last newline is none.
+        let mut want: Vec<&[u8]> = input.split(|&b| b == b'\n').collect();
+        if want.last().is_some_and(|l| l.is_empty()) {
+            want.pop();
+        }
+        let mut reader = LineReader::new(&input[..]);
+        let mut got = Vec::new();
+        while let Some(line) = reader.next_line().unwrap() {
+            match line {
+                Line::Str(t) => got.push((t.as_bytes().to_vec(), true)),
+                Line::Text(b) => got.push((b.to_vec(), false)),
+                Line::TooLong => prop_assert!(false, "no line here is too long"),
+            }
+        }
+        let want: Vec<(Vec<u8>, bool)> = want
+            .iter()
+            .map(|l| (l.to_vec(), std::str::from_utf8(l).is_ok()))
+            .collect();
+        prop_assert_eq!(got, want);
+    }
+
+    #[test]
     fn valid_commands_round_trip(cmd in command()) {
         let text = cmd.to_string();
         prop_assert_eq!(parse_line(text.as_bytes()), Ok(Some(cmd)));

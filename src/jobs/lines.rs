@@ -1,7 +1,13 @@
 //! Streams the lines of a job file with `memchr`, without reading the whole
 //! file into memory and without allocating per line.
+//!
+//! Complete lines are checked for UTF-8 a block at a time and handed out
+//! as `&str`: one check over many lines costs a fraction of one check per
+//! line, which was the parser's largest single cost. A block that is not
+//! UTF-8 is handed out line by line as bytes up to the line at fault, so
+//! the parser can say which line is wrong.
 
-use memchr::memchr;
+use memchr::{memchr, memrchr};
 use std::io::{self, Read};
 
 /// Longest line kept; anything longer cannot be a valid command (256 pairs
@@ -11,7 +17,9 @@ pub const MAX_LINE: usize = 64 * 1024;
 /// One line handed out by [`LineReader`].
 #[derive(Debug, PartialEq, Eq)]
 pub enum Line<'a> {
-    /// The line's bytes, without the `\n`.
+    /// The line, without the `\n`, known to be UTF-8.
+    Str(&'a str),
+    /// The line's bytes, without the `\n`: a line that is not UTF-8.
     Text(&'a [u8]),
     /// The line was longer than [`MAX_LINE`]; its bytes were skipped.
     TooLong,
@@ -24,6 +32,10 @@ pub struct LineReader<R> {
     start: usize,
     end: usize,
     eof: bool,
+    /// Complete lines taken from `buf` and checked, and how far they were
+    /// handed out.
+    text: String,
+    text_pos: usize,
 }
 
 impl<R: Read> LineReader<R> {
@@ -34,34 +46,35 @@ impl<R: Read> LineReader<R> {
             start: 0,
             end: 0,
             eof: false,
+            text: String::new(),
+            text_pos: 0,
         }
     }
 
     /// The next line, or `None` at end of input. A last line without `\n`
     /// is still a line.
     pub fn next_line(&mut self) -> io::Result<Option<Line<'_>>> {
+        if self.text_pos < self.text.len() {
+            return Ok(Some(self.text_line()));
+        }
         let mut skipping = false;
         loop {
             if let Some(pos) = memchr(b'\n', &self.buf[self.start..self.end]) {
-                let (s, e) = (self.start, self.start + pos);
-                self.start = e + 1;
-                return Ok(Some(if skipping {
-                    Line::TooLong
-                } else {
-                    Line::Text(&self.buf[s..e])
-                }));
+                if skipping {
+                    self.start += pos + 1;
+                    return Ok(Some(Line::TooLong));
+                }
+                return Ok(Some(self.block(self.start + pos)));
             }
             if self.eof {
                 if self.start == self.end {
                     return Ok(if skipping { Some(Line::TooLong) } else { None });
                 }
-                let (s, e) = (self.start, self.end);
-                self.start = self.end;
-                return Ok(Some(if skipping {
-                    Line::TooLong
-                } else {
-                    Line::Text(&self.buf[s..e])
-                }));
+                if skipping {
+                    self.start = self.end;
+                    return Ok(Some(Line::TooLong));
+                }
+                return Ok(Some(self.block(self.end)));
             }
             if self.end - self.start > MAX_LINE {
                 // No newline within the limit: drop what we have and skip to
@@ -87,6 +100,46 @@ impl<R: Read> LineReader<R> {
             self.end += n;
         }
     }
+
+    /// Takes every complete line from `start` on into `text` if they are
+    /// UTF-8, and returns the first; `first_end` is where the first ends
+    /// (its `\n`, or the end of input for a last line without one).
+    fn block(&mut self, first_end: usize) -> Line<'_> {
+        let (start, end) = (self.start, self.end);
+        let block_end = if first_end == end {
+            end
+        } else {
+            memrchr(b'\n', &self.buf[first_end..end]).map_or(end, |p| first_end + p + 1)
+        };
+        let good = match std::str::from_utf8(&self.buf[start..block_end]) {
+            Ok(_) => block_end,
+            // The whole lines before the first bad byte, if any.
+            Err(e) => memrchr(b'\n', &self.buf[start..start + e.valid_up_to()])
+                .map_or(start, |p| start + p + 1),
+        };
+        match std::str::from_utf8(&self.buf[start..good]) {
+            Ok(t) if good > start => {
+                self.text.clear();
+                self.text.push_str(t);
+                self.text_pos = 0;
+                self.start = good;
+                self.text_line()
+            }
+            // The first line itself is not UTF-8: as bytes.
+            _ => {
+                self.start = (first_end + 1).min(end);
+                Line::Text(&self.buf[start..first_end])
+            }
+        }
+    }
+
+    /// The next line of `text`.
+    fn text_line(&mut self) -> Line<'_> {
+        let rest = self.text.get(self.text_pos..).unwrap_or_default();
+        let len = memchr(b'\n', rest.as_bytes()).unwrap_or(rest.len());
+        self.text_pos += len + 1;
+        Line::Str(rest.get(..len).unwrap_or_default())
+    }
 }
 
 #[cfg(test)]
@@ -98,6 +151,7 @@ mod tests {
         let mut out = Vec::new();
         while let Some(l) = r.next_line().unwrap() {
             out.push(match l {
+                Line::Str(t) => Ok(t.as_bytes().to_vec()),
                 Line::Text(t) => Ok(t.to_vec()),
                 Line::TooLong => Err(()),
             });
@@ -138,8 +192,22 @@ mod tests {
             }
         }
         let mut r = LineReader::new(Trickle(b"ab\ncd\n"));
-        assert_eq!(r.next_line().unwrap(), Some(Line::Text(b"ab")));
-        assert_eq!(r.next_line().unwrap(), Some(Line::Text(b"cd")));
+        assert_eq!(r.next_line().unwrap(), Some(Line::Str("ab")));
+        assert_eq!(r.next_line().unwrap(), Some(Line::Str("cd")));
+        assert_eq!(r.next_line().unwrap(), None);
+    }
+
+    #[test]
+    fn a_line_that_is_not_utf8_comes_as_bytes_and_the_rest_as_text() {
+        let mut r = LineReader::new(&b"a\nb\xff\nc\xc3\xa9\nd"[..]);
+        assert_eq!(r.next_line().unwrap(), Some(Line::Str("a")));
+        assert_eq!(r.next_line().unwrap(), Some(Line::Text(b"b\xff")));
+        assert_eq!(r.next_line().unwrap(), Some(Line::Str("c\u{e9}")));
+        assert_eq!(r.next_line().unwrap(), Some(Line::Str("d")));
+        assert_eq!(r.next_line().unwrap(), None);
+        // A bad last line without a newline.
+        let mut r = LineReader::new(&b"\xff"[..]);
+        assert_eq!(r.next_line().unwrap(), Some(Line::Text(b"\xff")));
         assert_eq!(r.next_line().unwrap(), None);
     }
 }

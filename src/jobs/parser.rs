@@ -111,7 +111,21 @@ pub fn parse_line_borrowed(line: &[u8]) -> Result<Option<LineCommand<'_>>, Parse
     // One UTF-8 check for the whole line costs less than one per key and
     // value; a line that fails it is checked string by string, so that its
     // error is the same as ever (a bad byte in a comment is no error).
-    let text = std::str::from_utf8(line).ok();
+    parse(line, std::str::from_utf8(line).ok())
+}
+
+/// [`parse_line_borrowed`] for a line already known to be UTF-8 (the job
+/// runner checks a block of lines at a time).
+pub fn parse_line_str(line: &str) -> Result<Option<LineCommand<'_>>, ParseError> {
+    let line = line.strip_suffix('\r').unwrap_or(line);
+    if line.starts_with('#') {
+        return Ok(None);
+    }
+    parse(line.as_bytes(), Some(line))
+}
+
+/// Parses `line`; `text` is the same line as `&str` if it is UTF-8.
+fn parse<'a>(line: &'a [u8], text: Option<&'a str>) -> Result<Option<LineCommand<'a>>, ParseError> {
     let mut c = Cursor {
         s: line,
         i: 0,

@@ -2,7 +2,7 @@
 
 use super::command::HELP_TEXT;
 use super::lines::{Line, LineReader};
-use super::parser::{parse_line_borrowed, LineCommand};
+use super::parser::{parse_line_borrowed, parse_line_str, LineCommand};
 use super::progress::{Progress, FLUSH_EVERY};
 use crate::backup::Backups;
 use crate::store::Store;
@@ -82,6 +82,7 @@ pub fn run_job(
         };
         line_no += 1;
         let parsed = match line {
+            Line::Str(t) => parse_line_str(t).ok(),
             Line::Text(t) => parse_line_borrowed(t).ok(),
             Line::TooLong => None,
         };
