@@ -283,10 +283,10 @@ impl<'a> Cursor<'a> {
         self.skip_ws();
         let start = self.i;
         let rest = self.s.get(start..).unwrap_or_default();
-        let len = rest
-            .iter()
-            .position(|&b| !is_string_byte(b))
-            .unwrap_or(rest.len());
+        let mut len = 0;
+        while len < rest.len() && STRING_BYTES[rest[len] as usize] {
+            len += 1;
+        }
         self.i += len;
         // Every byte was checked by the scan: only the length and UTF-8
         // are left of `validate_string`'s rules.

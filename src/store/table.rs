@@ -228,8 +228,10 @@ impl Heap {
                 let c = chunks.len() - 1;
                 let chunk = &mut chunks[c];
                 let off = chunk.len();
-                chunk.resize(off + need, 0);
-                encode_into(&mut chunk[off..], key, value);
+                push_varint(chunk, key.len());
+                push_varint(chunk, value.len());
+                chunk.extend_from_slice(key);
+                chunk.extend_from_slice(value);
                 self.used += need;
                 return ((c as u32) << OFFSET_BITS) | off as u32;
             }
@@ -310,6 +312,14 @@ fn varint_len(mut n: usize) -> usize {
         len += 1;
     }
     len
+}
+
+fn push_varint(out: &mut Vec<u8>, mut n: usize) {
+    while n >= 0x80 {
+        out.push((n as u8) | 0x80);
+        n >>= 7;
+    }
+    out.push(n as u8);
 }
 
 fn put_varint(out: &mut [u8], mut at: usize, mut n: usize) -> usize {
