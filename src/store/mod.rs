@@ -199,7 +199,7 @@ impl Store {
             let (k, v) = (k.as_ref(), v.as_ref());
             let (h, shard) = self.shard(k);
             let mut g = shard.write().unwrap_or_else(PoisonError::into_inner);
-            g.map.set(&self.hasher, h, k, v);
+            g.map.set(h, k, v);
             self.journal_set(pairs);
             self.report(&g, k, Some(v));
             return;
@@ -212,9 +212,7 @@ impl Store {
         for (k, v) in pairs {
             let (k, v) = (k.as_ref(), v.as_ref());
             let h = self.hash(k);
-            guards[slot(&order, self.shard_at(h))]
-                .map
-                .set(&self.hasher, h, k, v);
+            guards[slot(&order, self.shard_at(h))].map.set(h, k, v);
         }
         self.journal_set(pairs);
         self.report_all(pairs, |key| &guards[slot(&order, self.shard_of(key))]);
@@ -233,7 +231,7 @@ impl Store {
         for (i, (k, v)) in pairs.iter().enumerate() {
             guards[m.guard(i)]
                 .map
-                .set(&self.hasher, m.hashes[i], k.as_ref(), v.as_ref());
+                .set(m.hashes[i], k.as_ref(), v.as_ref());
         }
         self.journal_set(pairs);
         self.report_many(
@@ -353,7 +351,7 @@ impl Store {
             SetIf::Present => present,
         };
         if apply {
-            g.map.set(&self.hasher, h, key, value);
+            g.map.set(h, key, value);
             self.journal_set(&[(key, value)]);
             self.report(&g, key, Some(value));
         }

@@ -1,14 +1,14 @@
-//! One shard's pairs: a hash index of 4-byte locations into chunks of
-//! packed entries.
+//! One shard's pairs: a hash index of 8-byte slots (a location and half
+//! the key's hash) into chunks of packed entries.
 //!
 //! Each entry is its key's and its value's length (LEB128: one byte each
 //! below 128) followed by the key's and the value's bytes, packed into
-//! 64 KiB chunks one after another. The index holds only where an entry
-//! starts, as a `u32`: a table slot costs 5 bytes (4 + hashbrown's control
-//! byte) instead of 25 for a boxed pair, and an entry costs its bytes plus
-//! two, with no allocation of its own and no allocator header. For 16-byte
-//! keys and 32-byte values that is about 62 resident bytes per pair where a
-//! `HashSet` of boxed pairs took 117 (BENCHMARKS.md, the store bench).
+//! 64 KiB chunks one after another. An index slot costs 9 bytes (8 +
+//! hashbrown's control byte) instead of 25 for a boxed pair, and an entry
+//! costs its bytes plus two, with no allocation of its own and no
+//! allocator header. For 16-byte keys and 32-byte values that is about 70
+//! resident bytes per pair where a `HashSet` of boxed pairs took 117
+//! (BENCHMARKS.md, the store bench).
 //!
 //! A new value no longer than the old one is written over it, so a WRITE of
 //! an existing key usually allocates nothing and frees nothing. A longer
@@ -24,7 +24,6 @@
 //! copy a value out (job READs, replies) take the bytes.
 
 use slab::Slab;
-use std::hash::BuildHasher;
 
 /// Bytes per chunk; a chunk entry's offset is the low 16 bits of its location.
 const CHUNK: usize = 1 << 16;
@@ -47,7 +46,7 @@ pub type Hasher = foldhash::quality::RandomState;
 
 #[derive(Default)]
 pub struct Table {
-    index: hashbrown::HashTable<u32>,
+    index: hashbrown::HashTable<Slot>,
     heap: Heap,
 }
 
@@ -62,18 +61,40 @@ struct Heap {
     used: usize,
 }
 
+/// One entry of the index: where the entry is, and the low half of its
+/// key's hash. The index hashes by that half alone (see [`index_hash`]), so
+/// growing the table never reads a key back from the chunks (that was a
+/// cache miss per entry, with the shard locked), and a probe that meets
+/// another key's slot usually tells them apart without reading its key.
+#[derive(Clone, Copy)]
+struct Slot {
+    loc: u32,
+    tag: u32,
+}
+
+/// The hash the index files a key under, from the low half of its full
+/// hash (the caller picks shards with the high half): hashbrown takes the
+/// bucket from the low bits and its control tag from the top seven, both
+/// from the same 32 bits here.
+#[inline]
+fn index_hash(tag: u32) -> u64 {
+    ((tag as u64) << 32) | tag as u64
+}
+
 impl Table {
     pub fn len(&self) -> usize {
         self.index.len()
     }
 
     fn find(&self, hash: u64, key: &str) -> Option<u32> {
+        let tag = hash as u32;
         self.index
-            .find(hash, |&loc| self.heap.has_key(loc, key))
-            .copied()
+            .find(index_hash(tag), |s| {
+                s.tag == tag && self.heap.has_key(s.loc, key)
+            })
+            .map(|s| s.loc)
     }
 
-    /// The value of `key`, as the bytes of the `&str` it was set to.
     /// The value of `key` (whose hash is `hash`), as the bytes of the
     /// `&str` it was set to.
     pub fn get(&self, hash: u64, key: &str) -> Option<&[u8]> {
@@ -84,25 +105,27 @@ impl Table {
         self.find(hash, key).is_some()
     }
 
-    /// Sets `key` (whose hash by `hasher` is `hash`) to `value`, over the
-    /// old value's bytes where it fits.
-    pub fn set(&mut self, hasher: &Hasher, hash: u64, key: &str, value: &str) {
+    /// Sets `key` (whose hash is `hash`) to `value`, over the old value's
+    /// bytes where it fits.
+    pub fn set(&mut self, hash: u64, key: &str, value: &str) {
+        let tag = hash as u32;
         let Table { index, heap } = self;
         let found = index.entry(
-            hash,
-            |&loc| heap.has_key(loc, key),
-            |&loc| hasher.hash_one(parts(heap.entry(loc)).0),
+            index_hash(tag),
+            |s| s.tag == tag && heap.has_key(s.loc, key),
+            |s| index_hash(s.tag),
         );
         match found {
             hashbrown::hash_table::Entry::Occupied(mut slot) => {
-                let loc = *slot.get();
+                let loc = slot.get().loc;
                 if !heap.overwrite(loc, key, value) {
                     heap.release(loc);
-                    *slot.get_mut() = heap.append(key.as_bytes(), value.as_bytes());
+                    slot.get_mut().loc = heap.append(key.as_bytes(), value.as_bytes());
                 }
             }
             hashbrown::hash_table::Entry::Vacant(slot) => {
-                slot.insert(heap.append(key.as_bytes(), value.as_bytes()));
+                let loc = heap.append(key.as_bytes(), value.as_bytes());
+                slot.insert(Slot { loc, tag });
             }
         }
         self.compact_if_due();
@@ -110,11 +133,14 @@ impl Table {
 
     /// Removes `key` (whose hash is `hash`); whether it was there.
     pub fn remove(&mut self, hash: u64, key: &str) -> bool {
+        let tag = hash as u32;
         let Table { index, heap } = self;
-        match index.find_entry(hash, |&loc| heap.has_key(loc, key)) {
+        match index.find_entry(index_hash(tag), |s| {
+            s.tag == tag && heap.has_key(s.loc, key)
+        }) {
             Ok(slot) => {
-                let (loc, _) = slot.remove();
-                heap.release(loc);
+                let (s, _) = slot.remove();
+                heap.release(s.loc);
                 self.compact_if_due();
                 true
             }
@@ -125,8 +151,8 @@ impl Table {
     /// Every pair, in no particular order, checked back into `&str`s: for
     /// whole-table walks (snapshots, KEYS, SCAN, FLUSH), not lookups.
     pub fn iter(&self) -> impl Iterator<Item = (&str, &str)> + '_ {
-        self.index.iter().map(|&loc| {
-            let (k, v, _) = parts(self.heap.entry(loc));
+        self.index.iter().map(|s| {
+            let (k, v, _) = parts(self.heap.entry(s.loc));
             (text(k), text(v))
         })
     }
@@ -143,10 +169,10 @@ impl Table {
         let old = std::mem::take(&mut self.heap.chunks);
         self.heap.dead = 0;
         self.heap.used = 0;
-        for loc in self.index.iter_mut() {
-            if *loc & BIG == 0 {
-                let (k, v, _) = parts(packed_at(&old, *loc));
-                *loc = self.heap.append(k, v);
+        for s in self.index.iter_mut() {
+            if s.loc & BIG == 0 {
+                let (k, v, _) = parts(packed_at(&old, s.loc));
+                s.loc = self.heap.append(k, v);
             }
         }
     }
@@ -356,6 +382,7 @@ mod tests {
     }
 
     fn h(key: &str) -> u64 {
+        use std::hash::BuildHasher;
         hasher().hash_one(key.as_bytes())
     }
 
@@ -364,7 +391,7 @@ mod tests {
     }
 
     fn set(t: &mut Table, key: &str, value: &str) {
-        t.set(hasher(), h(key), key, value)
+        t.set(h(key), key, value)
     }
 
     fn remove(t: &mut Table, key: &str) -> bool {
