@@ -310,7 +310,7 @@ impl<'a> Cursor<'a> {
         if self.peek() == Some(b']') {
             return Err(ParseError::EmptyList);
         }
-        let mut keys = Vec::new();
+        let mut keys = Vec::with_capacity(4);
         loop {
             if keys.len() == MAX_PAIRS {
                 return Err(ParseError::TooManyItems);
@@ -334,7 +334,7 @@ impl<'a> Cursor<'a> {
         if self.peek() == Some(b']') {
             return Err(ParseError::EmptyList);
         }
-        let mut pairs = Vec::new();
+        let mut pairs = Vec::with_capacity(4);
         loop {
             if pairs.len() == MAX_PAIRS {
                 return Err(ParseError::TooManyItems);

@@ -157,6 +157,7 @@ impl Table {
         })
     }
 
+    #[inline]
     fn compact_if_due(&mut self) {
         if self.heap.dead > CHUNK && self.heap.dead * 4 > self.heap.used {
             self.compact();
@@ -254,8 +255,10 @@ impl Heap {
                 let c = chunks.len() - 1;
                 let chunk = &mut chunks[c];
                 let off = chunk.len();
-                push_varint(chunk, key.len());
-                push_varint(chunk, value.len());
+                let mut head = [0u8; 20];
+                let at = put_varint(&mut head, 0, key.len());
+                let at = put_varint(&mut head, at, value.len());
+                chunk.extend_from_slice(&head[..at]);
                 chunk.extend_from_slice(key);
                 chunk.extend_from_slice(value);
                 self.used += need;
@@ -338,14 +341,6 @@ fn varint_len(mut n: usize) -> usize {
         len += 1;
     }
     len
-}
-
-fn push_varint(out: &mut Vec<u8>, mut n: usize) {
-    while n >= 0x80 {
-        out.push((n as u8) | 0x80);
-        n >>= 7;
-    }
-    out.push(n as u8);
 }
 
 fn put_varint(out: &mut [u8], mut at: usize, mut n: usize) -> usize {
