@@ -425,7 +425,7 @@ mod tests {
             127,
             128,
             129,
-            3000,
+            PACKED_MAX / 2,
             PACKED_MAX,
             PACKED_MAX + 1,
             70_000,
