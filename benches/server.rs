@@ -1,9 +1,11 @@
 //! `cargo bench --bench server`: the server over real FIFOs, measured
 //! against a bare pipe in the same run.
 //!
-//! 1. Request round trips per second and p50/p99/p999 latency with 1 and 16
-//!    clients (alternating WRITE and READ), beside a bare ping-pong through
-//!    a `cat` process over two pipes with the same message size.
+//! 1. Request round trips per second and p50/p99/p999 latency with 1, 16
+//!    and 50 clients (alternating WRITE and READ), beside a bare ping-pong
+//!    through a `cat` process per client over two pipes with the same
+//!    message size, and beside a one-thread relay (every client's pipes
+//!    served by one polling thread: the floor of a one-reactor design).
 //! 2. Notification latency p50/p99 from just before a WRITE is sent until
 //!    each subscriber has read its notification, with 1, 100 and 1,000
 //!    subscribers on one key (writes paced: one at a time).
@@ -114,6 +116,75 @@ fn cat() -> Cat {
     }
 }
 
+/// A client of the one-thread relay: its request and answer pipes.
+struct RelayClient {
+    tx: std::io::PipeWriter,
+    rx: std::io::PipeReader,
+    msg: [u8; 42],
+}
+
+fn relay_trip(c: &mut RelayClient, _: usize) {
+    let msg = c.msg;
+    c.tx.write_all(&msg).unwrap();
+    let mut back = [0u8; 42];
+    c.rx.read_exact(&mut back).unwrap();
+}
+
+/// The floor of kvs's design for round trips: one thread that polls every
+/// client's request pipe and answers each message on its answer pipe (one
+/// read and one write per request, as kvs's reactor must do), with no
+/// parsing, no store and no hand-off to a pool. Ends when every client
+/// has closed its request pipe.
+fn relay(clients: usize) -> (Vec<RelayClient>, std::thread::JoinHandle<()>) {
+    let mut ends = Vec::new();
+    let mut users = Vec::new();
+    for _ in 0..clients {
+        let (req_rx, req_tx) = std::io::pipe().expect("pipe");
+        let (ans_rx, ans_tx) = std::io::pipe().expect("pipe");
+        ends.push((req_rx, ans_tx));
+        users.push(RelayClient {
+            tx: req_tx,
+            rx: ans_rx,
+            msg: [7; 42],
+        });
+    }
+    let handle = std::thread::spawn(move || {
+        use nix::fcntl::{fcntl, FcntlArg, OFlag};
+        let mut poll = Poll::new().expect("poll");
+        for (i, (rx, _)) in ends.iter().enumerate() {
+            let flags = OFlag::from_bits_truncate(fcntl(rx, FcntlArg::F_GETFL).unwrap());
+            fcntl(rx, FcntlArg::F_SETFL(flags | OFlag::O_NONBLOCK)).unwrap();
+            poll.registry()
+                .register(&mut SourceFd(&rx.as_raw_fd()), Token(i), Interest::READABLE)
+                .expect("register");
+        }
+        let mut events = Events::with_capacity(1024);
+        let mut open = ends.len();
+        let mut buf = [0u8; 4096];
+        while open > 0 {
+            poll.poll(&mut events, None).expect("poll");
+            for ev in events.iter() {
+                let (rx, tx) = &mut ends[ev.token().0];
+                loop {
+                    match rx.read(&mut buf) {
+                        Ok(0) => {
+                            open -= 1;
+                            poll.registry()
+                                .deregister(&mut SourceFd(&rx.as_raw_fd()))
+                                .expect("deregister");
+                            break;
+                        }
+                        Ok(n) => tx.write_all(&buf[..n]).expect("answer"),
+                        Err(e) if e.kind() == ErrorKind::WouldBlock => break,
+                        Err(e) => panic!("relay read: {e}"),
+                    }
+                }
+            }
+        }
+    });
+    (users, handle)
+}
+
 struct KvsClient {
     conn: Connection,
     key: String,
@@ -146,13 +217,25 @@ fn round_trips(server: &Server) -> Vec<(usize, f64)> {
             })
             .collect();
         let kvs = run_clients(kvs_clients, each, kvs_trip);
+        let (relay_clients, relay_thread) = relay(clients);
+        let one_thread = run_clients(relay_clients, each, relay_trip);
+        relay_thread.join().expect("relay thread");
         println!("{}", pipe.line(&format!("bare pipe, {clients} clients")));
+        println!(
+            "{}",
+            one_thread.line(&format!("1-thread relay, {clients} cl."))
+        );
         println!("{}", kvs.line(&format!("kvs, {clients} clients")));
         println!(
             "  ratio kvs/pipe: throughput {:.2}x, p50 latency {:.2}x, p99 latency {:.2}x",
             kvs.per_sec / pipe.per_sec,
             pct(&kvs.lat, 0.5) / pct(&pipe.lat, 0.5),
             pct(&kvs.lat, 0.99) / pct(&pipe.lat, 0.99)
+        );
+        println!(
+            "  ratio 1-thread relay/pipe: throughput {:.2}x (the most one reactor thread could reach); kvs/relay {:.2}x",
+            one_thread.per_sec / pipe.per_sec,
+            kvs.per_sec / one_thread.per_sec
         );
         kvs_rps.push((clients, kvs.per_sec));
     }
