@@ -118,8 +118,8 @@ fn cat() -> Cat {
 
 /// A client of the one-thread relay: its request and answer pipes.
 struct RelayClient {
-    tx: std::io::PipeWriter,
-    rx: std::io::PipeReader,
+    tx: File,
+    rx: File,
     msg: [u8; 42],
 }
 
@@ -139,12 +139,12 @@ fn relay(clients: usize) -> (Vec<RelayClient>, std::thread::JoinHandle<()>) {
     let mut ends = Vec::new();
     let mut users = Vec::new();
     for _ in 0..clients {
-        let (req_rx, req_tx) = std::io::pipe().expect("pipe");
-        let (ans_rx, ans_tx) = std::io::pipe().expect("pipe");
-        ends.push((req_rx, ans_tx));
+        let (req_rx, req_tx) = nix::unistd::pipe().expect("pipe");
+        let (ans_rx, ans_tx) = nix::unistd::pipe().expect("pipe");
+        ends.push((File::from(req_rx), File::from(ans_tx)));
         users.push(RelayClient {
-            tx: req_tx,
-            rx: ans_rx,
+            tx: File::from(req_tx),
+            rx: File::from(ans_rx),
             msg: [7; 42],
         });
     }
