@@ -75,6 +75,10 @@ const EAGER_WRITE: usize = 1 << 20;
 #[derive(Default)]
 struct Pending {
     bytes: Vec<u8>,
+    /// The buffer last written out, emptied: the next to append into, so
+    /// appenders (holding shard locks) do not grow a new buffer from
+    /// nothing, through fresh pages, after every write.
+    spare: Vec<u8>,
     /// Sequence number just past the last byte appended.
     end: u64,
     /// An answer waits for a sync up to here.
@@ -135,6 +139,9 @@ impl Log {
             dir: dir.to_path_buf(),
             policy,
             pending: Mutex::new(Pending {
+                // Room for what piles up between two writes at full speed,
+                // so appending (under shard locks) does not regrow it.
+                bytes: Vec::with_capacity(2 * EAGER_WRITE),
                 end: start,
                 sync_wanted: 0,
                 ..Pending::default()
@@ -195,12 +202,20 @@ impl Log {
             if p.bytes.is_empty() {
                 return Ok(self.written.load(Ordering::Acquire));
             }
-            (std::mem::take(&mut p.bytes), p.end)
+            let next = std::mem::take(&mut p.spare);
+            (std::mem::replace(&mut p.bytes, next), p.end)
         };
         match (&*seg.file).write_all(&bytes) {
             Ok(()) => {
                 seg.len += bytes.len() as u64;
                 self.written.store(end, Ordering::Release);
+                let mut spare = bytes;
+                spare.clear();
+                let mut p = self.pending.lock().unwrap_or_else(PoisonError::into_inner);
+                if p.spare.capacity() < spare.capacity() {
+                    p.spare = spare;
+                }
+                drop(p);
                 if self.failing.swap(false, Ordering::AcqRel) {
                     crate::log_info!("the log can be written again; mutations are accepted");
                 }
