@@ -52,6 +52,23 @@ pub fn find_jobs(dir: &Path) -> io::Result<(Vec<PathBuf>, Vec<String>)> {
     Ok((jobs, skipped))
 }
 
+/// Bytes of job file per key the store should make room for: a WRITE of
+/// one short pair is about 16 bytes, most lines are longer or READs.
+const BYTES_PER_KEY: u64 = 40;
+/// The most keys made room for up front: the index's control bytes for
+/// them (about 4 MiB) are touched at once; the rest only as keys arrive.
+const MAX_RESERVED_KEYS: u64 = 4 << 20;
+
+/// A generous guess at how many keys `jobs` will write, from their sizes.
+fn expected_keys(jobs: &[PathBuf]) -> usize {
+    let bytes: u64 = jobs
+        .iter()
+        .filter_map(|j| std::fs::metadata(j).ok())
+        .map(|m| m.len())
+        .sum();
+    (bytes / BYTES_PER_KEY).min(MAX_RESERVED_KEYS) as usize
+}
+
 /// What became of one job file.
 enum Outcome {
     Ran(JobSummary),
@@ -105,6 +122,7 @@ pub fn run_folder_until(
         progress.println(&crate::logging::line(crate::logging::Level::Warn, line));
     }
     progress.set_files(jobs.len());
+    store.reserve(expected_keys(&jobs));
     let mut report = BatchReport {
         jobs: jobs.len(),
         ..BatchReport::default()
@@ -157,4 +175,21 @@ pub fn run_folder_until(
         report.failed_jobs += pool.panic_count();
     }
     Ok(report)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn keys_expected_from_the_job_files_sizes() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let a = dir.path().join("a.job");
+        let b = dir.path().join("b.job");
+        std::fs::write(&a, vec![b'x'; 4000]).expect("write");
+        std::fs::write(&b, vec![b'x'; 400]).expect("write");
+        let gone = dir.path().join("gone.job");
+        assert_eq!(expected_keys(&[a, b, gone]), 110);
+        assert_eq!(expected_keys(&[]), 0);
+    }
 }

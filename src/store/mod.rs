@@ -123,6 +123,20 @@ impl Store {
         }
     }
 
+    /// Makes room for about `keys` keys spread over the shards, so that
+    /// loading that many never regrows a shard's index under its lock
+    /// (batch mode sizes the store from its job files).
+    pub fn reserve(&self, keys: usize) {
+        let each = keys / self.shards.len() + 1;
+        for shard in self.shards.iter() {
+            shard
+                .write()
+                .unwrap_or_else(PoisonError::into_inner)
+                .map
+                .reserve(each);
+        }
+    }
+
     /// Installs the hook that every later change is reported to. Only one hook
     /// can ever be set; a second call returns the hook back as the error.
     pub fn set_change_hook(&self, hook: ChangeHook) -> Result<(), ChangeHook> {

@@ -86,6 +86,14 @@ impl Table {
         self.index.len()
     }
 
+    /// Makes room in the index for `keys` keys in all, so that filling it
+    /// up to there never regrows it (a regrowth copies the index with the
+    /// shard locked).
+    pub fn reserve(&mut self, keys: usize) {
+        let more = keys.saturating_sub(self.index.len());
+        self.index.reserve(more, |s| index_hash(s.tag));
+    }
+
     fn find(&self, hash: u64, key: &str) -> Option<u32> {
         let tag = hash as u32;
         self.index
@@ -412,6 +420,19 @@ mod tests {
         assert!(!remove(&mut t, "clé"));
         assert_eq!(get(&t, "clé"), None);
         assert_eq!(t.len(), 0);
+    }
+
+    #[test]
+    fn a_reserved_index_does_not_grow_while_filling() {
+        let mut t = Table::default();
+        t.reserve(5000);
+        let room = t.index.capacity();
+        assert!(room >= 5000);
+        for i in 0..5000 {
+            set(&mut t, &format!("k{i}"), "v");
+        }
+        assert_eq!(t.index.capacity(), room);
+        assert_eq!(get(&t, "k4999"), Some("v"));
     }
 
     #[test]
