@@ -29,10 +29,12 @@ fn writes(server: &Server, clients: usize, each: usize) -> f64 {
     let barrier = Arc::new(Barrier::new(clients + 1));
     let handles: Vec<_> = (0..clients)
         .map(|i| {
-            let (mut conn, _notif, fifos) = server.session(&format!("w{clients}-{i}"));
+            let (mut conn, notif, fifos) = server.session(&format!("w{clients}-{i}"));
             let barrier = barrier.clone();
             std::thread::spawn(move || {
-                let _keep = fifos;
+                // A client whose notification FIFO is closed is gone: the
+                // server ends its session.
+                let _keep = (fifos, notif);
                 barrier.wait();
                 for n in 0..each {
                     let r = Request::Write(format!("key{i}"), n.to_string());
