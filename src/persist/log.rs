@@ -212,7 +212,8 @@ impl Log {
                 let mut spare = bytes;
                 spare.clear();
                 let mut p = self.pending.lock().unwrap_or_else(PoisonError::into_inner);
-                if p.spare.capacity() < spare.capacity() {
+                // A buffer grown by a burst (a stalled disk) is let go.
+                if p.spare.capacity() < spare.capacity() && spare.capacity() <= 4 * EAGER_WRITE {
                     p.spare = spare;
                 }
                 drop(p);

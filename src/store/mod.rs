@@ -156,8 +156,7 @@ impl Store {
     }
 
     /// The hash of `key`, one per key per operation: its upper half picks
-    /// the shard, and the shard's table uses it whole (hashbrown takes its
-    /// bucket from the low bits and its tag from the top seven).
+    /// the shard, its lower half files the key in the shard's index.
     fn hash(&self, key: &str) -> u64 {
         self.hasher.hash_one(key.as_bytes())
     }
