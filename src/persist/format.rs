@@ -100,9 +100,19 @@ pub fn push_record(out: &mut Vec<u8>, fill: impl FnOnce(&mut Vec<u8>)) {
     out.extend_from_slice(&[0u8; FRAME_LEN]);
     fill(out);
     let len = (out.len() - start - FRAME_LEN) as u32;
-    let crc = crc32fast::hash(&out[start + FRAME_LEN..]);
+    let crc = checksum(&out[start + FRAME_LEN..]);
     out[start..start + 4].copy_from_slice(&len.to_le_bytes());
     out[start + 4..start + 8].copy_from_slice(&crc.to_le_bytes());
+}
+
+/// CRC-32 of `bytes`. `crc32fast::hash` asks the CPU which kernel to use
+/// on every call, which for a 30-byte record cost more than the checksum
+/// itself; a hasher made once and copied per record asks once.
+pub fn checksum(bytes: &[u8]) -> u32 {
+    static PROTO: std::sync::OnceLock<crc32fast::Hasher> = std::sync::OnceLock::new();
+    let mut h = PROTO.get_or_init(crc32fast::Hasher::new).clone();
+    h.update(bytes);
+    h.finalize()
 }
 
 fn push_str(out: &mut Vec<u8>, s: &str) {
@@ -177,7 +187,7 @@ pub fn read_record(bytes: &[u8]) -> Result<(Record, usize), FormatError> {
     let Some(payload) = bytes.get(FRAME_LEN..FRAME_LEN + len) else {
         return Err(FormatError::Truncated);
     };
-    if crc32fast::hash(payload) != crc {
+    if checksum(payload) != crc {
         return Err(FormatError::BadChecksum);
     }
     Ok((decode_payload(payload)?, FRAME_LEN + len))
