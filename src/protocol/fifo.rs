@@ -246,9 +246,15 @@ fn decode_string(field: &[u8]) -> Result<String, ProtocolError> {
 
 /// Appends `s` NUL-padded to a 41-byte field. `s` must be at most 40 bytes.
 pub fn push_string(out: &mut Vec<u8>, s: &str) {
+    push_field(out, s.as_bytes());
+}
+
+/// [`push_string`] for bytes already known to follow the string rules (a
+/// stored value).
+pub fn push_field(out: &mut Vec<u8>, s: &[u8]) {
     debug_assert!(s.len() < STRING_FIELD);
     let n = s.len().min(STRING_FIELD - 1);
-    out.extend_from_slice(&s.as_bytes()[..n]);
+    out.extend_from_slice(&s[..n]);
     out.resize(out.len() + STRING_FIELD - n, 0);
 }
 
@@ -260,15 +266,15 @@ pub fn push_response(out: &mut Vec<u8>, op: u8, code: u8) {
 
 /// Appends READ's answer: `5, '0', value[41]` when found, `5, '1'` when not.
 pub fn push_read_answer(out: &mut Vec<u8>, value: Option<&str>) {
-    push_read_answer_in(out, OpForm::Binary, value);
+    push_read_answer_in(out, OpForm::Binary, value.map(str::as_bytes));
 }
 
 /// [`push_read_answer`] with the op code in `form`.
-pub fn push_read_answer_in(out: &mut Vec<u8>, form: OpForm, value: Option<&str>) {
+pub fn push_read_answer_in(out: &mut Vec<u8>, form: OpForm, value: Option<&[u8]>) {
     match value {
         Some(v) => {
             push_response(out, form.wire(OP_READ), OK);
-            push_string(out, v);
+            push_field(out, v);
         }
         None => push_response(out, form.wire(OP_READ), FAIL),
     }

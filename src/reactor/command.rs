@@ -92,7 +92,8 @@ pub enum Command {
 pub enum Reply {
     Ok,
     Int(i64),
-    Value(Option<String>),
+    /// A value, as the bytes stored (nil when absent).
+    Value(Option<Vec<u8>>),
     Values(Vec<Option<String>>),
     Keys(Vec<String>),
     Scan(u64, Vec<String>),
@@ -118,7 +119,7 @@ impl Command {
 /// Runs one command. On the store pool only: it takes shard locks.
 pub fn execute(store: &Store, cmd: Command) -> Reply {
     match cmd {
-        Command::Get(k) => Reply::Value(store.get(&k)),
+        Command::Get(k) => Reply::Value(store.get_bytes(&k)),
         Command::Set {
             key,
             value,
@@ -129,7 +130,7 @@ pub fn execute(store: &Store, cmd: Command) -> Reply {
             match reply {
                 SetReply::Ok if applied => Reply::Ok,
                 SetReply::Ok => Reply::Value(None),
-                SetReply::Old => Reply::Value(old),
+                SetReply::Old => Reply::Value(old.map(String::into_bytes)),
                 SetReply::Flag => Reply::Int(applied as i64),
             }
         }
@@ -146,7 +147,7 @@ pub fn execute(store: &Store, cmd: Command) -> Reply {
             Reply::Int(keys.iter().filter(|k| store.contains(k)).count() as i64)
         }
         Command::Type(k) => Reply::Status(if store.contains(&k) { "string" } else { "none" }),
-        Command::Strlen(k) => Reply::Int(store.get(&k).map_or(0, |v| v.len() as i64)),
+        Command::Strlen(k) => Reply::Int(store.get_bytes(&k).map_or(0, |v| v.len() as i64)),
         Command::Keys(pattern) => Reply::Keys(store.keys(&pattern)),
         Command::Scan {
             cursor,

@@ -551,26 +551,39 @@ impl Store {
 
     /// The value of one key.
     pub fn get(&self, key: &str) -> Option<String> {
+        self.get_bytes(key).map(into_text)
+    }
+
+    /// The value of one key as the bytes it was set to: what replies send,
+    /// without [`Store::get`]'s UTF-8 check.
+    pub fn get_bytes(&self, key: &str) -> Option<Vec<u8>> {
         let (h, shard) = self.shard(key);
         shard
             .read()
             .unwrap_or_else(PoisonError::into_inner)
             .map
             .get(h, key)
-            .map(|v| text(v).to_owned())
+            .map(<[u8]>::to_vec)
+    }
+
+    /// [`Store::get_bytes`], or `Err(WouldBlock)` if the key's shard is
+    /// locked by a writer right now: for callers that must never wait on a
+    /// lock.
+    pub fn try_get_bytes(&self, key: &str) -> Result<Option<Vec<u8>>, WouldBlock> {
+        let (h, shard) = self.shard(key);
+        match shard.try_read() {
+            Ok(g) => Ok(g.map.get(h, key).map(<[u8]>::to_vec)),
+            Err(TryLockError::Poisoned(p)) => {
+                Ok(p.into_inner().map.get(h, key).map(<[u8]>::to_vec))
+            }
+            Err(TryLockError::WouldBlock) => Err(WouldBlock),
+        }
     }
 
     /// The value of one key, or `Err(WouldBlock)` if its shard is locked by
     /// a writer right now: for callers that must never wait on a lock.
     pub fn try_get(&self, key: &str) -> Result<Option<String>, WouldBlock> {
-        let (h, shard) = self.shard(key);
-        match shard.try_read() {
-            Ok(g) => Ok(g.map.get(h, key).map(|v| text(v).to_owned())),
-            Err(TryLockError::Poisoned(p)) => {
-                Ok(p.into_inner().map.get(h, key).map(|v| text(v).to_owned()))
-            }
-            Err(TryLockError::WouldBlock) => Err(WouldBlock),
-        }
+        self.try_get_bytes(key).map(|v| v.map(into_text))
     }
 
     /// Starts watching `key` if it is present: from now on its changes go
@@ -681,6 +694,12 @@ impl Masked {
         let below = (1u64 << self.shards[i]) - 1;
         (self.mask & below).count_ones() as usize
     }
+}
+
+/// A stored value back as text: it was set from a `&str`, so the check
+/// passes (and costs what [`table::text`]'s does).
+fn into_text(bytes: Vec<u8>) -> String {
+    String::from_utf8(bytes).unwrap_or_else(|e| text(e.as_bytes()).to_owned())
 }
 
 /// Position of shard `shard` in the sorted lock order `order`.

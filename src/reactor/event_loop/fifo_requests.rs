@@ -96,7 +96,7 @@ impl Reactor {
                 }
                 StoreOp::Subscribe(key)
             }
-            Request::Read(key) => match self.pool.store().try_get(&key) {
+            Request::Read(key) => match self.pool.store().try_get_bytes(&key) {
                 // A read whose shard is free is answered here and now: two
                 // thread hand-offs fewer, and still no waiting on a lock.
                 Ok(value) => {

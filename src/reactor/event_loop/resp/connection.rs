@@ -125,7 +125,9 @@ impl Reactor {
         let reply = match sub.as_str() {
             "setname" if n == 3 => self.set_client_name(sid, args[2]).map(|()| Reply::Ok),
             "getname" if n == 2 => Ok(Reply::Value(
-                self.resp_state(sid).and_then(|st| st.name.clone()),
+                self.resp_state(sid)
+                    .and_then(|st| st.name.clone())
+                    .map(String::into_bytes),
             )),
             "id" if n == 2 => Ok(Reply::Int(self.client_id(sid))),
             "setinfo" if n == 4 => {

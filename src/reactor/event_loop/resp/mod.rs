@@ -60,7 +60,7 @@ pub fn encode_reply(out: &mut Vec<u8>, reply: &Reply) {
     match reply {
         Reply::Ok => resp::push_ok(out),
         Reply::Int(n) => resp::push_int(out, *n),
-        Reply::Value(v) => resp::push_opt_bulk(out, v.as_deref().map(str::as_bytes)),
+        Reply::Value(v) => resp::push_opt_bulk(out, v.as_deref()),
         Reply::Values(vs) => {
             resp::push_array_len(out, vs.len());
             for v in vs {

@@ -169,7 +169,7 @@ pub(super) fn try_reads(store: &crate::store::Store, batch: &[BatchItem]) -> Opt
     batch
         .iter()
         .map(|item| match item {
-            Ok(Command::Get(k)) => store.try_get(k).ok().map(Reply::Value),
+            Ok(Command::Get(k)) => store.try_get_bytes(k).ok().map(Reply::Value),
             Ok(_) => None,
             Err(reply) => Some(reply.clone()),
         })
