@@ -214,6 +214,27 @@ fn a_client_that_never_reads_is_cut_off_and_others_go_on() {
 }
 
 #[test]
+fn a_client_that_closes_its_notification_fifo_is_told_to_the_log_and_ended() {
+    let server = Server::start(&[], &[]);
+    let d = client_dir();
+    let fifos = ClientFifos::create(d.path(), "leaver").unwrap();
+    let mut conn = Connection::connect(&fifos, &server.fifo).unwrap();
+    drop(conn.take_notifications());
+    server.wait_log("was closed without DISCONNECT");
+    let log = server.log();
+    let line = log
+        .lines()
+        .find(|l| l.contains("was closed without DISCONNECT"))
+        .unwrap_or_default();
+    assert!(line.contains(" INFO "), "{line}");
+    assert!(line.contains("leaver: its notification FIFO"), "{line}");
+    assert!(conn.request(&Request::Read("k".into())).is_err());
+    // Others are served as ever.
+    let mut s = session("stayer", &server.fifo);
+    assert_eq!(s.ask(write("k", "v")), b'0');
+}
+
+#[test]
 fn fifos_that_are_files_or_links_are_refused() {
     let server = Server::start(&[], &[]);
     let d = client_dir();

@@ -73,6 +73,10 @@ fn token(sid: SessionId, kind: usize) -> Token {
 enum Close {
     /// The client asked (DISCONNECT) or went away: nothing to log.
     Quiet,
+    /// A FIFO client closed the named FIFO without DISCONNECT: said at
+    /// INFO, since a client that means to stay and closes it by mistake
+    /// should be able to find out why its session ended.
+    Gone(&'static str),
     Log(String),
 }
 
@@ -350,7 +354,14 @@ impl Reactor {
                 s.unread = true;
                 self.service(sid)
             }
-            _ if gone => self.close(sid, Close::Quiet),
+            _ if gone => self.close(
+                sid,
+                Close::Gone(if kind == NOTIF {
+                    "notification FIFO"
+                } else {
+                    "response FIFO"
+                }),
+            ),
             _ => self.flush(sid),
         }
     }
@@ -525,6 +536,10 @@ impl Reactor {
         match why {
             Close::Log(why) => crate::log_warn!("client {}: {why}", s.name),
             Close::Quiet => crate::log_debug!("client {} disconnected", s.name),
+            Close::Gone(fifo) => crate::log_info!(
+                "client {}: its {fifo} was closed without DISCONNECT; session ended",
+                s.name
+            ),
         }
     }
 
