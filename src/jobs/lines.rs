@@ -111,18 +111,20 @@ impl<R: Read> LineReader<R> {
         } else {
             memrchr(b'\n', &self.buf[first_end..end]).map_or(end, |p| first_end + p + 1)
         };
-        let good = match std::str::from_utf8(&self.buf[start..block_end]) {
-            Ok(_) => block_end,
-            // The whole lines before the first bad byte, if any.
-            Err(e) => memrchr(b'\n', &self.buf[start..start + e.valid_up_to()])
-                .map_or(start, |p| start + p + 1),
+        let block = &self.buf[start..block_end];
+        let text = match std::str::from_utf8(block) {
+            Ok(t) => Some(t),
+            // The whole lines before the first bad byte, if any (checked
+            // again, but only in this rare case).
+            Err(e) => memrchr(b'\n', &block[..e.valid_up_to()])
+                .and_then(|p| std::str::from_utf8(&block[..=p]).ok()),
         };
-        match std::str::from_utf8(&self.buf[start..good]) {
-            Ok(t) if good > start => {
+        match text {
+            Some(t) if !t.is_empty() => {
                 self.text.clear();
                 self.text.push_str(t);
                 self.text_pos = 0;
-                self.start = good;
+                self.start = start + t.len();
                 self.text_line()
             }
             // The first line itself is not UTF-8: as bytes.
