@@ -149,11 +149,9 @@ fn relay(clients: usize) -> (Vec<RelayClient>, std::thread::JoinHandle<()>) {
         });
     }
     let handle = std::thread::spawn(move || {
-        use nix::fcntl::{fcntl, FcntlArg, OFlag};
         let mut poll = Poll::new().expect("poll");
         for (i, (rx, _)) in ends.iter().enumerate() {
-            let flags = OFlag::from_bits_truncate(fcntl(rx, FcntlArg::F_GETFL).unwrap());
-            fcntl(rx, FcntlArg::F_SETFL(flags | OFlag::O_NONBLOCK)).unwrap();
+            set_nonblocking(rx);
             poll.registry()
                 .register(&mut SourceFd(&rx.as_raw_fd()), Token(i), Interest::READABLE)
                 .expect("register");
