@@ -111,6 +111,16 @@ impl Write for Conn {
     }
 }
 
+impl Conn {
+    /// The stream itself, for the registry.
+    fn source(&mut self) -> &mut dyn mio::event::Source {
+        match self {
+            Conn::Unix(s) => s,
+            Conn::Tcp(s) => s,
+        }
+    }
+}
+
 impl mio::event::Source for Conn {
     fn register(
         &mut self,
@@ -118,10 +128,7 @@ impl mio::event::Source for Conn {
         token: mio::Token,
         interests: mio::Interest,
     ) -> io::Result<()> {
-        match self {
-            Conn::Unix(s) => s.register(registry, token, interests),
-            Conn::Tcp(s) => s.register(registry, token, interests),
-        }
+        self.source().register(registry, token, interests)
     }
 
     fn reregister(
@@ -130,17 +137,11 @@ impl mio::event::Source for Conn {
         token: mio::Token,
         interests: mio::Interest,
     ) -> io::Result<()> {
-        match self {
-            Conn::Unix(s) => s.reregister(registry, token, interests),
-            Conn::Tcp(s) => s.reregister(registry, token, interests),
-        }
+        self.source().reregister(registry, token, interests)
     }
 
     fn deregister(&mut self, registry: &mio::Registry) -> io::Result<()> {
-        match self {
-            Conn::Unix(s) => s.deregister(registry),
-            Conn::Tcp(s) => s.deregister(registry),
-        }
+        self.source().deregister(registry)
     }
 }
 
