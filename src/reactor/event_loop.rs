@@ -127,6 +127,8 @@ pub struct Reactor {
     spare_fd: Option<std::fs::File>,
     stop_jobs: Arc<AtomicBool>,
     jobs_done: bool,
+    /// Turns of the loop so far.
+    turn: u64,
 }
 
 pub struct ReactorParts {
@@ -206,6 +208,7 @@ impl Reactor {
             spare_fd: spare_descriptor(),
             stop_jobs,
             jobs_done: false,
+            turn: 0,
         })
     }
 
@@ -222,6 +225,7 @@ impl Reactor {
         let mut inbox_left = false;
         let mut registration_left = false;
         loop {
+            self.turn += 1;
             let left = inbox_left
                 || registration_left
                 || !self.resume.is_empty()

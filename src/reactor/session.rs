@@ -213,6 +213,9 @@ pub struct Session {
     pub unread: bool,
     /// A bad message from this client has been logged already.
     pub invalid_logged: bool,
+    /// The reactor's turn in which a notification was last written to
+    /// this FIFO client at once (see [`Session::write_notices_now`]).
+    pub notified_turn: u64,
 }
 
 impl Session {
@@ -233,6 +236,7 @@ impl Session {
             peer_closed: false,
             unread: false,
             invalid_logged: false,
+            notified_turn: 0,
         }
     }
 
@@ -316,6 +320,19 @@ impl Session {
                 f.notif.flush()
             }
             Link::Stream { out, .. } => out.flush(),
+        }
+    }
+
+    /// Writes a FIFO client's queued notifications now, if nothing holds
+    /// them back; true if none is left. Their FIFO is theirs alone, so
+    /// nothing else on it can be overtaken.
+    pub fn write_notices_now(&mut self) -> bool {
+        if !self.deferred.is_empty() {
+            return false;
+        }
+        match &mut self.link {
+            Link::Fifo(f) => f.notif.flush().is_ok() && f.notif.pending() == 0,
+            Link::Stream { .. } => false,
         }
     }
 

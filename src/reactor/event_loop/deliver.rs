@@ -45,6 +45,16 @@ impl Reactor {
                         push_message(s.notices(), space.as_bytes(), ev_name);
                     } else {
                         fifo_wire::push_notification(s.notices(), key, value.as_deref());
+                        // The first change of a turn leaves at once: with
+                        // many subscribers, the first is not kept waiting
+                        // while the others' are queued. Later ones in the
+                        // same turn go together at its end, one write each.
+                        if s.notified_turn != self.turn {
+                            s.notified_turn = self.turn;
+                            if s.write_notices_now() {
+                                continue;
+                            }
+                        }
                     }
                     self.dirty.push(sid);
                 }
