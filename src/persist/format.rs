@@ -99,10 +99,17 @@ pub fn push_record(out: &mut Vec<u8>, fill: impl FnOnce(&mut Vec<u8>)) {
     let start = out.len();
     out.extend_from_slice(&[0u8; FRAME_LEN]);
     fill(out);
-    let len = (out.len() - start - FRAME_LEN) as u32;
-    let crc = checksum(&out[start + FRAME_LEN..]);
-    out[start..start + 4].copy_from_slice(&len.to_le_bytes());
-    out[start + 4..start + 8].copy_from_slice(&crc.to_le_bytes());
+    seal_record(out, start);
+}
+
+/// Fills in the frame of the record at `start`, which runs to the end of
+/// `out`: its payload's length and checksum.
+fn seal_record(out: &mut [u8], start: usize) {
+    let (frame, payload) = out[start..].split_at_mut(FRAME_LEN);
+    let len = payload.len() as u32;
+    let crc = checksum(payload);
+    frame[..4].copy_from_slice(&len.to_le_bytes());
+    frame[4..].copy_from_slice(&crc.to_le_bytes());
 }
 
 /// CRC-32 of `bytes`. `crc32fast::hash` asks the CPU which kernel to use
@@ -115,11 +122,12 @@ pub fn checksum(bytes: &[u8]) -> u32 {
     h.finalize()
 }
 
+#[inline]
 fn push_str(out: &mut Vec<u8>, s: &str) {
     // Store rules keep keys and values within 40 bytes.
-    let n = s.len().min(u8::MAX as usize);
-    out.push(n as u8);
-    out.extend_from_slice(&s.as_bytes()[..n]);
+    let bytes = &s.as_bytes()[..s.len().min(u8::MAX as usize)];
+    out.push(bytes.len() as u8);
+    out.extend_from_slice(bytes);
 }
 
 /// Appends records of `op` holding the items `write` writes, [`MAX_ITEMS`]
@@ -127,25 +135,25 @@ fn push_str(out: &mut Vec<u8>, s: &str) {
 fn push_items<T>(
     out: &mut Vec<u8>,
     op: u8,
-    items: impl Iterator<Item = T>,
+    mut items: impl Iterator<Item = T>,
     write: impl Fn(&mut Vec<u8>, T),
 ) {
-    let mut items = items.peekable();
-    while items.peek().is_some() {
-        push_record(out, |p| {
-            p.push(op);
-            let count_at = p.len();
-            p.extend_from_slice(&[0, 0]);
-            let mut n: u16 = 0;
-            while (n as usize) < MAX_ITEMS {
-                let Some(item) = items.next() else {
-                    break;
-                };
-                write(p, item);
-                n += 1;
-            }
-            p[count_at..count_at + 2].copy_from_slice(&n.to_le_bytes());
-        });
+    let mut next = items.next();
+    while let Some(first) = next {
+        let start = out.len();
+        // The frame, the op and the count, filled in at the end.
+        out.extend_from_slice(&[0, 0, 0, 0, 0, 0, 0, 0, op, 0, 0]);
+        write(out, first);
+        let mut n: u16 = 1;
+        next = items.next();
+        while let Some(item) = next.take_if(|_| usize::from(n) < MAX_ITEMS) {
+            write(out, item);
+            n += 1;
+            next = items.next();
+        }
+        let count_at = start + FRAME_LEN + 1;
+        out[count_at..count_at + 2].copy_from_slice(&n.to_le_bytes());
+        seal_record(out, start);
     }
 }
 
