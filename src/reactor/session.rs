@@ -57,6 +57,26 @@ impl<W: Write> Outbox<W> {
         &mut self.buf
     }
 
+    /// Sends `bytes` after whatever is queued: written at once if nothing
+    /// is, and queued for [`Outbox::flush`] if something is or for the part
+    /// the descriptor did not take (an error shows at that flush). True if
+    /// all of it was written.
+    pub fn send(&mut self, bytes: &[u8]) -> bool {
+        if self.pending() == 0 {
+            if let Some(pipe) = self.pipe.as_mut() {
+                if let Ok(n) = pipe.write(bytes) {
+                    if n == bytes.len() {
+                        return true;
+                    }
+                    self.buf.extend_from_slice(&bytes[n..]);
+                    return false;
+                }
+            }
+        }
+        self.buf.extend_from_slice(bytes);
+        false
+    }
+
     /// Writes until everything is out or the descriptor is full. `Err`
     /// means the reader is gone (EPIPE) or the descriptor failed.
     pub fn flush(&mut self) -> io::Result<()> {
@@ -214,7 +234,7 @@ pub struct Session {
     /// A bad message from this client has been logged already.
     pub invalid_logged: bool,
     /// The reactor's turn in which a notification was last written to
-    /// this FIFO client at once (see [`Session::write_notices_now`]).
+    /// this FIFO client at once (see [`Session::send_notice`]).
     pub notified_turn: u64,
 }
 
@@ -323,16 +343,17 @@ impl Session {
         }
     }
 
-    /// Writes a FIFO client's queued notifications now, if nothing holds
-    /// them back; true if none is left. Their FIFO is theirs alone, so
-    /// nothing else on it can be overtaken.
-    pub fn write_notices_now(&mut self) -> bool {
-        if !self.deferred.is_empty() {
-            return false;
-        }
+    /// Sends a FIFO client a notification: written at once when nothing
+    /// waits before it (its FIFO carries nothing else, and nothing is held
+    /// behind a pending SUBSCRIBE answer), queued otherwise or for whatever
+    /// part the pipe did not take. True if nothing of it is left queued.
+    pub fn send_notice(&mut self, notice: &[u8]) -> bool {
         match &mut self.link {
-            Link::Fifo(f) => f.notif.flush().is_ok() && f.notif.pending() == 0,
-            Link::Stream { .. } => false,
+            Link::Fifo(f) if self.deferred.is_empty() => f.notif.send(notice),
+            _ => {
+                self.notices().extend_from_slice(notice);
+                false
+            }
         }
     }
 

@@ -39,21 +39,28 @@ impl Reactor {
             let deleted = value.is_none();
             let space = keyspace_channel(key);
             let ev_name = event(deleted).as_bytes();
+            // A FIFO notification is the same 82 bytes for every
+            // subscriber: made once, copied only where it must wait.
+            let mut notice = Vec::new();
             for &sid in self.subs.subscribers(&space) {
                 if let Some(s) = self.sessions.get_mut(sid) {
                     if s.is_resp() {
                         push_message(s.notices(), space.as_bytes(), ev_name);
                     } else {
-                        fifo_wire::push_notification(s.notices(), key, value.as_deref());
+                        if notice.is_empty() {
+                            fifo_wire::push_notification(&mut notice, key, value.as_deref());
+                        }
                         // The first change of a turn leaves at once: with
                         // many subscribers, the first is not kept waiting
                         // while the others' are queued. Later ones in the
                         // same turn go together at its end, one write each.
                         if s.notified_turn != self.turn {
                             s.notified_turn = self.turn;
-                            if s.write_notices_now() {
+                            if s.send_notice(&notice) {
                                 continue;
                             }
+                        } else {
+                            s.notices().extend_from_slice(&notice);
                         }
                     }
                     self.dirty.push(sid);
