@@ -5,7 +5,9 @@
 //!    and 50 clients (alternating WRITE and READ), beside a bare ping-pong
 //!    through a `cat` process per client over two pipes with the same
 //!    message size, and beside a one-thread relay (every client's pipes
-//!    served by one polling thread: the floor of a one-reactor design).
+//!    served by one polling thread: the floor of a one-reactor design) and
+//!    the same relay sending every second message through a second thread
+//!    and back (the floor of kvs's design, where WRITEs go to the pool).
 //! 2. Notification latency p50/p99 from just before a WRITE is sent until
 //!    each subscriber has read its notification, with 1, 100 and 1,000
 //!    subscribers on one key (writes paced: one at a time).
@@ -133,9 +135,13 @@ fn relay_trip(c: &mut RelayClient, _: usize) {
 /// The floor of kvs's design for round trips: one thread that polls every
 /// client's request pipe and answers each message on its answer pipe (one
 /// read and one write per request, as kvs's reactor must do), with no
-/// parsing, no store and no hand-off to a pool. Ends when every client
-/// has closed its request pipe.
-fn relay(clients: usize) -> (Vec<RelayClient>, std::thread::JoinHandle<()>) {
+/// parsing and no store. With `hop`, every second message of each client
+/// (kvs's WRITEs, which the design sends to the store pool) is answered
+/// only after a round trip through a second thread: the messages of one
+/// poll turn go over together and come back through a channel and a
+/// `mio::Waker`, as kvs's do; the others (its READs) are answered at once.
+/// Ends when every client has closed its request pipe.
+fn relay(clients: usize, hop: bool) -> (Vec<RelayClient>, std::thread::JoinHandle<()>) {
     let mut ends = Vec::new();
     let mut users = Vec::new();
     for _ in 0..clients {
@@ -149,6 +155,7 @@ fn relay(clients: usize) -> (Vec<RelayClient>, std::thread::JoinHandle<()>) {
         });
     }
     let handle = std::thread::spawn(move || {
+        const WAKER: Token = Token(usize::MAX);
         let mut poll = Poll::new().expect("poll");
         for (i, (rx, _)) in ends.iter().enumerate() {
             set_nonblocking(rx);
@@ -156,13 +163,34 @@ fn relay(clients: usize) -> (Vec<RelayClient>, std::thread::JoinHandle<()>) {
                 .register(&mut SourceFd(&rx.as_raw_fd()), Token(i), Interest::READABLE)
                 .expect("register");
         }
+        let waker = Arc::new(mio::Waker::new(poll.registry(), WAKER).expect("waker"));
+        type Batch = Vec<(usize, Vec<u8>)>;
+        let (to_pool, pool_in) = std::sync::mpsc::channel::<Batch>();
+        let (pool_out, back) = std::sync::mpsc::channel::<Batch>();
+        let pool = std::thread::spawn(move || {
+            for batch in pool_in {
+                if pool_out.send(batch).is_err() {
+                    return;
+                }
+                waker.wake().expect("wake");
+            }
+        });
         let mut events = Events::with_capacity(1024);
         let mut open = ends.len();
+        let mut seen = vec![0usize; ends.len()];
         let mut buf = [0u8; 4096];
         while open > 0 {
             poll.poll(&mut events, None).expect("poll");
+            let mut batch = Batch::new();
             for ev in events.iter() {
-                let (rx, tx) = &mut ends[ev.token().0];
+                if ev.token() == WAKER {
+                    for (i, msg) in back.try_iter().flatten() {
+                        ends[i].1.write_all(&msg).expect("answer");
+                    }
+                    continue;
+                }
+                let i = ev.token().0;
+                let (rx, tx) = &mut ends[i];
                 loop {
                     match rx.read(&mut buf) {
                         Ok(0) => {
@@ -172,13 +200,25 @@ fn relay(clients: usize) -> (Vec<RelayClient>, std::thread::JoinHandle<()>) {
                                 .expect("deregister");
                             break;
                         }
-                        Ok(n) => tx.write_all(&buf[..n]).expect("answer"),
+                        Ok(n) => {
+                            seen[i] += 1;
+                            if hop && seen[i] % 2 == 1 {
+                                batch.push((i, buf[..n].to_vec()));
+                            } else {
+                                tx.write_all(&buf[..n]).expect("answer");
+                            }
+                        }
                         Err(e) if e.kind() == ErrorKind::WouldBlock => break,
                         Err(e) => panic!("relay read: {e}"),
                     }
                 }
             }
+            if !batch.is_empty() {
+                to_pool.send(batch).expect("pool thread");
+            }
         }
+        drop(to_pool);
+        pool.join().expect("pool thread");
     });
     (users, handle)
 }
@@ -215,14 +255,18 @@ fn round_trips(server: &Server) -> Vec<(usize, f64)> {
             })
             .collect();
         let kvs = run_clients(kvs_clients, each, kvs_trip);
-        let (relay_clients, relay_thread) = relay(clients);
+        let (relay_clients, relay_thread) = relay(clients, false);
         let one_thread = run_clients(relay_clients, each, relay_trip);
         relay_thread.join().expect("relay thread");
+        let (hop_clients, hop_thread) = relay(clients, true);
+        let with_hop = run_clients(hop_clients, each, relay_trip);
+        hop_thread.join().expect("relay thread");
         println!("{}", pipe.line(&format!("bare pipe, {clients} clients")));
         println!(
             "{}",
             one_thread.line(&format!("1-thread relay, {clients} cl."))
         );
+        println!("{}", with_hop.line(&format!("relay + pool hop, {clients}")));
         println!("{}", kvs.line(&format!("kvs, {clients} clients")));
         println!(
             "  ratio kvs/pipe: throughput {:.2}x, p50 latency {:.2}x, p99 latency {:.2}x",
@@ -234,6 +278,11 @@ fn round_trips(server: &Server) -> Vec<(usize, f64)> {
             "  ratio 1-thread relay/pipe: throughput {:.2}x (the most one reactor thread could reach); kvs/relay {:.2}x",
             one_thread.per_sec / pipe.per_sec,
             kvs.per_sec / one_thread.per_sec
+        );
+        println!(
+            "  ratio relay + pool hop/pipe: throughput {:.2}x (the most kvs's design could reach: every WRITE crosses to the pool and back); kvs/that {:.2}x",
+            with_hop.per_sec / pipe.per_sec,
+            kvs.per_sec / with_hop.per_sec
         );
         kvs_rps.push((clients, kvs.per_sec));
     }
