@@ -20,6 +20,7 @@ use mio::{Events, Interest, Poll, Token};
 use std::fs::File;
 use std::io::{ErrorKind, Read, Write};
 use std::os::fd::AsRawFd;
+use std::os::unix::fs::OpenOptionsExt;
 use std::process::{Child, Command, Stdio};
 use std::sync::{Arc, Barrier};
 use std::time::{Duration, Instant};
@@ -369,23 +370,30 @@ enum Keys {
 fn fan_out(server: &Server) {
     println!("\n== notifications: one writer, N subscribers (latency: write sent -> notification read) ==");
     let (mut writer, _wn, _wf) = server.session("fw");
-    let mut one_key = Vec::new();
+    let mut floors = Vec::new();
     for keys in [Keys::One, Keys::Disjoint] {
         for subs in [1usize, 100, 1000] {
-            let (p50, p99) = fan_out_case(server, &mut writer, keys, subs);
-            if keys == Keys::One {
-                one_key.push((subs, p50, p99));
+            let (kvs, floor) = fan_out_case(server, &mut writer, keys, subs);
+            if let [pipes, fifos] = floor[..] {
+                floors.push((subs, kvs, pipes, fifos));
             }
         }
     }
-    println!("\n== the floor: one thread writes the 82-byte message to N pipes, read by the same reader ==");
-    for (subs, p50, p99) in one_key {
-        let (f50, f99) = floor(subs);
-        println!(
-            "{subs:>5} pipes: p50 {f50:>7.1} us  p99 {f99:>8.1} us;  kvs/floor p50 {:.2}x  p99 {:.2}x",
+    println!("\n== the floor: one thread writes the 82-byte message to N pipes, read by the same reader; its writes alternate with kvs's above ==");
+    println!(
+        "   (FIFOs: named FIFOs in {}, as kvs's clients' are)",
+        common::base().display()
+    );
+    let ratio = |(p50, p99): Percentiles, (f50, f99): Percentiles| {
+        format!(
+            "p50 {f50:>7.1} us  p99 {f99:>8.1} us;  kvs/floor p50 {:.2}x  p99 {:.2}x",
             p50 / f50,
             p99 / f99
-        );
+        )
+    };
+    for (subs, kvs, pipes, fifos) in floors {
+        println!("{subs:>5} pipes: {}", ratio(kvs, pipes));
+        println!("{subs:>5} FIFOs: {}", ratio(kvs, fifos));
     }
 }
 
@@ -398,40 +406,109 @@ fn fan_out_rounds(per_write: usize) -> usize {
 
 /// What one change to `subs` subscribers costs the kernel alone: a thread
 /// writes one notification to each of `subs` pipes, the benchmark's reader
-/// reads them; latency from the go to each read.
-fn floor(subs: usize) -> (f64, f64) {
-    let mut reads = Vec::new();
-    let mut writes = Vec::new();
-    for _ in 0..subs {
-        let (r, w) = nix::unistd::pipe().expect("pipe");
-        reads.push(File::from(r));
-        writes.push(File::from(w));
-    }
-    let (go, rx) = std::sync::mpsc::channel::<()>();
-    let writer = std::thread::spawn(move || {
-        let msg = [7u8; NOTIFICATION_LEN];
-        for () in rx {
-            for w in writes.iter_mut() {
-                w.write_all(&msg).expect("write to pipe");
-            }
-        }
-    });
-    let mut fan = Fanout::new(reads);
-    let rounds = fan_out_rounds(subs);
-    let mut lat = Vec::with_capacity(rounds * subs);
-    for _ in 0..rounds {
-        let t0 = Instant::now();
-        go.send(()).expect("writer");
-        lat.extend(fan.collect(subs).into_iter().map(|t| t - t0));
-    }
-    drop(go);
-    writer.join().expect("writer thread");
-    lat.sort_unstable();
-    (pct(&lat, 0.5), pct(&lat, 0.99))
+/// reads them; latency from the go to each read. The pipes are anonymous,
+/// or named FIFOs in the bench's folder as kvs's clients' are: a write to
+/// a FIFO also updates its inode's modification time on the filesystem
+/// that holds it (a journalled metadata change on ext4, once per clock
+/// tick per FIFO, so on every write when each FIFO gets one per change).
+struct Floor {
+    go: Option<std::sync::mpsc::Sender<()>>,
+    writer: Option<std::thread::JoinHandle<()>>,
+    fan: Fanout,
+    subs: usize,
+    _dir: Option<tempfile::TempDir>,
 }
 
-/// One case; returns its latency p50 and p99 in microseconds.
-fn fan_out_case(server: &Server, writer: &mut Connection, keys: Keys, subs: usize) -> (f64, f64) {
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum Pipes {
+    Anonymous,
+    Named,
+}
+
+impl Floor {
+    fn new(subs: usize, pipes: Pipes) -> Floor {
+        let mut reads = Vec::new();
+        let mut writes = Vec::new();
+        let dir = (pipes == Pipes::Named).then(|| {
+            tempfile::Builder::new()
+                .prefix("kvs-floor")
+                .tempdir_in(common::base())
+                .expect("floor dir")
+        });
+        for i in 0..subs {
+            let (r, w) = match &dir {
+                None => {
+                    let (r, w) = nix::unistd::pipe().expect("pipe");
+                    (File::from(r), File::from(w))
+                }
+                Some(dir) => {
+                    let path = dir.path().join(format!("n{i}"));
+                    nix::unistd::mkfifo(&path, nix::sys::stat::Mode::S_IRWXU).expect("mkfifo");
+                    let r = std::fs::OpenOptions::new()
+                        .read(true)
+                        .custom_flags(nix::libc::O_NONBLOCK)
+                        .open(&path)
+                        .expect("open FIFO to read");
+                    let w = std::fs::OpenOptions::new()
+                        .write(true)
+                        .open(&path)
+                        .expect("open FIFO to write");
+                    (r, w)
+                }
+            };
+            reads.push(r);
+            writes.push(w);
+        }
+        let (go, rx) = std::sync::mpsc::channel::<()>();
+        let writer = std::thread::spawn(move || {
+            let msg = [7u8; NOTIFICATION_LEN];
+            for () in rx {
+                for w in writes.iter_mut() {
+                    w.write_all(&msg).expect("write to pipe");
+                }
+            }
+        });
+        Floor {
+            go: Some(go),
+            writer: Some(writer),
+            fan: Fanout::new(reads),
+            subs,
+            _dir: dir,
+        }
+    }
+
+    /// One change: the latency of each of its notifications.
+    fn round(&mut self) -> impl Iterator<Item = Duration> {
+        let t0 = Instant::now();
+        if let Some(go) = &self.go {
+            go.send(()).expect("writer");
+        }
+        self.fan.collect(self.subs).into_iter().map(move |t| t - t0)
+    }
+}
+
+impl Drop for Floor {
+    fn drop(&mut self) {
+        drop(self.go.take());
+        if let Some(w) = self.writer.take() {
+            let _ = w.join();
+        }
+    }
+}
+
+/// p50 and p99 in microseconds.
+type Percentiles = (f64, f64);
+
+/// One case; returns its latency p50 and p99 in microseconds, and with
+/// one key those of the floor for as many subscribers (anonymous pipes,
+/// then named FIFOs), its rounds alternating with kvs's so that all see
+/// the same machine.
+fn fan_out_case(
+    server: &Server,
+    writer: &mut Connection,
+    keys: Keys,
+    subs: usize,
+) -> (Percentiles, Vec<Percentiles>) {
     let tag = if keys == Keys::One { "one" } else { "dis" };
     let key_of = |i: usize| match keys {
         Keys::One => format!("{tag}{subs}"),
@@ -465,6 +542,13 @@ fn fan_out_case(server: &Server, writer: &mut Connection, keys: Keys, subs: usiz
     // which a subscriber in another process would not wait for either.
     let rounds = fan_out_rounds(per_write);
     let mut lat = Vec::with_capacity(rounds * per_write);
+    let mut floors: Vec<(Floor, Vec<Duration>)> = match keys {
+        Keys::One => [Pipes::Anonymous, Pipes::Named]
+            .into_iter()
+            .map(|p| (Floor::new(subs, p), Vec::new()))
+            .collect(),
+        Keys::Disjoint => Vec::new(),
+    };
     std::thread::scope(|scope| {
         let (go, writes) = std::sync::mpsc::channel::<Request>();
         let conn = &mut *writer;
@@ -478,9 +562,20 @@ fn fan_out_case(server: &Server, writer: &mut Connection, keys: Keys, subs: usiz
             go.send(Request::Write(key_of(n % subs), n.to_string()))
                 .unwrap();
             lat.extend(fan.collect(per_write).into_iter().map(|t| t - t0));
+            for (rig, floor_lat) in floors.iter_mut() {
+                floor_lat.extend(rig.round());
+            }
         }
     });
     lat.sort_unstable();
+    let floors: Vec<Percentiles> = floors
+        .into_iter()
+        .map(|(rig, mut floor_lat)| {
+            drop(rig);
+            floor_lat.sort_unstable();
+            (pct(&floor_lat, 0.5), pct(&floor_lat, 0.99))
+        })
+        .collect();
 
     // Throughput: unpaced writes, reading along every 50 writes so that no
     // subscriber reaches its output limit.
@@ -509,7 +604,7 @@ fn fan_out_case(server: &Server, writer: &mut Connection, keys: Keys, subs: usiz
         lat.len(),
         per_sec
     );
-    (pct(&lat, 0.5), pct(&lat, 0.99))
+    ((pct(&lat, 0.5), pct(&lat, 0.99)), floors)
 }
 
 /// redis-benchmark SET/GET against a private redis-server on loopback, if
