@@ -38,7 +38,13 @@ pub enum StoreOp {
 const SPLIT_AT: usize = 64;
 
 pub struct StorePool {
-    pool: ThreadPool,
+    /// One single-thread pool per store thread. One `ThreadPool` of n
+    /// threads shares its job queue behind one mutex that an idle thread
+    /// holds while it waits, so every job also woke the other idle thread
+    /// to take the mutex over: two wake-ups per hand-off where one does.
+    pools: Vec<ThreadPool>,
+    /// Where a job goes when every thread is busy (in turn).
+    next: std::cell::Cell<usize>,
     store: Arc<Store>,
     filter: Arc<ChangeFilter>,
     mailbox: Arc<Mailbox>,
@@ -57,7 +63,10 @@ impl StorePool {
         log: Option<Arc<Log>>,
     ) -> Self {
         StorePool {
-            pool: ThreadPool::with_name("kvs-store".into(), threads.max(1)),
+            pools: (0..threads.max(1))
+                .map(|_| ThreadPool::with_name("kvs-store".into(), 1))
+                .collect(),
+            next: std::cell::Cell::new(0),
             store,
             filter,
             mailbox,
@@ -87,7 +96,7 @@ impl StorePool {
                 self.mailbox.clone(),
                 self.log.clone(),
             );
-            self.pool.execute(move || {
+            self.execute(move || {
                 let ctx = Context {
                     store: &store,
                     filter: &filter,
@@ -112,14 +121,13 @@ impl StorePool {
     /// it takes shard locks, which the reactor never does.
     pub fn unwatch(&self, keys: Vec<String>) {
         let store = self.store.clone();
-        self.pool.execute(move || store.unwatch(&keys));
+        self.execute(move || store.unwatch(&keys));
     }
 
     /// Installs a filter nobody waits for (after unsubscribing).
     pub fn install_filter(&self, generation: u64, list: FilterList) {
         let (store, filter) = (self.store.clone(), self.filter.clone());
-        self.pool
-            .execute(move || filter.install(generation, list, &store));
+        self.execute(move || filter.install(generation, list, &store));
     }
 
     /// The store the pool works on, for the reactor's lock-free fast path.
@@ -129,7 +137,24 @@ impl StorePool {
 
     /// Waits for every submitted operation to finish.
     pub fn join(&self) {
-        self.pool.join();
+        for pool in &self.pools {
+            pool.join();
+        }
+    }
+
+    /// Runs `job` on an idle store thread (the first, so that a quiet
+    /// server keeps one warm), or on the next in turn if all are busy.
+    fn execute(&self, job: impl FnOnce() + Send + 'static) {
+        let idle = self
+            .pools
+            .iter()
+            .position(|p| p.active_count() + p.queued_count() == 0);
+        let i = idle.unwrap_or_else(|| {
+            let i = self.next.get() % self.pools.len();
+            self.next.set(i + 1);
+            i
+        });
+        self.pools[i].execute(job);
     }
 }
 
