@@ -677,13 +677,44 @@ struct Masked {
     mask: u64,
 }
 
+/// The guards [`Masked::lock`] took, in shard order, kept on the stack: a
+/// multi-key operation locks at most [`MASKED_PAIRS`] shards, and a `Vec`
+/// of guards cost an allocation and a free per operation.
+struct Guards<G> {
+    slots: [Option<G>; MASKED_PAIRS],
+}
+
+impl<G> std::ops::Index<usize> for Guards<G> {
+    type Output = G;
+
+    fn index(&self, i: usize) -> &G {
+        match &self.slots[i] {
+            Some(g) => g,
+            None => unreachable!("no guard {i}: Masked::guard counts only locked shards"),
+        }
+    }
+}
+
+impl<G> std::ops::IndexMut<usize> for Guards<G> {
+    fn index_mut(&mut self, i: usize) -> &mut G {
+        match &mut self.slots[i] {
+            Some(g) => g,
+            None => unreachable!("no guard {i}: Masked::guard counts only locked shards"),
+        }
+    }
+}
+
 impl Masked {
     /// Locks the shards in ascending order with `lock`.
-    fn lock<G>(&self, mut lock: impl FnMut(usize) -> G) -> Vec<G> {
-        let mut guards = Vec::with_capacity(self.mask.count_ones() as usize);
+    fn lock<G>(&self, mut lock: impl FnMut(usize) -> G) -> Guards<G> {
+        let mut guards = Guards {
+            slots: std::array::from_fn(|_| None),
+        };
         let mut rest = self.mask;
+        let mut n = 0;
         while rest != 0 {
-            guards.push(lock(rest.trailing_zeros() as usize));
+            guards.slots[n] = Some(lock(rest.trailing_zeros() as usize));
+            n += 1;
             rest &= rest - 1;
         }
         guards
