@@ -122,9 +122,14 @@ pub fn checksum(bytes: &[u8]) -> u32 {
     h.finalize()
 }
 
+// A key or value's length is one byte in a record: the store's limit on
+// keys and values (every way in checks it) must fit, or a longer value
+// would be cut short on disk without a word. This fails the build if the
+// limit is ever raised past what the format can hold.
+const _: () = assert!(crate::jobs::command::MAX_STRING <= u8::MAX as usize);
+
 #[inline]
 fn push_str(out: &mut Vec<u8>, s: &str) {
-    // Store rules keep keys and values within 40 bytes.
     let bytes = &s.as_bytes()[..s.len().min(u8::MAX as usize)];
     out.push(bytes.len() as u8);
     out.extend_from_slice(bytes);
