@@ -122,7 +122,7 @@ pub struct Log {
     /// Two records of one key are ordered by the shard lock, so their
     /// numbers are too. One shared buffer instead made every append of
     /// every thread wait on one lock.
-    stripes: Box<[Stripe]>,
+    stripes: [Stripe; STRIPES],
     next_seq: AtomicU64,
     /// Set by an append that fills its stripe past [`EAGER_WRITE`].
     eager: AtomicBool,
@@ -167,7 +167,7 @@ impl Log {
         Arc::new(Log {
             dir: dir.to_path_buf(),
             policy,
-            stripes: (0..STRIPES).map(|_| Stripe::default()).collect(),
+            stripes: std::array::from_fn(|_| Stripe::default()),
             next_seq: AtomicU64::new(0),
             eager: AtomicBool::new(false),
             control: Mutex::new(Control::default()),
@@ -284,11 +284,12 @@ impl Log {
     fn collect(&self, taken: &mut [Vec<u8>], out: &mut Vec<u8>) {
         self.eager.store(false, Ordering::Release);
         {
-            let mut guards: Vec<_> = self
-                .stripes
-                .iter()
-                .map(|s| s.0.lock().unwrap_or_else(PoisonError::into_inner))
-                .collect();
+            let mut guards: [_; STRIPES] = std::array::from_fn(|i| {
+                self.stripes[i]
+                    .0
+                    .lock()
+                    .unwrap_or_else(PoisonError::into_inner)
+            });
             for (g, t) in guards.iter_mut().zip(taken.iter_mut()) {
                 std::mem::swap(&mut **g, t);
             }
