@@ -421,26 +421,14 @@ fn tag_at(buf: &[u8], at: usize) -> (u64, std::ops::Range<usize>) {
 }
 
 /// Appends the records of `stripes` (each in rising sequence order) to
-/// `out` in sequence order, without their tags. Runs of one stripe that
-/// no other stripe's next record falls inside are found record by record
-/// but copied at once.
+/// `out` in sequence order, without their tags. Each round copies the run
+/// of the stripe with the lowest next number up to the next number of any
+/// other, so one stripe alone (one appending thread) is copied in one run.
 fn merge(stripes: &[Vec<u8>], out: &mut Vec<u8>) {
     let mut at: Vec<usize> = vec![0; stripes.len()];
     let live: Vec<usize> = (0..stripes.len())
         .filter(|&i| !stripes[i].is_empty())
         .collect();
-    if let [only] = live[..] {
-        // One thread appended: its records are in order already.
-        let buf = &stripes[only];
-        out.reserve(buf.len());
-        let mut pos = 0;
-        while pos < buf.len() {
-            let (_, body) = tag_at(buf, pos);
-            out.extend_from_slice(&buf[body.clone()]);
-            pos = body.end;
-        }
-        return;
-    }
     out.reserve(live.iter().map(|&i| stripes[i].len()).sum());
     loop {
         // The stripe with the lowest next number, and the next lowest
