@@ -8,7 +8,10 @@
 //! - where redis-server and redis-benchmark are installed: `redis-benchmark
 //!   -t set` with 1 and 16 clients against kvs (RESP, `--fsync always` and
 //!   `everysec`) and against `redis-server --appendonly yes` with the same
-//!   appendfsync, as a ratio.
+//!   appendfsync, as a ratio;
+//! - `logcost`: what its log costs each server, pipelined (`-c 50 -P 16`):
+//!   kvs with `--fsync everysec` against no data dir, and redis-server with
+//!   `--appendonly yes --appendfsync everysec` against none, alternating.
 //!
 //! The data dirs are on the same disk as the temporary folder (`/tmp`, or
 //! `KVS_BENCH_DIR`): a sync is what that disk makes of it.
@@ -22,7 +25,7 @@ use std::time::{Duration, Instant};
 
 mod common;
 
-use common::{base, have, Server, KVS};
+use common::{base, have, Redis, Server, KVS};
 
 /// WRITE round trips per second with `clients` clients, `each` writes each.
 fn writes(server: &Server, clients: usize, each: usize) -> f64 {
@@ -234,20 +237,13 @@ fn recovery() {
     println!("snapshot of 1 M keys: {line}");
 }
 
-/// requests/s of `redis-benchmark -t set` against the socket `sock`.
-fn redis_benchmark(sock: &Path, clients: usize, n: usize) -> f64 {
+/// requests/s of `redis-benchmark -t set <args>` against the socket `sock`.
+fn redis_benchmark(sock: &Path, args: &[&str]) -> f64 {
     let out = Command::new("redis-benchmark")
         .arg("-s")
         .arg(sock)
-        .args([
-            "-t",
-            "set",
-            "-n",
-            &n.to_string(),
-            "-c",
-            &clients.to_string(),
-            "--csv",
-        ])
+        .args(["-t", "set", "--csv"])
+        .args(args)
         .output()
         .expect("redis-benchmark");
     let text = String::from_utf8_lossy(&out.stdout).replace('\r', "\n");
@@ -258,10 +254,17 @@ fn redis_benchmark(sock: &Path, clients: usize, n: usize) -> f64 {
         .unwrap_or(0.0)
 }
 
+fn have_redis() -> bool {
+    let ok = have("redis-server") && have("redis-benchmark");
+    if !ok {
+        println!("skipped: redis-server and redis-benchmark are not installed (Debian: apt install redis-server redis-tools)");
+    }
+    ok
+}
+
 fn against_redis() {
     println!("\n== redis-benchmark -t set against kvs (RESP) and redis-server --appendonly yes, same appendfsync ==");
-    if !have("redis-server") || !have("redis-benchmark") {
-        println!("skipped: redis-server and redis-benchmark are not installed (Debian: apt install redis-server redis-tools)");
+    if !have_redis() {
         return;
     }
     for policy in ["always", "everysec"] {
@@ -274,48 +277,66 @@ fn against_redis() {
             "{dir}/kvs.sock",
         ]);
         let kvs_sock = kvs.dir.path().join("kvs.sock");
-        let rdir = tempfile::Builder::new()
-            .prefix("kpredis")
-            .tempdir_in(base())
-            .unwrap();
-        let rsock = rdir.path().join("redis.sock");
-        let mut redis = Command::new("redis-server")
-            .args([
-                "--port",
-                "0",
-                "--save",
-                "",
-                "--appendonly",
-                "yes",
-                "--appendfsync",
-                policy,
-            ])
-            .arg("--unixsocket")
-            .arg(&rsock)
-            .arg("--dir")
-            .arg(rdir.path())
-            .stdout(Stdio::null())
-            .stderr(Stdio::null())
-            .spawn()
-            .expect("redis-server");
-        let start = Instant::now();
-        while !rsock.exists() && start.elapsed() < Duration::from_secs(10) {
-            std::thread::sleep(Duration::from_millis(10));
-        }
+        let redis = Redis::start(&["--appendonly", "yes", "--appendfsync", policy]);
         for clients in [1usize, 16] {
             let n = if policy == "always" { 5_000 } else { 50_000 };
+            let args = ["-n", &n.to_string(), "-c", &clients.to_string()].map(String::from);
+            let args: Vec<&str> = args.iter().map(String::as_str).collect();
             let (mut k, mut r) = (0.0f64, 0.0f64);
             for _ in 0..2 {
-                k = k.max(redis_benchmark(&kvs_sock, clients, n));
-                r = r.max(redis_benchmark(&rsock, clients, n));
+                k = k.max(redis_benchmark(&kvs_sock, &args));
+                r = r.max(redis_benchmark(&redis.sock, &args));
             }
             println!(
                 "--fsync {policy:<8} {clients:>2} clients: kvs {k:>9.0}/s   redis {r:>9.0}/s   kvs/redis {:.2}x",
                 k / r
             );
         }
-        let _ = redis.kill();
-        let _ = redis.wait();
+    }
+}
+
+/// What the log costs each server, measured the same way: pipelined SETs
+/// with the log on (`everysec`) against the log off. Redis's own figure is
+/// the yardstick for the data dir's cost in the `jobs` bench.
+fn log_cost() {
+    const ROUNDS: usize = 3;
+    let n = std::env::var("KVS_BENCH_N").unwrap_or_else(|_| "1000000".into());
+    let args = ["-n", &n, "-c", "50", "-P", "16", "-r", "100000"];
+    println!(
+        "\n== What its log costs each server: redis-benchmark -t set {}, everysec against no log (best of {ROUNDS}, alternating) ==",
+        args.join(" ")
+    );
+    if !have_redis() {
+        return;
+    }
+    let kvs_off = Server::start(&["--resp-socket", "{dir}/kvs.sock"]);
+    let kvs_on = Server::start(&[
+        "--data-dir",
+        "{dir}/data",
+        "--fsync",
+        "everysec",
+        "--resp-socket",
+        "{dir}/kvs.sock",
+    ]);
+    let redis_off = Redis::start(&["--appendonly", "no"]);
+    let redis_on = Redis::start(&["--appendonly", "yes", "--appendfsync", "everysec"]);
+    let socks = [
+        kvs_off.dir.path().join("kvs.sock"),
+        kvs_on.dir.path().join("kvs.sock"),
+        redis_off.sock.clone(),
+        redis_on.sock.clone(),
+    ];
+    let mut best = [0.0f64; 4];
+    for _ in 0..ROUNDS {
+        for (b, sock) in best.iter_mut().zip(&socks) {
+            *b = b.max(redis_benchmark(sock, &args));
+        }
+    }
+    for (name, off, on) in [("kvs", best[0], best[1]), ("redis", best[2], best[3])] {
+        println!(
+            "{name:<6} no log {off:>9.0}/s   everysec {on:>9.0}/s   log on/off {:.2}x",
+            on / off
+        );
     }
 }
 
@@ -335,5 +356,8 @@ fn main() {
     }
     if wanted("redis") {
         against_redis();
+    }
+    if wanted("logcost") {
+        log_cost();
     }
 }

@@ -114,6 +114,53 @@ impl Drop for Server {
     }
 }
 
+/// A private `redis-server` on a Unix socket in its own temporary folder,
+/// with no snapshots; killed on drop.
+pub struct Redis {
+    child: Child,
+    pub dir: tempfile::TempDir,
+    pub sock: PathBuf,
+}
+
+impl Redis {
+    /// `redis-server --port 0 --save "" <extra...>`, once its socket exists.
+    pub fn start(extra: &[&str]) -> Redis {
+        let dir = tempfile::Builder::new()
+            .prefix("kbredis")
+            .tempdir_in(base())
+            .unwrap();
+        let sock = dir.path().join("redis.sock");
+        let child = Command::new("redis-server")
+            .args(["--port", "0", "--save", ""])
+            .args(extra)
+            .arg("--unixsocket")
+            .arg(&sock)
+            .arg("--dir")
+            .arg(dir.path())
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .expect("start redis-server");
+        let start = Instant::now();
+        // The socket file appears before redis-server accepts on it.
+        while std::os::unix::net::UnixStream::connect(&sock).is_err() {
+            assert!(
+                start.elapsed() < Duration::from_secs(10),
+                "redis-server did not start"
+            );
+            std::thread::sleep(Duration::from_millis(10));
+        }
+        Redis { child, dir, sock }
+    }
+}
+
+impl Drop for Redis {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
 /// Whether `tool` runs (`tool --version` succeeds).
 pub fn have(tool: &str) -> bool {
     Command::new(tool)
