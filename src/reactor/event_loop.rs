@@ -70,6 +70,7 @@ fn token(sid: SessionId, kind: usize) -> Token {
 }
 
 /// Why a session ended, for the server's log.
+#[derive(Debug, PartialEq, Eq)]
 enum Close {
     /// The client asked (DISCONNECT) or went away: nothing to log.
     Quiet,
@@ -78,6 +79,20 @@ enum Close {
     /// should be able to find out why its session ended.
     Gone(&'static str),
     Log(String),
+}
+
+/// How to end a session whose output could not be written. A reader that
+/// went away (EPIPE, or a reset socket) is the client's business, as when
+/// it closes without a word: a RESP client quitting while a reply or a
+/// published message is on its way is routine, not a warning. Anything
+/// else is the server's to report.
+fn write_failed(e: &std::io::Error, stream: bool) -> Close {
+    use std::io::ErrorKind::{BrokenPipe, ConnectionReset};
+    match e.kind() {
+        BrokenPipe | ConnectionReset if stream => Close::Quiet,
+        BrokenPipe => Close::Gone("response or notification FIFO"),
+        _ => Close::Log(format!("writing to the client failed: {e}")),
+    }
 }
 
 pub struct Reactor {
@@ -473,21 +488,22 @@ impl Reactor {
     /// gone or it has fallen further behind than its output buffer allows.
     fn flush(&mut self, sid: SessionId) {
         if let Err(why) = self.try_flush(sid) {
-            self.close(sid, Close::Log(why));
+            self.close(sid, why);
         }
     }
 
-    fn try_flush(&mut self, sid: SessionId) -> Result<(), String> {
+    fn try_flush(&mut self, sid: SessionId) -> Result<(), Close> {
         let Some(s) = self.sessions.get_mut(sid) else {
             return Ok(());
         };
-        s.flush()
-            .map_err(|e| format!("writing to the client failed: {e}"))?;
+        if let Err(e) = s.flush() {
+            return Err(write_failed(&e, s.is_resp()));
+        }
         if s.pending_output() > self.opts.output_buffer {
-            return Err(format!(
+            return Err(Close::Log(format!(
                 "not reading: more than {} bytes of output waiting; disconnected",
                 self.opts.output_buffer
-            ));
+            )));
         }
         if let Link::Stream { resp, .. } = &s.link {
             if resp.quitting && s.pending_output() == 0 {
@@ -604,5 +620,27 @@ impl Reactor {
             }
         }
         true
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::io::{Error, ErrorKind};
+
+    #[test]
+    fn a_reader_that_went_away_is_not_a_warning() {
+        let gone = Error::from(ErrorKind::BrokenPipe);
+        let reset = Error::from(ErrorKind::ConnectionReset);
+        assert_eq!(write_failed(&gone, true), Close::Quiet);
+        assert_eq!(write_failed(&reset, true), Close::Quiet);
+        assert_eq!(
+            write_failed(&gone, false),
+            Close::Gone("response or notification FIFO")
+        );
+        // Anything else is the server's to report.
+        let io = Error::from(ErrorKind::Other);
+        assert!(matches!(write_failed(&io, true), Close::Log(_)));
+        assert!(matches!(write_failed(&reset, false), Close::Log(_)));
     }
 }
