@@ -14,6 +14,11 @@
 //! The file appears whole or not at all: the child writes `<name>.tmp`,
 //! fsyncs it, renames it over the final name and fsyncs the folder.
 //!
+//! A child that fails says which step failed and the errno in five bytes on
+//! a pipe; the thread that reaps it writes the log line. So the line goes
+//! through the log like every other (a timestamp and a level in server
+//! mode), which the child, that may not allocate, could not format.
+//!
 //! Each child is reaped by a small waiter thread, which frees the child's slot;
 //! [`Backups::wait_all`] lets the program wait for all of them before it exits.
 
@@ -21,10 +26,10 @@ use nix::errno::Errno;
 use nix::fcntl::{open, renameat, OFlag, AT_FDCWD};
 use nix::sys::stat::Mode;
 use nix::sys::wait::{waitpid, WaitStatus};
-use nix::unistd::{fork, fsync, unlink, write, ForkResult, Pid};
+use nix::unistd::{fork, fsync, pipe2, read, unlink, write, ForkResult, Pid};
 use std::ffi::CString;
 use std::fmt;
-use std::os::fd::AsFd;
+use std::os::fd::{AsRawFd, OwnedFd};
 use std::os::unix::ffi::OsStrExt;
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicUsize, Ordering};
@@ -38,9 +43,59 @@ pub enum BackupError {
     /// Writing the file failed (in-process fallback when fork is impossible).
     Write {
         path: PathBuf,
-        stage: &'static str,
+        stage: Stage,
         errno: Errno,
     },
+}
+
+/// The step of writing a backup that failed.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Stage {
+    RemoveOld,
+    Create,
+    Write,
+    Fsync,
+    Rename,
+}
+
+impl Stage {
+    const ALL: [Stage; 5] = [
+        Stage::RemoveOld,
+        Stage::Create,
+        Stage::Write,
+        Stage::Fsync,
+        Stage::Rename,
+    ];
+
+    fn name(self) -> &'static str {
+        match self {
+            Stage::RemoveOld => "remove old temporary file",
+            Stage::Create => "create",
+            Stage::Write => "write",
+            Stage::Fsync => "fsync",
+            Stage::Rename => "rename",
+        }
+    }
+}
+
+/// A failed child's report on its pipe: the stage's index, then the errno
+/// (i32, little-endian).
+const REPORT_LEN: usize = 5;
+
+/// The descriptor a child reports on (just above stderr; everything else
+/// is closed in the child).
+const REPORT_FD: i32 = 3;
+
+fn encode_report(stage: Stage, errno: Errno) -> [u8; REPORT_LEN] {
+    let index = Stage::ALL.iter().position(|&s| s == stage).unwrap_or(0) as u8;
+    let e = (errno as i32).to_le_bytes();
+    [index, e[0], e[1], e[2], e[3]]
+}
+
+fn decode_report(bytes: &[u8]) -> Option<(Stage, Errno)> {
+    let [index, a, b, c, d] = *<&[u8; REPORT_LEN]>::try_from(bytes).ok()?;
+    let stage = *Stage::ALL.get(index as usize)?;
+    Some((stage, Errno::from_raw(i32::from_le_bytes([a, b, c, d]))))
 }
 
 impl fmt::Display for BackupError {
@@ -49,8 +104,9 @@ impl fmt::Display for BackupError {
             BackupError::BadPath(p) => write!(f, "backup path {} is not valid", p.display()),
             BackupError::Write { path, stage, errno } => write!(
                 f,
-                "backup {} failed: {stage}: {}",
+                "backup {} failed: {}: {}",
                 path.display(),
+                stage.name(),
                 errno.desc()
             ),
         }
@@ -76,8 +132,6 @@ struct Plan {
     tmp: CString,
     dst: CString,
     dir: CString,
-    /// `kvs: backup <path> failed: `, written before the failing step.
-    error_prefix: Vec<u8>,
     data: Vec<u8>,
 }
 
@@ -96,7 +150,6 @@ impl Plan {
             tmp: cstr(tmp_path.as_bytes())?,
             dst: cstr(path.as_os_str().as_bytes())?,
             dir: cstr(dir.as_bytes())?,
-            error_prefix: format!("kvs: backup {} failed: ", path.display()).into_bytes(),
             data: Vec::new(),
         })
     }
@@ -149,14 +202,21 @@ impl Backups {
         // snapshots are in memory at a time.
         plan.data = snapshot();
 
+        // The child's report channel. Without one (no descriptor left) the
+        // backup still runs; only the reason of a failure is lost.
+        let report = pipe2(OFlag::O_CLOEXEC).ok();
+
         // SAFETY: the child only runs `child_main`, which makes
         // async-signal-safe system calls on memory prepared above and ends in
         // `_exit`; see the module documentation.
         match unsafe { fork() } {
-            Ok(ForkResult::Child) => child_main(&plan),
+            Ok(ForkResult::Child) => child_main(&plan, report.as_ref().map(|(_, w)| w.as_raw_fd())),
             Ok(ForkResult::Parent { child }) => {
                 drop(plan);
-                self.reap_later(child, path.to_path_buf(), Box::new(done));
+                // Only the child may hold the write end, so that reading
+                // after it exits ends.
+                let report = report.map(|(r, _)| r);
+                self.reap_later(child, path.to_path_buf(), report, Box::new(done));
                 Ok(())
             }
             Err(_) => {
@@ -221,38 +281,60 @@ impl Backups {
         self.freed.notify_all();
     }
 
-    fn reap_later(self: &Arc<Self>, child: Pid, path: PathBuf, done: Box<dyn FnOnce(bool) + Send>) {
+    fn reap_later(
+        self: &Arc<Self>,
+        child: Pid,
+        path: PathBuf,
+        report: Option<OwnedFd>,
+        done: Box<dyn FnOnce(bool) + Send>,
+    ) {
         // Shared, so that `done` still runs here if no thread can start.
         let done = Arc::new(Mutex::new(Some(done)));
+        let report = Arc::new(Mutex::new(report));
         let finish = |done: &Mutex<Option<Done>>, ok: bool| {
             let f = done.lock().unwrap_or_else(PoisonError::into_inner).take();
             if let Some(f) = f {
                 f(ok);
             }
         };
-        let (me, p, d) = (Arc::clone(self), path.clone(), done.clone());
+        let (me, p, d, r) = (Arc::clone(self), path.clone(), done.clone(), report.clone());
         let spawned = std::thread::Builder::new()
             .name("kvs-backup-reaper".into())
             .spawn(move || {
-                let ok = me.reap(child, &p);
+                let ok = me.reap(child, &p, &r);
                 me.release();
                 finish(&d, ok);
             });
         if spawned.is_err() {
             // No thread can be started: reap here. Slower, never a zombie.
-            let ok = self.reap(child, &path);
+            let ok = self.reap(child, &path, &report);
             self.release();
             finish(&done, ok);
         }
     }
 
-    /// Waits for a backup child; whether it wrote its file.
-    fn reap(&self, child: Pid, path: &Path) -> bool {
+    /// Waits for a backup child; whether it wrote its file. A failure is
+    /// logged here, with what the child reported.
+    fn reap(&self, child: Pid, path: &Path, report: &Mutex<Option<OwnedFd>>) -> bool {
         loop {
             match waitpid(child, None) {
                 Ok(WaitStatus::Exited(_, 0)) => return true,
-                Ok(WaitStatus::Exited(_, _)) => {
-                    // The child has already said why on stderr.
+                Ok(WaitStatus::Exited(_, code)) => {
+                    let fd = report.lock().unwrap_or_else(PoisonError::into_inner).take();
+                    match fd.as_ref().and_then(read_report) {
+                        Some((stage, errno)) => crate::log_error!(
+                            "{}",
+                            BackupError::Write {
+                                path: path.to_path_buf(),
+                                stage,
+                                errno
+                            }
+                        ),
+                        None => crate::log_error!(
+                            "backup {} failed (the child exited with code {code})",
+                            path.display()
+                        ),
+                    }
                     self.failed.fetch_add(1, Ordering::Relaxed);
                     return false;
                 }
@@ -271,27 +353,46 @@ impl Backups {
     }
 }
 
-/// The whole life of a backup child.
-fn child_main(plan: &Plan) -> ! {
+/// A failed child's report, read once it has exited (its write end is
+/// closed, so this never blocks).
+fn read_report(fd: &OwnedFd) -> Option<(Stage, Errno)> {
+    let mut buf = [0u8; REPORT_LEN];
+    let mut got = 0;
+    while got < REPORT_LEN {
+        match read(fd, &mut buf[got..]) {
+            Ok(0) => break,
+            Ok(n) => got += n,
+            Err(Errno::EINTR) => continue,
+            Err(_) => break,
+        }
+    }
+    decode_report(&buf[..got])
+}
+
+/// The whole life of a backup child. `report` is where it says why it
+/// failed, if it does.
+fn child_main(plan: &Plan, report: Option<i32>) -> ! {
     // The child inherits every descriptor of the server (O_CLOEXEC only acts
     // on exec): client FIFOs, the registration FIFO, the poller. Held here,
     // they would keep a closed session's pipes open, or make the
     // registration FIFO look served after the server died, until the child
-    // exits. It needs none of them, only stderr.
-    // SAFETY: close_range is a plain system call; no object in the child
-    // uses a descriptor above 2 afterwards (the ones it needs are opened
-    // later). If the kernel lacks it (before 5.9) the descriptors just stay.
-    let _ = unsafe { nix::libc::close_range(3, nix::libc::c_uint::MAX, 0) };
+    // exits. It needs none of them, only stderr and its report pipe, which
+    // is moved to REPORT_FD first.
+    // SAFETY: dup2 and close_range are plain system calls on descriptors;
+    // no object in the child uses a descriptor above REPORT_FD afterwards
+    // (the ones it needs are opened later). If the kernel lacks close_range
+    // (before 5.9) the descriptors just stay.
+    let reported = report.is_some_and(|w| unsafe { nix::libc::dup2(w, REPORT_FD) } == REPORT_FD);
+    let _ = unsafe { nix::libc::close_range(REPORT_FD as u32 + 1, nix::libc::c_uint::MAX, 0) };
     let code = match write_atomically(plan) {
         Ok(()) => 0,
         Err((stage, errno)) => {
-            let err = std::io::stderr();
-            let fd = err.as_fd();
-            let _ = write(fd, &plan.error_prefix);
-            let _ = write(fd, stage.as_bytes());
-            let _ = write(fd, b": ");
-            let _ = write(fd, errno.desc().as_bytes());
-            let _ = write(fd, b"\n");
+            if reported {
+                // SAFETY: REPORT_FD is the pipe's write end, dup'ed above
+                // and owned by nothing else in the child.
+                let fd = unsafe { std::os::fd::BorrowedFd::borrow_raw(REPORT_FD) };
+                let _ = write(fd, &encode_report(stage, errno));
+            }
             1
         }
     };
@@ -304,33 +405,33 @@ fn child_main(plan: &Plan) -> ! {
 /// Writes `plan.data` to `plan.tmp`, fsyncs, renames it to `plan.dst` and
 /// fsyncs the folder. On failure the temporary file is removed. Allocates
 /// nothing, so the backup child may call it.
-fn write_atomically(plan: &Plan) -> Result<(), (&'static str, Errno)> {
+fn write_atomically(plan: &Plan) -> Result<(), (Stage, Errno)> {
     let result = (|| {
         // Whatever is at the temporary name (a file left by a crash, or a
         // symlink or FIFO someone planted) goes; then a new regular file is
         // created there, never following a link and never blocking.
         match unlink(plan.tmp.as_c_str()) {
             Ok(()) | Err(Errno::ENOENT) => {}
-            Err(e) => return Err(("remove old temporary file", e)),
+            Err(e) => return Err((Stage::RemoveOld, e)),
         }
         let fd = open(
             plan.tmp.as_c_str(),
             OFlag::O_WRONLY | OFlag::O_CREAT | OFlag::O_EXCL | OFlag::O_NOFOLLOW | OFlag::O_CLOEXEC,
             Mode::from_bits_truncate(0o644),
         )
-        .map_err(|e| ("create", e))?;
+        .map_err(|e| (Stage::Create, e))?;
         let mut rest = &plan.data[..];
         while !rest.is_empty() {
             match write(&fd, rest) {
                 Ok(n) => rest = &rest[n..],
                 Err(Errno::EINTR) => continue,
-                Err(e) => return Err(("write", e)),
+                Err(e) => return Err((Stage::Write, e)),
             }
         }
-        fsync(&fd).map_err(|e| ("fsync", e))?;
+        fsync(&fd).map_err(|e| (Stage::Fsync, e))?;
         drop(fd);
         renameat(AT_FDCWD, plan.tmp.as_c_str(), AT_FDCWD, plan.dst.as_c_str())
-            .map_err(|e| ("rename", e))
+            .map_err(|e| (Stage::Rename, e))
     })();
     if result.is_err() {
         let _ = unlink(plan.tmp.as_c_str());
@@ -369,6 +470,40 @@ mod tests {
         );
         assert_eq!(backups.failures(), 1);
         backups.wait_all();
+    }
+
+    #[test]
+    fn a_childs_report_round_trips_and_garbage_is_refused() {
+        for stage in Stage::ALL {
+            let bytes = encode_report(stage, Errno::ENOSPC);
+            assert_eq!(decode_report(&bytes), Some((stage, Errno::ENOSPC)));
+        }
+        assert_eq!(decode_report(&[]), None, "a child that said nothing");
+        assert_eq!(decode_report(&[1, 2]), None, "a cut-off report");
+        assert_eq!(decode_report(&[9, 0, 0, 0, 0]), None, "no such stage");
+    }
+
+    #[test]
+    fn a_failed_childs_reason_reaches_the_parent() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("j-1.bck");
+        // The temporary name is a folder: the child cannot create its file.
+        std::fs::create_dir(dir.path().join("j-1.bck.tmp")).unwrap();
+        let backups = Backups::new(1);
+        let (tx, rx) = std::sync::mpsc::channel();
+        backups
+            .start_then(
+                &path,
+                || b"(a, 1)\n".to_vec(),
+                move |ok| {
+                    let _ = tx.send(ok);
+                },
+            )
+            .unwrap();
+        backups.wait_all();
+        assert!(!rx.recv().unwrap(), "reported as written");
+        assert_eq!(backups.failures(), 1);
+        assert!(!path.exists());
     }
 
     #[test]

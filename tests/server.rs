@@ -335,6 +335,26 @@ fn malformed_messages_get_errors_and_the_server_goes_on() {
 }
 
 #[test]
+fn a_failed_backup_is_logged_like_any_server_event() {
+    let mut server = Server::start(&[("f.job", "WAIT 1000\nWRITE [(a,1)]\nBACKUP\n")], &[]);
+    // Created while the job waits: the backup's temporary name is a folder.
+    std::fs::create_dir(server.jobs.join("f-1.bck.tmp")).unwrap();
+    server.wait_log("f-1.bck");
+    let log = server.log();
+    let line = log.lines().find(|l| l.contains("f-1.bck")).unwrap();
+    // A timestamp, a level, and the child's reason.
+    let (stamp, rest) = line.split_once(' ').unwrap();
+    assert!(stamp.ends_with('Z') && stamp.contains('T'), "{line}");
+    assert!(rest.starts_with("ERROR backup "), "{line}");
+    assert!(
+        rest.ends_with("failed: remove old temporary file: Is a directory"),
+        "{line}"
+    );
+    assert!(!server.jobs.join("f-1.bck").exists());
+    assert_eq!(server.stop().code(), Some(0), "{log}");
+}
+
+#[test]
 fn sigterm_exits_cleanly() {
     let mut server = Server::start(&[("slow.job", "WAIT 300\nWRITE [(a,1)]\nBACKUP\n")], &[]);
     let mut c = session("t", &server.fifo);
