@@ -12,12 +12,24 @@ use std::sync::mpsc;
 use std::sync::Arc;
 use threadpool::ThreadPool;
 
-/// The `*.job` files directly inside `dir`, sorted by name, and the
-/// `*.job` names that are not regular files, each with why it is skipped.
-/// Other files are ignored.
-pub fn find_jobs(dir: &Path) -> io::Result<(Vec<PathBuf>, Vec<String>)> {
+/// What a folder holds to run.
+#[derive(Debug, Default)]
+pub struct JobFiles {
+    /// The `*.job` files directly inside the folder, sorted by name.
+    pub paths: Vec<PathBuf>,
+    /// Their sizes added up, as seen while listing them.
+    pub bytes: u64,
+    /// A line for each `*.job` name that is not a regular file: why it is
+    /// skipped.
+    pub skipped: Vec<String>,
+}
+
+/// Lists the job files of `dir`; other files are ignored. Each is looked
+/// at once (`stat`), here.
+pub fn find_jobs(dir: &Path) -> io::Result<JobFiles> {
     use std::os::unix::fs::FileTypeExt;
     let mut jobs = Vec::new();
+    let mut bytes = 0;
     let mut skipped = Vec::new();
     for entry in std::fs::read_dir(dir)? {
         let entry = entry?;
@@ -30,6 +42,7 @@ pub fn find_jobs(dir: &Path) -> io::Result<(Vec<PathBuf>, Vec<String>)> {
         // metadata() follows symlinks: a link to a job file is a job file.
         let why = match std::fs::metadata(&path) {
             Ok(m) if m.is_file() => {
+                bytes += m.len();
                 jobs.push(path);
                 continue;
             }
@@ -49,7 +62,11 @@ pub fn find_jobs(dir: &Path) -> io::Result<(Vec<PathBuf>, Vec<String>)> {
     }
     jobs.sort();
     skipped.sort();
-    Ok((jobs, skipped))
+    Ok(JobFiles {
+        paths: jobs,
+        bytes,
+        skipped,
+    })
 }
 
 /// Bytes of job file per key the store should make room for: a WRITE of
@@ -59,13 +76,9 @@ const BYTES_PER_KEY: u64 = 40;
 /// them (about 4 MiB) are touched at once; the rest only as keys arrive.
 const MAX_RESERVED_KEYS: u64 = 4 << 20;
 
-/// A generous guess at how many keys `jobs` will write, from their sizes.
-fn expected_keys(jobs: &[PathBuf]) -> usize {
-    let bytes: u64 = jobs
-        .iter()
-        .filter_map(|j| std::fs::metadata(j).ok())
-        .map(|m| m.len())
-        .sum();
+/// A generous guess at how many keys job files of `bytes` in all will
+/// write.
+fn expected_keys(bytes: u64) -> usize {
     (bytes / BYTES_PER_KEY).min(MAX_RESERVED_KEYS) as usize
 }
 
@@ -117,12 +130,16 @@ pub fn run_folder_until(
     stop: Arc<AtomicBool>,
     progress: &Arc<Progress>,
 ) -> io::Result<BatchReport> {
-    let (jobs, not_files) = find_jobs(dir)?;
-    for line in &not_files {
+    let JobFiles {
+        paths: jobs,
+        bytes,
+        skipped,
+    } = find_jobs(dir)?;
+    for line in &skipped {
         progress.println(&crate::logging::line(crate::logging::Level::Warn, line));
     }
     progress.set_files(jobs.len());
-    store.reserve(expected_keys(&jobs));
+    store.reserve(expected_keys(bytes));
     let mut report = BatchReport {
         jobs: jobs.len(),
         ..BatchReport::default()
@@ -184,12 +201,17 @@ mod tests {
     #[test]
     fn keys_expected_from_the_job_files_sizes() {
         let dir = tempfile::tempdir().expect("tempdir");
-        let a = dir.path().join("a.job");
-        let b = dir.path().join("b.job");
-        std::fs::write(&a, vec![b'x'; 4000]).expect("write");
-        std::fs::write(&b, vec![b'x'; 400]).expect("write");
-        let gone = dir.path().join("gone.job");
-        assert_eq!(expected_keys(&[a, b, gone]), 110);
-        assert_eq!(expected_keys(&[]), 0);
+        std::fs::write(dir.path().join("a.job"), vec![b'x'; 4000]).expect("write");
+        std::fs::write(dir.path().join("b.job"), vec![b'x'; 400]).expect("write");
+        // Neither a job file nor counted.
+        std::fs::write(dir.path().join("c.txt"), vec![b'x'; 4000]).expect("write");
+        std::fs::create_dir(dir.path().join("d.job")).expect("mkdir");
+        let found = find_jobs(dir.path()).expect("list");
+        assert_eq!(found.paths.len(), 2);
+        assert_eq!(found.bytes, 4400);
+        assert_eq!(found.skipped.len(), 1, "{:?}", found.skipped);
+        assert_eq!(expected_keys(found.bytes), 110);
+        assert_eq!(expected_keys(0), 0);
+        assert_eq!(expected_keys(u64::MAX), MAX_RESERVED_KEYS as usize);
     }
 }

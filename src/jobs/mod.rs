@@ -9,7 +9,7 @@ pub mod parser;
 pub mod progress;
 pub mod runner;
 
-pub use batch::{find_jobs, run_folder, run_folder_until, BatchReport};
+pub use batch::{find_jobs, run_folder, run_folder_until, BatchReport, JobFiles};
 pub use command::Command;
 pub use parser::{parse_line, ParseError};
 pub use runner::{run_job, JobError};
