@@ -165,6 +165,19 @@ impl Table {
         })
     }
 
+    /// Every key's tag (the low half of its hash, which never changes),
+    /// in no particular order, reading no key: for SCAN's cut.
+    pub fn tags(&self) -> impl Iterator<Item = u32> + '_ {
+        self.index.iter().map(|s| s.tag)
+    }
+
+    /// Every key with its tag, in no particular order.
+    pub fn tagged_keys(&self) -> impl Iterator<Item = (u32, &str)> + '_ {
+        self.index
+            .iter()
+            .map(|s| (s.tag, text(parts(self.heap.entry(s.loc)).0)))
+    }
+
     #[inline]
     fn compact_if_due(&mut self) {
         if self.heap.dead > CHUNK && self.heap.dead * 4 > self.heap.used {
