@@ -411,7 +411,9 @@ impl Store {
 
     /// One step of a SCAN: about `count` keys looked at (Redis's COUNT is
     /// work, not results), those matching `pattern` returned, and the
-    /// cursor to go on from (0 once every shard was walked).
+    /// cursor to go on from (0 once every shard was walked). At least a
+    /// [`SCAN_PASSES`]th of a shard is looked at in each, as a step costs
+    /// a pass over the shard's index whatever it takes from it.
     ///
     /// The cursor is the shard in its high half and, in its low half, how
     /// far that shard's walk went in tag order (the low half of a key's
@@ -430,7 +432,16 @@ impl Store {
             let g = self.shards[shard]
                 .read()
                 .unwrap_or_else(PoisonError::into_inner);
-            let (upto, looked) = scan_cut(g.map.tags(), from, budget);
+            // The floor only where the step starts: a shard reached with
+            // budget left over gets just that, and the next step goes on
+            // there with its floor.
+            let floor = if shard == (cursor >> 32) as usize {
+                g.map.len() / SCAN_PASSES
+            } else {
+                0
+            };
+            let take = budget.max(floor);
+            let (upto, looked) = scan_cut(g.map.tags(), from, take);
             keys.extend(
                 g.map
                     .tagged_keys()
@@ -753,6 +764,12 @@ fn slot(order: &[usize], shard: usize) -> usize {
     order.binary_search(&shard).unwrap_or_else(|i| i)
 }
 
+/// The most SCAN steps a shard's walk takes, however small COUNT is: each
+/// step is a pass over the shard's index, so with a floor on what a step
+/// takes in, a whole walk stays linear in the number of keys (instead of
+/// keys x keys / COUNT).
+const SCAN_PASSES: usize = 16;
+
 /// Where one SCAN step over a shard stops: of the tags `tags` at or above
 /// `from`, the end (exclusive, up to 2^32 for "the rest of the shard") of
 /// the lowest `budget` or so, and how many tags that takes in. Keys sharing
@@ -807,10 +824,12 @@ mod tests {
         let (mut cursor, mut steps) = (0u64, 0);
         loop {
             let count = 1 + steps % 37;
+            let largest = s.shards.iter().map(|sh| sh.read().unwrap().map.len()).max();
+            let floor = largest.unwrap_or(0) / SCAN_PASSES;
             let (next, keys) = s.scan(cursor, count, None);
             // Tags are 32 bits: two keys sharing one is rare, three never.
             assert!(
-                keys.len() <= count + 1,
+                keys.len() <= count.max(floor) + 1,
                 "{} keys for COUNT {count}",
                 keys.len()
             );
@@ -836,6 +855,26 @@ mod tests {
         let (_, some) = s.scan(0, 1 << 20, Some(b"k1?"));
         assert_eq!(some.len(), 10);
         assert_eq!(s.scan(u64::MAX, 10, None), (0, Vec::new()));
+    }
+
+    #[test]
+    fn a_scan_with_a_tiny_count_still_walks_in_a_few_passes() {
+        let s = Store::with_shards(1);
+        let pairs: Vec<(String, String)> =
+            (0..1600).map(|i| (format!("k{i}"), "v".into())).collect();
+        s.write(&pairs);
+        let (mut cursor, mut steps, mut seen) = (0u64, 0, 0);
+        loop {
+            let (next, keys) = s.scan(cursor, 1, None);
+            seen += keys.len();
+            steps += 1;
+            if next == 0 {
+                break;
+            }
+            cursor = next;
+        }
+        assert_eq!(seen, 1600);
+        assert!(steps <= SCAN_PASSES + 1, "{steps} passes over one shard");
     }
 
     #[test]
