@@ -94,7 +94,8 @@ pub enum Reply {
     Int(i64),
     /// A value, as the bytes stored (nil when absent).
     Value(Option<Vec<u8>>),
-    Values(Vec<Option<String>>),
+    /// Values, as the bytes stored (MGET).
+    Values(Vec<Option<Vec<u8>>>),
     Keys(Vec<String>),
     Scan(u64, Vec<String>),
     /// A status word (`string`, `none`).
@@ -134,7 +135,13 @@ pub fn execute(store: &Store, cmd: Command) -> Reply {
                 SetReply::Flag => Reply::Int(applied as i64),
             }
         }
-        Command::MGet(keys) => Reply::Values(store.read(&keys)),
+        Command::MGet(keys) => {
+            // Bytes straight from the store, like GET's: no UTF-8 check
+            // on the way out.
+            let mut values = Vec::with_capacity(keys.len());
+            store.read_with(&keys, |v| values.push(v.map(<[u8]>::to_vec)));
+            Reply::Values(values)
+        }
         Command::MSet(pairs) => {
             let pairs: Vec<(&str, &str)> = pairs.iter().collect();
             store.write(&pairs);

@@ -64,7 +64,7 @@ pub fn encode_reply(out: &mut Vec<u8>, reply: &Reply) {
         Reply::Values(vs) => {
             resp::push_array_len(out, vs.len());
             for v in vs {
-                resp::push_opt_bulk(out, v.as_deref().map(str::as_bytes));
+                resp::push_opt_bulk(out, v.as_deref());
             }
         }
         Reply::Keys(keys) => push_keys(out, keys),
