@@ -7,7 +7,7 @@
 //! stdout) stays locked forever there. So the child touches no lock at all:
 //! the parent takes the snapshot under the store's locks, renders it to bytes
 //! and builds every path as a `CString` *before* forking. The child then only
-//! makes async-signal-safe system calls (`close_range`, `open`, `write`,
+//! makes async-signal-safe system calls (`dup2`, `close_range`, `open`, `write`,
 //! `fsync`, `rename`, `unlink`, `close`, `_exit`) on that memory, allocates
 //! nothing, and leaves with `_exit` so no destructor or `atexit` handler runs.
 //!
