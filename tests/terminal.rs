@@ -254,3 +254,37 @@ fn the_client_is_a_console_at_a_terminal() {
         std::thread::sleep(Duration::from_millis(50));
     }
 }
+
+#[test]
+fn lines_typed_ahead_at_the_console_all_run() {
+    if !have("tmux") {
+        eprintln!("SKIPPED (lines_typed_ahead_at_the_console_all_run): tmux is not installed");
+        return;
+    }
+    let server = common::Server::start(&[], &[]);
+    let fifos = common::client_dir();
+    let state = tempfile::tempdir().unwrap();
+    let command = format!(
+        "env TMPDIR={} XDG_STATE_HOME={} {} carol {}",
+        fifos.path().display(),
+        state.path().display(),
+        common::CLIENT,
+        server.fifo.display()
+    );
+    let tmux = Tmux::start(&command);
+    tmux.wait("the prompt", |s| s.contains("kvs>"));
+    // Three lines typed while the console is busy with the first: each
+    // must run, in order (the line editor used to keep only the next one).
+    tmux.keys(&["DELAY 700", "Enter"]);
+    tmux.wait("the delay", |s| s.contains("Waiting..."));
+    tmux.keys(&["WRITE [(x,1)]", "Enter"]);
+    tmux.keys(&["WRITE [(x,2)]", "Enter"]);
+    tmux.keys(&["READ [x]", "Enter"]);
+    let screen = tmux.wait("the typed-ahead READ's answer", |s| {
+        s.lines().any(|l| l == "[(x,2)]")
+    });
+    let writes = screen
+        .matches("Server returned 0 for operation: write")
+        .count();
+    assert_eq!(writes, 2, "{screen}");
+}
