@@ -2,7 +2,10 @@
 //! own temporary folder (under `KVS_BENCH_DIR`, default /tmp), stderr in a
 //! log file there, `{dir}` in its arguments replaced by that folder, and
 //! `KVS_BENCH_WRAP="perf record -g -o srv.perf --"` to run it under a
-//! profiler. Stopped with SIGTERM on drop, so a profiler can write its data.
+//! profiler. Stopped with SIGTERM on drop, so a profiler can write its data:
+//! the server and its wrapper run in a process group of their own and both
+//! get it (a wrapper such as `strace` or `perf stat` does not pass it on,
+//! and the server would outlive the bench).
 #![allow(dead_code)]
 
 use kvs::client::{ClientFifos, Connection};
@@ -49,7 +52,9 @@ impl Server {
             }
             None => Command::new(KVS),
         };
+        use std::os::unix::process::CommandExt;
         let child = cmd
+            .process_group(0)
             .arg(&jobs)
             .args(["1", "1"])
             .arg(dir.path().join("reg"))
@@ -98,18 +103,22 @@ impl Server {
 
 impl Drop for Server {
     fn drop(&mut self) {
-        let _ = nix::sys::signal::kill(
-            nix::unistd::Pid::from_raw(self.child.id() as i32),
-            nix::sys::signal::Signal::SIGTERM,
-        );
+        use nix::sys::signal::{killpg, Signal};
+        let group = nix::unistd::Pid::from_raw(self.child.id() as i32);
+        let _ = killpg(group, Signal::SIGTERM);
         let start = Instant::now();
         while start.elapsed() < Duration::from_secs(30) {
             if let Ok(Some(_)) = self.child.try_wait() {
+                // A server under a wrapper may still be finishing.
+                while killpg(group, None).is_ok() && start.elapsed() < Duration::from_secs(30) {
+                    std::thread::sleep(Duration::from_millis(10));
+                }
+                let _ = killpg(group, Signal::SIGKILL);
                 return;
             }
             std::thread::sleep(Duration::from_millis(10));
         }
-        let _ = self.child.kill();
+        let _ = killpg(group, Signal::SIGKILL);
         let _ = self.child.wait();
     }
 }
