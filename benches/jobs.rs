@@ -16,6 +16,8 @@ use std::path::Path;
 use std::sync::Arc;
 use std::time::Instant;
 
+mod common;
+
 const FILES: usize = 16;
 const COMMANDS: usize = 50_000;
 
@@ -102,26 +104,17 @@ fn generate_mixed(dir: &Path) {
     }
 }
 
-/// Commands per second of one run of the `kvs` binary on `dir` with
-/// `workers`, and `extra` arguments.
-fn process_run(dir: &Path, workers: usize, extra: &[&std::ffi::OsStr]) -> f64 {
-    let start = Instant::now();
-    let status = std::process::Command::new(env!("CARGO_BIN_EXE_kvs"))
-        .arg(dir)
-        .args(["1", &workers.to_string()])
-        .args(extra)
-        .stderr(std::process::Stdio::null())
-        .status()
-        .expect("run kvs");
-    assert!(status.success());
-    (FILES * COMMANDS) as f64 / start.elapsed().as_secs_f64()
+/// Commands per second of one run of the `kvs` process on `dir`.
+fn process_run<S: AsRef<std::ffi::OsStr>>(dir: &Path, workers: usize, extra: &[S]) -> f64 {
+    let (secs, _) = common::run_batch(dir, workers, extra);
+    (FILES * COMMANDS) as f64 / secs
 }
 
 /// Commands per second of the `kvs` binary on `dir` with `workers`, best
 /// of 3 runs.
 fn process_per_sec(dir: &Path, workers: usize) -> f64 {
     (0..3)
-        .map(|_| process_run(dir, workers, &[]))
+        .map(|_| process_run(dir, workers, &[] as &[&str]))
         .fold(0.0, f64::max)
 }
 
@@ -131,7 +124,7 @@ fn process_per_sec(dir: &Path, workers: usize) -> f64 {
 fn process_durable_per_sec(dir: &Path) -> (f64, f64) {
     let (mut plain, mut durable) = (0.0f64, 0.0f64);
     for _ in 0..3 {
-        plain = plain.max(process_run(dir, 2, &[]));
+        plain = plain.max(process_run(dir, 2, &[] as &[&str]));
         let data = tempfile::tempdir().expect("tempdir");
         let args = [
             "--data-dir".as_ref(),

@@ -17,7 +17,6 @@
 //! `KVS_BENCH_DIR`): a sync is what that disk makes of it.
 
 use kvs::protocol::fifo::Request;
-use std::io::Read;
 use std::path::Path;
 use std::process::{Command, Stdio};
 use std::sync::{Arc, Barrier};
@@ -25,7 +24,7 @@ use std::time::{Duration, Instant};
 
 mod common;
 
-use common::{base, have, Redis, Server, KVS};
+use common::{base, have, run_batch, Redis, Server, KVS};
 
 /// WRITE round trips per second with `clients` clients, `each` writes each.
 fn writes(server: &Server, clients: usize, each: usize) -> f64 {
@@ -122,24 +121,6 @@ fn job_files(dir: &Path, files: usize, lines: usize) {
     }
 }
 
-/// Runs batch mode on `jobs` with `extra`; seconds taken and stderr.
-fn batch(jobs: &Path, extra: &[String]) -> (f64, String) {
-    let start = Instant::now();
-    let mut child = Command::new(KVS)
-        .arg(jobs)
-        .args(["1", "2"])
-        .args(extra)
-        .stdout(Stdio::null())
-        .stderr(Stdio::piped())
-        .spawn()
-        .expect("kvs");
-    let mut err = String::new();
-    let _ = child.stderr.take().unwrap().read_to_string(&mut err);
-    let status = child.wait().unwrap();
-    assert!(status.success(), "kvs batch failed: {err}");
-    (start.elapsed().as_secs_f64(), err)
-}
-
 /// Batch mode under `script` (a pseudo-terminal): with `bar`, its stderr is
 /// the terminal and the progress bar is drawn; without, stderr goes to
 /// /dev/null, so both pay the same wrapper. Seconds taken, or `None`
@@ -167,10 +148,10 @@ fn jobs_throughput() {
     let (mut plain, mut durable) = (f64::MAX, f64::MAX);
     let (mut bar, mut no_bar) = (f64::MAX, f64::MAX);
     for round in 0..3 {
-        plain = plain.min(batch(dir.path(), &[]).0);
+        plain = plain.min(run_batch(dir.path(), 2, &[] as &[&str]).0);
         let data = dir.path().join(format!("data{round}"));
         let args = vec!["--data-dir".to_string(), data.to_str().unwrap().to_string()];
-        durable = durable.min(batch(dir.path(), &args).0);
+        durable = durable.min(run_batch(dir.path(), 2, &args).0);
         if let (Some(with), Some(without)) = (
             batch_under_pty(dir.path(), true),
             batch_under_pty(dir.path(), false),
@@ -213,12 +194,12 @@ fn recovery() {
     }
     let data = dir.path().join("data");
     let data_arg = vec!["--data-dir".to_string(), data.to_str().unwrap().to_string()];
-    batch(&jobs, &data_arg);
+    run_batch(&jobs, 2, &data_arg);
     for f in 0..8 {
         std::fs::remove_file(jobs.join(format!("load{f}.job"))).unwrap();
         let _ = std::fs::remove_file(jobs.join(format!("load{f}.out")));
     }
-    let (secs, err) = batch(&jobs, &data_arg);
+    let (secs, err) = run_batch(&jobs, 2, &data_arg);
     let line = err
         .lines()
         .find(|l| l.contains("loaded"))

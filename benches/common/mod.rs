@@ -123,6 +123,33 @@ impl Drop for Server {
     }
 }
 
+/// Runs `kvs <jobs> 1 <workers> <extra...>` in batch mode to its end: the
+/// seconds it took as a whole process, and its stderr. Panics (with that
+/// stderr) if it fails.
+pub fn run_batch<S: AsRef<std::ffi::OsStr>>(
+    jobs: &std::path::Path,
+    workers: usize,
+    extra: &[S],
+) -> (f64, String) {
+    use std::io::Read;
+    let start = Instant::now();
+    let mut child = Command::new(KVS)
+        .arg(jobs)
+        .args(["1", &workers.to_string()])
+        .args(extra)
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("start kvs");
+    let mut err = String::new();
+    if let Some(mut e) = child.stderr.take() {
+        let _ = e.read_to_string(&mut err);
+    }
+    let status = child.wait().expect("wait for kvs");
+    assert!(status.success(), "kvs batch failed: {err}");
+    (start.elapsed().as_secs_f64(), err)
+}
+
 /// A private `redis-server` on a Unix socket in its own temporary folder,
 /// with no snapshots; killed on drop.
 pub struct Redis {
