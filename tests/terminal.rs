@@ -191,6 +191,37 @@ impl Drop for Tmux {
     }
 }
 
+/// `kvs-client <id>` at a terminal of its own, connected to `server`, with
+/// its FIFOs and its history (`XDG_STATE_HOME`) in temporary folders; once
+/// its prompt shows.
+struct Console {
+    tmux: Tmux,
+    state: tempfile::TempDir,
+    _fifos: tempfile::TempDir,
+}
+
+impl Console {
+    fn start(server: &common::Server, id: &str) -> Console {
+        let fifos = common::client_dir();
+        let state = tempfile::tempdir().unwrap();
+        let command = format!(
+            "env TMPDIR={} XDG_STATE_HOME={} {} {id} {}",
+            fifos.path().display(),
+            state.path().display(),
+            common::CLIENT,
+            server.fifo.display()
+        );
+        let tmux = Tmux::start(&command);
+        // capture-pane drops trailing spaces: the prompt shows as "kvs>".
+        tmux.wait("the prompt", |s| s.contains("kvs>"));
+        Console {
+            tmux,
+            state,
+            _fifos: fifos,
+        }
+    }
+}
+
 #[test]
 fn the_client_is_a_console_at_a_terminal() {
     if !have("tmux") {
@@ -198,18 +229,8 @@ fn the_client_is_a_console_at_a_terminal() {
         return;
     }
     let server = common::Server::start(&[], &[]);
-    let fifos = common::client_dir();
-    let state = tempfile::tempdir().unwrap();
-    let command = format!(
-        "env TMPDIR={} XDG_STATE_HOME={} {} alice {}",
-        fifos.path().display(),
-        state.path().display(),
-        common::CLIENT,
-        server.fifo.display()
-    );
-    let tmux = Tmux::start(&command);
-    // capture-pane drops trailing spaces: the prompt shows as "kvs>".
-    tmux.wait("the prompt", |s| s.contains("kvs>"));
+    let console = Console::start(&server, "alice");
+    let tmux = &console.tmux;
     tmux.keys(&["WRITE [(door,open)]", "Enter"]);
     tmux.keys(&["SUBSCRIBE [door]", "Enter"]);
     tmux.wait("the subscription", |s| {
@@ -241,7 +262,7 @@ fn the_client_is_a_console_at_a_terminal() {
         s.contains("unknown command 'FOO'; expected one of SUBSCRIBE")
     });
     tmux.keys(&["C-d"]);
-    let history = state.path().join("kvs/history");
+    let history = console.state.path().join("kvs/history");
     let start = Instant::now();
     while !std::fs::read_to_string(&history)
         .unwrap_or_default()
@@ -262,17 +283,8 @@ fn lines_typed_ahead_at_the_console_all_run() {
         return;
     }
     let server = common::Server::start(&[], &[]);
-    let fifos = common::client_dir();
-    let state = tempfile::tempdir().unwrap();
-    let command = format!(
-        "env TMPDIR={} XDG_STATE_HOME={} {} carol {}",
-        fifos.path().display(),
-        state.path().display(),
-        common::CLIENT,
-        server.fifo.display()
-    );
-    let tmux = Tmux::start(&command);
-    tmux.wait("the prompt", |s| s.contains("kvs>"));
+    let console = Console::start(&server, "carol");
+    let tmux = &console.tmux;
     // Three lines typed while the console is busy with the first: each
     // must run, in order (the line editor used to keep only the next one).
     tmux.keys(&["DELAY 700", "Enter"]);
