@@ -107,13 +107,12 @@ impl Drop for Server {
         let group = nix::unistd::Pid::from_raw(self.child.id() as i32);
         let _ = killpg(group, Signal::SIGTERM);
         let start = Instant::now();
+        // Until the whole group is gone (a server under a wrapper may
+        // outlast it); the child is reaped as it goes, or it would stay in
+        // the group as a zombie.
         while start.elapsed() < Duration::from_secs(30) {
-            if let Ok(Some(_)) = self.child.try_wait() {
-                // A server under a wrapper may still be finishing.
-                while killpg(group, None).is_ok() && start.elapsed() < Duration::from_secs(30) {
-                    std::thread::sleep(Duration::from_millis(10));
-                }
-                let _ = killpg(group, Signal::SIGKILL);
+            let _ = self.child.try_wait();
+            if killpg(group, None).is_err() {
                 return;
             }
             std::thread::sleep(Duration::from_millis(10));

@@ -425,7 +425,8 @@ impl Store {
     /// shard out. A cursor past the last shard ends the walk.
     pub fn scan(&self, cursor: u64, count: usize, pattern: Option<&[u8]>) -> (u64, Vec<String>) {
         let mut keys = Vec::new();
-        let mut shard = (cursor >> 32) as usize;
+        let first = (cursor >> 32) as usize;
+        let mut shard = first;
         let mut from = cursor & u64::from(u32::MAX);
         let mut budget = count.max(1);
         while shard < self.shards.len() && budget > 0 {
@@ -435,7 +436,7 @@ impl Store {
             // The floor only where the step starts: a shard reached with
             // budget left over gets just that, and the next step goes on
             // there with its floor.
-            let floor = if shard == (cursor >> 32) as usize {
+            let floor = if shard == first {
                 g.map.len() / SCAN_PASSES
             } else {
                 0
