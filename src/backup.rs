@@ -132,6 +132,8 @@ struct Plan {
     tmp: CString,
     dst: CString,
     dir: CString,
+    /// Permissions of the new file (less the umask).
+    mode: u32,
     data: Vec<u8>,
 }
 
@@ -150,6 +152,7 @@ impl Plan {
             tmp: cstr(tmp_path.as_bytes())?,
             dst: cstr(path.as_os_str().as_bytes())?,
             dir: cstr(dir.as_bytes())?,
+            mode: 0o644,
             data: Vec::new(),
         })
     }
@@ -175,20 +178,21 @@ impl Backups {
         path: &Path,
         snapshot: impl FnOnce() -> Vec<u8>,
     ) -> Result<(), BackupError> {
-        self.start_then(path, snapshot, |_| ())
+        self.start_then(path, 0o644, snapshot, |_| ())
     }
 
-    /// [`Backups::start`], then `done(true)` once the file is durable, or
-    /// `done(false)` if it could not be written (called from the thread
-    /// that reaps the child).
+    /// [`Backups::start`] of a file with permissions `mode`, then
+    /// `done(true)` once the file is durable, or `done(false)` if it could
+    /// not be written (called from the thread that reaps the child).
     pub fn start_then(
         self: &Arc<Self>,
         path: &Path,
+        mode: u32,
         snapshot: impl FnOnce() -> Vec<u8>,
         done: impl FnOnce(bool) + Send + 'static,
     ) -> Result<(), BackupError> {
         let mut plan = match Plan::new(path) {
-            Ok(plan) => plan,
+            Ok(plan) => Plan { mode, ..plan },
             Err(e) => {
                 // Every failure this returns is counted, like a child's.
                 self.failed.fetch_add(1, Ordering::Relaxed);
@@ -417,7 +421,7 @@ fn write_atomically(plan: &Plan) -> Result<(), (Stage, Errno)> {
         let fd = open(
             plan.tmp.as_c_str(),
             OFlag::O_WRONLY | OFlag::O_CREAT | OFlag::O_EXCL | OFlag::O_NOFOLLOW | OFlag::O_CLOEXEC,
-            Mode::from_bits_truncate(0o644),
+            Mode::from_bits_truncate(plan.mode),
         )
         .map_err(|e| (Stage::Create, e))?;
         let mut rest = &plan.data[..];
@@ -494,6 +498,7 @@ mod tests {
         backups
             .start_then(
                 &path,
+                0o644,
                 || b"(a, 1)\n".to_vec(),
                 move |ok| {
                     let _ = tx.send(ok);

@@ -9,6 +9,7 @@
 //!   protocol and subscriptions.
 //! - [`client`]: the client side of the wire protocol, used by `kvs-client`.
 //! - [`cli`]: command-line parsing of `kvs`.
+//! - [`safe_file`]: opening files without following links or blocking.
 //! - [`glob`]: Redis's glob patterns; [`sysinfo`]: what the process knows of itself.
 
 pub mod backup;
@@ -20,5 +21,6 @@ pub mod logging;
 pub mod persist;
 pub mod protocol;
 pub mod reactor;
+pub mod safe_file;
 pub mod store;
 pub mod sysinfo;

@@ -343,8 +343,9 @@ fn a_torn_last_record_is_cut_off_at_every_offset() {
     let base = tempfile::tempdir().unwrap();
     let log = batch_data(base.path(), "WRITE [(a,1)(b,2)]\nWRITE [(c,3)]\n");
     let full = std::fs::read(&log).unwrap();
-    // The last record: 8 bytes of frame and its payload (set, 1 pair, c, 3).
-    let last_len = 8 + 1 + 2 + 2 + 2;
+    // The last record: 12 bytes of frame and its payload (set, a count of
+    // 1, c, 3).
+    let last_len = 12 + 1 + 4 + 2 + 2;
     let last_start = full.len() - last_len;
     for cut in last_start..full.len() {
         let dir = tempfile::tempdir().unwrap();
@@ -371,25 +372,31 @@ fn a_flipped_byte_is_refused_with_its_offset_and_repaired_on_request() {
     let dir = tempfile::tempdir().unwrap();
     let log = batch_data(dir.path(), "WRITE [(a,1)]\nWRITE [(b,2)]\nWRITE [(c,3)]\n");
     let mut bytes = std::fs::read(&log).unwrap();
-    // The second record's payload: header 12, first record 8 + 7.
-    let second = 12 + 15;
-    bytes[second + 10] ^= 0x01;
+    // The second record: header 32, first record 12 + 9; a byte of its
+    // payload.
+    let second = 32 + 21;
+    bytes[second + 15] ^= 0x01;
     std::fs::write(&log, &bytes).unwrap();
     let out = show(dir.path(), &[]);
     assert_eq!(out.status.code(), Some(1));
     assert!(
-        out.stderr.contains("log-0.kvs is damaged at byte 27") && out.stderr.contains("checksum"),
+        out.stderr.contains("log-0.kvs is damaged at byte 53") && out.stderr.contains("checksum"),
         "{}",
         out.stderr
     );
     let out = show(dir.path(), &["--repair"]);
     assert!(out.status.success(), "{}", out.stderr);
     assert!(
-        out.stderr.contains("--repair") && out.stderr.contains("dropped"),
+        out.stderr.contains("--repair: set") && out.stderr.contains("log-0.kvs.dropped"),
         "{}",
         out.stderr
     );
     assert_eq!(out.stdout, "(a, 1)\n");
+    // The repaired dir loads as it is, and says nothing of the damage.
+    let again = show(dir.path(), &[]);
+    assert!(again.status.success(), "{}", again.stderr);
+    assert!(!again.stderr.contains("damaged"), "{}", again.stderr);
+    assert_eq!(again.stdout, "(a, 1)\n");
 }
 
 #[test]
@@ -403,13 +410,18 @@ fn wrong_magic_empty_files_and_a_file_for_a_dir() {
     assert_eq!(out.status.code(), Some(1));
     assert!(out.stderr.contains("bad magic"), "{}", out.stderr);
 
-    // An empty last segment: a crash right after creating it.
+    // An empty segment is damage: segments appear whole, by rename, so a
+    // crash cannot leave one without its header.
     std::fs::write(&log, b"").unwrap();
     let out = show(dir.path(), &[]);
-    assert!(out.status.success(), "{}", out.stderr);
-    assert_eq!(out.stdout, "");
+    assert_eq!(out.status.code(), Some(1));
+    assert!(
+        out.stderr.contains("log-0.kvs is damaged at byte 0"),
+        "{}",
+        out.stderr
+    );
 
-    // An empty snapshot is damage (snapshots appear whole, by rename).
+    // An empty snapshot is damage too.
     std::fs::write(dir.path().join("snapshot-0.kvs"), b"").unwrap();
     let out = show(dir.path(), &[]);
     assert_eq!(out.status.code(), Some(1));

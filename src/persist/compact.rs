@@ -13,9 +13,9 @@
 //!    table, and a start between rename and removal picks the newest
 //!    snapshot and skips the older files (and removes them).
 
+use super::chain::{remove_replaced, snapshot_path};
 use super::format;
-use super::log::{segment_path, Log};
-use super::recover::{generations, snapshot_path};
+use super::log::Log;
 use crate::backup::Backups;
 use crate::store::Store;
 use std::path::{Path, PathBuf};
@@ -106,17 +106,11 @@ impl Compactor {
             self.failed_at.clone(),
         );
         let keys = snapshot.len();
+        let dir_id = self.log.dir_id();
         let shown = path.clone();
         let render = move || {
-            let mut bytes = format::header(format::SNAPSHOT_MAGIC).to_vec();
-            format::push_set(
-                &mut bytes,
-                snapshot
-                    .pairs()
-                    .iter()
-                    .map(|(k, v)| (k.as_str(), v.as_str())),
-            );
-            format::push_end(&mut bytes, snapshot.len() as u64);
+            let mut bytes = format::header(format::SNAPSHOT_MAGIC, dir_id, generation).to_vec();
+            format::push_snapshot(&mut bytes, snapshot.pairs());
             snapshot_len.store(bytes.len() as u64, Ordering::Release);
             bytes
         };
@@ -136,39 +130,12 @@ impl Compactor {
             running.store(false, Ordering::Release);
         };
         self.children
-            .start_then(&path, render, done)
+            .start_then(&path, 0o600, render, done)
             .map_err(|e| e.to_string())
     }
 
     /// Waits for a snapshot child still running.
     pub fn wait(&self) {
         self.children.wait_all();
-    }
-}
-
-/// Removes what snapshot `base` replaced: older snapshots, segments before
-/// `base` (never `current`, the one being appended to), and temporary
-/// files a crash left behind.
-pub fn remove_replaced(dir: &Path, base: u64, current: u64) {
-    let old = |prefix: &str| {
-        generations(dir, prefix)
-            .unwrap_or_default()
-            .into_iter()
-            .filter(|&g| g < base && g != current)
-    };
-    let mut doomed: Vec<PathBuf> = old("snapshot-").map(|g| snapshot_path(dir, g)).collect();
-    doomed.extend(old("log-").map(|g| segment_path(dir, g)));
-    if let Ok(entries) = std::fs::read_dir(dir) {
-        doomed.extend(
-            entries
-                .flatten()
-                .map(|e| e.path())
-                .filter(|p| p.to_str().is_some_and(|s| s.ends_with(".kvs.tmp"))),
-        );
-    }
-    for p in doomed {
-        if let Err(e) = std::fs::remove_file(&p) {
-            crate::log_warn!("cannot remove {}: {e}", p.display());
-        }
     }
 }

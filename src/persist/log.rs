@@ -20,9 +20,14 @@
 //!
 //! A write that fails (disk full, I/O error) is undone with `ftruncate`, so
 //! the file never holds half a record in its middle; the bytes are kept
-//! for the next try, and until one succeeds clients' mutations are
-//! refused ([`Log::failing`]).
+//! for the next try, which the log thread makes every few milliseconds.
+//! Until one succeeds, clients' mutations are refused before they are
+//! applied ([`Log::failing`]); a change applied before the failure was
+//! seen is not refused (it happened, in memory) but held: its answer waits
+//! until the log has it ([`WriteFailed::upto`]), so a refused change is
+//! never visible, and an answered one is always logged.
 
+use super::chain::segment_path;
 use super::format;
 use crate::store::Journal;
 use std::fs::File;
@@ -115,6 +120,8 @@ pub(super) struct Segment {
 
 pub struct Log {
     dir: PathBuf,
+    /// The data dir's id, for the headers of new segments.
+    dir_id: u64,
     policy: Fsync,
     /// Appended records, each tagged with its sequence number. Every
     /// append takes a number and one stripe's lock while the caller holds
@@ -132,6 +139,10 @@ pub struct Log {
     written: AtomicU64,
     synced: AtomicU64,
     failing: AtomicBool,
+    /// The furthest position an answer held by a failed write waits for
+    /// (0: none); told through `on_synced` once written (and synced, with
+    /// `--fsync always`).
+    held: AtomicU64,
     /// Told the synced sequence number after each sync (the server posts
     /// it to the reactor, which releases answers waiting for it).
     on_synced: OnceLock<Box<dyn Fn(u64) + Send + Sync>>,
@@ -154,18 +165,24 @@ impl Journal for LogJournal {
     }
 }
 
-pub(super) fn segment_path(dir: &Path, generation: u64) -> PathBuf {
-    dir.join(format!("log-{generation}.kvs"))
+/// A write of the log that failed.
+#[derive(Debug)]
+pub struct WriteFailed {
+    pub error: io::Error,
+    /// The position the records it could not write end at, once written:
+    /// an answer to them waits for the log to get there.
+    pub upto: u64,
 }
 
 impl Log {
     /// A log appending to `segment`. Byte positions ("written", "synced")
     /// start at the segment's length; they only order this process's
     /// records, so they need not continue those of an earlier run.
-    pub(super) fn new(dir: &Path, policy: Fsync, segment: Segment) -> Arc<Log> {
+    pub(super) fn new(dir: &Path, policy: Fsync, dir_id: u64, segment: Segment) -> Arc<Log> {
         let start = segment.len;
         Arc::new(Log {
             dir: dir.to_path_buf(),
+            dir_id,
             policy,
             stripes: std::array::from_fn(|_| Stripe::default()),
             next_seq: AtomicU64::new(0),
@@ -180,8 +197,13 @@ impl Log {
             written: AtomicU64::new(start),
             synced: AtomicU64::new(start),
             failing: AtomicBool::new(false),
+            held: AtomicU64::new(0),
             on_synced: OnceLock::new(),
         })
+    }
+
+    pub(super) fn dir_id(&self) -> u64 {
+        self.dir_id
     }
 
     pub fn policy(&self) -> Fsync {
@@ -235,7 +257,7 @@ impl Log {
     /// Writes every record appended so far to the segment; returns the
     /// byte position written up to. On failure the file is cut back to its
     /// last whole record and the bytes are kept for the next try.
-    pub fn write_out(&self) -> io::Result<u64> {
+    pub fn write_out(&self) -> Result<u64, WriteFailed> {
         let mut w = self.writer.lock().unwrap_or_else(PoisonError::into_inner);
         let w = &mut *w;
         self.collect(&mut w.taken, &mut w.out);
@@ -258,16 +280,17 @@ impl Log {
                 }
                 Ok(end)
             }
-            Err(e) => {
+            Err(error) => {
                 // Never leave half a record in the middle of the file.
                 let _ = seg.file.set_len(seg.len);
                 if !self.failing.swap(true, Ordering::AcqRel) {
                     crate::log_error!(
-                        "cannot write the log {}: {e}; refusing mutations until it can",
+                        "cannot write the log {}: {error}; refusing mutations until it can",
                         segment_path(&self.dir, seg.generation).display()
                     );
                 }
-                Err(e)
+                let upto = self.written.load(Ordering::Acquire) + w.out.len() as u64;
+                Err(WriteFailed { error, upto })
             }
         }
     }
@@ -302,6 +325,16 @@ impl Log {
             if t.capacity() > 4 * EAGER_WRITE {
                 *t = Vec::new();
             }
+        }
+    }
+
+    /// Holds an answer until the log is written up to `upto` (and synced,
+    /// with `--fsync always`): its records were applied, then a write
+    /// failed. The log thread tells of it through `on_synced`.
+    pub fn hold_until(&self, upto: u64) {
+        self.held.fetch_max(upto, Ordering::AcqRel);
+        if self.policy == Fsync::Always {
+            self.want_sync(upto);
         }
     }
 
@@ -340,17 +373,28 @@ impl Log {
     /// segment `generation + 1`. Called with every shard of the store
     /// locked, so the old segments hold exactly what the snapshot taken
     /// under the same locks holds.
+    ///
+    /// The new segment is made first (whole, by rename), then the old one
+    /// gets its seal naming it, synced: a crash between the two leaves an
+    /// unsealed segment followed by an empty one, which start-up accepts;
+    /// a seal whose segment is missing is refused.
     pub(super) fn rotate(&self) -> io::Result<u64> {
-        self.write_out()?;
+        self.write_out().map_err(|f| f.error)?;
         let mut w = self.writer.lock().unwrap_or_else(PoisonError::into_inner);
         let seg = &mut w.segment;
-        seg.file.sync_data()?;
         let next = seg.generation + 1;
-        let file = super::create_file(
-            &segment_path(&self.dir, next),
-            &format::header(format::LOG_MAGIC),
-        )?;
-        super::sync_dir(&self.dir)?;
+        let file = super::chain::create_segment(&self.dir, self.dir_id, next)?;
+        let mut seal = Vec::new();
+        format::push_seal(&mut seal, next);
+        let sealed = (&*seg.file)
+            .write_all(&seal)
+            .and_then(|()| seg.file.sync_data());
+        if let Err(e) = sealed {
+            // Stay on the old segment, as if nothing happened.
+            let _ = seg.file.set_len(seg.len);
+            let _ = std::fs::remove_file(segment_path(&self.dir, next));
+            return Err(e);
+        }
         *seg = Segment {
             file: Arc::new(file),
             generation: next,
@@ -378,8 +422,15 @@ impl Log {
                     .unwrap_or_else(PoisonError::into_inner);
                 c.stop
             };
-            let _ = self.write_out();
+            let wrote = self.write_out().is_ok();
             let written = self.written.load(Ordering::Acquire);
+            let held = self.held.load(Ordering::Acquire);
+            if wrote && held > 0 && held <= written && self.policy != Fsync::Always {
+                self.held.store(0, Ordering::Release);
+                if let Some(f) = self.on_synced.get() {
+                    f(written);
+                }
+            }
             let unsynced = written > self.synced();
             let due = match self.policy {
                 Fsync::Always => unsynced,
@@ -470,15 +521,14 @@ mod tests {
     use crate::persist::format::{read_record, Record};
 
     fn open(dir: &Path) -> Arc<Log> {
-        let path = segment_path(dir, 0);
-        let file = crate::persist::create_file(&path, &format::header(format::LOG_MAGIC)).unwrap();
+        let file = crate::persist::chain::create_segment(dir, 7, 0).unwrap();
         let len = format::HEADER_LEN as u64;
         let segment = Segment {
             file: Arc::new(file),
             generation: 0,
             len,
         };
-        Log::new(dir, Fsync::No, segment)
+        Log::new(dir, Fsync::No, 7, segment)
     }
 
     fn records(dir: &Path) -> Vec<Record> {
@@ -486,7 +536,7 @@ mod tests {
         let mut at = format::HEADER_LEN;
         let mut out = Vec::new();
         while at < bytes.len() {
-            let (record, len) = read_record(&bytes[at..]).unwrap();
+            let (record, len) = read_record(&bytes[at..], format::Version::V2).unwrap();
             out.push(record);
             at += len;
         }

@@ -11,11 +11,13 @@
 //! a crash at any step leaves files the next start loads without losing
 //! anything acknowledged.
 //!
+//! - [`chain`]: the files' names and generations, and which load in order.
 //! - [`format`](mod@format): headers, records, checksums.
 //! - [`log`]: appending, writing, syncing (group commit).
 //! - [`recover`]: loading, with torn tails cut off and damage reported.
 //! - [`compact`]: snapshots and the clean-up after them.
 
+pub mod chain;
 pub mod compact;
 pub mod format;
 pub mod log;
@@ -24,7 +26,7 @@ pub mod recover;
 use nix::fcntl::{Flock, FlockArg};
 use std::fmt;
 use std::fs::{File, OpenOptions};
-use std::io::{self, Read, Seek, Write};
+use std::io::{self, Write};
 use std::os::unix::fs::OpenOptionsExt;
 use std::path::{Path, PathBuf};
 
@@ -57,6 +59,13 @@ pub enum PersistError {
         holder: String,
     },
     Io(String, io::Error),
+    /// The dir is not safe to use (owner, mode); the sentence says why.
+    Unsafe(String),
+    /// A file that does not belong in the chain: another dir's, renamed,
+    /// or one whose seal names a segment that is not there.
+    Foreign(String),
+    /// A file the chain needs is missing.
+    Broken(String),
     /// A file is damaged where it cannot be a torn last write.
     Damaged {
         file: PathBuf,
@@ -77,6 +86,11 @@ impl fmt::Display for PersistError {
                 dir.display()
             ),
             PersistError::Io(what, e) => write!(f, "{what}: {e}"),
+            PersistError::Unsafe(why) => f.write_str(why),
+            PersistError::Foreign(why) | PersistError::Broken(why) => write!(
+                f,
+                "{why}; refusing to start (--repair starts with what comes before it and sets the rest aside)"
+            ),
             PersistError::Damaged {
                 file,
                 offset,
@@ -92,29 +106,27 @@ impl fmt::Display for PersistError {
 
 impl std::error::Error for PersistError {}
 
-/// The `LOCK` file, held (with `flock`) for the life of the process.
+/// The data dir's lock: an `flock` on the directory itself, so removing
+/// `LOCK` (a file people clean up as "stale") lets no second kvs in;
+/// `LOCK` only tells who holds it.
 pub struct DirLock {
     _lock: Flock<File>,
 }
 
 /// Takes the data dir's lock, or says who holds it.
 pub fn lock_dir(dir: &Path) -> Result<DirLock, PersistError> {
-    let path = dir.join("LOCK");
-    let file = OpenOptions::new()
+    let dir_file = OpenOptions::new()
         .read(true)
-        .write(true)
-        .create(true)
-        .truncate(false)
-        .mode(0o600)
-        .open(&path)
-        .map_err(|e| PersistError::Io(format!("cannot open {}", path.display()), e))?;
-    let mut lock = match Flock::lock(file, FlockArg::LockExclusiveNonblock) {
+        .custom_flags(nix::fcntl::OFlag::O_DIRECTORY.bits())
+        .open(dir)
+        .map_err(|e| PersistError::Io(format!("cannot open {}", dir.display()), e))?;
+    let path = dir.join("LOCK");
+    let lock = match Flock::lock(dir_file, FlockArg::LockExclusiveNonblock) {
         Ok(l) => l,
-        Err((mut file, _)) => {
-            let mut holder = String::new();
-            let _ = file.read_to_string(&mut holder);
-            let holder = match holder.trim() {
-                "" => "its LOCK is held".to_string(),
+        Err((_, _)) => {
+            let holder = crate::safe_file::read_regular(&path).unwrap_or_default();
+            let holder = match String::from_utf8_lossy(&holder).trim() {
+                "" => "its lock is held".to_string(),
                 pid => format!("pid {pid}"),
             };
             return Err(PersistError::Locked {
@@ -123,31 +135,22 @@ pub fn lock_dir(dir: &Path) -> Result<DirLock, PersistError> {
             });
         }
     };
-    let written = lock
-        .set_len(0)
-        .and_then(|()| lock.rewind())
-        .and_then(|()| writeln!(lock, "{}", std::process::id()));
+    // Never through a link: a LOCK planted as a symlink to another file
+    // must not get that file truncated.
+    let written = crate::safe_file::open_regular(
+        OpenOptions::new()
+            .write(true)
+            .create(true)
+            .truncate(false)
+            .mode(0o600),
+        &path,
+    )
+    .and_then(|mut f| {
+        f.set_len(0)?;
+        writeln!(f, "{}", std::process::id())
+    });
     written.map_err(|e| PersistError::Io(format!("cannot write {}", path.display()), e))?;
     Ok(DirLock { _lock: lock })
-}
-
-/// Creates `path` (which must not exist) holding `header`, synced.
-pub(crate) fn create_file(path: &Path, header: &[u8]) -> io::Result<File> {
-    let mut f = OpenOptions::new()
-        .read(true)
-        .append(true)
-        .create_new(true)
-        .mode(0o600)
-        .custom_flags(nix::fcntl::OFlag::O_NOFOLLOW.bits())
-        .open(path)?;
-    f.write_all(header)?;
-    f.sync_all()?;
-    Ok(f)
-}
-
-/// Makes a rename or a new file in `dir` durable.
-pub(crate) fn sync_dir(dir: &Path) -> io::Result<()> {
-    File::open(dir)?.sync_all()
 }
 
 /// An open data dir at work: the store's journal installed, the log

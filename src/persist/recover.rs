@@ -1,19 +1,28 @@
-//! Start-up: the newest snapshot, then every log segment from its
-//! generation on, into the store; then the last segment is opened for
-//! appending.
+//! Start-up: the chain of files ([`super::chain`]) into the store, then
+//! the last segment opened for appending.
 //!
-//! Damage is judged by where it is. A last record cut short at the end of
-//! the last segment is what a crash mid-append leaves: it is cut off, and
-//! stderr says how many bytes. Anything else (a bad header, a bad record
-//! with data after it, a damaged snapshot, an unreadable file) refuses the
-//! start with the file, offset and reason, unless `--repair` is given:
-//! then the file is cut at the damage, later segments are set aside, and
-//! stderr says what was dropped. Never a panic, never a silent partial
-//! load.
+//! Start-up loads exactly the last state written, less a torn tail, or
+//! refuses with the file, the offset and the reason. A torn tail is what a
+//! crash mid-append leaves at the end of the last segment and nowhere
+//! else: a frame cut short, a whole frame whose payload runs past the end,
+//! zeros (what ext4 can leave after a power cut), and in every case no
+//! valid record after it; it is cut off and stderr says how many bytes.
+//! Anything else (a damaged frame or record with data after it, a
+//! damaged snapshot, a header of another dir or generation, a missing
+//! file, a seal naming a segment that is not there, a file that is not a
+//! regular file) refuses the start.
+//!
+//! `--repair` loads what comes before the damage (a damaged snapshot
+//! record costs only its own pairs: snapshot pairs are independent, so the
+//! rest of the snapshot and the logs still load), writes that state as a
+//! new snapshot and segment, and sets the damaged file and every file
+//! after it aside as `<name>.dropped`, saying what each held; the next
+//! plain start loads the new files and says nothing of the damage.
 
-use super::format::{self, FormatError, Record};
-use super::log::{segment_path, Log, Segment};
-use super::{create_file, lock_dir, sync_dir, DataDirOptions, DirLock, PersistError};
+use super::chain::{self, segment_path, snapshot_path, Chain};
+use super::format::{self, FormatError, Header, Record, Version};
+use super::log::{Log, Segment};
+use super::{lock_dir, DataDirOptions, DirLock, PersistError};
 use crate::store::Store;
 use std::fs::OpenOptions;
 use std::path::{Path, PathBuf};
@@ -30,29 +39,6 @@ pub struct Opened {
     pub snapshot_len: u64,
 }
 
-pub(super) fn snapshot_path(dir: &Path, generation: u64) -> PathBuf {
-    dir.join(format!("snapshot-{generation}.kvs"))
-}
-
-/// Generations of the files named `<prefix><g>.kvs` in `dir`, ascending.
-pub(super) fn generations(dir: &Path, prefix: &str) -> Result<Vec<u64>, PersistError> {
-    let entries = std::fs::read_dir(dir)
-        .map_err(|e| PersistError::Io(format!("cannot read {}", dir.display()), e))?;
-    let mut gens: Vec<u64> = entries
-        .flatten()
-        .filter_map(|e| {
-            let name = e.file_name();
-            let name = name.to_str()?;
-            name.strip_prefix(prefix)?
-                .strip_suffix(".kvs")?
-                .parse()
-                .ok()
-        })
-        .collect();
-    gens.sort_unstable();
-    Ok(gens)
-}
-
 /// Applies one record to the store.
 fn apply(store: &Store, record: Record) {
     match record {
@@ -63,86 +49,335 @@ fn apply(store: &Store, record: Record) {
         Record::Clear => {
             store.clear();
         }
-        Record::End(_) => {}
+        Record::End(_) | Record::Seal(_) => {}
     }
 }
 
+/// What replaying one file found.
+#[derive(Default)]
 struct Replayed {
     records: u64,
-    /// The count of the snapshot's end record, if the last record read was one.
+    /// The snapshot's end record, if it was the last record read.
     end: Option<u64>,
+    /// The segment's seal, if it was the last record read.
+    seal: Option<u64>,
     /// Where the readable part ends.
     good_len: u64,
     damage: Option<(u64, FormatError)>,
 }
 
-/// Replays the records of `bytes` (a whole file) after its header.
-fn replay(store: &Store, bytes: &[u8], magic: &[u8; 8]) -> Replayed {
-    if let Err(e) = format::check_header(bytes, magic) {
-        return Replayed {
-            records: 0,
-            end: None,
-            good_len: 0,
-            damage: Some((0, e)),
-        };
-    }
-    let mut at = format::HEADER_LEN;
-    let mut records = 0;
-    let mut end = None;
+/// Replays the records of `bytes` (a whole file) after its header of
+/// `header_len` bytes. A record after an end or a seal is damage: kvs
+/// writes nothing after either.
+fn replay(store: &Store, bytes: &[u8], version: Version) -> Replayed {
+    let mut r = Replayed::default();
+    let mut at = version.header_len();
     while at < bytes.len() {
-        match format::read_record(&bytes[at..]) {
+        if r.end.is_some() || r.seal.is_some() {
+            r.damage = Some((
+                at as u64,
+                FormatError::BadPayload("a record after the last"),
+            ));
+            break;
+        }
+        match format::read_record(&bytes[at..], version) {
             Ok((record, n)) => {
-                end = match record {
-                    Record::End(n) => Some(n),
-                    _ => None,
-                };
+                match record {
+                    Record::End(n) => r.end = Some(n),
+                    Record::Seal(g) => r.seal = Some(g),
+                    _ => {}
+                }
                 apply(store, record);
-                records += 1;
+                r.records += 1;
                 at += n;
             }
             Err(e) => {
-                return Replayed {
-                    records,
-                    end,
-                    good_len: at as u64,
-                    damage: Some((at as u64, e)),
-                }
+                r.damage = Some((at as u64, e));
+                break;
             }
         }
     }
-    Replayed {
-        records,
-        end,
-        good_len: at as u64,
-        damage: None,
-    }
+    r.good_len = at as u64;
+    r
 }
 
-/// Whether damage at `offset` of a file of `len` bytes can be a torn last
-/// append: the record claims to run to the end of the file or past it.
-fn torn_tail(bytes: &[u8], offset: u64, e: &FormatError) -> bool {
-    match e {
-        FormatError::Truncated => true,
-        FormatError::BadChecksum => {
-            let at = offset as usize;
-            let len = bytes
-                .get(at..at + 4)
-                .map(|b| u32::from_le_bytes([b[0], b[1], b[2], b[3]]) as usize)
-                .unwrap_or(0);
-            at + format::FRAME_LEN + len >= bytes.len()
+/// The offset of the first valid record after `from`, if any.
+fn next_valid(bytes: &[u8], from: usize, version: Version) -> Option<usize> {
+    (from + 1..bytes.len().saturating_sub(version.frame_len() - 1))
+        .find(|&at| format::read_record(&bytes[at..], version).is_ok())
+}
+
+/// Records (and the keys they name) from the first valid one after
+/// `from`: what cutting at `from` drops, at least.
+fn count_after(bytes: &[u8], from: usize, version: Version) -> (u64, usize) {
+    let (mut records, mut keys) = (0, 0);
+    let mut at = from;
+    while let Some(next) = next_valid(bytes, at, version) {
+        at = next;
+        while let Ok((r, n)) = format::read_record(&bytes[at..], version) {
+            records += 1;
+            keys += r.keys();
+            at += n;
+        }
+    }
+    (records, keys)
+}
+
+/// Whether damage at `at` can be what a crash mid-append leaves at the end
+/// of the last segment (see the module's doc).
+fn torn_tail(bytes: &[u8], at: usize, version: Version) -> bool {
+    let rest = &bytes[at..];
+    if rest.iter().all(|&b| b == 0) {
+        return true;
+    }
+    if next_valid(bytes, at, version).is_some() {
+        return false;
+    }
+    match format::read_frame(rest, version) {
+        Err(FormatError::Truncated) => true,
+        Ok(total) if total > rest.len() => true,
+        // A whole record that does not check out: torn only if what ends
+        // it is zeros from a sector's start on (the sectors never written).
+        Ok(total) if total == rest.len() => {
+            let sector = (at + version.frame_len()).div_ceil(512) * 512;
+            sector < bytes.len() && bytes[sector..].iter().all(|&b| b == 0)
         }
         _ => false,
     }
 }
 
-fn read(path: &Path) -> Result<Vec<u8>, PersistError> {
-    std::fs::read(path).map_err(|e| PersistError::Io(format!("cannot read {}", path.display()), e))
+/// Reads a data file, refusing anything but a regular file (so a FIFO
+/// cannot hang start-up, nor a link to `/dev/zero` fill memory), and makes
+/// it private if an older kvs left it readable by others.
+fn read_data_file(path: &Path) -> Result<Vec<u8>, PersistError> {
+    use std::os::unix::fs::PermissionsExt;
+    let cannot = |e| PersistError::Io(format!("cannot read {}", path.display()), e);
+    let bytes = crate::safe_file::read_regular(path).map_err(cannot)?;
+    if let Ok(m) = std::fs::symlink_metadata(path) {
+        if m.permissions().mode() & 0o077 != 0 {
+            let _ = std::fs::set_permissions(path, std::fs::Permissions::from_mode(0o600));
+            crate::log_info!("{}: made private (mode 0600)", path.display());
+        }
+    }
+    Ok(bytes)
+}
+
+/// Why loading stopped short: where, and what it means for `--repair`.
+struct Problem {
+    error: PersistError,
+    /// The damaged file (set aside by a repair), if a file is damaged.
+    file: Option<PathBuf>,
+    /// Segments after the problem (set aside by a repair).
+    later: Vec<u64>,
+}
+
+fn damaged(file: &Path, offset: u64, reason: FormatError) -> PersistError {
+    PersistError::Damaged {
+        file: file.to_path_buf(),
+        offset,
+        reason,
+    }
+}
+
+/// The loading of one chain, file by file.
+struct Loader<'a> {
+    store: &'a Store,
+    dir: &'a Path,
+    dir_id: Option<u64>,
+    records: u64,
+    snapshot_len: u64,
+    snapshot_keys: usize,
+    /// Damage `--repair` skipped in the snapshot: (bytes, first offset).
+    snapshot_skipped: Option<(u64, u64)>,
+    /// The last segment loaded: generation, version, length.
+    last: Option<(u64, Version, u64)>,
+    /// A version 2 segment that ended without a seal and is not the last:
+    /// the one after it must hold no record (a crash between creating it
+    /// and sealing this one).
+    unsealed: Option<u64>,
+    repair: bool,
+}
+
+impl Loader<'_> {
+    /// Checks a header against the chain: its kind, its generation and
+    /// its dir.
+    fn header(
+        &mut self,
+        path: &Path,
+        bytes: &[u8],
+        magic: &[u8; 8],
+        generation: u64,
+    ) -> Result<Header, PersistError> {
+        let h = format::read_header(bytes, magic).map_err(|e| damaged(path, 0, e))?;
+        if let Some(g) = h.generation.filter(|&g| g != generation) {
+            return Err(PersistError::Foreign(format!(
+                "{} says it is generation {g}: it was renamed or copied in",
+                path.display()
+            )));
+        }
+        if let Some(id) = h.dir_id {
+            match self.dir_id {
+                Some(mine) if mine != id => {
+                    return Err(PersistError::Foreign(format!(
+                        "{} belongs to another data dir (id {id:016x}, this one is {mine:016x})",
+                        path.display()
+                    )))
+                }
+                _ => self.dir_id = Some(id),
+            }
+        }
+        Ok(h)
+    }
+
+    fn snapshot(&mut self, g: u64) -> Result<(), Problem> {
+        let path = snapshot_path(self.dir, g);
+        let at_file = |error| Problem {
+            error,
+            file: Some(path.clone()),
+            later: Vec::new(),
+        };
+        let bytes = read_data_file(&path).map_err(at_file)?;
+        self.snapshot_len = bytes.len() as u64;
+        let h = self
+            .header(&path, &bytes, format::SNAPSHOT_MAGIC, g)
+            .map_err(at_file)?;
+        let mut r = replay(self.store, &bytes, h.version);
+        // A snapshot appears whole, by rename, and ends with its count:
+        // anything else is damage, never a torn append.
+        if r.damage.is_none() && r.end != Some(self.store.len() as u64) {
+            r.damage = Some((r.good_len, FormatError::Truncated));
+        }
+        if let Some((offset, reason)) = r.damage {
+            if !self.repair {
+                return Err(at_file(damaged(&path, offset, reason)));
+            }
+            // Pairs of a snapshot are independent: the records after the
+            // damaged one still hold true.
+            let mut at = offset as usize;
+            let mut skipped = 0;
+            loop {
+                let Some(next) = next_valid(&bytes, at, h.version) else {
+                    skipped += bytes.len().saturating_sub(at) as u64;
+                    break;
+                };
+                skipped += (next - at) as u64;
+                let rest = replay_from(self.store, &bytes, next, h.version);
+                match rest.damage {
+                    Some((o, _)) => at = o as usize,
+                    None => break,
+                }
+            }
+            self.snapshot_skipped = Some((skipped, offset));
+            crate::log_warn!(
+                "--repair: {} is damaged at byte {offset} ({reason}); dropped {skipped} bytes of it (the pairs of the damaged records), kept the rest",
+                path.display()
+            );
+        }
+        self.snapshot_keys = self.store.len();
+        Ok(())
+    }
+
+    fn segment(&mut self, g: u64, is_last: bool, later: &[u64]) -> Result<(), Problem> {
+        let path = segment_path(self.dir, g);
+        let at_file = |error| Problem {
+            error,
+            file: Some(path.clone()),
+            later: later.to_vec(),
+        };
+        let bytes = read_data_file(&path).map_err(at_file)?;
+        let h = self
+            .header(&path, &bytes, format::LOG_MAGIC, g)
+            .map_err(at_file)?;
+        let r = replay(self.store, &bytes, h.version);
+        self.records += r.records;
+        if let Some(prev) = self.unsealed.take() {
+            if r.records > 0 {
+                return Err(Problem {
+                    error: PersistError::Foreign(format!(
+                        "log-{prev}.kvs does not end with the seal kvs writes before it goes on to {}, which holds records",
+                        path.display()
+                    )),
+                    file: Some(segment_path(self.dir, prev)),
+                    later: std::iter::once(g).chain(later.iter().copied()).collect(),
+                });
+            }
+        }
+        let mut len = bytes.len() as u64;
+        if let Some((offset, reason)) = r.damage {
+            let at = offset as usize;
+            let torn = is_last && at >= h.version.header_len() && torn_tail(&bytes, at, h.version);
+            if !torn {
+                return Err(at_file(damaged(&path, offset, reason)));
+            }
+            truncate(&path, r.good_len).map_err(at_file)?;
+            crate::log_warn!(
+                "{}: cut off a torn last record ({} bytes; a crash during an append)",
+                path.display(),
+                len - r.good_len
+            );
+            len = r.good_len;
+        }
+        match r.seal {
+            Some(next) if next != g + 1 || is_last => {
+                return Err(at_file(PersistError::Foreign(format!(
+                    "log-{}.kvs is missing: {} ends by naming it as the next segment",
+                    next,
+                    path.display()
+                ))))
+            }
+            None if !is_last && h.version == Version::V2 => self.unsealed = Some(g),
+            _ => {}
+        }
+        self.last = Some((g, h.version, len));
+        Ok(())
+    }
+
+    /// Loads `chain`, stopping at the first problem.
+    fn load(&mut self, chain: &Chain) -> Result<(), Problem> {
+        if let Some(g) = chain.snapshot {
+            self.snapshot(g).map_err(|mut p| {
+                p.later = chain.segments.clone();
+                p
+            })?;
+        }
+        for (i, &g) in chain.segments.iter().enumerate() {
+            let is_last = i + 1 == chain.segments.len() && chain.break_at.is_none();
+            self.segment(g, is_last, &chain.segments[i + 1..])?;
+        }
+        if let Some(b) = &chain.break_at {
+            return Err(Problem {
+                error: PersistError::Broken(format!("{}: {}", self.dir.display(), b.why)),
+                file: None,
+                later: b.orphans.clone(),
+            });
+        }
+        Ok(())
+    }
+}
+
+/// [`replay`] from `at` on (after damage a repair skipped).
+fn replay_from(store: &Store, bytes: &[u8], at: usize, version: Version) -> Replayed {
+    let mut r = Replayed::default();
+    let mut at = at;
+    while at < bytes.len() {
+        match format::read_record(&bytes[at..], version) {
+            Ok((record, n)) => {
+                apply(store, record);
+                r.records += 1;
+                at += n;
+            }
+            Err(e) => {
+                r.damage = Some((at as u64, e));
+                break;
+            }
+        }
+    }
+    r.good_len = at as u64;
+    r
 }
 
 fn truncate(path: &Path, len: u64) -> Result<(), PersistError> {
-    OpenOptions::new()
-        .write(true)
-        .open(path)
+    crate::safe_file::open_regular(OpenOptions::new().write(true), path)
         .and_then(|f| {
             f.set_len(len)?;
             f.sync_all()
@@ -150,169 +385,224 @@ fn truncate(path: &Path, len: u64) -> Result<(), PersistError> {
         .map_err(|e| PersistError::Io(format!("cannot cut {}", path.display()), e))
 }
 
-/// Opens the data dir: locks it, loads it into `store` (which must be
-/// empty and have no journal yet), and returns the log to append to.
+/// Every generation of a data file in `dir`.
+fn highest_generation(dir: &Path) -> Result<Option<u64>, PersistError> {
+    let s = chain::generations(dir, "snapshot-")?;
+    let l = chain::generations(dir, "log-")?;
+    Ok(s.into_iter().chain(l).max())
+}
+
+/// Writes the store as snapshot `g` (temporary name, sync, rename, dir
+/// sync), in this thread: start-up has nothing else to do meanwhile.
+fn write_snapshot(dir: &Path, store: &Store, dir_id: u64, g: u64) -> Result<u64, PersistError> {
+    use std::io::Write;
+    use std::os::unix::fs::OpenOptionsExt;
+    let path = snapshot_path(dir, g);
+    let cannot = |e| PersistError::Io(format!("cannot write {}", path.display()), e);
+    let (snapshot, ()) = store.snapshot_with(|| ());
+    let mut bytes = format::header(format::SNAPSHOT_MAGIC, dir_id, g).to_vec();
+    format::push_snapshot(&mut bytes, snapshot.pairs());
+    let tmp = dir.join(format!("snapshot-{g}.kvs.tmp"));
+    let _ = std::fs::remove_file(&tmp);
+    let mut f = OpenOptions::new()
+        .write(true)
+        .create_new(true)
+        .mode(0o600)
+        .custom_flags(nix::fcntl::OFlag::O_NOFOLLOW.bits())
+        .open(&tmp)
+        .map_err(cannot)?;
+    f.write_all(&bytes)
+        .and_then(|()| f.sync_all())
+        .and_then(|()| std::fs::rename(&tmp, &path))
+        .and_then(|()| chain::sync_dir(dir))
+        .map_err(cannot)?;
+    Ok(bytes.len() as u64)
+}
+
+/// Sets aside what a repair drops, saying what each file held.
+fn set_aside_all(files: &[PathBuf]) {
+    for path in files {
+        let held = std::fs::read(path).ok().map(|bytes| {
+            let magic = if path.to_string_lossy().contains("snapshot-") {
+                format::SNAPSHOT_MAGIC
+            } else {
+                format::LOG_MAGIC
+            };
+            let version = format::read_header(&bytes, magic)
+                .map(|h| h.version)
+                .unwrap_or(Version::V2);
+            let (records, keys) = count_after(&bytes, 0, version);
+            format!(
+                "{} bytes, {records} readable records naming {keys} keys",
+                bytes.len()
+            )
+        });
+        match chain::set_aside(path) {
+            Ok(aside) => crate::log_warn!(
+                "--repair: set {} aside as {} ({})",
+                path.display(),
+                aside.display(),
+                held.unwrap_or_else(|| "unreadable".into())
+            ),
+            Err(e) => crate::log_warn!("--repair: cannot set {} aside: {e}", path.display()),
+        }
+    }
+}
+
+/// Opens the data dir: guards it, locks it, loads it into `store` (which
+/// must be empty and have no journal yet), and returns the log to append
+/// to.
 pub fn open(opts: &DataDirOptions, store: &Store) -> Result<Opened, PersistError> {
     let dir = &opts.dir;
-    match std::fs::metadata(dir) {
-        Ok(m) if !m.is_dir() => return Err(PersistError::NotADirectory(dir.clone())),
-        Ok(_) => {}
-        Err(_) => std::fs::create_dir_all(dir)
-            .map_err(|e| PersistError::Io(format!("cannot create {}", dir.display()), e))?,
-    }
+    crate::safe_file::private_dir(dir).map_err(PersistError::Unsafe)?;
     let lock = lock_dir(dir)?;
     let started = Instant::now();
-    let mut records = 0u64;
+    let chain = chain::chain(dir)?;
+    let mut loader = Loader {
+        store,
+        dir,
+        dir_id: None,
+        records: 0,
+        snapshot_len: 0,
+        snapshot_keys: 0,
+        snapshot_skipped: None,
+        last: None,
+        unsealed: None,
+        repair: opts.repair,
+    };
+    let loaded = loader.load(&chain);
+    let dir_id = loader.dir_id.unwrap_or_else(chain::new_dir_id);
+    let cannot_create = |g: u64, e| {
+        PersistError::Io(
+            format!("cannot create {}", segment_path(dir, g).display()),
+            e,
+        )
+    };
 
-    // The newest snapshot; older ones (and their segments) are leftovers of
-    // a clean-up a crash interrupted.
-    let snapshots = generations(dir, "snapshot-")?;
-    let base = snapshots.last().copied().unwrap_or(0);
-    let mut snapshot_len = 0;
-    let mut snapshot_keys = 0;
-    if let Some(&g) = snapshots.last() {
-        let path = snapshot_path(dir, g);
-        let bytes = read(&path)?;
-        snapshot_len = bytes.len() as u64;
-        let r = replay(store, &bytes, format::SNAPSHOT_MAGIC);
-        // Written whole by rename, a snapshot ends with its count: anything
-        // else is damage, not a torn append.
-        let complete = r.end.is_some_and(|n| n as usize == store.len());
-        let damage = r
-            .damage
-            .or((!complete).then_some((r.good_len, FormatError::Truncated)));
-        if let Some((offset, reason)) = damage {
-            if !opts.repair {
-                return Err(PersistError::Damaged {
-                    file: path,
-                    offset,
-                    reason,
-                });
+    let mut snapshot_len = loader.snapshot_len;
+    let (generation, file, len, base) = match (loaded, loader.last) {
+        // A whole version 2 chain: go on appending to its last segment.
+        (Ok(()), Some((g, Version::V2, len))) if loader.snapshot_skipped.is_none() => {
+            let path = segment_path(dir, g);
+            let file =
+                crate::safe_file::open_regular(OpenOptions::new().read(true).append(true), &path)
+                    .map_err(|e| PersistError::Io(format!("cannot open {}", path.display()), e))?;
+            (g, file, len, chain.snapshot.unwrap_or(0))
+        }
+        // A new dir, or one of version 1 (never appended to, so it stays
+        // readable by the kvs that wrote it): a new segment.
+        (Ok(()), last) if loader.snapshot_skipped.is_none() => {
+            let g = last.map_or(0, |(g, _, _)| g + 1);
+            let file = chain::create_segment(dir, dir_id, g).map_err(|e| cannot_create(g, e))?;
+            if last.is_some() {
+                crate::log_info!(
+                    "data dir {}: version 1 files; new changes go to log-{g}.kvs, version {}",
+                    dir.display(),
+                    format::VERSION
+                );
             }
+            (
+                g,
+                file,
+                format::HEADER_LEN as u64,
+                chain.snapshot.unwrap_or(0),
+            )
+        }
+        (Err(p), _) if !opts.repair => return Err(p.error),
+        // A repair: what loaded becomes a new snapshot and segment, after
+        // every file, and what was dropped is set aside.
+        (loaded, _) => {
+            let problem = loaded.err();
+            if let Some(p) = &problem {
+                crate::log_warn!("--repair: {}", p.error);
+            }
+            let g = highest_generation(dir)?.map_or(1, |g| g + 1);
+            snapshot_len = write_snapshot(dir, store, dir_id, g)?;
+            let file = chain::create_segment(dir, dir_id, g).map_err(|e| cannot_create(g, e))?;
+            let mut dropped: Vec<PathBuf> = Vec::new();
+            if let (Some(g), Some(_)) = (chain.snapshot, loader.snapshot_skipped) {
+                dropped.push(snapshot_path(dir, g));
+            }
+            if let Some(p) = &problem {
+                dropped.extend(p.file.iter().cloned());
+                dropped.extend(p.later.iter().map(|&g| segment_path(dir, g)));
+            }
+            dropped.dedup();
+            set_aside_all(&dropped);
             crate::log_warn!(
-                "--repair: {} is damaged at byte {offset} ({reason}); kept the {} keys before it, dropped the rest of the file",
-                path.display(),
+                "--repair: wrote snapshot-{g}.kvs ({} keys, everything kept); the files it replaces are removed",
                 store.len()
             );
+            (g, file, format::HEADER_LEN as u64, g)
         }
-        snapshot_keys = store.len();
-    }
+    };
 
-    let mut segments: Vec<u64> = generations(dir, "log-")?
-        .into_iter()
-        .filter(|&g| g >= base)
-        .collect();
-    if segments.is_empty() {
-        segments.push(base);
-        create_file(&segment_path(dir, base), &format::header(format::LOG_MAGIC)).map_err(|e| {
-            PersistError::Io(
-                format!("cannot create {}", segment_path(dir, base).display()),
-                e,
-            )
-        })?;
-        sync_dir(dir).map_err(|e| PersistError::Io(format!("cannot sync {}", dir.display()), e))?;
-    }
-    let mut last = *segments.last().unwrap_or(&base);
-    for (i, &g) in segments.iter().enumerate() {
-        let path = segment_path(dir, g);
-        let bytes = read(&path)?;
-        let r = replay(store, &bytes, format::LOG_MAGIC);
-        records += r.records;
-        let Some((offset, reason)) = r.damage else {
-            continue;
-        };
-        let is_last = i + 1 == segments.len();
-        // A crash between creating a segment and writing its header leaves
-        // a prefix of the header: the same as a torn append.
-        let torn_header = offset == 0 && format::header(format::LOG_MAGIC).starts_with(&bytes);
-        if is_last && torn_header {
-            std::fs::write(&path, format::header(format::LOG_MAGIC))
-                .map_err(|e| PersistError::Io(format!("cannot rewrite {}", path.display()), e))?;
-            crate::log_warn!(
-                "{}: {} bytes of a header cut short by a crash; header written again",
-                path.display(),
-                bytes.len()
-            );
-            continue;
-        }
-        if is_last && offset > 0 && torn_tail(&bytes, offset, &reason) {
-            let dropped = bytes.len() as u64 - r.good_len;
-            truncate(&path, r.good_len)?;
-            crate::log_warn!(
-                "{}: cut off a torn last record ({dropped} bytes; a crash during an append)",
-                path.display()
-            );
-            continue;
-        }
-        if !opts.repair {
-            return Err(PersistError::Damaged {
-                file: path,
-                offset,
-                reason,
-            });
-        }
-        // Cut here; what follows in later segments came after the damage
-        // and cannot be applied in order: set it aside, not deleted.
-        let keep = if offset == 0 { 0 } else { r.good_len };
-        if keep == 0 {
-            std::fs::write(&path, format::header(format::LOG_MAGIC))
-                .map_err(|e| PersistError::Io(format!("cannot rewrite {}", path.display()), e))?;
-        } else {
-            truncate(&path, keep)?;
-        }
-        crate::log_warn!(
-            "--repair: {} is damaged at byte {offset} ({reason}); dropped its {} bytes from there",
-            path.display(),
-            bytes.len() as u64 - keep
-        );
-        for &later in &segments[i + 1..] {
-            let from = segment_path(dir, later);
-            let aside = dir.join(format!("log-{later}.kvs.dropped"));
-            let _ = std::fs::rename(&from, &aside);
-            crate::log_warn!(
-                "--repair: set {} aside as {} (it follows the damage)",
-                from.display(),
-                aside.display()
-            );
-        }
-        last = g;
-        break;
-    }
-
-    let path = segment_path(dir, last);
-    let file = OpenOptions::new()
-        .read(true)
-        .append(true)
-        .open(&path)
-        .map_err(|e| PersistError::Io(format!("cannot open {}", path.display()), e))?;
-    let len = file
-        .metadata()
-        .map_err(|e| PersistError::Io(format!("cannot stat {}", path.display()), e))?
-        .len();
-    let from = match snapshots.last() {
-        Some(g) => format!("snapshot {g} ({snapshot_keys} keys)"),
+    let from = match chain.snapshot {
+        Some(g) => format!("snapshot {g} ({} keys)", loader.snapshot_keys),
         None => "no snapshot".into(),
     };
     let elapsed = started.elapsed().as_secs_f64();
     crate::log_info!(
-        "data dir {}: loaded {} keys from {from} and {records} log records in {elapsed:.3} s ({:.0} records/s)",
+        "data dir {}: loaded {} keys from {from} and {} log records in {elapsed:.3} s ({:.0} records/s)",
         dir.display(),
         store.len(),
-        records as f64 / elapsed.max(1e-9),
+        loader.records,
+        loader.records as f64 / elapsed.max(1e-9),
     );
     let log = Log::new(
         dir,
         opts.fsync,
+        dir_id,
         Segment {
             file: Arc::new(file),
-            generation: last,
+            generation,
             len,
         },
     );
-    super::compact::remove_replaced(dir, base, last);
+    chain::remove_replaced(dir, base, generation);
     Ok(Opened {
         log,
         lock,
         snapshot_len,
     })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn log_of(records: &[&[(&str, &str)]]) -> Vec<u8> {
+        let mut out = format::header(format::LOG_MAGIC, 1, 0).to_vec();
+        for r in records {
+            format::push_set(&mut out, r.iter().copied());
+        }
+        out
+    }
+
+    #[test]
+    fn a_torn_tail_is_told_apart_from_damage() {
+        let bytes = log_of(&[&[("a", "1")], &[("b", "2")], &[("c", "3")]]);
+        let third = bytes.len() - (format::FRAME_LEN + 1 + 4 + 2 + 2);
+        let second = third - (format::FRAME_LEN + 1 + 4 + 2 + 2);
+        // Cut anywhere in the last record: torn.
+        for cut in third + 1..bytes.len() {
+            assert!(torn_tail(&bytes[..cut], third, Version::V2), "cut {cut}");
+        }
+        // A flipped bit in the last record: damage, not a crash.
+        for i in third..bytes.len() {
+            let mut bad = bytes.clone();
+            bad[i] ^= 4;
+            assert!(!torn_tail(&bad, third, Version::V2), "flip at {i}");
+        }
+        // Zeros where the last record should be: torn.
+        let mut zeroed = bytes.clone();
+        zeroed[third..].fill(0);
+        assert!(torn_tail(&zeroed, third, Version::V2));
+        // A damaged record with a good one after it is never the tail.
+        let mut bad = bytes.clone();
+        bad[second] ^= 0x80;
+        assert!(!torn_tail(&bad, second, Version::V2));
+        assert_eq!(next_valid(&bad, second, Version::V2), Some(third));
+        assert_eq!(count_after(&bad, second, Version::V2), (1, 1));
+    }
 }

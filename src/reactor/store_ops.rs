@@ -215,7 +215,7 @@ impl Context<'_> {
     fn batch(&self, items: Vec<BatchItem>) -> OpResult {
         let refusing = self.log.is_some_and(Log::failing);
         let mut mutated = Vec::new();
-        let mut replies: Vec<Reply> = items
+        let replies: Vec<Reply> = items
             .into_iter()
             .enumerate()
             .map(|(i, item)| match item {
@@ -237,12 +237,14 @@ impl Context<'_> {
                     sync = Some(upto);
                 }
                 Ok(_) => {}
-                Err(e) => {
-                    // Applied in memory, kept for the next write, but not
-                    // on disk: not answered as done.
-                    for i in mutated {
-                        replies[i] = misconf(&e.to_string());
-                    }
+                Err(failed) => {
+                    // Applied in memory (other clients may have seen it)
+                    // and kept for the next write: refusing it now would
+                    // make a refused change visible and, once written,
+                    // durable. It is answered once the log has it; new
+                    // changes are refused before they apply meanwhile.
+                    log.hold_until(failed.upto);
+                    sync = Some(failed.upto);
                 }
             }
         }
