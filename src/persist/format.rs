@@ -378,6 +378,11 @@ impl<'a> Reader<'a> {
             let b = self.take(1)?[0];
             n |= u64::from(b & 0x7f) << shift;
             if b & 0x80 == 0 {
+                // One way to write each length: a last byte of zero after
+                // others is a longer spelling kvs never writes.
+                if b == 0 && shift > 0 {
+                    return Err(FormatError::BadPayload("a length written too long"));
+                }
                 return usize::try_from(n)
                     .map_err(|_| FormatError::BadPayload("a length too long"));
             }
