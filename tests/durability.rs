@@ -502,58 +502,250 @@ impl Drop for Tmpfs {
     }
 }
 
-#[test]
-fn a_full_disk_refuses_changes_serves_reads_and_recovers() {
-    let Some(fs) = Tmpfs::mount("512k") else {
-        eprintln!("SKIPPED (a_full_disk_refuses_changes_serves_reads_and_recovers): cannot mount a tmpfs here");
+/// Fills a small tmpfs under `--fsync <policy>` with pipelines of SETs and
+/// MSETs, each on a connection of its own, while a subscriber hears every
+/// change; then frees space. A change answered `-MISCONF` (or FIFO `'1'`)
+/// must never be visible, notified or there after a restart; a change the
+/// log could not take after it was applied is answered only once the log
+/// has it; every change answered `+OK` is there after a restart.
+fn full_disk(policy: &str) {
+    use std::collections::HashSet;
+    let Some(fs) = Tmpfs::mount("1m") else {
+        eprintln!("SKIPPED (a_full_disk_never_lets_a_refused_change_happen, --fsync {policy}): cannot mount a tmpfs here");
         return;
     };
     let data = fs.0.path().join("data");
     let filler = fs.0.path().join("filler");
-    std::fs::write(&filler, vec![0u8; 256 * 1024]).unwrap();
-    let kvs = start(&data, &[], &[]);
-    let mut raw = kvs.raw();
-    assert_eq!(raw.ask(&["SET", "before", "1"]), "+OK\r\n");
-    let mut refused = None;
-    for i in 0..100_000 {
-        let r = raw.ask(&[
-            "SET",
-            &format!("fill{i}"),
-            "0123456789012345678901234567890123456789",
-        ]);
-        if r.starts_with("-MISCONF") {
-            refused = Some(i);
+    std::fs::write(&filler, vec![0u8; 640 * 1024]).unwrap();
+    let kvs = start(&data, &[], &["--fsync", policy]);
+    let mut sub = kvs.raw();
+    sub.cmd(&["PSUBSCRIBE", "__keyspace@0__:*"]);
+    sub.reply();
+    let value = "0123456789012345678901234567890123456789";
+    let (mut ok, mut refused) = (HashSet::new(), HashSet::new());
+    // Connections whose answers the log holds, with the keys of each
+    // command not answered yet.
+    let mut held: Vec<(Raw, Vec<Vec<String>>)> = Vec::new();
+    let mut first_refusal = None;
+    for round in 0..5000 {
+        if first_refusal.is_some_and(|r| round > r + 3) {
             break;
         }
-        assert_eq!(r, "+OK\r\n");
+        let mut c = kvs.raw();
+        let mut commands: Vec<Vec<String>> =
+            (0..40).map(|i| vec![format!("r{round}k{i}")]).collect();
+        commands.push(vec![format!("r{round}m1"), format!("r{round}m2")]);
+        let mut bytes = Vec::new();
+        for keys in &commands {
+            let mut args: Vec<&[u8]> = vec![if keys.len() == 1 { b"SET" } else { b"MSET" }];
+            for k in keys {
+                args.push(k.as_bytes());
+                args.push(value.as_bytes());
+            }
+            bytes.extend(kvs::protocol::resp::encode_request(&args));
+        }
+        c.send(&bytes);
+        let mut rest = commands.into_iter();
+        for keys in rest.by_ref() {
+            match c.reply_within(Duration::from_secs(2)) {
+                Some(r) if r == b"+OK\r\n" => ok.extend(keys),
+                Some(r) if r.starts_with(b"-MISCONF") => {
+                    first_refusal.get_or_insert(round);
+                    refused.extend(keys);
+                }
+                Some(r) => panic!("round {round}: {}", String::from_utf8_lossy(&r)),
+                None => {
+                    held.push((c, std::iter::once(keys).chain(rest).collect()));
+                    break;
+                }
+            }
+        }
     }
-    let refused = refused.expect("the disk never filled");
+    assert!(!refused.is_empty(), "the disk never filled");
     kvs.server.wait_log("cannot write the log");
-    // Reads go on; changes from both protocols are refused.
-    assert_eq!(raw.ask(&["GET", "before"]), "$1\r\n1\r\n");
-    assert!(raw.ask(&["SET", "x", "1"]).starts_with("-MISCONF"));
     let mut fifo = session("full", &kvs.server.fifo);
-    assert_eq!(fifo.ask(write("x", "1")), b'1');
-    // Space again: changes are accepted once the log is written.
+    assert_eq!(fifo.ask(write("fifo-refused", "1")), b'1');
+    refused.insert("fifo-refused".to_string());
+    // Refused changes are not visible, and were never notified.
+    let mut reader = kvs.raw();
+    for k in &refused {
+        assert_eq!(reader.ask(&["GET", k]), "$-1\r\n", "{k} was refused");
+    }
+    let mut notified = HashSet::new();
+    while let Some(m) = sub.reply_within(Duration::from_millis(500)) {
+        let text = String::from_utf8_lossy(&m).into_owned();
+        if let Some(key) = text
+            .split("\r\n")
+            .nth(6)
+            .and_then(|c| c.strip_prefix("__keyspace@0__:"))
+        {
+            notified.insert(key.to_string());
+        }
+    }
+    assert!(!notified.is_empty(), "the subscriber heard nothing");
+    let both: Vec<_> = notified.intersection(&refused).collect();
+    assert!(both.is_empty(), "refused yet notified: {both:?}");
+
+    // Space again: held answers come, and say done.
     std::fs::remove_file(&filler).unwrap();
+    for (mut c, commands) in held {
+        for keys in commands {
+            let r = c
+                .reply_within(Duration::from_secs(10))
+                .expect("a held answer");
+            assert_eq!(r, b"+OK\r\n", "{keys:?}");
+            ok.extend(keys);
+        }
+    }
     let start_wait = Instant::now();
-    while !raw.ask(&["SET", "after", "1"]).starts_with("+OK") {
+    while !reader.ask(&["SET", "after", "1"]).starts_with("+OK") {
         assert!(
             start_wait.elapsed() < Duration::from_secs(10),
             "never recovered"
         );
         std::thread::sleep(Duration::from_millis(50));
     }
-    assert_eq!(fifo.ask(write("y", "2")), b'0');
+    assert_eq!(fifo.ask(write("fifo-after", "2")), b'0');
+    ok.extend(["after".to_string(), "fifo-after".to_string()]);
     drop(fifo);
     let mut kvs = kvs;
     assert!(kvs.server.stop().success());
     drop(kvs);
     let kvs = start(&data, &[], &[]);
     let mut raw = kvs.raw();
-    assert_eq!(raw.ask(&["GET", "after"]), "$1\r\n1\r\n");
-    assert_eq!(
-        raw.ask(&["GET", &format!("fill{}", refused - 1)]),
-        "$40\r\n0123456789012345678901234567890123456789\r\n"
+    for k in &ok {
+        assert_ne!(raw.ask(&["GET", k]), "$-1\r\n", "{k} was answered OK");
+    }
+    for k in &refused {
+        assert_eq!(raw.ask(&["GET", k]), "$-1\r\n", "{k} was refused");
+    }
+    eprintln!(
+        "full disk, --fsync {policy}: {} changes kept, {} refused",
+        ok.len(),
+        refused.len()
     );
+}
+
+#[test]
+fn a_full_disk_never_lets_a_refused_change_happen() {
+    full_disk("always");
+    full_disk("everysec");
+}
+
+// ----- guards: the lock, modes, links ---------------------------------------
+
+#[test]
+fn a_removed_lock_file_lets_no_second_server_in() {
+    let data = tempfile::tempdir().unwrap();
+    let kvs = start(data.path(), &[], &[]);
+    std::fs::remove_file(data.path().join("LOCK")).unwrap();
+    let out = show(data.path(), &[]);
+    assert_eq!(out.status.code(), Some(1), "{}", out.stderr);
+    assert!(
+        out.stderr.contains("in use by another kvs"),
+        "{}",
+        out.stderr
+    );
+    drop(kvs);
+}
+
+fn mode(p: &Path) -> u32 {
+    use std::os::unix::fs::PermissionsExt;
+    std::fs::symlink_metadata(p).unwrap().permissions().mode() & 0o777
+}
+
+#[test]
+fn the_data_dir_and_every_file_in_it_are_private() {
+    let parent = tempfile::tempdir().unwrap();
+    let data = parent.path().join("new/data");
+    let kvs = start(&data, &[], &["--compact-at", "4096"]);
+    let mut raw = kvs.raw();
+    for i in 0..400 {
+        assert_eq!(raw.ask(&["SET", &format!("key{i}"), "secret"]), "+OK\r\n");
+    }
+    kvs.server.wait_log("compacted the log");
+    assert_eq!(mode(&data), 0o700);
+    let names: Vec<String> = std::fs::read_dir(&data)
+        .unwrap()
+        .flatten()
+        .map(|e| e.file_name().to_string_lossy().into_owned())
+        .collect();
+    assert!(
+        names.iter().any(|n| n.starts_with("snapshot-")),
+        "{names:?}"
+    );
+    for n in &names {
+        assert_eq!(mode(&data.join(n)), 0o600, "{n}");
+    }
+    drop(raw);
+    drop(kvs);
+
+    // A dir others can write to is refused, and so is a dir of another
+    // user (where this user may give one away: root).
+    use std::os::unix::fs::PermissionsExt;
+    std::fs::set_permissions(&data, std::fs::Permissions::from_mode(0o777)).unwrap();
+    let out = show(&data, &[]);
+    assert_eq!(out.status.code(), Some(1));
+    assert!(
+        out.stderr.contains("can be written by other users"),
+        "{}",
+        out.stderr
+    );
+    std::fs::set_permissions(&data, std::fs::Permissions::from_mode(0o700)).unwrap();
+    if nix::unistd::chown(&data, Some(nix::unistd::Uid::from_raw(54321)), None).is_ok() {
+        let out = show(&data, &[]);
+        assert_eq!(out.status.code(), Some(1));
+        assert!(out.stderr.contains("owned by uid 54321"), "{}", out.stderr);
+    } else {
+        eprintln!("SKIPPED (a data dir of another user): this user cannot chown");
+    }
+}
+
+#[test]
+fn planted_links_at_lock_and_temporary_names_are_not_followed() {
+    let data = tempfile::tempdir().unwrap();
+    let victim_dir = tempfile::tempdir().unwrap();
+    let victim = victim_dir.path().join("precious");
+    std::fs::write(&victim, b"do not touch\n").unwrap();
+    // A link at a temporary name: removed, never written through.
+    std::os::unix::fs::symlink(&victim, data.path().join("log-0.kvs.tmp")).unwrap();
+    std::os::unix::fs::symlink(&victim, data.path().join("snapshot-1.kvs.tmp")).unwrap();
+    let kvs = start(data.path(), &[], &["--compact-at", "4096"]);
+    let mut raw = kvs.raw();
+    for i in 0..400 {
+        assert_eq!(raw.ask(&["SET", &format!("key{i}"), "v"]), "+OK\r\n");
+    }
+    kvs.server.wait_log("compacted the log");
+    drop(raw);
+    drop(kvs);
+    assert_eq!(std::fs::read(&victim).unwrap(), b"do not touch\n");
+    // A link at LOCK: refused, and the file it names is left alone.
+    std::fs::remove_file(data.path().join("LOCK")).unwrap();
+    std::os::unix::fs::symlink(&victim, data.path().join("LOCK")).unwrap();
+    let out = show(data.path(), &[]);
+    assert_eq!(out.status.code(), Some(1));
+    assert!(out.stderr.contains("is a symbolic link"), "{}", out.stderr);
+    assert_eq!(std::fs::read(&victim).unwrap(), b"do not touch\n");
+}
+
+#[test]
+fn a_fifo_for_a_password_file_is_refused_at_once() {
+    let dir = tempfile::tempdir().unwrap();
+    let jobs = dir.path().join("jobs");
+    std::fs::create_dir(&jobs).unwrap();
+    let pass = dir.path().join("pass");
+    common::mkfifo(&pass);
+    let reg = dir.path().join("reg");
+    let started = Instant::now();
+    let out = run_kvs(&[
+        jobs.to_str().unwrap(),
+        "1",
+        "1",
+        reg.to_str().unwrap(),
+        "--requirepass-file",
+        pass.to_str().unwrap(),
+    ]);
+    assert_eq!(out.status.code(), Some(1), "{}", out.stderr);
+    assert!(out.stderr.contains("is a FIFO"), "{}", out.stderr);
+    assert!(started.elapsed() < Duration::from_secs(10));
 }

@@ -422,7 +422,7 @@ fn write_snapshot(dir: &Path, store: &Store, dir_id: u64, g: u64) -> Result<u64,
 /// Sets aside what a repair drops, saying what each file held.
 fn set_aside_all(files: &[PathBuf]) {
     for path in files {
-        let held = std::fs::read(path).ok().map(|bytes| {
+        let held = crate::safe_file::read_regular(path).ok().map(|bytes| {
             let magic = if path.to_string_lossy().contains("snapshot-") {
                 format::SNAPSHOT_MAGIC
             } else {

@@ -257,7 +257,14 @@ fn bind_streams(o: &ServerOptions) -> Result<StreamListeners, ServerError> {
 /// not a server without a password.
 fn read_password(path: &Path) -> Result<Vec<u8>, ServerError> {
     let bad = |why: String| ServerError::Password(path.to_path_buf(), why);
-    let text = std::fs::read(path).map_err(|e| bad(e.to_string()))?;
+    // A FIFO or a link to a device must not hang or flood the start.
+    let text = crate::safe_file::read_regular(path).map_err(|e| bad(e.to_string()))?;
+    if crate::safe_file::readable_by_others(path) {
+        crate::log_warn!(
+            "the password file {} can be read by other users (chmod 600 it)",
+            path.display()
+        );
+    }
     let line = text.split(|&b| b == b'\n').next().unwrap_or_default();
     let line = line.strip_suffix(b"\r").unwrap_or(line);
     if line.is_empty() {

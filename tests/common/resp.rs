@@ -127,6 +127,36 @@ impl Raw {
         }
     }
 
+    /// The next whole reply, or `None` if none is whole within `wait`.
+    pub fn reply_within(&mut self, wait: Duration) -> Option<Vec<u8>> {
+        let start = Instant::now();
+        let mut chunk = [0u8; 65536];
+        loop {
+            if let Some(n) = reply_len(&self.buf) {
+                return Some(self.buf.drain(..n).collect());
+            }
+            let left = wait.checked_sub(start.elapsed())?;
+            let _ = self
+                .stream
+                .set_read_timeout(Some(left.max(Duration::from_millis(1))));
+            let read = self.stream.read(&mut chunk);
+            let _ = self.stream.set_read_timeout(Some(Duration::from_secs(10)));
+            match read {
+                Ok(0) => panic!(
+                    "connection closed; have {:?}",
+                    String::from_utf8_lossy(&self.buf)
+                ),
+                Ok(n) => self.buf.extend_from_slice(&chunk[..n]),
+                Err(e)
+                    if matches!(
+                        e.kind(),
+                        std::io::ErrorKind::WouldBlock | std::io::ErrorKind::TimedOut
+                    ) => {}
+                Err(e) => panic!("read: {e}"),
+            }
+        }
+    }
+
     /// Sends a command and returns its reply as text.
     pub fn ask(&mut self, args: &[&str]) -> String {
         self.cmd(args);
