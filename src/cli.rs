@@ -22,12 +22,17 @@ Data options (both modes; without --data-dir the store lives in memory only):
   --fsync <when>            always | everysec | no (default everysec): when the log is
                             synced; with always, a client's change is answered once on disk
   --compact-at <bytes>      snapshot the store once the log passes this (default 67108864)
-  --repair                  cut damaged data files at the damage instead of refusing to start
+  --repair                  start with what comes before damage or a missing file (written
+                            anew; the damaged and later files are set aside as .dropped)
 
 Server options:
   --max-sessions <n>        sessions at once (default 1024)
   --max-subscriptions <n>   subscriptions per session (default 1024)
-  --output-buffer <bytes>   per-client output buffer before disconnect (default 1048576)
+  --output-buffer <bytes>   output a client may leave unread (default 1048576): a subscriber
+                            past it is disconnected; a client's own replies are sent whole,
+                            and it is served again once it has read them
+  --timeout <seconds>       close clients with no request for this long (default 0: never;
+                            subscribers and clients waiting for an answer are kept)
   --store-threads <n>       threads running client store operations (default 2)
   --fifo-mode <octal>       mode of the registration FIFO (default 600)
   --log-level <level>       error | warn | info | debug (default info): how much the
@@ -53,6 +58,8 @@ pub struct ServerOptions {
     pub max_sessions: usize,
     pub max_subscriptions: usize,
     pub output_buffer: usize,
+    /// Close sessions idle this long (Redis's `timeout`); `None`: never.
+    pub timeout: Option<std::time::Duration>,
     pub store_threads: usize,
     pub fifo_mode: u32,
     pub resp_socket: Option<PathBuf>,
@@ -70,6 +77,7 @@ impl Default for ServerOptions {
             max_sessions: 1024,
             max_subscriptions: 1024,
             output_buffer: 1 << 20,
+            timeout: None,
             store_threads: 2,
             fifo_mode: 0o600,
             resp_socket: None,
@@ -249,6 +257,14 @@ fn parse_server_options(flags: &[String]) -> Result<ServerOptions, UsageError> {
             "--max-sessions" => o.max_sessions = positive(name, value)?,
             "--max-subscriptions" => o.max_subscriptions = positive(name, value)?,
             "--output-buffer" => o.output_buffer = positive(name, value)?,
+            "--timeout" => {
+                let secs: u64 = value.parse().map_err(|_| {
+                    UsageError(format!(
+                        "--timeout: '{value}' is not a whole number of seconds"
+                    ))
+                })?;
+                o.timeout = (secs > 0).then(|| std::time::Duration::from_secs(secs));
+            }
             "--store-threads" => {
                 o.store_threads = positive(name, value)?;
                 // Each is a real thread, started at once.

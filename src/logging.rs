@@ -8,7 +8,7 @@
 use std::fmt;
 use std::io::Write;
 use std::sync::atomic::{AtomicBool, AtomicU8, Ordering};
-use std::time::{SystemTime, UNIX_EPOCH};
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
 pub enum Level {
@@ -103,6 +103,82 @@ fn civil_from_days(days: i64) -> (i64, u32, u32) {
     (y, m, d)
 }
 
+/// A rate limit for one kind of log line (refused clients, protocol
+/// errors, failed logins): at most `burst` lines a second go out; the rest
+/// are counted, and the count goes out with the next line admitted, or
+/// through [`Throttle::overdue`], so a flood of bad clients cannot flood
+/// the log too and no event goes unmentioned.
+#[derive(Debug)]
+pub struct Throttle {
+    burst: u32,
+    window: Option<Instant>,
+    sent: u32,
+    held_back: u64,
+}
+
+impl Throttle {
+    pub const fn new(burst: u32) -> Throttle {
+        Throttle {
+            burst,
+            window: None,
+            sent: 0,
+            held_back: 0,
+        }
+    }
+
+    /// Whether a line may go out now; if so, how many were held back
+    /// before it (to say so in it).
+    pub fn admit(&mut self) -> Option<u64> {
+        let now = Instant::now();
+        if self
+            .window
+            .is_none_or(|t| now.duration_since(t) >= Duration::from_secs(1))
+        {
+            self.window = Some(now);
+            self.sent = 0;
+        }
+        if self.sent < self.burst {
+            self.sent += 1;
+            Some(std::mem::take(&mut self.held_back))
+        } else {
+            self.held_back += 1;
+            None
+        }
+    }
+
+    /// Lines held back in a second that is over, and not said yet.
+    pub fn overdue(&mut self) -> u64 {
+        let over = self
+            .window
+            .is_some_and(|t| t.elapsed() >= Duration::from_secs(1));
+        if over {
+            std::mem::take(&mut self.held_back)
+        } else {
+            0
+        }
+    }
+}
+
+/// A WARN line through `throttle`: written with the count of lines held
+/// back before it, or held back itself.
+pub fn warn_throttled(throttle: &std::sync::Mutex<Throttle>, args: fmt::Arguments<'_>) {
+    let admitted = throttle
+        .lock()
+        .unwrap_or_else(std::sync::PoisonError::into_inner)
+        .admit();
+    if let Some(n) = admitted {
+        emit(Level::Warn, format_args!("{args}{}", held_back_note(n)));
+    }
+}
+
+/// ` (and N more since the last report)` when `held_back` is not zero.
+pub fn held_back_note(held_back: u64) -> String {
+    match held_back {
+        0 => String::new(),
+        n => format!(" (and {n} more since the last report)"),
+    }
+}
+
 #[macro_export]
 macro_rules! log_error {
     ($($t:tt)*) => { $crate::logging::emit($crate::logging::Level::Error, format_args!($($t)*)) };
@@ -126,7 +202,21 @@ macro_rules! log_debug {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use std::time::Duration;
+
+    #[test]
+    fn a_throttle_lets_a_burst_through_and_counts_the_rest() {
+        let mut t = Throttle::new(3);
+        assert_eq!(t.admit(), Some(0));
+        assert_eq!(t.admit(), Some(0));
+        assert_eq!(t.admit(), Some(0));
+        assert_eq!(t.admit(), None);
+        assert_eq!(t.admit(), None);
+        assert_eq!(t.overdue(), 0, "the second is not over");
+        t.window = t.window.map(|w| w - Duration::from_secs(2));
+        assert_eq!(t.overdue(), 2);
+        assert_eq!(t.admit(), Some(0));
+        assert_eq!(held_back_note(2), " (and 2 more since the last report)");
+    }
 
     #[test]
     fn timestamps_are_utc_iso_8601() {

@@ -39,13 +39,17 @@ mod fifo_requests;
 mod listener;
 mod resp;
 pub mod streams;
+mod sweep;
 
+use crate::logging::Throttle;
 pub use accept::OPEN_GRACE;
 use accept::{spare_descriptor, unwatch_out, OPEN_RETRY};
 pub use fifo_requests::encode_reply as encode_fifo_reply;
 use listener::{Listener, REGISTRATION_CHECK};
 pub use resp::encode_reply as encode_resp_reply;
 pub use streams::StreamListeners;
+pub use sweep::OUTPUT_STALL;
+use sweep::SWEEP_EVERY;
 
 pub const REGISTRATION: Token = Token(usize::MAX - 1);
 pub const SIGNALS: Token = Token(usize::MAX - 2);
@@ -57,6 +61,15 @@ pub const RESP_TCP: Token = Token(usize::MAX - 5);
 /// at most [`SERVICE_READ`] bytes.
 const SERVICE_ROUNDS: usize = 4;
 const SERVICE_READ: usize = 64 * 1024;
+
+/// The rate limit of lines about refused or disconnected clients: ten a
+/// second at most (see [`Throttle`]).
+static CLIENT_LOG: std::sync::Mutex<Throttle> = std::sync::Mutex::new(Throttle::new(10));
+
+/// Logs a line about a refused or disconnected client, rate-limited.
+fn client_warn(args: std::fmt::Arguments<'_>) {
+    crate::logging::warn_throttled(&CLIENT_LOG, args);
+}
 
 /// Most events taken from the inbox in one turn of the loop.
 const INBOX_BATCH: usize = 4096;
@@ -78,6 +91,8 @@ enum Close {
     /// INFO, since a client that means to stay and closes it by mistake
     /// should be able to find out why its session ended.
     Gone(&'static str),
+    /// Idle past `--timeout`: said at debug, as Redis does.
+    Idle,
     Log(String),
 }
 
@@ -104,8 +119,9 @@ pub struct Reactor {
     next_registration_check: Instant,
     framer: Framer,
     /// Rate limit of the "dropped a bad connect request" log line.
-    last_drop_log: Option<Instant>,
-    dropped_unlogged: usize,
+    drop_log: Throttle,
+    /// When to look next for idle, unauthenticated and stalled sessions.
+    next_sweep: Instant,
     signals: Signals,
     sessions: Slab<Session>,
     subs: Subscriptions,
@@ -191,8 +207,8 @@ impl Reactor {
             registration_path,
             next_registration_check: Instant::now() + REGISTRATION_CHECK,
             framer: Framer::default(),
-            last_drop_log: None,
-            dropped_unlogged: 0,
+            drop_log: Throttle::new(1),
+            next_sweep: Instant::now() + SWEEP_EVERY,
             signals,
             sessions: Slab::new(),
             subs: Subscriptions::default(),
@@ -278,6 +294,10 @@ impl Reactor {
                 self.check_registration();
                 self.next_registration_check = Instant::now() + REGISTRATION_CHECK;
             }
+            if Instant::now() >= self.next_sweep {
+                self.sweep();
+                self.next_sweep = Instant::now() + SWEEP_EVERY;
+            }
             if self.framer.expire(Instant::now()) {
                 crate::log_warn!("dropped an incomplete connect request");
             }
@@ -306,6 +326,7 @@ impl Reactor {
             retry,
             backlog,
             Some(self.next_registration_check),
+            Some(self.next_sweep),
         ]
         .into_iter()
         .flatten()
@@ -393,10 +414,17 @@ impl Reactor {
                 return;
             };
             s.read_requests(SERVICE_READ, &mut self.read_buf);
+            let had = s.inbuf.len();
             if s.is_resp() {
                 self.serve_resp(sid);
             } else {
                 self.serve_fifo(sid);
+            }
+            if let Some(s) = self.sessions.get_mut(sid) {
+                // Bytes taken: a whole request came.
+                if s.inbuf.len() < had {
+                    s.last_active = Instant::now();
+                }
             }
             // Read on only if the last read stopped early and there is room.
             match self.sessions.get(sid) {
@@ -496,14 +524,26 @@ impl Reactor {
         let Some(s) = self.sessions.get_mut(sid) else {
             return Ok(());
         };
+        let before = s.pending_output();
         if let Err(e) = s.flush() {
             return Err(write_failed(&e, s.is_resp()));
         }
-        if s.pending_output() > self.opts.output_buffer {
+        let pending = s.pending_output();
+        if pending <= self.opts.output_buffer {
+            s.over_since = None;
+        } else if s.subscription_count() > 0 {
+            // Messages keep coming whether it reads or not: a subscriber
+            // that falls this far behind is cut off (Redis's pubsub
+            // client-output-buffer-limit).
             return Err(Close::Log(format!(
                 "not reading: more than {} bytes of output waiting; disconnected",
                 self.opts.output_buffer
             )));
+        } else if pending < before || s.over_since.is_none() {
+            // Its own replies, sent whole however large (it is served no
+            // more until it has read them); cut off only if it stops
+            // taking them (see the sweep).
+            s.over_since = Some(Instant::now());
         }
         if let Link::Stream { resp, .. } = &s.link {
             if resp.quitting && s.pending_output() == 0 {
@@ -554,8 +594,11 @@ impl Reactor {
         }
         self.forget_subscriptions(sid, &mut s);
         match why {
-            Close::Log(why) => crate::log_warn!("client {}: {why}", s.name),
+            Close::Log(why) => client_warn(format_args!("client {}: {why}", s.name)),
             Close::Quiet => crate::log_debug!("client {} disconnected", s.name),
+            Close::Idle => {
+                crate::log_debug!("client {} was idle past --timeout; disconnected", s.name)
+            }
             Close::Gone(fifo) => crate::log_info!(
                 "client {}: its {fifo} was closed without DISCONNECT; session ended",
                 s.name

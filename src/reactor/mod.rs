@@ -156,13 +156,15 @@ pub fn run_server(cfg: ServerConfig<'_>) -> Result<(), ServerError> {
 
     let o = &cfg.options;
     crate::log_info!(
-        "kvs {} serving {} (registration FIFO){}; limits: {} sessions, {} subscriptions per session, {} bytes of output per client, {} store threads, {} job workers, {} backups at once; data: {}",
+        "kvs {} serving {} (registration FIFO){}; limits: {} sessions, {} subscriptions per session, {} bytes of output per client, idle timeout {}, {} store threads, {} job workers, {} backups at once; data: {}",
         env!("CARGO_PKG_VERSION"),
         cfg.registration_fifo.display(),
         listening.join(", RESP on "),
         o.max_sessions,
         o.max_subscriptions,
         o.output_buffer,
+        o.timeout
+            .map_or_else(|| "none".to_string(), |t| format!("{} s", t.as_secs())),
         o.store_threads,
         cfg.max_threads,
         cfg.max_backups,

@@ -236,6 +236,13 @@ pub struct Session {
     /// The reactor's turn in which a notification was last written to
     /// this FIFO client at once (see [`Session::send_notice`]).
     pub notified_turn: u64,
+    pub connected_at: Instant,
+    /// When the client last sent a whole request (or connected): `--timeout`
+    /// counts from here, so a request half sent does not keep it alive.
+    pub last_active: Instant,
+    /// Since when its output has been over `--output-buffer` without the
+    /// client taking any of it.
+    pub over_since: Option<Instant>,
 }
 
 impl Session {
@@ -257,6 +264,9 @@ impl Session {
             unread: false,
             invalid_logged: false,
             notified_turn: 0,
+            connected_at: Instant::now(),
+            last_active: Instant::now(),
+            over_since: None,
         }
     }
 

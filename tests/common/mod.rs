@@ -234,6 +234,45 @@ impl Server {
         }
     }
 
+    /// Waits up to `limit` until the server's log contains `needle`.
+    pub fn wait_log_within(&self, needle: &str, limit: Duration) {
+        let start = Instant::now();
+        while !self.log().contains(needle) {
+            assert!(
+                start.elapsed() < limit,
+                "server log never said {needle:?}; log:\n{}",
+                self.log()
+            );
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    }
+
+    /// Lines about clients the log has told of: those written that hold
+    /// `needle`, and those a rate limit held back and only counted.
+    pub fn client_lines(&self, needle: &str) -> usize {
+        let log = self.log();
+        let count = |s: &str, marker: &str| -> usize {
+            s.split(marker)
+                .next()
+                .and_then(|head| head.rsplit(|c: char| !c.is_ascii_digit()).next())
+                .and_then(|n| n.parse().ok())
+                .unwrap_or(0)
+        };
+        log.lines()
+            .map(|l| {
+                let written = usize::from(l.contains(needle));
+                let held = if l.contains(" more since the last report)") {
+                    count(l, " more since the last report)")
+                } else if l.contains(" more lines about refused or disconnected clients") {
+                    count(l, " more lines about refused or disconnected clients")
+                } else {
+                    0
+                };
+                written + held
+            })
+            .sum()
+    }
+
     /// SIGTERM, then a bounded wait for the exit status.
     pub fn stop(&mut self) -> ExitStatus {
         self.signal(nix::sys::signal::Signal::SIGTERM);

@@ -72,7 +72,7 @@ impl Reactor {
     pub(super) fn connect(&mut self, c: ConnectRequest) {
         let show = |p: &[u8]| String::from_utf8_lossy(p).into_owned();
         let name = show(&c.req);
-        let refuse = |why: String| crate::log_warn!("refused client {name}: {why}");
+        let refuse = |why: String| super::client_warn(format_args!("refused client {name}: {why}"));
 
         // The response FIFO first: without it there is no one to answer.
         let resp_id = match self.check_fifo(&c.resp, "response") {

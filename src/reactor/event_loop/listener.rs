@@ -65,21 +65,11 @@ impl Reactor {
     /// Logs a dropped connect request, at most once a second (with the
     /// count since), so a flood of garbage cannot flood the log too.
     fn log_dropped(&mut self, e: Dropped) {
-        let now = Instant::now();
-        let due = self
-            .last_drop_log
-            .is_none_or(|t| now.duration_since(t) >= Duration::from_secs(1));
-        if due {
-            match self.dropped_unlogged {
-                0 => crate::log_warn!("dropped a bad connect request: {e}"),
-                n => crate::log_warn!(
-                    "dropped a bad connect request: {e} (and {n} more since the last report)"
-                ),
-            }
-            self.last_drop_log = Some(now);
-            self.dropped_unlogged = 0;
-        } else {
-            self.dropped_unlogged += 1;
+        if let Some(n) = self.drop_log.admit() {
+            crate::log_warn!(
+                "dropped a bad connect request: {e}{}",
+                crate::logging::held_back_note(n)
+            );
         }
     }
 

@@ -210,7 +210,9 @@ impl Reactor {
                         let mut msg = Vec::new();
                         resp::push_error(&mut msg, "ERR max number of clients reached");
                         let _ = conn.write(&msg);
-                        crate::log_warn!("refused RESP client {peer}: no file descriptor left");
+                        super::client_warn(format_args!(
+                            "refused RESP client {peer}: no file descriptor left"
+                        ));
                     }
                     self.spare_fd = super::spare_descriptor();
                     self.stats.rejected += 1;
@@ -222,15 +224,16 @@ impl Reactor {
                 }
             };
             self.stats.connections += 1;
+            self.make_room_for_unauthenticated();
             if self.sessions.len() >= self.opts.max_sessions {
                 self.stats.rejected += 1;
                 let mut msg = Vec::new();
                 resp::push_error(&mut msg, "ERR max number of clients reached");
                 let _ = conn.write(&msg);
-                crate::log_warn!(
+                super::client_warn(format_args!(
                     "refused RESP client {peer}: session limit ({}) reached",
                     self.opts.max_sessions
-                );
+                ));
                 continue;
             }
             let generation = self.next_generation;

@@ -26,8 +26,10 @@ impl Reactor {
             };
         };
         let ok = user.is_none_or(|u| u == b"default") && same_secret(pass, expected);
-        if let Some(st) = self.resp_state(sid) {
-            st.authenticated = ok;
+        // A failed AUTH leaves a connection as it was (Redis 7): one that
+        // had authenticated stays so.
+        if let (true, Some(st)) = (ok, self.resp_state(sid)) {
+            st.authenticated = true;
         }
         if ok {
             Reply::Ok

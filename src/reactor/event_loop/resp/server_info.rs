@@ -42,12 +42,13 @@ impl Reactor {
                     .map_or_else(String::new, |d| d.dir.display().to_string()),
             ),
             ("save", String::new()),
-            ("timeout", "0".into()),
+            ("timeout", o.timeout.map_or(0, |t| t.as_secs()).to_string()),
             (
                 "client-output-buffer-limit",
                 format!(
-                    "normal {0} {0} 0 slave 0 0 0 pubsub {0} {0} 0",
-                    o.output_buffer
+                    "normal 0 {0} {1} slave 0 0 0 pubsub {0} {0} 0",
+                    o.output_buffer,
+                    crate::reactor::event_loop::OUTPUT_STALL.as_secs()
                 ),
             ),
             (

@@ -1,0 +1,195 @@
+//! Bounds in size and time, with the real server: a client that reads is
+//! never cut off for the size of its own reply, idle and half-sent
+//! sessions end at `--timeout`, and a flood of silent unauthenticated
+//! connections neither locks out FIFO clients and clients with the
+//! password nor floods the log.
+
+mod common;
+
+use common::resp::{Raw, RespServer};
+use common::{session, write};
+use kvs::protocol::fifo::Request;
+use std::io::Read;
+use std::time::{Duration, Instant};
+
+/// Job files that write `n` keys, 256 to a line.
+fn key_jobs(n: usize) -> String {
+    let mut job = String::new();
+    for start in (0..n).step_by(256) {
+        job.push_str("WRITE [");
+        for i in start..(start + 256).min(n) {
+            job.push_str(&format!("(key{i:06},value{i:06})"));
+        }
+        job.push_str("]\n");
+    }
+    job
+}
+
+fn wait_for_keys(raw: &mut Raw, n: usize) {
+    let start = Instant::now();
+    while raw.ask(&["DBSIZE"]) != format!(":{n}\r\n") {
+        assert!(
+            start.elapsed() < Duration::from_secs(60),
+            "the jobs never wrote {n} keys"
+        );
+        std::thread::sleep(Duration::from_millis(50));
+    }
+}
+
+#[test]
+fn a_reply_larger_than_the_output_buffer_is_sent_whole() {
+    const KEYS: usize = 200_000;
+    let job = key_jobs(KEYS);
+    let kvs = RespServer::start(&[("keys.job", &job)], &[]);
+    let mut raw = kvs.raw();
+    wait_for_keys(&mut raw, KEYS);
+    let mut con = kvs.con();
+    let keys: Vec<String> = redis::cmd("KEYS").arg("*").query(&mut con).unwrap();
+    assert_eq!(keys.len(), KEYS);
+    let (cursor, scanned): (String, Vec<String>) = redis::cmd("SCAN")
+        .arg(0)
+        .arg("COUNT")
+        .arg(1_000_000_000u64)
+        .query(&mut con)
+        .unwrap();
+    assert_eq!(cursor, "0");
+    assert_eq!(scanned.len(), KEYS);
+    // Still served after, on the same connection.
+    assert_eq!(
+        redis::cmd("GET")
+            .arg("key000007")
+            .query::<String>(&mut con)
+            .unwrap(),
+        "value000007"
+    );
+    assert!(
+        !kvs.server.log().contains("not reading"),
+        "{}",
+        kvs.server.log()
+    );
+}
+
+fn raise_fd_limit() {
+    use nix::sys::resource::{getrlimit, setrlimit, Resource};
+    if let Ok((_, hard)) = getrlimit(Resource::RLIMIT_NOFILE) {
+        let _ = setrlimit(Resource::RLIMIT_NOFILE, hard, hard);
+    }
+}
+
+/// Whether the server closes `s` within `wait`.
+fn closed_within(s: &mut std::net::TcpStream, wait: Duration) -> bool {
+    let start = Instant::now();
+    let mut buf = [0u8; 256];
+    while start.elapsed() < wait {
+        let _ = s.set_read_timeout(Some(Duration::from_millis(200)));
+        match s.read(&mut buf) {
+            Ok(0) => return true,
+            Ok(_) => {}
+            Err(e) if e.kind() == std::io::ErrorKind::ConnectionReset => return true,
+            Err(_) => {}
+        }
+    }
+    false
+}
+
+#[test]
+fn silent_connections_lock_nobody_out_and_idle_ones_end() {
+    raise_fd_limit();
+    let dir = tempfile::tempdir().unwrap();
+    let pass = dir.path().join("pass");
+    std::fs::write(&pass, "s3cret\n").unwrap();
+    let kvs = RespServer::start(
+        &[],
+        &[
+            "--requirepass-file",
+            pass.to_str().unwrap(),
+            "--timeout",
+            "2",
+        ],
+    );
+    let addr = format!("127.0.0.1:{}", kvs.port);
+    let started = Instant::now();
+    let mut silent: Vec<std::net::TcpStream> = (0..1100)
+        .map(|_| std::net::TcpStream::connect(&addr).expect("connect"))
+        .collect();
+    // A client with the password and a FIFO client are served at once.
+    let url = format!("redis://:s3cret@{addr}/");
+    let mut con = redis::Client::open(url)
+        .unwrap()
+        .get_connection_with_timeout(Duration::from_secs(5))
+        .expect("a client with the password gets in");
+    let _: () = redis::cmd("SET").arg("k").arg("v").query(&mut con).unwrap();
+    let mut fifo = session("flood", &kvs.server.fifo);
+    assert_eq!(fifo.ask(write("f", "1")), b'0');
+    assert_eq!(fifo.ask(Request::Read("k".into())), b'0');
+    assert!(started.elapsed() < Duration::from_secs(5));
+
+    // An authenticated client that goes quiet, and one that stops halfway
+    // through a request, end at --timeout; the two above are still busy.
+    let mut quiet = std::net::TcpStream::connect(&addr).unwrap();
+    let mut half = std::net::TcpStream::connect(&addr).unwrap();
+    use std::io::Write;
+    quiet.write_all(b"AUTH s3cret\r\n").unwrap();
+    half.write_all(b"AUTH s3cret\r\n*2\r\n$3\r\nGET\r\n$1")
+        .unwrap();
+    let t = Instant::now();
+    assert!(
+        closed_within(&mut quiet, Duration::from_secs(6)),
+        "the quiet client"
+    );
+    assert!(
+        closed_within(&mut half, Duration::from_secs(6)),
+        "the half-sent request"
+    );
+    assert!(
+        t.elapsed() >= Duration::from_millis(1500),
+        "closed before its timeout"
+    );
+
+    // The silent ones: the oldest went as newer ones came, the rest end
+    // once they have had their ten seconds to authenticate.
+    let mut open = 0;
+    for s in silent.iter_mut().rev().take(50) {
+        if !closed_within(s, Duration::from_secs(14)) {
+            open += 1;
+        }
+    }
+    assert_eq!(
+        open, 0,
+        "unauthenticated connections outlived their deadline"
+    );
+    let log = kvs.server.log();
+    let lines = log.lines().count();
+    if std::env::var_os("KVS_SHOW_LOG").is_some() {
+        eprintln!("{log}");
+    }
+    assert!(
+        lines < 200,
+        "{lines} log lines for 1,100 connections:\n{log}"
+    );
+    assert!(log.contains("more since the last report"), "{log}");
+    eprintln!("1,100 silent connections: {lines} log lines");
+}
+
+#[test]
+fn an_unauthenticated_connection_has_ten_seconds() {
+    let dir = tempfile::tempdir().unwrap();
+    let pass = dir.path().join("pass");
+    std::fs::write(&pass, "s3cret\n").unwrap();
+    let kvs = RespServer::start(&[], &["--requirepass-file", pass.to_str().unwrap()]);
+    let addr = format!("127.0.0.1:{}", kvs.port);
+    let mut silent = std::net::TcpStream::connect(&addr).unwrap();
+    let mut authed = std::net::TcpStream::connect(&addr).unwrap();
+    use std::io::Write;
+    authed.write_all(b"AUTH s3cret\r\n").unwrap();
+    let t = Instant::now();
+    assert!(closed_within(&mut silent, Duration::from_secs(15)));
+    let took = t.elapsed();
+    assert!(
+        took >= Duration::from_secs(9),
+        "closed after {took:?}, before its ten seconds"
+    );
+    // Without --timeout, one that authenticated may stay as long as it likes.
+    assert!(!closed_within(&mut authed, Duration::from_secs(1)));
+    kvs.server.wait_log("did not authenticate within 10 s");
+}
