@@ -24,7 +24,7 @@ use std::time::{Duration, Instant};
 
 mod common;
 
-use common::{base, have, run_batch, Redis, Server, KVS};
+use common::{base, have, kvs_bin, run_batch, Redis, Server};
 
 /// WRITE round trips per second with `clients` clients, `each` writes each.
 fn writes(server: &Server, clients: usize, each: usize) -> f64 {
@@ -127,7 +127,7 @@ fn job_files(dir: &Path, files: usize, lines: usize) {
 /// without `script`.
 fn batch_under_pty(jobs: &Path, bar: bool) -> Option<f64> {
     let quiet = if bar { "" } else { " 2>/dev/null" };
-    let cmd = format!("{KVS} {} 1 2{quiet}", jobs.display());
+    let cmd = format!("{} {} 1 2{quiet}", kvs_bin(), jobs.display());
     let start = Instant::now();
     let status = Command::new("script")
         .args(["-qec", &cmd, "/dev/null"])

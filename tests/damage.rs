@@ -511,3 +511,56 @@ fn version_1_dirs_still_load_and_move_on_to_version_2() {
     assert_eq!(code, Some(0), "{stderr}");
     assert_eq!(again, shown);
 }
+
+/// A crash between starting a segment and sealing the one before leaves an
+/// unsealed segment and an empty one after it: that loads, and the seal is
+/// written then, so what is appended next still loads. An unsealed segment
+/// followed by records is refused.
+#[test]
+fn a_crash_between_a_new_segment_and_its_seal_loads_and_is_mended() {
+    let fx = Fixture::new();
+    let seal = fx
+        .units
+        .iter()
+        .position(|u| u.file == 1 && matches!(u.change, Change::None))
+        .expect("the seal");
+    let mut files = fx.files.clone();
+    files[1].truncate(fx.units[seal].start);
+    files[2].truncate(HEADER_LEN);
+    let dir = tempfile::tempdir().expect("tempdir");
+    fx.write(dir.path(), &files);
+    let (code, shown, stderr) = show(dir.path(), false);
+    assert_eq!(code, Some(0), "{stderr}");
+    assert_eq!(shown, show_text(&fx.before_file(2)));
+    assert!(stderr.contains("sealed"), "{stderr}");
+    assert_eq!(
+        std::fs::read(dir.path().join("log-1.kvs")).expect("log-1"),
+        fx.files[1],
+        "the seal is the one the log would have written"
+    );
+    // A change appended now, then a plain start.
+    let jobs = tempfile::tempdir().expect("tempdir");
+    std::fs::write(jobs.path().join("w.job"), "WRITE [(late,1)]\n").expect("job");
+    let out = run_kvs(&[
+        jobs.path().to_str().expect("utf-8"),
+        "1",
+        "1",
+        "--data-dir",
+        dir.path().to_str().expect("utf-8"),
+    ]);
+    assert!(out.status.success(), "{}", out.stderr);
+    let (code, shown, stderr) = show(dir.path(), false);
+    assert_eq!(code, Some(0), "{stderr}");
+    let mut want = fx.before_file(2);
+    want.insert("late".into(), "1".into());
+    assert_eq!(shown, show_text(&want));
+
+    // Unsealed, with records after it: not a crash kvs can leave.
+    let mut files = fx.files.clone();
+    files[1].truncate(fx.units[seal].start);
+    let dir = tempfile::tempdir().expect("tempdir");
+    fx.write(dir.path(), &files);
+    let (code, _, stderr) = show(dir.path(), false);
+    assert_eq!(code, Some(1), "{stderr}");
+    assert!(stderr.contains("does not end with the seal"), "{stderr}");
+}

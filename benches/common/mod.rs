@@ -5,7 +5,9 @@
 //! profiler. Stopped with SIGTERM on drop, so a profiler can write its data:
 //! the server and its wrapper run in a process group of their own and both
 //! get it (a wrapper such as `strace` or `perf stat` does not pass it on,
-//! and the server would outlive the bench).
+//! and the server would outlive the bench). `KVS_BENCH_BIN=<path>` runs
+//! another `kvs` binary instead of this build's (an older commit's, for a
+//! before/after in one run: `scripts/persist_before_after.sh`).
 #![allow(dead_code)]
 
 use kvs::client::{ClientFifos, Connection};
@@ -15,6 +17,11 @@ use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
 pub const KVS: &str = env!("CARGO_BIN_EXE_kvs");
+
+/// The `kvs` binary the benches run: `KVS_BENCH_BIN`, or this build's.
+pub fn kvs_bin() -> String {
+    std::env::var("KVS_BENCH_BIN").unwrap_or_else(|_| KVS.to_string())
+}
 
 /// Where benchmark folders go.
 pub fn base() -> PathBuf {
@@ -47,10 +54,10 @@ impl Server {
         let mut cmd = match words.next() {
             Some(tool) => {
                 let mut c = Command::new(tool);
-                c.args(words).arg(KVS);
+                c.args(words).arg(kvs_bin());
                 c
             }
-            None => Command::new(KVS),
+            None => Command::new(kvs_bin()),
         };
         use std::os::unix::process::CommandExt;
         let child = cmd
@@ -132,7 +139,7 @@ pub fn run_batch<S: AsRef<std::ffi::OsStr>>(
 ) -> (f64, String) {
     use std::io::Read;
     let start = Instant::now();
-    let mut child = Command::new(KVS)
+    let mut child = Command::new(kvs_bin())
         .arg(jobs)
         .args(["1", &workers.to_string()])
         .args(extra)

@@ -423,6 +423,11 @@ impl Log {
                 c.stop
             };
             let wrote = self.write_out().is_ok();
+            if !wrote && !stop {
+                // The disk is full or failing: try again in a while, not
+                // in a loop (answers held for a sync keep `idle` false).
+                std::thread::sleep(WRITE_INTERVAL);
+            }
             let written = self.written.load(Ordering::Acquire);
             let held = self.held.load(Ordering::Acquire);
             if wrote && held > 0 && held <= written && self.policy != Fsync::Always {

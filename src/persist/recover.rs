@@ -150,15 +150,25 @@ fn torn_tail(bytes: &[u8], at: usize, version: Version) -> bool {
 /// cannot hang start-up, nor a link to `/dev/zero` fill memory), and makes
 /// it private if an older kvs left it readable by others.
 fn read_data_file(path: &Path) -> Result<Vec<u8>, PersistError> {
+    use std::io::Read;
     use std::os::unix::fs::PermissionsExt;
     let cannot = |e| PersistError::Io(format!("cannot read {}", path.display()), e);
-    let bytes = crate::safe_file::read_regular(path).map_err(cannot)?;
-    if let Ok(m) = std::fs::symlink_metadata(path) {
-        if m.permissions().mode() & 0o077 != 0 {
-            let _ = std::fs::set_permissions(path, std::fs::Permissions::from_mode(0o600));
+    let file =
+        crate::safe_file::open_regular(OpenOptions::new().read(true), path).map_err(cannot)?;
+    let meta = file.metadata().map_err(cannot)?;
+    if meta.permissions().mode() & 0o077 != 0 {
+        // Through the descriptor: the file checked is the file changed.
+        if file
+            .set_permissions(std::fs::Permissions::from_mode(0o600))
+            .is_ok()
+        {
             crate::log_info!("{}: made private (mode 0600)", path.display());
         }
     }
+    let mut bytes = Vec::with_capacity(usize::try_from(meta.len()).unwrap_or(0));
+    file.take(meta.len())
+        .read_to_end(&mut bytes)
+        .map_err(cannot)?;
     Ok(bytes)
 }
 
@@ -195,6 +205,9 @@ struct Loader<'a> {
     /// the one after it must hold no record (a crash between creating it
     /// and sealing this one).
     unsealed: Option<u64>,
+    /// That segment, once the one after it was found empty: it gets its
+    /// seal now, before anything is appended after it.
+    needs_seal: Option<u64>,
     repair: bool,
 }
 
@@ -291,6 +304,7 @@ impl Loader<'_> {
         let r = replay(self.store, &bytes, h.version);
         self.records += r.records;
         if let Some(prev) = self.unsealed.take() {
+            self.needs_seal = (r.records == 0).then_some(prev);
             if r.records > 0 {
                 return Err(Problem {
                     error: PersistError::Foreign(format!(
@@ -385,6 +399,28 @@ fn truncate(path: &Path, len: u64) -> Result<(), PersistError> {
         .map_err(|e| PersistError::Io(format!("cannot cut {}", path.display()), e))
 }
 
+/// Writes the seal a crash kept segment `g` from getting (it was left for
+/// `g + 1`, which exists and is empty), so that what is appended to `g + 1`
+/// follows a sealed segment.
+fn seal(dir: &Path, g: u64) -> Result<(), PersistError> {
+    use std::io::Write;
+    let path = segment_path(dir, g);
+    let mut record = Vec::new();
+    format::push_seal(&mut record, g + 1);
+    crate::safe_file::open_regular(OpenOptions::new().append(true), &path)
+        .and_then(|mut f| {
+            f.write_all(&record)?;
+            f.sync_data()
+        })
+        .map_err(|e| PersistError::Io(format!("cannot seal {}", path.display()), e))?;
+    crate::log_info!(
+        "{}: sealed (a crash came between starting log-{}.kvs and sealing this one)",
+        path.display(),
+        g + 1
+    );
+    Ok(())
+}
+
 /// Every generation of a data file in `dir`.
 fn highest_generation(dir: &Path) -> Result<Option<u64>, PersistError> {
     let s = chain::generations(dir, "snapshot-")?;
@@ -468,6 +504,7 @@ pub fn open(opts: &DataDirOptions, store: &Store) -> Result<Opened, PersistError
         snapshot_skipped: None,
         last: None,
         unsealed: None,
+        needs_seal: None,
         repair: opts.repair,
     };
     let loaded = loader.load(&chain);
@@ -483,6 +520,9 @@ pub fn open(opts: &DataDirOptions, store: &Store) -> Result<Opened, PersistError
     let (generation, file, len, base) = match (loaded, loader.last) {
         // A whole version 2 chain: go on appending to its last segment.
         (Ok(()), Some((g, Version::V2, len))) if loader.snapshot_skipped.is_none() => {
+            if let Some(prev) = loader.needs_seal {
+                seal(dir, prev)?;
+            }
             let path = segment_path(dir, g);
             let file =
                 crate::safe_file::open_regular(OpenOptions::new().read(true).append(true), &path)
