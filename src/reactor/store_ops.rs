@@ -103,13 +103,18 @@ impl StorePool {
                     mailbox: &mailbox,
                     log: log.as_deref(),
                 };
-                let done: Vec<_> = part
-                    .into_iter()
-                    .filter_map(|(sid, generation, op)| {
-                        ctx.run(sid, generation, op)
-                            .map(|result| (sid, generation, result))
-                    })
-                    .collect();
+                let mut done = Vec::with_capacity(part.len());
+                // Which of `done` changed the store.
+                let mut mutated = Vec::new();
+                for (sid, generation, op) in part {
+                    if let Some((result, mutation)) = ctx.run(sid, generation, op) {
+                        if mutation {
+                            mutated.push(done.len());
+                        }
+                        done.push((sid, generation, result));
+                    }
+                }
+                ctx.log_out(&mut done, &mutated);
                 if !done.is_empty() {
                     mailbox.post(Event::Done(done));
                 }
@@ -175,9 +180,10 @@ fn misconf(why: &str) -> Reply {
 }
 
 impl Context<'_> {
-    /// Runs one operation; `None` when its answer was posted already (a
-    /// SUBSCRIBE answers under the shard lock, see [`Store::watch`]).
-    fn run(&self, sid: SessionId, generation: u64, op: StoreOp) -> Option<OpResult> {
+    /// Runs one operation: its result, and whether it changed the store;
+    /// `None` when its answer was posted already (a SUBSCRIBE answers
+    /// under the shard lock, see [`Store::watch`]).
+    fn run(&self, sid: SessionId, generation: u64, op: StoreOp) -> Option<(OpResult, bool)> {
         let store = self.store;
         Some(match op {
             StoreOp::Subscribe(key) => {
@@ -204,50 +210,66 @@ impl Context<'_> {
                 if let Some((generation, list)) = list {
                     self.filter.install(generation, list, store);
                 }
-                OpResult::Watched(keys)
+                (OpResult::Watched(keys), false)
             }
         })
     }
 
-    /// Runs a batch. With a data dir, its changes are written to the log
-    /// before the answer (and, with `--fsync always`, the answer waits for
-    /// a sync); while the log cannot be written, changes are refused.
-    fn batch(&self, items: Vec<BatchItem>) -> OpResult {
+    /// Runs a batch; while the log cannot be written, its changes are
+    /// refused before they apply. Returns whether it changed the store.
+    fn batch(&self, items: Vec<BatchItem>) -> (OpResult, bool) {
         let refusing = self.log.is_some_and(Log::failing);
-        let mut mutated = Vec::new();
+        let mut mutated = false;
         let replies: Vec<Reply> = items
             .into_iter()
-            .enumerate()
-            .map(|(i, item)| match item {
+            .map(|item| match item {
                 Ok(cmd) if cmd.is_mutation() && refusing => misconf("the last write failed"),
                 Ok(cmd) => {
-                    if cmd.is_mutation() {
-                        mutated.push(i);
-                    }
+                    mutated |= cmd.is_mutation();
                     execute(self.store, cmd)
                 }
                 Err(reply) => reply,
             })
             .collect();
-        let mut sync = None;
-        if let (Some(log), false) = (self.log, mutated.is_empty()) {
-            match log.write_out() {
-                Ok(upto) if log.policy() == Fsync::Always => {
-                    log.want_sync(upto);
-                    sync = Some(upto);
-                }
-                Ok(_) => {}
-                Err(failed) => {
-                    // Applied in memory (other clients may have seen it)
-                    // and kept for the next write: refusing it now would
-                    // make a refused change visible and, once written,
-                    // durable. It is answered once the log has it; new
-                    // changes are refused before they apply meanwhile.
-                    log.hold_until(failed.upto);
-                    sync = Some(failed.upto);
+        (
+            OpResult::Replies {
+                replies,
+                sync: None,
+            },
+            mutated,
+        )
+    }
+
+    /// With a data dir, the changes of a whole pool job go to the log in
+    /// one write before any of its answers leaves: one `write` per turn of
+    /// the reactor, not one per session (with 16 clients that was one per
+    /// request, and each answer waited for the writes before its own).
+    /// With `--fsync always` the answers that changed something wait for a
+    /// sync. If the write fails, the changes were applied in memory (other
+    /// clients may have seen them) and are kept for the next write:
+    /// refusing them now would make a refused change visible and, once
+    /// written, durable; they are answered once the log has them.
+    fn log_out(&self, done: &mut [(SessionId, u64, OpResult)], mutated: &[usize]) {
+        let (Some(log), false) = (self.log, mutated.is_empty()) else {
+            return;
+        };
+        let wait = match log.write_out() {
+            Ok(upto) if log.policy() == Fsync::Always => {
+                log.want_sync(upto);
+                Some(upto)
+            }
+            Ok(_) => None,
+            Err(failed) => {
+                log.hold_until(failed.upto);
+                Some(failed.upto)
+            }
+        };
+        if let Some(upto) = wait {
+            for &i in mutated {
+                if let OpResult::Replies { sync, .. } = &mut done[i].2 {
+                    *sync = Some(upto);
                 }
             }
         }
-        OpResult::Replies { replies, sync }
     }
 }

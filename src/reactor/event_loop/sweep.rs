@@ -67,7 +67,9 @@ impl Reactor {
             .unwrap_or_else(std::sync::PoisonError::into_inner)
             .overdue();
         if held > 0 {
-            crate::log_warn!("{held} more lines about refused or disconnected clients were held back in the last second");
+            crate::log_warn!(
+                "{held} more lines about refused or disconnected clients were held back (rate limit) since the last report"
+            );
         }
     }
 
