@@ -74,6 +74,22 @@ pub enum PersistError {
     },
 }
 
+impl PersistError {
+    /// What is wrong, without what kvs does about it (for `--repair`,
+    /// which goes on).
+    pub fn cause(&self) -> String {
+        match self {
+            PersistError::Foreign(why) | PersistError::Broken(why) => why.clone(),
+            PersistError::Damaged {
+                file,
+                offset,
+                reason,
+            } => format!("{} is damaged at byte {offset}: {reason}", file.display()),
+            other => other.to_string(),
+        }
+    }
+}
+
 impl fmt::Display for PersistError {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match self {
@@ -87,19 +103,13 @@ impl fmt::Display for PersistError {
             ),
             PersistError::Io(what, e) => write!(f, "{what}: {e}"),
             PersistError::Unsafe(why) => f.write_str(why),
-            PersistError::Foreign(why) | PersistError::Broken(why) => write!(
-                f,
-                "{why}; refusing to start (--repair starts with what comes before it and sets the rest aside)"
-            ),
-            PersistError::Damaged {
-                file,
-                offset,
-                reason,
-            } => write!(
-                f,
-                "{} is damaged at byte {offset}: {reason}; refusing to start (--repair cuts the file there and starts with what comes before)",
-                file.display()
-            ),
+            PersistError::Foreign(_) | PersistError::Broken(_) | PersistError::Damaged { .. } => {
+                write!(
+                    f,
+                    "{}; refusing to start (--repair starts with what comes before it and sets the rest aside)",
+                    self.cause()
+                )
+            }
         }
     }
 }

@@ -172,11 +172,16 @@ fn read_data_file(path: &Path) -> Result<Vec<u8>, PersistError> {
     Ok(bytes)
 }
 
+/// A [`Problem`]'s file none of which was dropped (what follows it was, or
+/// its damaged records were skipped and said already).
+const LOADED: u64 = u64::MAX;
+
 /// Why loading stopped short: where, and what it means for `--repair`.
 struct Problem {
     error: PersistError,
-    /// The damaged file (set aside by a repair), if a file is damaged.
-    file: Option<PathBuf>,
+    /// The damaged file (set aside by a repair), if a file is damaged, and
+    /// the offset its dropped part starts at ([`LOADED`]: none of it).
+    file: Option<(PathBuf, u64)>,
     /// Segments after the problem (set aside by a repair).
     later: Vec<u64>,
 }
@@ -246,7 +251,7 @@ impl Loader<'_> {
         let path = snapshot_path(self.dir, g);
         let at_file = |error| Problem {
             error,
-            file: Some(path.clone()),
+            file: Some((path.clone(), 0)),
             later: Vec::new(),
         };
         let bytes = read_data_file(&path).map_err(at_file)?;
@@ -292,11 +297,15 @@ impl Loader<'_> {
 
     fn segment(&mut self, g: u64, is_last: bool, later: &[u64]) -> Result<(), Problem> {
         let path = segment_path(self.dir, g);
-        let at_file = |error| Problem {
-            error,
-            file: Some(path.clone()),
-            later: later.to_vec(),
+        let dropped_at = |from: u64| {
+            let path = &path;
+            move |error| Problem {
+                error,
+                file: Some((path.clone(), from)),
+                later: later.to_vec(),
+            }
         };
+        let at_file = dropped_at(0);
         let bytes = read_data_file(&path).map_err(at_file)?;
         let h = self
             .header(&path, &bytes, format::LOG_MAGIC, g)
@@ -311,7 +320,7 @@ impl Loader<'_> {
                         "log-{prev}.kvs does not end with the seal kvs writes before it goes on to {}, which holds records",
                         path.display()
                     )),
-                    file: Some(segment_path(self.dir, prev)),
+                    file: Some((segment_path(self.dir, prev), LOADED)),
                     later: std::iter::once(g).chain(later.iter().copied()).collect(),
                 });
             }
@@ -321,9 +330,9 @@ impl Loader<'_> {
             let at = offset as usize;
             let torn = is_last && at >= h.version.header_len() && torn_tail(&bytes, at, h.version);
             if !torn {
-                return Err(at_file(damaged(&path, offset, reason)));
+                return Err(dropped_at(offset)(damaged(&path, offset, reason)));
             }
-            truncate(&path, r.good_len).map_err(at_file)?;
+            truncate(&path, r.good_len).map_err(dropped_at(0))?;
             crate::log_warn!(
                 "{}: cut off a torn last record ({} bytes; a crash during an append)",
                 path.display(),
@@ -333,7 +342,7 @@ impl Loader<'_> {
         }
         match r.seal {
             Some(next) if next != g + 1 || is_last => {
-                return Err(at_file(PersistError::Foreign(format!(
+                return Err(dropped_at(LOADED)(PersistError::Foreign(format!(
                     "log-{}.kvs is missing: {} ends by naming it as the next segment",
                     next,
                     path.display()
@@ -455,10 +464,17 @@ fn write_snapshot(dir: &Path, store: &Store, dir_id: u64, g: u64) -> Result<u64,
     Ok(bytes.len() as u64)
 }
 
-/// Sets aside what a repair drops, saying what each file held.
-fn set_aside_all(files: &[PathBuf]) {
-    for path in files {
+/// Sets aside what a repair drops, each file with the offset its dropped
+/// part starts at, saying what that part held.
+fn set_aside_all(files: &[(PathBuf, u64)]) {
+    for (path, from) in files {
         let held = crate::safe_file::read_regular(path).ok().map(|bytes| {
+            if *from == LOADED {
+                return format!(
+                    "{} bytes, kept for reference: what of it loaded is in the new snapshot",
+                    bytes.len()
+                );
+            }
             let magic = if path.to_string_lossy().contains("snapshot-") {
                 format::SNAPSHOT_MAGIC
             } else {
@@ -467,10 +483,11 @@ fn set_aside_all(files: &[PathBuf]) {
             let version = format::read_header(&bytes, magic)
                 .map(|h| h.version)
                 .unwrap_or(Version::V2);
-            let (records, keys) = count_after(&bytes, 0, version);
+            let from = (*from as usize).min(bytes.len());
+            let (records, keys) = count_after(&bytes, from, version);
             format!(
-                "{} bytes, {records} readable records naming {keys} keys",
-                bytes.len()
+                "dropped its {} bytes from byte {from} on: {records} readable records after the damage, naming {keys} keys",
+                bytes.len() - from
             )
         });
         match chain::set_aside(path) {
@@ -478,7 +495,7 @@ fn set_aside_all(files: &[PathBuf]) {
                 "--repair: set {} aside as {} ({})",
                 path.display(),
                 aside.display(),
-                held.unwrap_or_else(|| "unreadable".into())
+                held.unwrap_or_else(|| "not a readable regular file".into())
             ),
             Err(e) => crate::log_warn!("--repair: cannot set {} aside: {e}", path.display()),
         }
@@ -554,23 +571,24 @@ pub fn open(opts: &DataDirOptions, store: &Store) -> Result<Opened, PersistError
         (loaded, _) => {
             let problem = loaded.err();
             if let Some(p) = &problem {
-                crate::log_warn!("--repair: {}", p.error);
+                crate::log_warn!("--repair: {}", p.error.cause());
             }
             let g = highest_generation(dir)?.map_or(1, |g| g + 1);
             snapshot_len = write_snapshot(dir, store, dir_id, g)?;
             let file = chain::create_segment(dir, dir_id, g).map_err(|e| cannot_create(g, e))?;
-            let mut dropped: Vec<PathBuf> = Vec::new();
+            let mut dropped: Vec<(PathBuf, u64)> = Vec::new();
             if let (Some(g), Some(_)) = (chain.snapshot, loader.snapshot_skipped) {
-                dropped.push(snapshot_path(dir, g));
+                // Its damaged records were said when they were skipped.
+                dropped.push((snapshot_path(dir, g), LOADED));
             }
             if let Some(p) = &problem {
                 dropped.extend(p.file.iter().cloned());
-                dropped.extend(p.later.iter().map(|&g| segment_path(dir, g)));
+                dropped.extend(p.later.iter().map(|&g| (segment_path(dir, g), 0)));
             }
-            dropped.dedup();
+            dropped.dedup_by(|a, b| a.0 == b.0);
             set_aside_all(&dropped);
             crate::log_warn!(
-                "--repair: wrote snapshot-{g}.kvs ({} keys, everything kept); the files it replaces are removed",
+                "--repair: wrote snapshot-{g}.kvs ({} keys: everything that loaded); the files it replaces are removed",
                 store.len()
             );
             (g, file, format::HEADER_LEN as u64, g)
@@ -578,6 +596,9 @@ pub fn open(opts: &DataDirOptions, store: &Store) -> Result<Opened, PersistError
     };
 
     let from = match chain.snapshot {
+        _ if base == generation && generation > 0 && base != chain.snapshot.unwrap_or(0) => {
+            "what the repair kept".to_string()
+        }
         Some(g) => format!("snapshot {g} ({} keys)", loader.snapshot_keys),
         None => "no snapshot".into(),
     };
