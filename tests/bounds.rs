@@ -54,6 +54,14 @@ fn a_reply_larger_than_the_output_buffer_is_sent_whole() {
         .unwrap();
     assert_eq!(cursor, "0");
     assert_eq!(scanned.len(), KEYS);
+    // A request pipelined behind the large reply is answered once the
+    // client has read it, with no more bytes from the client.
+    let mut raw = kvs.raw();
+    raw.send(b"KEYS *\r\nPING\r\nGET key000007\r\n");
+    let keys = raw.reply();
+    assert!(keys.starts_with(format!("*{KEYS}\r\n").as_bytes()));
+    assert_eq!(raw.reply(), b"+PONG\r\n");
+    assert_eq!(raw.reply(), b"$11\r\nvalue000007\r\n");
     // Still served after, on the same connection.
     assert_eq!(
         redis::cmd("GET")

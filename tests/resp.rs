@@ -669,3 +669,56 @@ fn the_redis_example_runs_unchanged_against_kvs_and_redis() {
         assert_eq!(run_example(&redis.url()), ours, "same output from Redis");
     }
 }
+
+/// Every whole request of a read is answered before the server waits for
+/// more, whatever mix of commands the read holds: a GET answered on the
+/// reactor, then a PING, used to wait for the client's next bytes.
+#[test]
+fn every_mix_of_local_and_store_commands_in_one_read_is_answered() {
+    let kvs = RespServer::start(&[], &[]);
+    let mut raw = kvs.raw();
+    assert_eq!(raw.ask(&["SET", "k", "v"]), "+OK\r\n");
+    raw.send(b"GET k\r\nPING\r\n");
+    assert_eq!(raw.reply(), b"$1\r\nv\r\n");
+    assert_eq!(
+        raw.reply_within(Duration::from_secs(2)).as_deref(),
+        Some(&b"+PONG\r\n"[..]),
+        "PING's reply was held back"
+    );
+    let commands: [&[&str]; 12] = [
+        &["GET", "k"],
+        &["SET", "k", "w"],
+        &["PING"],
+        &["ECHO", "hi"],
+        &["CLIENT", "GETNAME"],
+        &["CONFIG", "GET", "maxclients"],
+        &["PUBLISH", "ch", "x"],
+        &["EXISTS", "k", "nope"],
+        &["SET", "k", "a value with spaces"],
+        &["DBSIZE"],
+        &["MGET", "k", "nope"],
+        &["NOSUCHCOMMAND"],
+    ];
+    let mut rng = 0x2545_f491_4f6c_dd1du64;
+    for round in 0..200 {
+        let n = 1 + (round % 9);
+        let mut bytes = Vec::new();
+        let mut sent = Vec::new();
+        for _ in 0..n {
+            rng ^= rng << 13;
+            rng ^= rng >> 7;
+            rng ^= rng << 17;
+            let c = commands[(rng % commands.len() as u64) as usize];
+            let args: Vec<&[u8]> = c.iter().map(|a| a.as_bytes()).collect();
+            bytes.extend(kvs::protocol::resp::encode_request(&args));
+            sent.push(c.join(" "));
+        }
+        raw.send(&bytes);
+        for (i, c) in sent.iter().enumerate() {
+            assert!(
+                raw.reply_within(Duration::from_secs(2)).is_some(),
+                "round {round}: no reply to #{i} ({c}) of {sent:?}"
+            );
+        }
+    }
+}

@@ -531,6 +531,12 @@ impl Reactor {
         let pending = s.pending_output();
         if pending <= self.opts.output_buffer {
             s.over_since = None;
+            if before > self.opts.output_buffer && !s.busy && !s.inbuf.is_empty() {
+                // It was served no further while over the limit; what it
+                // sent meanwhile is waiting, and no new bytes may come to
+                // say so.
+                self.resume.push(sid);
+            }
         } else if s.subscription_count() > 0 {
             // Messages keep coming whether it reads or not: a subscriber
             // that falls this far behind is cut off (Redis's pubsub

@@ -125,10 +125,22 @@ fn eq(arg: &[u8], word: &str) -> bool {
 }
 
 impl Reactor {
-    /// Parses and handles the RESP requests waiting in the session's buffer.
+    /// Parses and handles the RESP requests waiting in the session's buffer:
+    /// every whole request is answered, or on its way to the pool, before
+    /// this returns (a reply held back until the client sends more bytes
+    /// would be a hang for a client that waits for it).
     pub(super) fn serve_resp(&mut self, sid: SessionId) {
+        // Each round ends at a batch; one answered here lets the next
+        // round go on with what follows it.
+        while self.serve_resp_round(sid) {}
+    }
+
+    /// One round of [`Reactor::serve_resp`]: local commands up to the
+    /// first store command, then store commands up to the next local one.
+    /// Returns whether the batch was answered here and requests may follow.
+    fn serve_resp_round(&mut self, sid: SessionId) -> bool {
         let Some(s) = self.sessions.get_mut(sid) else {
-            return;
+            return false;
         };
         let buf = std::mem::take(&mut s.inbuf);
         let mut used = 0;
@@ -165,15 +177,16 @@ impl Reactor {
             }
         }
         let Some(s) = self.sessions.get_mut(sid) else {
-            return;
+            return false;
         };
         s.inbuf = buf;
         s.inbuf.drain(..used);
         if let Some(e) = failed {
-            return self.protocol_error(sid, e);
+            self.protocol_error(sid, e);
+            return false;
         }
         if batch.is_empty() {
-            return;
+            return false;
         }
         self.dirty.push(sid);
         // Reads whose shards are free are answered here: two thread
@@ -183,11 +196,12 @@ impl Reactor {
             for r in &replies {
                 encode_reply(s.replies(), r);
             }
-            return;
+            return !s.inbuf.is_empty();
         }
         s.busy = true;
         self.stats.batches += 1;
         self.pool.submit(sid, s.generation, StoreOp::Batch(batch));
+        false
     }
 
     fn quitting(&self, sid: SessionId) -> bool {
