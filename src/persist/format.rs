@@ -15,7 +15,9 @@
 //!   for deletes `n: u32` and `n` keys, each string a LEB128 length and its
 //!   bytes (so a length is not bound to one byte, and a mutation of any
 //!   size is one record); `3` clears; `4, n: u64` ends a snapshot of `n`
-//!   pairs; `5, g: u64` seals a segment: the log goes on in segment `g`.
+//!   pairs; `5, g: u64` seals a segment: the log goes on in segment `g`;
+//!   `6, n: u32, n x (LEB128 length, payload)` is a transaction's
+//!   mutations (sets, deletes, clears), replayed all or none.
 //!
 //! Version 1 (read, never written): a 12-byte header (magic and version),
 //! 8-byte frames (`len`, `crc`), counts of `u16` and one-byte lengths.
@@ -45,6 +47,7 @@ const OP_DEL: u8 = 2;
 const OP_CLEAR: u8 = 3;
 const OP_END: u8 = 4;
 const OP_SEAL: u8 = 5;
+const OP_GROUP: u8 = 6;
 
 /// Which layout a file uses.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -87,6 +90,8 @@ pub enum Record {
     Clear,
     End(u64),
     Seal(u64),
+    /// A transaction's mutations, in order.
+    Group(Vec<Record>),
 }
 
 impl Record {
@@ -95,6 +100,7 @@ impl Record {
         match self {
             Record::Set(p) => p.len(),
             Record::Del(k) => k.len(),
+            Record::Group(g) => g.iter().map(Record::keys).sum(),
             _ => 0,
         }
     }
@@ -300,6 +306,31 @@ pub fn push_seal(out: &mut Vec<u8>, next: u64) {
     });
 }
 
+/// Appends one record holding a transaction's mutations (see the module's
+/// doc), each encoded as its own record would be.
+pub fn push_group(out: &mut Vec<u8>, mutations: &[crate::store::Mutation]) {
+    use crate::store::Mutation;
+    push_record(out, |p| {
+        p.push(OP_GROUP);
+        p.extend_from_slice(&(mutations.len() as u32).to_le_bytes());
+        let mut one = Vec::new();
+        for m in mutations {
+            one.clear();
+            match m {
+                Mutation::Set(pairs) => {
+                    push_set(&mut one, pairs.iter().map(|(k, v)| (&k[..], &v[..])))
+                }
+                Mutation::Del(keys) => push_del(&mut one, keys.iter().map(String::as_str)),
+                Mutation::Clear => push_clear(&mut one),
+            }
+            // The sub-record's payload, without its frame.
+            let payload = &one[FRAME_LEN..];
+            push_len(p, payload.len());
+            p.extend_from_slice(payload);
+        }
+    });
+}
+
 /// Appends a snapshot's pairs as set records of about
 /// [`SNAPSHOT_RECORD`] bytes each, then its end record.
 pub fn push_snapshot(out: &mut Vec<u8>, pairs: &[(String, String)]) {
@@ -443,6 +474,19 @@ fn decode_payload(payload: &[u8], version: Version) -> Result<Record, FormatErro
         OP_CLEAR => Record::Clear,
         OP_END => Record::End(r.u64()?),
         OP_SEAL if version == Version::V2 => Record::Seal(r.u64()?),
+        OP_GROUP if version == Version::V2 => {
+            let n = r.count()?;
+            let mut group = Vec::with_capacity(n.min(1024));
+            for _ in 0..n {
+                let len = r.len()?;
+                let one = r.take(len)?;
+                match decode_payload(one, version)? {
+                    m @ (Record::Set(_) | Record::Del(_) | Record::Clear) => group.push(m),
+                    _ => return Err(FormatError::BadPayload("a group of other than changes")),
+                }
+            }
+            Record::Group(group)
+        }
         _ => return Err(FormatError::BadPayload("unknown operation")),
     };
     if !r.b.is_empty() {
@@ -529,6 +573,28 @@ mod tests {
                 Record::End(7),
                 Record::Seal(9),
             ]
+        );
+    }
+
+    #[test]
+    fn a_group_is_one_record() {
+        use crate::store::Mutation;
+        let muts = vec![
+            Mutation::Set(vec![("a".into(), "1".into())]),
+            Mutation::Del(vec!["b".into()]),
+            Mutation::Clear,
+        ];
+        let mut out = Vec::new();
+        push_group(&mut out, &muts);
+        let (r, n) = read_record(&out, Version::V2).unwrap();
+        assert_eq!(n, out.len());
+        assert_eq!(
+            r,
+            Record::Group(vec![
+                Record::Set(vec![("a".into(), "1".into())]),
+                Record::Del(vec!["b".into()]),
+                Record::Clear,
+            ])
         );
     }
 

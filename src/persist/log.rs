@@ -163,6 +163,10 @@ impl Journal for LogJournal {
     fn clear(&self) {
         self.0.append(format::push_clear);
     }
+
+    fn group(&self, mutations: &[crate::store::Mutation]) {
+        self.0.append(|buf| format::push_group(buf, mutations));
+    }
 }
 
 /// A write of the log that failed.

@@ -49,6 +49,11 @@ fn apply(store: &Store, record: Record) {
         Record::Clear => {
             store.clear();
         }
+        Record::Group(records) => {
+            for r in records {
+                apply(store, r);
+            }
+        }
         Record::End(_) | Record::Seal(_) => {}
     }
 }

@@ -4,7 +4,7 @@
 //! with [`execute`]; each protocol turns the [`Reply`] back into its own
 //! bytes. Nothing here knows about bytes on a wire.
 
-use crate::store::{SetIf, Store};
+use crate::store::{SetIf, Store, Transaction};
 
 /// What SET-like commands answer.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -85,6 +85,13 @@ pub enum Command {
         text: String,
         keyspace: bool,
     },
+    /// EXEC: the queued commands (or the replies of those answered when
+    /// queued, PING and the like), run as one [`Store::transaction`];
+    /// none run if a key WATCHed at a version changed since.
+    Exec {
+        watched: Vec<(String, u64)>,
+        queued: Vec<Result<Command, Reply>>,
+    },
 }
 
 /// The outcome of a [`Command`], for the protocol to encode.
@@ -104,17 +111,80 @@ pub enum Reply {
     Text(String),
     /// An error, its code first (`ERR ...`).
     Error(String),
+    /// EXEC's replies, one per queued command; `None` when a WATCHed key
+    /// changed and nothing ran.
+    Exec(Option<Vec<Reply>>),
 }
 
 impl Command {
     /// Whether the command changes the store (and so is logged, and
     /// refused while the log cannot be written).
     pub fn is_mutation(&self) -> bool {
-        matches!(
-            self,
-            Command::Set { .. } | Command::MSet(_) | Command::Del(_) | Command::Flush
-        )
+        match self {
+            Command::Set { .. } | Command::MSet(_) | Command::Del(_) | Command::Flush => true,
+            Command::Exec { queued, .. } => queued
+                .iter()
+                .any(|c| c.as_ref().is_ok_and(Command::is_mutation)),
+            _ => false,
+        }
     }
+}
+
+/// Runs one command inside a transaction (the store's locks are held: no
+/// store method may be called).
+fn execute_in(tx: &mut Transaction<'_>, cmd: Command) -> Reply {
+    match cmd {
+        Command::Get(k) => Reply::Value(tx.get(&k).map(<[u8]>::to_vec)),
+        Command::Set {
+            key,
+            value,
+            cond,
+            reply,
+        } => set_reply(tx.set(&key, &value, cond, reply == SetReply::Old), reply),
+        Command::MGet(keys) => {
+            Reply::Values(keys.iter().map(|k| tx.get(k).map(<[u8]>::to_vec)).collect())
+        }
+        Command::MSet(pairs) => {
+            tx.write(pairs.iter());
+            Reply::Ok
+        }
+        Command::Del(keys) => {
+            Reply::Int(tx.delete(&keys).into_iter().filter(|&e| e).count() as i64)
+        }
+        Command::Exists(keys) => Reply::Int(keys.iter().filter(|k| tx.contains(k)).count() as i64),
+        Command::Type(k) => Reply::Status(if tx.contains(&k) { "string" } else { "none" }),
+        Command::Strlen(k) => Reply::Int(tx.get(&k).map_or(0, |v| v.len() as i64)),
+        Command::Keys(pattern) => Reply::Keys(tx.keys(&pattern)),
+        Command::DbSize => Reply::Int(tx.len() as i64),
+        Command::Flush => {
+            tx.clear();
+            Reply::Ok
+        }
+        Command::Info { text, keyspace } => Reply::Text(info_text(text, keyspace, tx.len())),
+        // Refused when queued (see the RESP transaction module).
+        Command::Scan { .. } | Command::Exec { .. } => {
+            Reply::Error("ERR this command cannot run inside a transaction".into())
+        }
+    }
+}
+
+fn set_reply((applied, old): (bool, Option<String>), reply: SetReply) -> Reply {
+    match reply {
+        SetReply::Ok if applied => Reply::Ok,
+        SetReply::Ok => Reply::Value(None),
+        SetReply::Old => Reply::Value(old.map(String::into_bytes)),
+        SetReply::Flag => Reply::Int(applied as i64),
+    }
+}
+
+fn info_text(mut text: String, keyspace: bool, keys: usize) -> String {
+    if keyspace {
+        text.push_str("# Keyspace\r\n");
+        if keys > 0 {
+            text.push_str(&format!("db0:keys={keys},expires=0,avg_ttl=0\r\n"));
+        }
+    }
+    text
 }
 
 /// Runs one command. On the store pool only: it takes shard locks.
@@ -126,15 +196,7 @@ pub fn execute(store: &Store, cmd: Command) -> Reply {
             value,
             cond,
             reply,
-        } => {
-            let (applied, old) = store.set(&key, &value, cond, reply == SetReply::Old);
-            match reply {
-                SetReply::Ok if applied => Reply::Ok,
-                SetReply::Ok => Reply::Value(None),
-                SetReply::Old => Reply::Value(old.map(String::into_bytes)),
-                SetReply::Flag => Reply::Int(applied as i64),
-            }
-        }
+        } => set_reply(store.set(&key, &value, cond, reply == SetReply::Old), reply),
         Command::MGet(keys) => {
             // Bytes straight from the store, like GET's: no UTF-8 check
             // on the way out.
@@ -169,16 +231,26 @@ pub fn execute(store: &Store, cmd: Command) -> Reply {
             store.clear();
             Reply::Ok
         }
-        Command::Info { mut text, keyspace } => {
-            if keyspace {
-                text.push_str("# Keyspace\r\n");
-                let n = store.len();
-                if n > 0 {
-                    text.push_str(&format!("db0:keys={n},expires=0,avg_ttl=0\r\n"));
-                }
+        Command::Info { text, keyspace } => Reply::Text(info_text(text, keyspace, store.len())),
+        Command::Exec { watched, queued } => store.transaction(|tx| {
+            // Every watch ends here, changed or not.
+            let mut changed = false;
+            for (key, version) in &watched {
+                changed |= tx.changed_since(key, *version);
             }
-            Reply::Text(text)
-        }
+            if changed {
+                return Reply::Exec(None);
+            }
+            Reply::Exec(Some(
+                queued
+                    .into_iter()
+                    .map(|c| match c {
+                        Ok(cmd) => execute_in(tx, cmd),
+                        Err(reply) => reply,
+                    })
+                    .collect(),
+            ))
+        }),
     }
 }
 

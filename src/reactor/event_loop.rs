@@ -477,6 +477,10 @@ impl Reactor {
             // The store watches keys for a session that is gone.
             match result {
                 OpResult::Subscribe { key, exists: true } => self.pool.unwatch(vec![key]),
+                OpResult::Versions(v) => {
+                    self.pool
+                        .unwatch_versions(v.into_iter().map(|(k, _)| k).collect());
+                }
                 OpResult::Watched(keys) => {
                     if !keys.is_empty() {
                         self.pool.unwatch(keys);
@@ -506,6 +510,12 @@ impl Reactor {
             OpResult::Watched(_) => {
                 s.unconfirmed.clear();
                 s.release_deferred();
+            }
+            OpResult::Versions(v) => {
+                if let Link::Stream { resp, .. } = &mut s.link {
+                    resp.watching.extend(v);
+                }
+                crate::protocol::resp::push_ok(s.replies());
             }
         }
         self.dirty.push(sid);
@@ -597,6 +607,11 @@ impl Reactor {
                     let _ = registry.deregister(conn);
                 }
             }
+        }
+        if let Link::Stream { resp, .. } = &mut s.link {
+            let watched = std::mem::take(&mut resp.watching);
+            self.pool
+                .unwatch_versions(watched.into_iter().map(|(k, _)| k).collect());
         }
         self.forget_subscriptions(sid, &mut s);
         match why {

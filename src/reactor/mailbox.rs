@@ -21,6 +21,8 @@ pub enum OpResult {
         replies: Vec<Reply>,
         sync: Option<u64>,
     },
+    /// WATCH: each key and its change count now.
+    Versions(Vec<(String, u64)>),
     /// A [`super::store_ops::StoreOp::Watch`] is in force; the keys it
     /// watched, to unwatch if the session is gone meanwhile.
     Watched(Vec<String>),

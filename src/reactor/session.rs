@@ -188,6 +188,20 @@ pub struct RespState {
     pub name: Option<String>,
     /// QUIT was answered: close once it is written.
     pub quitting: bool,
+    /// Between MULTI and EXEC / DISCARD: what is queued.
+    pub multi: Option<Multi>,
+    /// WATCHed keys and their change counts when watched.
+    pub watching: Vec<(String, u64)>,
+}
+
+/// A transaction being queued (MULTI).
+#[derive(Debug, Default)]
+pub struct Multi {
+    /// Commands to run at EXEC, or the replies of those answered when
+    /// queued.
+    pub queued: Vec<Result<super::command::Command, Reply>>,
+    /// A command was refused while queuing: EXEC answers EXECABORT.
+    pub aborted: bool,
 }
 
 pub enum Link {

@@ -25,6 +25,8 @@ pub enum StoreOp {
     Subscribe(String),
     /// Commands, run in order.
     Batch(Vec<BatchItem>),
+    /// WATCH (transactions): the keys' change counts.
+    WatchVersions(Vec<String>),
     /// Start watching keys (RESP keyspace channels) and install a new
     /// filter for patterns and key-event channels, before the reply.
     Watch {
@@ -129,6 +131,15 @@ impl StorePool {
         self.execute(move || store.unwatch(&keys));
     }
 
+    /// Ends WATCHes (UNWATCH, DISCARD, a session gone), on the pool.
+    pub fn unwatch_versions(&self, keys: Vec<String>) {
+        if keys.is_empty() {
+            return;
+        }
+        let store = self.store.clone();
+        self.execute(move || store.unwatch_versions(&keys));
+    }
+
     /// Installs a filter nobody waits for (after unsubscribing).
     pub fn install_filter(&self, generation: u64, list: FilterList) {
         let (store, filter) = (self.store.clone(), self.filter.clone());
@@ -203,6 +214,13 @@ impl Context<'_> {
                 return None;
             }
             StoreOp::Batch(items) => self.batch(items),
+            StoreOp::WatchVersions(keys) => {
+                let versions = store.watch_versions(&keys);
+                (
+                    OpResult::Versions(keys.into_iter().zip(versions).collect()),
+                    false,
+                )
+            }
             StoreOp::Watch { keys, filter: list } => {
                 for k in &keys {
                     store.watch_key(k);
@@ -223,7 +241,14 @@ impl Context<'_> {
         let replies: Vec<Reply> = items
             .into_iter()
             .map(|item| match item {
-                Ok(cmd) if cmd.is_mutation() && refusing => misconf("the last write failed"),
+                Ok(cmd) if cmd.is_mutation() && refusing => {
+                    // A refused EXEC still ends its watches.
+                    if let Command::Exec { watched, .. } = &cmd {
+                        let keys: Vec<&str> = watched.iter().map(|(k, _)| k.as_str()).collect();
+                        self.store.unwatch_versions(&keys);
+                    }
+                    misconf("the last write failed")
+                }
                 Ok(cmd) => {
                     mutated |= cmd.is_mutation();
                     execute(self.store, cmd)

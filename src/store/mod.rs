@@ -18,12 +18,14 @@
 
 mod snapshot;
 mod table;
+mod transaction;
 
 pub use snapshot::Snapshot;
+pub use transaction::Transaction;
 
 use std::collections::HashMap;
 use std::hash::BuildHasher;
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
 use std::sync::{OnceLock, PoisonError, RwLock, RwLockReadGuard, RwLockWriteGuard, TryLockError};
 use table::{text, Hasher, Table};
 
@@ -76,13 +78,80 @@ pub trait Journal: Send + Sync {
     /// Only keys that existed are given; never called with none.
     fn del(&self, keys: &mut dyn Iterator<Item = &str>);
     fn clear(&self);
+    /// The mutations of one transaction, to be replayed all or none. The
+    /// default records them one by one.
+    fn group(&self, mutations: &[Mutation]) {
+        for m in mutations {
+            match m {
+                Mutation::Set(p) => self.set(&mut p.iter().map(|(k, v)| (&k[..], &v[..]))),
+                Mutation::Del(k) => self.del(&mut k.iter().map(String::as_str)),
+                Mutation::Clear => self.clear(),
+            }
+        }
+    }
 }
 
-/// One shard: its pairs, and how many watchers each watched key has.
+/// One mutation of a [`Transaction`], for the journal.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Mutation {
+    Set(Vec<(String, String)>),
+    /// Keys that existed.
+    Del(Vec<String>),
+    Clear,
+}
+
+/// A key someone WATCHes (RESP transactions): how many watch it, and a
+/// count of its changes, bumped under the shard's lock by every change.
+#[derive(Default)]
+struct KeyVersion {
+    holders: u32,
+    version: AtomicU64,
+}
+
+/// One shard: its pairs, how many watchers each watched key has, and the
+/// change counts of WATCHed keys.
 #[derive(Default)]
 struct Shard {
     map: Table,
     watched: HashMap<Box<str>, u32>,
+    versions: HashMap<Box<str>, KeyVersion>,
+}
+
+impl Shard {
+    /// Sets `key` to `value` if `cond` holds; returns whether it did and,
+    /// if `want_old`, the value before. The caller journals and reports.
+    fn set_if(
+        &mut self,
+        h: u64,
+        key: &str,
+        value: &str,
+        cond: SetIf,
+        want_old: bool,
+    ) -> (bool, Option<String>) {
+        let (present, old) = match self.map.get(h, key) {
+            Some(v) => (true, want_old.then(|| text(v).to_owned())),
+            None => (false, None),
+        };
+        let apply = match cond {
+            SetIf::Always => true,
+            SetIf::Absent => !present,
+            SetIf::Present => present,
+        };
+        if apply {
+            self.map.set(h, key, value);
+        }
+        (apply, old)
+    }
+
+    /// Counts a change of `key` for the transactions watching it.
+    #[inline]
+    fn touched(&self, key: &str) {
+        if !self.versions.is_empty() {
+            if let Some(v) = self.versions.get(key) {
+                v.version.fetch_add(1, Ordering::Relaxed);
+            }
+        }
+    }
 }
 
 /// The sharded key-value table. Share it between threads with an `Arc`.
@@ -94,6 +163,9 @@ pub struct Store {
     /// While above zero, every change goes to the hook (pattern and
     /// key-event subscribers may want any key; the hook filters).
     watch_all: AtomicBool,
+    /// Keys WATCHed by transactions, over all shards: while zero, a store
+    /// without a hook skips reporting altogether (batch mode).
+    versions_live: AtomicUsize,
 }
 
 impl Default for Store {
@@ -120,6 +192,7 @@ impl Store {
             hook: OnceLock::new(),
             journal: OnceLock::new(),
             watch_all: AtomicBool::new(false),
+            versions_live: AtomicUsize::new(0),
         }
     }
 
@@ -299,12 +372,14 @@ impl Store {
         &self,
         changes: impl Iterator<Item = (&'k str, Option<&'k str>, &'k Shard)>,
     ) {
-        let Some(hook) = self.hook.get() else {
+        let hook = self.hook.get();
+        if hook.is_none() && self.versions_live.load(Ordering::Acquire) == 0 {
             return;
-        };
+        }
         let all = self.watching_all();
         let wanted: Vec<Change<'_>> = changes
             .filter_map(|(key, value, shard)| {
+                shard.touched(key);
                 let watched = shard.watched.contains_key(key);
                 (watched || all).then_some(Change {
                     key,
@@ -313,14 +388,15 @@ impl Store {
                 })
             })
             .collect();
-        if !wanted.is_empty() {
+        if let (Some(hook), false) = (hook, wanted.is_empty()) {
             hook(&wanted);
         }
     }
 
     /// Reports one change of a key in the locked shard `g` to the hook, if
-    /// anyone may want it.
+    /// anyone may want it (and counts it for transactions watching it).
     fn report(&self, g: &Shard, key: &str, value: Option<&str>) {
+        g.touched(key);
         if let Some(hook) = self.hook.get() {
             let watched = g.watched.contains_key(key);
             if watched || self.watching_all() {
@@ -354,21 +430,12 @@ impl Store {
     ) -> (bool, Option<String>) {
         let (h, shard) = self.shard(key);
         let mut g = shard.write().unwrap_or_else(PoisonError::into_inner);
-        let (present, old) = match g.map.get(h, key) {
-            Some(v) => (true, want_old.then(|| text(v).to_owned())),
-            None => (false, None),
-        };
-        let apply = match cond {
-            SetIf::Always => true,
-            SetIf::Absent => !present,
-            SetIf::Present => present,
-        };
-        if apply {
-            g.map.set(h, key, value);
+        let (applied, old) = g.set_if(h, key, value, cond, want_old);
+        if applied {
             self.journal_set(&[(key, value)]);
             self.report(&g, key, Some(value));
         }
-        (apply, old)
+        (applied, old)
     }
 
     /// Deletes every key, reporting each deletion; returns how many there
@@ -469,12 +536,49 @@ impl Store {
     /// Watches `key` whether or not it is present (a RESP keyspace
     /// subscription). Balance each call with one [`Store::unwatch`].
     pub fn watch_key(&self, key: &str) {
-        let mut g = self
-            .shard(key)
+        let mut g = self.write_shard_of(key);
+        *g.watched.entry(key.into()).or_insert(0) += 1;
+    }
+
+    /// Starts WATCHing `keys` for a transaction: for each, the count of its
+    /// changes so far, which [`Transaction::changed_since`] compares with.
+    /// Balance each with one [`Store::unwatch_versions`].
+    pub fn watch_versions<K: AsRef<str>>(&self, keys: &[K]) -> Vec<u64> {
+        keys.iter()
+            .map(|k| {
+                let k = k.as_ref();
+                let mut g = self.write_shard_of(k);
+                let v = g.versions.entry(k.into()).or_default();
+                v.holders += 1;
+                if v.holders == 1 {
+                    self.versions_live.fetch_add(1, Ordering::AcqRel);
+                }
+                v.version.load(Ordering::Relaxed)
+            })
+            .collect()
+    }
+
+    /// The write-locked shard of `key`.
+    fn write_shard_of(&self, key: &str) -> RwLockWriteGuard<'_, Shard> {
+        self.shard(key)
             .1
             .write()
-            .unwrap_or_else(PoisonError::into_inner);
-        *g.watched.entry(key.into()).or_insert(0) += 1;
+            .unwrap_or_else(PoisonError::into_inner)
+    }
+
+    /// Ends one WATCH of each key (see [`Store::watch_versions`]).
+    pub fn unwatch_versions<K: AsRef<str>>(&self, keys: &[K]) {
+        for k in keys {
+            let k = k.as_ref();
+            let mut g = self.write_shard_of(k);
+            if let Some(v) = g.versions.get_mut(k) {
+                v.holders -= 1;
+                if v.holders == 0 {
+                    g.versions.remove(k);
+                    self.versions_live.fetch_sub(1, Ordering::AcqRel);
+                }
+            }
+        }
     }
 
     /// The value of each key, in the order given. Atomic over all the keys.
@@ -632,11 +736,7 @@ impl Store {
     pub fn unwatch<K: AsRef<str>>(&self, keys: &[K]) {
         for k in keys {
             let k = k.as_ref();
-            let mut g = self
-                .shard(k)
-                .1
-                .write()
-                .unwrap_or_else(PoisonError::into_inner);
+            let mut g = self.write_shard_of(k);
             if let Some(n) = g.watched.get_mut(k) {
                 *n -= 1;
                 if *n == 0 {

@@ -12,6 +12,7 @@ mod connection;
 mod pubsub;
 mod server_info;
 mod store_commands;
+mod transaction;
 
 use server_info::command_command;
 use store_commands::{store_command, try_reads};
@@ -53,6 +54,11 @@ const LOCAL_COMMANDS: &[&str] = &[
     "punsubscribe",
     "publish",
     "reset",
+    "multi",
+    "exec",
+    "discard",
+    "watch",
+    "unwatch",
 ];
 
 /// Appends the RESP encoding of a store command's reply.
@@ -76,6 +82,14 @@ pub fn encode_reply(out: &mut Vec<u8>, reply: &Reply) {
         Reply::Status(s) => resp::push_simple(out, s),
         Reply::Text(t) => resp::push_bulk(out, t.as_bytes()),
         Reply::Error(e) => resp::push_error(out, e),
+        // A transaction a WATCHed key's change kept from running.
+        Reply::Exec(None) => out.extend_from_slice(b"*-1\r\n"),
+        Reply::Exec(Some(replies)) => {
+            resp::push_array_len(out, replies.len());
+            for r in replies {
+                encode_reply(out, r);
+            }
+        }
     }
 }
 
@@ -163,6 +177,27 @@ impl Reactor {
                 continue;
             }
             let name = String::from_utf8_lossy(args[0]).to_ascii_lowercase();
+            if self.in_multi(sid) {
+                // Queued commands answer on the reactor: after the batch.
+                let control = name == "exec" || name == "discard";
+                if !control && !batch.is_empty() {
+                    break;
+                }
+                match self.transaction_step(sid, &name, &args) {
+                    Some(transaction::Step::Answered) => {
+                        used += len;
+                        self.stats.commands += 1;
+                        continue;
+                    }
+                    Some(transaction::Step::Exec(cmd)) => {
+                        used += len;
+                        self.stats.commands += 1;
+                        batch.push(Ok(cmd));
+                        continue;
+                    }
+                    None => {}
+                }
+            }
             let stored = STORE_COMMANDS.contains(&name.as_str()) && self.may_run(sid);
             if !stored && !batch.is_empty() {
                 // Its answer must follow the batch's.
@@ -202,6 +237,13 @@ impl Reactor {
         self.stats.batches += 1;
         self.pool.submit(sid, s.generation, StoreOp::Batch(batch));
         false
+    }
+
+    fn in_multi(&self, sid: SessionId) -> bool {
+        matches!(
+            self.sessions.get(sid).map(|s| &s.link),
+            Some(Link::Stream { resp, .. }) if resp.multi.is_some()
+        )
     }
 
     fn quitting(&self, sid: SessionId) -> bool {
@@ -320,7 +362,12 @@ impl Reactor {
                 let receivers = self.publish(&channel, args[2]);
                 resp::push_int(out, receivers as i64);
             }
+            "multi" | "exec" | "discard" | "unwatch" if n == 1 => {
+                self.transaction_command(sid, name, args, out)
+            }
+            "watch" if n >= 2 => self.transaction_command(sid, name, args, out),
             "reset" if n == 1 => {
+                self.end_transaction(sid);
                 // RESET's own pub/sub replies are not sent, only its answer.
                 let mut discarded = Vec::new();
                 self.unsubscribe_into(sid, false, &[], &mut discarded);

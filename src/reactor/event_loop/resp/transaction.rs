@@ -1,0 +1,182 @@
+//! MULTI, EXEC, DISCARD, WATCH and UNWATCH, with Redis 7's replies. Between
+//! MULTI and EXEC a command is checked and queued (`+QUEUED`), or refused,
+//! which makes EXEC answer `-EXECABORT`. EXEC goes to the store pool as one
+//! [`Command::Exec`], run as one store transaction: every shard locked, so
+//! nothing from any source lands between its commands. WATCH takes each
+//! key's change count from the store (every change from FIFO clients, job
+//! files and RESP clients counts, deletions too); EXEC runs nothing if one
+//! moved, and answers a null array.
+
+use super::store_commands::store_command;
+use super::{arity_error, unknown_command, LOCAL_COMMANDS, STORE_COMMANDS};
+use crate::protocol::resp;
+use crate::reactor::command::{Command, Reply};
+use crate::reactor::event_loop::Reactor;
+use crate::reactor::pubsub::SessionId;
+use crate::reactor::session::{Link, Multi};
+use crate::reactor::store_ops::StoreOp;
+
+/// What a command does to a session in a transaction, decided before the
+/// usual dispatch.
+pub(super) enum Step {
+    /// Queued or refused; its reply is written.
+    Answered,
+    /// EXEC of a transaction that may run: this goes to the store.
+    Exec(Command),
+}
+
+/// Commands that act on the transaction itself rather than being queued.
+fn controls(name: &str) -> bool {
+    matches!(
+        name,
+        "exec" | "discard" | "multi" | "watch" | "unwatch" | "quit" | "reset"
+    )
+}
+
+impl Reactor {
+    fn multi_of(&mut self, sid: SessionId) -> Option<&mut Multi> {
+        match self.sessions.get_mut(sid).map(|s| &mut s.link) {
+            Some(Link::Stream { resp, .. }) => resp.multi.as_mut(),
+            _ => None,
+        }
+    }
+
+    /// Handles `name` if the session is queuing a transaction; `None` if
+    /// it is not, or if `name` is one of the commands that act on it.
+    pub(super) fn transaction_step(
+        &mut self,
+        sid: SessionId,
+        name: &str,
+        args: &[&[u8]],
+    ) -> Option<Step> {
+        let authenticated = {
+            let s = self.sessions.get(sid)?;
+            matches!(&s.link, Link::Stream { resp, .. } if resp.authenticated)
+        };
+        let multi = self.multi_of(sid)?;
+        if name == "exec" && args.len() == 1 && !multi.aborted {
+            return Some(Step::Exec(self.take_exec(sid)));
+        }
+        if controls(name) {
+            return None;
+        }
+        let queued = if !LOCAL_COMMANDS.contains(&name) && !STORE_COMMANDS.contains(&name) {
+            Err(unknown_command(args))
+        } else if !authenticated {
+            Err("NOAUTH Authentication required.".into())
+        } else {
+            match name {
+                "scan" => Err("ERR kvs does not queue 'scan' in a transaction".into()),
+                _ if STORE_COMMANDS.contains(&name) => {
+                    match store_command(name, args, || self.info_command(args)) {
+                        Err(Reply::Error(e)) => Err(e),
+                        item => Ok(item),
+                    }
+                }
+                "ping" if args.len() <= 2 => Ok(Err(match args.get(1) {
+                    Some(a) => Reply::Value(Some(a.to_vec())),
+                    None => Reply::Status("PONG"),
+                })),
+                "echo" if args.len() == 2 => Ok(Err(Reply::Value(Some(args[1].to_vec())))),
+                "ping" | "echo" => match arity_error(name) {
+                    Reply::Error(e) => Err(e),
+                    _ => Err(String::new()),
+                },
+                _ => Err(format!("ERR kvs does not queue '{name}' in a transaction")),
+            }
+        };
+        let multi = self.multi_of(sid)?;
+        let mut out = Vec::new();
+        match queued {
+            Ok(item) => {
+                multi.queued.push(item);
+                resp::push_simple(&mut out, "QUEUED");
+            }
+            Err(e) => {
+                multi.aborted = true;
+                resp::push_error(&mut out, &e);
+            }
+        }
+        if let Some(s) = self.sessions.get_mut(sid) {
+            s.replies().extend_from_slice(&out);
+        }
+        self.dirty.push(sid);
+        Some(Step::Answered)
+    }
+
+    /// Ends the session's transaction and its watches: the EXEC to run.
+    fn take_exec(&mut self, sid: SessionId) -> Command {
+        let Some(Link::Stream { resp, .. }) = self.sessions.get_mut(sid).map(|s| &mut s.link)
+        else {
+            return Command::DbSize;
+        };
+        let multi = resp.multi.take().unwrap_or_default();
+        Command::Exec {
+            watched: std::mem::take(&mut resp.watching),
+            queued: multi.queued,
+        }
+    }
+
+    /// Ends the session's transaction (if any) and its watches.
+    pub(super) fn end_transaction(&mut self, sid: SessionId) {
+        let Some(Link::Stream { resp, .. }) = self.sessions.get_mut(sid).map(|s| &mut s.link)
+        else {
+            return;
+        };
+        resp.multi = None;
+        let keys = std::mem::take(&mut resp.watching)
+            .into_iter()
+            .map(|(k, _)| k)
+            .collect();
+        self.pool.unwatch_versions(keys);
+    }
+
+    /// MULTI, EXEC (when it cannot run), DISCARD, WATCH and UNWATCH.
+    pub(super) fn transaction_command(
+        &mut self,
+        sid: SessionId,
+        name: &str,
+        args: &[&[u8]],
+        out: &mut Vec<u8>,
+    ) {
+        let in_multi = self.multi_of(sid).is_some();
+        match name {
+            "multi" if in_multi => resp::push_error(out, "ERR MULTI calls can not be nested"),
+            "multi" => {
+                if let Some(Link::Stream { resp, .. }) =
+                    self.sessions.get_mut(sid).map(|s| &mut s.link)
+                {
+                    resp.multi = Some(Multi::default());
+                }
+                resp::push_ok(out);
+            }
+            "exec" if !in_multi => resp::push_error(out, "ERR EXEC without MULTI"),
+            "exec" => {
+                self.end_transaction(sid);
+                resp::push_error(
+                    out,
+                    "EXECABORT Transaction discarded because of previous errors.",
+                );
+            }
+            "discard" if !in_multi => resp::push_error(out, "ERR DISCARD without MULTI"),
+            "discard" | "unwatch" => {
+                self.end_transaction(sid);
+                resp::push_ok(out);
+            }
+            "watch" if in_multi => resp::push_error(out, "ERR WATCH inside MULTI is not allowed"),
+            _ => {
+                // WATCH: answered once the store has given the counts.
+                let keys: Vec<String> = args[1..]
+                    .iter()
+                    .map(|k| String::from_utf8_lossy(k).into_owned())
+                    .collect();
+                if let Some(s) = self.sessions.get_mut(sid) {
+                    s.busy = true;
+                    let generation = s.generation;
+                    self.pool
+                        .submit(sid, generation, StoreOp::WatchVersions(keys));
+                }
+            }
+        }
+    }
+}

@@ -1,0 +1,241 @@
+//! A transaction (RESP's MULTI ... EXEC): every shard write-locked, in
+//! ascending order, while its commands run, so that no change from any
+//! source (a FIFO client, a job file, another RESP client) lands between
+//! them, and no reader sees some of them and not others. Redis runs a
+//! transaction with the whole server to itself; this is the same, for the
+//! store. Its changes are reported to the hook in order as they are made,
+//! and go to the journal as one group, replayed all or none.
+
+use super::{Mutation, SetIf, Shard, Store};
+use std::sync::atomic::Ordering;
+use std::sync::{PoisonError, RwLockWriteGuard};
+
+/// The store while a transaction holds it (see [`Store::transaction`]).
+pub struct Transaction<'a> {
+    store: &'a Store,
+    guards: Vec<RwLockWriteGuard<'a, Shard>>,
+    mutations: Vec<Mutation>,
+}
+
+impl Store {
+    /// Runs `f` with every shard write-locked. Do not call other methods
+    /// of the store from `f`: its locks are held (a store method would wait
+    /// on them forever).
+    pub fn transaction<R>(&self, f: impl FnOnce(&mut Transaction<'_>) -> R) -> R {
+        let guards = self
+            .shards
+            .iter()
+            .map(|s| s.write().unwrap_or_else(PoisonError::into_inner))
+            .collect();
+        let mut tx = Transaction {
+            store: self,
+            guards,
+            mutations: Vec::new(),
+        };
+        let r = f(&mut tx);
+        if let (Some(j), false) = (self.journal.get(), tx.mutations.is_empty()) {
+            j.group(&tx.mutations);
+        }
+        r
+    }
+}
+
+impl Transaction<'_> {
+    fn locate(&self, key: &str) -> (u64, usize) {
+        let h = self.store.hash(key);
+        (h, self.store.shard_at(h))
+    }
+
+    /// Whether a key watched at `version` (see [`Store::watch_versions`])
+    /// changed since, and ends that watch.
+    pub fn changed_since(&mut self, key: &str, version: u64) -> bool {
+        let (_, s) = self.locate(key);
+        let g = &mut self.guards[s];
+        let Some(v) = g.versions.get_mut(key) else {
+            // Not watched any more: nothing can tell.
+            return true;
+        };
+        let changed = v.version.load(Ordering::Relaxed) != version;
+        v.holders -= 1;
+        if v.holders == 0 {
+            g.versions.remove(key);
+            self.store.versions_live.fetch_sub(1, Ordering::AcqRel);
+        }
+        changed
+    }
+
+    pub fn get(&self, key: &str) -> Option<&[u8]> {
+        let (h, s) = self.locate(key);
+        self.guards[s].map.get(h, key)
+    }
+
+    pub fn contains(&self, key: &str) -> bool {
+        let (h, s) = self.locate(key);
+        self.guards[s].map.contains(h, key)
+    }
+
+    /// [`Store::set`] inside the transaction.
+    pub fn set(
+        &mut self,
+        key: &str,
+        value: &str,
+        cond: SetIf,
+        want_old: bool,
+    ) -> (bool, Option<String>) {
+        let (h, s) = self.locate(key);
+        let g = &mut self.guards[s];
+        let (applied, old) = g.set_if(h, key, value, cond, want_old);
+        if applied {
+            self.store.report(g, key, Some(value));
+            self.mutations
+                .push(Mutation::Set(vec![(key.to_owned(), value.to_owned())]));
+        }
+        (applied, old)
+    }
+
+    /// [`Store::write`] inside the transaction.
+    pub fn write<'k>(&mut self, pairs: impl Iterator<Item = (&'k str, &'k str)>) {
+        let mut logged = Vec::new();
+        for (k, v) in pairs {
+            let (h, s) = self.locate(k);
+            let g = &mut self.guards[s];
+            g.map.set(h, k, v);
+            self.store.report(g, k, Some(v));
+            logged.push((k.to_owned(), v.to_owned()));
+        }
+        if !logged.is_empty() {
+            self.mutations.push(Mutation::Set(logged));
+        }
+    }
+
+    /// [`Store::delete`] inside the transaction.
+    pub fn delete<K: AsRef<str>>(&mut self, keys: &[K]) -> Vec<bool> {
+        let mut gone = Vec::new();
+        let existed = keys
+            .iter()
+            .map(|k| {
+                let k = k.as_ref();
+                let (h, s) = self.locate(k);
+                let g = &mut self.guards[s];
+                let was = g.map.remove(h, k);
+                if was {
+                    self.store.report(g, k, None);
+                    gone.push(k.to_owned());
+                }
+                was
+            })
+            .collect();
+        if !gone.is_empty() {
+            self.mutations.push(Mutation::Del(gone));
+        }
+        existed
+    }
+
+    /// Every key matching `pattern`.
+    pub fn keys(&self, pattern: &[u8]) -> Vec<String> {
+        self.guards
+            .iter()
+            .flat_map(|g| g.map.iter())
+            .filter(|(k, _)| crate::glob::matches(pattern, k.as_bytes()))
+            .map(|(k, _)| k.to_owned())
+            .collect()
+    }
+
+    pub fn len(&self) -> usize {
+        self.guards.iter().map(|g| g.map.len()).sum()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+
+    /// Deletes every key (FLUSHDB), reporting each deletion.
+    pub fn clear(&mut self) -> usize {
+        let mut n = 0;
+        for g in self.guards.iter_mut() {
+            let taken = std::mem::take(&mut g.map);
+            n += taken.len();
+            for (k, _) in taken.iter() {
+                self.store.report(g, k, None);
+            }
+        }
+        self.mutations.push(Mutation::Clear);
+        n
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::sync::{Arc, Mutex};
+
+    #[test]
+    fn a_transaction_reports_in_order_and_journals_one_group() {
+        struct Groups(Arc<Mutex<Vec<Vec<Mutation>>>>);
+        impl super::super::Journal for Groups {
+            fn set(&self, _: &mut dyn Iterator<Item = (&str, &str)>) {
+                panic!("not one group");
+            }
+            fn del(&self, _: &mut dyn Iterator<Item = &str>) {
+                panic!("not one group");
+            }
+            fn clear(&self) {
+                panic!("not one group");
+            }
+            fn group(&self, m: &[Mutation]) {
+                self.0.lock().unwrap().push(m.to_vec());
+            }
+        }
+        let store = Store::new();
+        let seen = Arc::new(Mutex::new(Vec::new()));
+        let s2 = seen.clone();
+        let _ = store.set_change_hook(Box::new(move |changes| {
+            for c in changes {
+                s2.lock()
+                    .unwrap()
+                    .push((c.key.to_owned(), c.value.map(str::to_owned)));
+            }
+        }));
+        store.set_watch_all(true);
+        let groups = Arc::new(Mutex::new(Vec::new()));
+        let _ = store.set_journal(Box::new(Groups(groups.clone())));
+        store.transaction(|tx| {
+            tx.set("a", "1", SetIf::Always, false);
+            tx.write([("b", "2"), ("c", "3")].into_iter());
+            assert_eq!(tx.delete(&["a", "zz"]), vec![true, false]);
+            assert_eq!(tx.get("b"), Some(&b"2"[..]));
+            assert_eq!(tx.len(), 2);
+        });
+        assert_eq!(
+            *seen.lock().unwrap(),
+            vec![
+                ("a".to_string(), Some("1".to_string())),
+                ("b".into(), Some("2".into())),
+                ("c".into(), Some("3".into())),
+                ("a".into(), None),
+            ]
+        );
+        assert_eq!(groups.lock().unwrap().len(), 1);
+        assert_eq!(store.get("c").as_deref(), Some("3"));
+    }
+
+    #[test]
+    fn a_watched_key_changed_by_anyone_is_seen() {
+        let store = Store::new();
+        store.write(&[("k", "1")]);
+        let v = store.watch_versions(&["k", "absent"]);
+        assert!(!store.transaction(|tx| tx.changed_since("k", v[0])));
+        let v = store.watch_versions(&["k", "absent"]);
+        store.write(&[("k", "1")]); // the same value still counts
+        store.write(&[("absent", "now")]);
+        assert!(store.transaction(|tx| tx.changed_since("k", v[0])));
+        assert!(store.transaction(|tx| tx.changed_since("absent", v[1])));
+        let v = store.watch_versions(&["k"]);
+        store.delete(&["k"]);
+        assert!(store.transaction(|tx| tx.changed_since("k", v[0])));
+        // Released: no version is left behind.
+        assert_eq!(store.versions_live.load(Ordering::Acquire), 1);
+        store.unwatch_versions(&["absent"]);
+        assert_eq!(store.versions_live.load(Ordering::Acquire), 0);
+    }
+}
