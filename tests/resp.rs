@@ -55,8 +55,8 @@ fn redis_crate_reads_and_writes() {
         .exec(&mut con)
         .unwrap_err();
     assert!(err_text(e).contains("expiry"), "EX is refused clearly");
-    // RESP3 is refused the way Redis 5 refuses it, so clients fall back.
-    let e = redis::cmd("HELLO").arg(3).exec(&mut con).unwrap_err();
+    // A protocol past RESP3 is refused as Redis refuses it.
+    let e = redis::cmd("HELLO").arg(4).exec(&mut con).unwrap_err();
     assert_eq!(e.code(), Some("NOPROTO"));
     assert_eq!(con.get::<_, Option<String>>("k").unwrap(), None);
 }
@@ -595,9 +595,91 @@ const SAME_AS_REDIS: &[&[&str]] = &[
     &["UNSUBSCRIBE"],
     &["UNSUBSCRIBE"],
     &["PUBLISH", "c1", "m"],
+    &["MULTI"],
+    &["SET", "t", "1"],
+    &["GET", "t"],
+    &["MGET", "t", "nope"],
+    &["MULTI"],
+    &["EXEC"],
+    &["EXEC"],
+    &["DISCARD"],
+    &["MULTI"],
+    &["SET", "t"],
+    &["EXEC"],
+    &["WATCH", "t"],
+    &["MULTI"],
+    &["DISCARD"],
+    &["UNWATCH"],
     &["FLUSHDB"],
     &["DBSIZE"],
 ];
+
+/// Replies after `HELLO 3`: RESP3's nulls, maps, verbatim text and push
+/// frames, byte for byte as Redis sends them (a subscriber runs commands
+/// on the same connection).
+const SAME_AS_REDIS_IN_RESP3: &[&[&str]] = &[
+    &["SET", "k", "v"],
+    &["GET", "k"],
+    &["GET", "missing"],
+    &["SET", "k", "w", "NX"],
+    &["SET", "k", "w", "XX", "GET"],
+    &["MGET", "k", "nope"],
+    &["CONFIG", "GET", "appendonly"],
+    &["CLIENT", "GETNAME"],
+    &["SUBSCRIBE", "c1"],
+    &["PSUBSCRIBE", "p*"],
+    &["GET", "k"],
+    &["PING"],
+    &["PUBLISH", "c1", "m"],
+    &["UNSUBSCRIBE", "c1"],
+    &["PUNSUBSCRIBE"],
+    &["UNSUBSCRIBE"],
+    &["MULTI"],
+    &["GET", "nope"],
+    &["EXEC"],
+    &["FLUSHDB"],
+];
+
+#[test]
+fn resp3_replies_match_redis_byte_for_byte() {
+    let Some(redis) = Redis::start("resp3_replies_match_redis_byte_for_byte") else {
+        return;
+    };
+    let kvs = RespServer::start(&[], &[]);
+    let mut ours = kvs.raw();
+    let mut theirs = Raw::unix(&redis.sock);
+    for raw in [&mut ours, &mut theirs] {
+        let hello = raw.ask(&["HELLO", "3"]);
+        assert!(
+            hello.starts_with("%7\r\n$6\r\nserver\r\n$5\r\nredis\r\n"),
+            "{hello}"
+        );
+        assert!(hello.contains("$5\r\nproto\r\n:3\r\n"), "{hello}");
+    }
+    for cmd in SAME_AS_REDIS_IN_RESP3 {
+        ours.cmd(cmd);
+        theirs.cmd(cmd);
+        // PUBLISH to a channel this connection hears: the push, then the count.
+        let replies = if cmd[0] == "PUBLISH" { 2 } else { 1 };
+        for _ in 0..replies {
+            let (a, b) = (ours.reply(), theirs.reply());
+            assert_eq!(
+                String::from_utf8_lossy(&a),
+                String::from_utf8_lossy(&b),
+                "{cmd:?}"
+            );
+        }
+    }
+    // INFO is verbatim text (its fields differ: only the frame is compared).
+    let (a, b) = (
+        ours.ask(&["INFO", "server"]),
+        theirs.ask(&["INFO", "server"]),
+    );
+    assert!(
+        a.starts_with('=') && b.starts_with('=') && a.contains("\r\ntxt:# Server"),
+        "{a}"
+    );
+}
 
 #[test]
 fn replies_match_redis_byte_for_byte() {
@@ -721,4 +803,33 @@ fn every_mix_of_local_and_store_commands_in_one_read_is_answered() {
             );
         }
     }
+}
+
+/// The `redis` crate over RESP3 (`HELLO 3`): values, nulls, a transaction.
+#[test]
+fn the_redis_crate_speaks_resp3() {
+    let kvs = RespServer::start(&[], &[]);
+    let url = format!("{}?protocol=resp3", kvs.url());
+    let mut con = redis::Client::open(url)
+        .unwrap()
+        .get_connection_with_timeout(Duration::from_secs(10))
+        .expect("a RESP3 connection");
+    let _: () = con.set("a", "1").unwrap();
+    assert_eq!(
+        con.get::<_, Option<String>>("a").unwrap().as_deref(),
+        Some("1")
+    );
+    assert_eq!(con.get::<_, Option<String>>("nope").unwrap(), None);
+    let v: Vec<Option<String>> = con.mget(&["a", "nope"]).unwrap();
+    assert_eq!(v, vec![Some("1".to_string()), None]);
+    let (x,): (String,) = redis::pipe()
+        .atomic()
+        .set("b", "2")
+        .ignore()
+        .get("b")
+        .query(&mut con)
+        .unwrap();
+    assert_eq!(x, "2");
+    let info: redis::InfoDict = redis::cmd("INFO").query(&mut con).unwrap();
+    assert!(info.get::<String>("redis_version").is_some());
 }

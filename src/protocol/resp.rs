@@ -240,6 +240,68 @@ pub fn push_array_len(out: &mut Vec<u8>, n: usize) {
     push_decimal(out, n as i64);
 }
 
+// RESP3 (HELLO 3): the same replies with their own types. Each takes the
+// connection's protocol, 2 or 3, and writes RESP2's form for 2.
+
+/// A missing value: `$-1` in RESP2, `_` in RESP3.
+pub fn push_null_in(out: &mut Vec<u8>, proto: u8) {
+    if proto >= 3 {
+        out.extend_from_slice(b"_\r\n");
+    } else {
+        push_null(out);
+    }
+}
+
+/// A missing array (EXEC after a WATCHed change): `*-1` or `_`.
+pub fn push_null_array_in(out: &mut Vec<u8>, proto: u8) {
+    if proto >= 3 {
+        out.extend_from_slice(b"_\r\n");
+    } else {
+        out.extend_from_slice(b"*-1\r\n");
+    }
+}
+
+pub fn push_opt_bulk_in(out: &mut Vec<u8>, b: Option<&[u8]>, proto: u8) {
+    match b {
+        Some(b) => push_bulk(out, b),
+        None => push_null_in(out, proto),
+    }
+}
+
+/// A map of `n` pairs: a flat array of `2n` in RESP2.
+pub fn push_map_len(out: &mut Vec<u8>, n: usize, proto: u8) {
+    if proto >= 3 {
+        out.push(b'%');
+        push_decimal(out, n as i64);
+    } else {
+        push_array_len(out, 2 * n);
+    }
+}
+
+/// An out-of-band message (pub/sub): a push frame in RESP3, an array in
+/// RESP2.
+pub fn push_push_len(out: &mut Vec<u8>, n: usize, proto: u8) {
+    if proto >= 3 {
+        out.push(b'>');
+        push_decimal(out, n as i64);
+    } else {
+        push_array_len(out, n);
+    }
+}
+
+/// Text for people (INFO): a verbatim string in RESP3, a bulk in RESP2.
+pub fn push_verbatim(out: &mut Vec<u8>, text: &[u8], proto: u8) {
+    if proto >= 3 {
+        out.push(b'=');
+        push_decimal(out, text.len() as i64 + 4);
+        out.extend_from_slice(b"txt:");
+        out.extend_from_slice(text);
+        out.extend_from_slice(b"\r\n");
+    } else {
+        push_bulk(out, text);
+    }
+}
+
 /// `n` and `\r\n`, without going through `fmt`.
 fn push_decimal(out: &mut Vec<u8>, n: i64) {
     let mut digits = [0u8; 20];

@@ -190,6 +190,8 @@ pub struct RespState {
     pub quitting: bool,
     /// Between MULTI and EXEC / DISCARD: what is queued.
     pub multi: Option<Multi>,
+    /// 3 after `HELLO 3` (RESP3 replies and push frames); 2 otherwise.
+    pub proto: u8,
     /// WATCHed keys and their change counts when watched.
     pub watching: Vec<(String, u64)>,
 }
@@ -381,6 +383,15 @@ impl Session {
         }
     }
 
+    /// The RESP protocol of the session's replies: 2, or 3 after `HELLO 3`
+    /// (2 for a FIFO session, which never sees RESP).
+    pub fn proto(&self) -> u8 {
+        match &self.link {
+            Link::Stream { resp, .. } => resp.proto.max(2),
+            Link::Fifo(_) => 2,
+        }
+    }
+
     /// How a FIFO client writes op codes (binary for a RESP session).
     pub fn form(&self) -> OpForm {
         match &self.link {
@@ -391,11 +402,11 @@ impl Session {
 
     /// Queues the answers of a batch, in this session's protocol.
     pub fn send_replies(&mut self, replies: &[Reply]) {
-        let (op, form, resp) = (self.fifo_op, self.form(), self.is_resp());
+        let (op, form, resp, proto) = (self.fifo_op, self.form(), self.is_resp(), self.proto());
         let out = self.replies();
         for r in replies {
             if resp {
-                crate::reactor::event_loop::encode_resp_reply(out, r);
+                crate::reactor::event_loop::encode_resp_reply(out, r, proto);
             } else {
                 crate::reactor::event_loop::encode_fifo_reply(out, r, op, form);
             }

@@ -185,14 +185,22 @@ impl Raw {
     }
 }
 
-/// Length of the whole reply at the front of `b`, if it is all there.
+/// Length of the whole reply at the front of `b`, if it is all there
+/// (RESP2, and RESP3's types).
 pub fn reply_len(b: &[u8]) -> Option<usize> {
     let line_end = b.windows(2).position(|w| w == b"\r\n")?;
     let head = std::str::from_utf8(&b[1..line_end]).ok()?;
     let after = line_end + 2;
+    let items = |n: i64, b: &[u8]| -> Option<usize> {
+        let mut at = after;
+        for _ in 0..n.max(0) {
+            at += reply_len(&b[at..])?;
+        }
+        Some(at)
+    };
     match b.first()? {
-        b'+' | b'-' | b':' => Some(after),
-        b'$' => {
+        b'+' | b'-' | b':' | b'_' | b'#' | b',' | b'(' => Some(after),
+        b'$' | b'=' | b'!' => {
             let n: i64 = head.parse().ok()?;
             if n < 0 {
                 return Some(after);
@@ -200,14 +208,8 @@ pub fn reply_len(b: &[u8]) -> Option<usize> {
             let end = after + n as usize + 2;
             (b.len() >= end).then_some(end)
         }
-        b'*' => {
-            let n: i64 = head.parse().ok()?;
-            let mut at = after;
-            for _ in 0..n.max(0) {
-                at += reply_len(&b[at..])?;
-            }
-            Some(at)
-        }
+        b'*' | b'>' | b'~' => items(head.parse().ok()?, b),
+        b'%' => items(2 * head.parse::<i64>().ok()?, b),
         _ => None,
     }
 }

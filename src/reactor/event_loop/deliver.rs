@@ -13,16 +13,22 @@ use crate::reactor::pubsub::{
 use crate::reactor::session::Session;
 
 /// Appends a RESP `message`.
-pub(super) fn push_message(out: &mut Vec<u8>, channel: &[u8], payload: &[u8]) {
-    resp::push_array_len(out, 3);
+pub(super) fn push_message(out: &mut Vec<u8>, proto: u8, channel: &[u8], payload: &[u8]) {
+    resp::push_push_len(out, 3, proto);
     resp::push_bulk(out, b"message");
     resp::push_bulk(out, channel);
     resp::push_bulk(out, payload);
 }
 
 /// Appends a RESP `pmessage`.
-pub(super) fn push_pmessage(out: &mut Vec<u8>, pattern: &[u8], channel: &[u8], payload: &[u8]) {
-    resp::push_array_len(out, 4);
+pub(super) fn push_pmessage(
+    out: &mut Vec<u8>,
+    proto: u8,
+    pattern: &[u8],
+    channel: &[u8],
+    payload: &[u8],
+) {
+    resp::push_push_len(out, 4, proto);
     resp::push_bulk(out, b"pmessage");
     resp::push_bulk(out, pattern);
     resp::push_bulk(out, channel);
@@ -45,7 +51,8 @@ impl Reactor {
             for &sid in self.subs.subscribers(&space) {
                 if let Some(s) = self.sessions.get_mut(sid) {
                     if s.is_resp() {
-                        push_message(s.notices(), space.as_bytes(), ev_name);
+                        let proto = s.proto();
+                        push_message(s.notices(), proto, space.as_bytes(), ev_name);
                     } else {
                         if notice.is_empty() {
                             fifo_wire::push_notification(&mut notice, key, value.as_deref());
@@ -74,7 +81,8 @@ impl Reactor {
             for (pattern, sids) in self.subs.matching_patterns(&space) {
                 for &sid in sids {
                     if let Some(s) = self.sessions.get_mut(sid) {
-                        push_pmessage(s.notices(), pattern, space.as_bytes(), ev_name);
+                        let proto = s.proto();
+                        push_pmessage(s.notices(), proto, pattern, space.as_bytes(), ev_name);
                         self.dirty.push(sid);
                     }
                 }
@@ -89,7 +97,8 @@ impl Reactor {
         let mut n = 0;
         for &sid in self.subs.subscribers(channel) {
             if let Some(s) = self.sessions.get_mut(sid).filter(|s| s.is_resp()) {
-                push_message(s.notices(), channel.as_bytes(), payload);
+                let proto = s.proto();
+                push_message(s.notices(), proto, channel.as_bytes(), payload);
                 self.dirty.push(sid);
                 n += 1;
             }
@@ -97,7 +106,8 @@ impl Reactor {
         for (pattern, sids) in self.subs.matching_patterns(channel) {
             for &sid in sids {
                 if let Some(s) = self.sessions.get_mut(sid) {
-                    push_pmessage(s.notices(), pattern, channel.as_bytes(), payload);
+                    let proto = s.proto();
+                    push_pmessage(s.notices(), proto, pattern, channel.as_bytes(), payload);
                     self.dirty.push(sid);
                     n += 1;
                 }

@@ -43,15 +43,16 @@ impl Reactor {
         let reply = self.try_hello(sid, args);
         let id = self.client_id(sid);
         if let Err(r) = reply {
-            return encode_reply(out, &r);
+            return encode_reply(out, &r, 2);
         }
-        resp::push_array_len(out, 14);
+        let proto = self.sessions.get(sid).map_or(2, |s| s.proto());
+        resp::push_map_len(out, 7, proto);
         for (k, v) in [("server", "redis"), ("version", REDIS_COMPAT_VERSION)] {
             resp::push_bulk(out, k.as_bytes());
             resp::push_bulk(out, v.as_bytes());
         }
         resp::push_bulk(out, b"proto");
-        resp::push_int(out, 2);
+        resp::push_int(out, i64::from(proto));
         resp::push_bulk(out, b"id");
         resp::push_int(out, id);
         for (k, v) in [("mode", "standalone"), ("role", "master")] {
@@ -63,9 +64,10 @@ impl Reactor {
     }
 
     fn try_hello(&mut self, sid: SessionId, args: &[&[u8]]) -> Result<(), Reply> {
+        let mut proto = None;
         if let Some(v) = args.get(1) {
             match parse_u64(v) {
-                Some(2) => {}
+                Some(v @ (2 | 3)) => proto = Some(v as u8),
                 Some(_) => return Err(Reply::Error("NOPROTO unsupported protocol version".into())),
                 None => {
                     return Err(Reply::Error(
@@ -98,6 +100,9 @@ impl Reactor {
         }
         if let Some(n) = name {
             self.set_client_name(sid, n)?;
+        }
+        if let (Some(p), Some(st)) = (proto, self.resp_state(sid)) {
+            st.proto = p;
         }
         Ok(())
     }
@@ -148,6 +153,7 @@ impl Reactor {
                 String::from_utf8_lossy(args[1])
             ))),
         };
-        encode_reply(out, &reply.unwrap_or_else(|e| e));
+        let proto = self.sessions.get(sid).map_or(2, |s| s.proto());
+        encode_reply(out, &reply.unwrap_or_else(|e| e), proto);
     }
 }

@@ -61,16 +61,17 @@ const LOCAL_COMMANDS: &[&str] = &[
     "unwatch",
 ];
 
-/// Appends the RESP encoding of a store command's reply.
-pub fn encode_reply(out: &mut Vec<u8>, reply: &Reply) {
+/// Appends the RESP encoding of a store command's reply, in protocol
+/// `proto` (2 or 3).
+pub fn encode_reply(out: &mut Vec<u8>, reply: &Reply, proto: u8) {
     match reply {
         Reply::Ok => resp::push_ok(out),
         Reply::Int(n) => resp::push_int(out, *n),
-        Reply::Value(v) => resp::push_opt_bulk(out, v.as_deref()),
+        Reply::Value(v) => resp::push_opt_bulk_in(out, v.as_deref(), proto),
         Reply::Values(vs) => {
             resp::push_array_len(out, vs.len());
             for v in vs {
-                resp::push_opt_bulk(out, v.as_deref());
+                resp::push_opt_bulk_in(out, v.as_deref(), proto);
             }
         }
         Reply::Keys(keys) => push_keys(out, keys),
@@ -80,14 +81,14 @@ pub fn encode_reply(out: &mut Vec<u8>, reply: &Reply) {
             push_keys(out, keys);
         }
         Reply::Status(s) => resp::push_simple(out, s),
-        Reply::Text(t) => resp::push_bulk(out, t.as_bytes()),
+        Reply::Text(t) => resp::push_verbatim(out, t.as_bytes(), proto),
         Reply::Error(e) => resp::push_error(out, e),
         // A transaction a WATCHed key's change kept from running.
-        Reply::Exec(None) => out.extend_from_slice(b"*-1\r\n"),
+        Reply::Exec(None) => resp::push_null_array_in(out, proto),
         Reply::Exec(Some(replies)) => {
             resp::push_array_len(out, replies.len());
             for r in replies {
-                encode_reply(out, r);
+                encode_reply(out, r, proto);
             }
         }
     }
@@ -228,8 +229,9 @@ impl Reactor {
         // hand-offs fewer, and still no waiting on a lock. One busy shard
         // sends the whole batch to the pool, to keep replies in order.
         if let Some(replies) = try_reads(self.pool.store(), &batch) {
+            let proto = s.proto();
             for r in &replies {
-                encode_reply(s.replies(), r);
+                encode_reply(s.replies(), r, proto);
             }
             return !s.inbuf.is_empty();
         }
@@ -271,7 +273,7 @@ impl Reactor {
             Link::Stream { resp, .. } => resp.authenticated,
             Link::Fifo(_) => true,
         };
-        authenticated && s.subscription_count() == 0
+        authenticated && (s.subscription_count() == 0 || s.proto() >= 3)
     }
 
     /// Handles a command answered on the reactor, or refuses a store
@@ -312,7 +314,10 @@ impl Reactor {
             name,
             "subscribe" | "unsubscribe" | "psubscribe" | "punsubscribe" | "ping" | "quit" | "reset"
         );
-        if subscribed && !pubsub_ok {
+        let proto = self.sessions.get(sid).map_or(2, |s| s.proto());
+        // RESP3 carries messages as push frames: a subscriber may run any
+        // command on the same connection, as in Redis.
+        if subscribed && !pubsub_ok && proto < 3 {
             return resp::push_error(out, &format!(
                 "ERR Can't execute '{name}': only (P|S)SUBSCRIBE / (P|S)UNSUBSCRIBE / PING / QUIT / RESET are allowed in this context"
             ));
@@ -320,7 +325,7 @@ impl Reactor {
         let n = args.len();
         match name {
             "ping" if n <= 2 => {
-                if subscribed {
+                if subscribed && proto < 3 {
                     resp::push_array_len(out, 2);
                     resp::push_bulk(out, b"pong");
                     resp::push_bulk(out, args.get(1).copied().unwrap_or(b""));
@@ -340,17 +345,17 @@ impl Reactor {
             "select" if n == 2 => match parse_u64(args[1]) {
                 Some(0) => resp::push_ok(out),
                 Some(_) => resp::push_error(out, "ERR DB index is out of range"),
-                None => encode_reply(out, &not_integer()),
+                None => encode_reply(out, &not_integer(), 2),
             },
             "auth" if n == 2 || n == 3 => {
                 let user = (n == 3).then(|| args[1]);
                 let reply = self.auth(sid, user, args[n - 1]);
-                encode_reply(out, &reply);
+                encode_reply(out, &reply, 2);
             }
             "hello" => self.hello(sid, args, out),
             "client" if n >= 2 => self.client(sid, args, out),
             "command" => command_command(out, args),
-            "config" if n >= 2 => self.config(args, out),
+            "config" if n >= 2 => self.config(sid, args, out),
             "subscribe" | "psubscribe" if n >= 2 => {
                 self.subscribe(sid, name == "psubscribe", &args[1..])
             }
@@ -390,7 +395,7 @@ impl Reactor {
                     }
                     _ => name.to_owned(),
                 };
-                encode_reply(out, &arity_error(&shown));
+                encode_reply(out, &arity_error(&shown), 2);
             }
         }
     }

@@ -52,7 +52,7 @@ impl Reactor {
                 );
                 continue;
             }
-            resp::push_array_len(&mut out, 3);
+            resp::push_push_len(&mut out, 3, s.proto());
             resp::push_bulk(&mut out, kind);
             resp::push_bulk(&mut out, raw);
             resp::push_int(&mut out, s.subscription_count() as i64);
@@ -104,6 +104,7 @@ impl Reactor {
         } else {
             b"unsubscribe"
         };
+        let proto = self.sessions.get(sid).map_or(2, |s| s.proto());
         for name in &names {
             if pattern {
                 self.drop_pattern(sid, name);
@@ -111,16 +112,16 @@ impl Reactor {
                 self.drop_channel(sid, &String::from_utf8_lossy(name));
             }
             let count = self.sessions.get(sid).map_or(0, |s| s.subscription_count());
-            resp::push_array_len(out, 3);
+            resp::push_push_len(out, 3, proto);
             resp::push_bulk(out, kind);
             resp::push_bulk(out, name);
             resp::push_int(out, count as i64);
         }
         if names.is_empty() {
             let count = self.sessions.get(sid).map_or(0, |s| s.subscription_count());
-            resp::push_array_len(out, 3);
+            resp::push_push_len(out, 3, proto);
             resp::push_bulk(out, kind);
-            resp::push_null(out);
+            resp::push_null_in(out, proto);
             resp::push_int(out, count as i64);
         }
     }

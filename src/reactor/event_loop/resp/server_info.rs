@@ -4,6 +4,7 @@ use super::{arity_error, encode_reply, eq, LOCAL_COMMANDS, REDIS_COMPAT_VERSION,
 use crate::protocol::resp;
 use crate::reactor::command::Command;
 use crate::reactor::event_loop::Reactor;
+use crate::reactor::pubsub::SessionId;
 
 impl Reactor {
     /// The settings CONFIG GET reports, by Redis's names.
@@ -60,7 +61,8 @@ impl Reactor {
         ]
     }
 
-    pub(super) fn config(&self, args: &[&[u8]], out: &mut Vec<u8>) {
+    pub(super) fn config(&self, sid: SessionId, args: &[&[u8]], out: &mut Vec<u8>) {
+        let proto = self.sessions.get(sid).map_or(2, |s| s.proto());
         let sub = String::from_utf8_lossy(args[1]).to_ascii_lowercase();
         let n = args.len();
         let settings = self.settings();
@@ -74,7 +76,7 @@ impl Reactor {
                             .any(|p| crate::glob::matches(&p.to_ascii_lowercase(), k.as_bytes()))
                     })
                     .collect();
-                resp::push_array_len(out, found.len() * 2);
+                resp::push_map_len(out, found.len(), proto);
                 for (k, v) in found {
                     resp::push_bulk(out, k.as_bytes());
                     resp::push_bulk(out, v.as_bytes());
@@ -92,7 +94,7 @@ impl Reactor {
             ),
             "resetstat" if n == 2 => resp::push_ok(out),
             "get" | "set" | "resetstat" => {
-                encode_reply(out, &arity_error(&format!("config|{sub}")))
+                encode_reply(out, &arity_error(&format!("config|{sub}")), proto)
             }
             _ => resp::push_error(
                 out,
