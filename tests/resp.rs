@@ -204,11 +204,13 @@ fn auth_is_required_when_a_password_is_set() {
     std::fs::write(&pass, "s3cret\n").unwrap();
     let kvs = RespServer::start(&[], &["--requirepass-file", pass.to_str().unwrap()]);
     let mut raw = kvs.raw();
-    assert_eq!(raw.ask(&["PING"]), "+PONG\r\n");
+    // As Redis 7: only AUTH, HELLO and QUIT before AUTH.
+    assert_eq!(raw.ask(&["PING"]), "-NOAUTH Authentication required.\r\n");
     assert_eq!(
         raw.ask(&["GET", "a"]),
         "-NOAUTH Authentication required.\r\n"
     );
+    assert_eq!(raw.ask(&["AUTH", "a", "b", "c"]), "-ERR syntax error\r\n");
     assert_eq!(
         raw.ask(&["AUTH", "wrong"]),
         "-WRONGPASS invalid username-password pair or user is disabled.\r\n"
@@ -219,6 +221,19 @@ fn auth_is_required_when_a_password_is_set() {
     );
     assert_eq!(raw.ask(&["AUTH", "s3cret"]), "+OK\r\n");
     assert_eq!(raw.ask(&["GET", "a"]), "$-1\r\n");
+    // A failed AUTH leaves an authenticated connection authenticated.
+    assert!(raw.ask(&["AUTH", "wrong"]).starts_with("-WRONGPASS"));
+    assert_eq!(raw.ask(&["GET", "a"]), "$-1\r\n");
+    // Before AUTH, a stranger cannot make the server buffer much.
+    for (request, says) in [
+        (&b"*100\r\n"[..], "unauthenticated multibulk length"),
+        (b"*1\r\n$100000\r\n", "unauthenticated bulk length"),
+    ] {
+        let mut stranger = kvs.raw();
+        stranger.send(request);
+        assert!(stranger.closed_by_server(), "{says}");
+        assert_eq!(stranger.rest(), format!("-ERR Protocol error: {says}\r\n"));
+    }
 
     let mut hello = kvs.raw();
     assert!(hello
@@ -586,6 +601,10 @@ const SAME_AS_REDIS: &[&[&str]] = &[
     &["NOSUCH", "a", "b"],
     &["NOSUCH"],
     &["AUTH", "x"],
+    &["PUBSUB", "CHANNELS"],
+    &["PUBSUB", "NUMSUB", "c1"],
+    &["PUBSUB", "NUMPAT"],
+    &["PUBSUB", "BOGUS"],
     &["SUBSCRIBE", "c1", "c2"],
     &["PSUBSCRIBE", "p*"],
     &["GET", "k"],
@@ -630,6 +649,10 @@ const SAME_AS_REDIS_IN_RESP3: &[&[&str]] = &[
     &["PSUBSCRIBE", "p*"],
     &["GET", "k"],
     &["PING"],
+    &["PUBSUB", "CHANNELS"],
+    &["PUBSUB", "CHANNELS", "c*"],
+    &["PUBSUB", "NUMSUB", "c1", "nope"],
+    &["PUBSUB", "NUMPAT"],
     &["PUBLISH", "c1", "m"],
     &["UNSUBSCRIBE", "c1"],
     &["PUNSUBSCRIBE"],

@@ -31,7 +31,17 @@ pub enum ProtocolError {
     TooBigBulkCount,
     ExpectedDollar(u8),
     InvalidBulkLength,
+    /// More than [`UNAUTHENTICATED_ARGS`] arguments before AUTH.
+    UnauthenticatedMultibulk,
+    /// A bulk longer than [`UNAUTHENTICATED_BULK`] before AUTH.
+    UnauthenticatedBulk,
 }
+
+/// Before AUTH, on a server with a password, a request may carry at most
+/// this many arguments, each of at most [`UNAUTHENTICATED_BULK`] bytes
+/// (Redis's limits): a stranger cannot make the server buffer much.
+pub const UNAUTHENTICATED_ARGS: i64 = 10;
+pub const UNAUTHENTICATED_BULK: i64 = 16 * 1024;
 
 impl fmt::Display for ProtocolError {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
@@ -44,6 +54,10 @@ impl fmt::Display for ProtocolError {
             ProtocolError::TooBigBulkCount => f.write_str("too big bulk count string"),
             ProtocolError::ExpectedDollar(b) => write!(f, "expected '$', got '{}'", *b as char),
             ProtocolError::InvalidBulkLength => f.write_str("invalid bulk length"),
+            ProtocolError::UnauthenticatedMultibulk => {
+                f.write_str("unauthenticated multibulk length")
+            }
+            ProtocolError::UnauthenticatedBulk => f.write_str("unauthenticated bulk length"),
         }
     }
 }
@@ -63,9 +77,15 @@ pub enum Parsed<'a> {
 
 /// Parses the first request in `buf`.
 pub fn parse(buf: &[u8]) -> Parsed<'_> {
+    parse_as(buf, false)
+}
+
+/// [`parse`], with Redis's tighter limits for a connection that must still
+/// authenticate (`unauthenticated`).
+pub fn parse_as(buf: &[u8], unauthenticated: bool) -> Parsed<'_> {
     match buf.first() {
         None => Parsed::Incomplete,
-        Some(b'*') => parse_multibulk(buf),
+        Some(b'*') => parse_multibulk(buf, unauthenticated),
         Some(_) => parse_inline(buf),
     }
 }
@@ -99,13 +119,16 @@ fn number(s: &[u8]) -> Option<i64> {
     Some(if neg { -n } else { n })
 }
 
-fn parse_multibulk(buf: &[u8]) -> Parsed<'_> {
+fn parse_multibulk(buf: &[u8], unauthenticated: bool) -> Parsed<'_> {
     let (head, mut at) = match line(buf, 1, MAX_HEADER) {
         Ok(Some(l)) => l,
         Ok(None) => return Parsed::Incomplete,
         Err(()) => return Parsed::Error(ProtocolError::TooBigCount),
     };
     let count = match number(head) {
+        Some(n) if n > UNAUTHENTICATED_ARGS && unauthenticated => {
+            return Parsed::Error(ProtocolError::UnauthenticatedMultibulk)
+        }
         Some(n) if n <= MAX_ARGS as i64 => n,
         _ => return Parsed::Error(ProtocolError::InvalidMultibulkLength),
     };
@@ -126,6 +149,9 @@ fn parse_multibulk(buf: &[u8]) -> Parsed<'_> {
             Err(()) => return Parsed::Error(ProtocolError::TooBigBulkCount),
         };
         let len = match number(head) {
+            Some(n) if n > UNAUTHENTICATED_BULK && unauthenticated => {
+                return Parsed::Error(ProtocolError::UnauthenticatedBulk)
+            }
             Some(n) if (0..=MAX_BULK as i64).contains(&n) => n as usize,
             _ => return Parsed::Error(ProtocolError::InvalidBulkLength),
         };

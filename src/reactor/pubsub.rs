@@ -138,6 +138,19 @@ impl Subscriptions {
         !self.by_pattern.is_empty()
     }
 
+    /// Channels with subscribers whose names match `pattern` (PUBSUB
+    /// CHANNELS), sorted.
+    pub fn channels_matching(&self, pattern: Option<&[u8]>) -> Vec<&str> {
+        let mut names: Vec<&str> = self
+            .by_channel
+            .keys()
+            .filter(|c| pattern.is_none_or(|p| glob::matches(p, c.as_bytes())))
+            .map(String::as_str)
+            .collect();
+        names.sort_unstable();
+        names
+    }
+
     /// Number of channels and patterns with subscribers (INFO).
     pub fn counts(&self) -> (usize, usize) {
         (self.by_channel.len(), self.by_pattern.len())

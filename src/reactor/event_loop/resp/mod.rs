@@ -54,6 +54,7 @@ const LOCAL_COMMANDS: &[&str] = &[
     "punsubscribe",
     "publish",
     "reset",
+    "pubsub",
     "multi",
     "exec",
     "discard",
@@ -162,7 +163,8 @@ impl Reactor {
         let mut batch: Vec<BatchItem> = Vec::new();
         let mut failed = None;
         while batch.len() < MAX_BATCH && self.ready_for_more(sid) && !self.quitting(sid) {
-            let (args, len) = match resp::parse(&buf[used..]) {
+            let unauthenticated = self.password.is_some() && !self.authenticated(sid);
+            let (args, len) = match resp::parse_as(&buf[used..], unauthenticated) {
                 Parsed::Incomplete => break,
                 Parsed::Error(e) => {
                     // Answer what came before the bad bytes first.
@@ -241,6 +243,13 @@ impl Reactor {
         false
     }
 
+    fn authenticated(&self, sid: SessionId) -> bool {
+        matches!(
+            self.sessions.get(sid).map(|s| &s.link),
+            Some(Link::Stream { resp, .. }) if resp.authenticated
+        )
+    }
+
     fn in_multi(&self, sid: SessionId) -> bool {
         matches!(
             self.sessions.get(sid).map(|s| &s.link),
@@ -307,7 +316,7 @@ impl Reactor {
         if !known {
             return resp::push_error(out, &unknown_command(args));
         }
-        if !authenticated && !matches!(name, "auth" | "hello" | "ping" | "quit") {
+        if !authenticated && !matches!(name, "auth" | "hello" | "quit") {
             return resp::push_error(out, "NOAUTH Authentication required.");
         }
         let pubsub_ok = matches!(
@@ -347,6 +356,7 @@ impl Reactor {
                 Some(_) => resp::push_error(out, "ERR DB index is out of range"),
                 None => encode_reply(out, &not_integer(), 2),
             },
+            "auth" if n > 3 => encode_reply(out, &syntax_error(), 2),
             "auth" if n == 2 || n == 3 => {
                 let user = (n == 3).then(|| args[1]);
                 let reply = self.auth(sid, user, args[n - 1]);
@@ -362,6 +372,7 @@ impl Reactor {
             "unsubscribe" | "punsubscribe" => {
                 self.unsubscribe(sid, name == "punsubscribe", &args[1..])
             }
+            "pubsub" if n >= 2 => self.pubsub_command(args, out),
             "publish" if n == 3 => {
                 let channel = String::from_utf8_lossy(args[1]).into_owned();
                 let receivers = self.publish(&channel, args[2]);

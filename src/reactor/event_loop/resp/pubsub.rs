@@ -125,4 +125,41 @@ impl Reactor {
             resp::push_int(out, count as i64);
         }
     }
+
+    /// PUBSUB CHANNELS [pattern], NUMSUB [channel ...], NUMPAT. A FIFO
+    /// client's key subscription is the keyspace channel of its key, so
+    /// it counts here as it does for PUBLISH.
+    pub(super) fn pubsub_command(&mut self, args: &[&[u8]], out: &mut Vec<u8>) {
+        let sub = String::from_utf8_lossy(args[1]).to_ascii_lowercase();
+        match (sub.as_str(), args.len()) {
+            ("channels", 2 | 3) => {
+                let names = self.subs.channels_matching(args.get(2).copied());
+                resp::push_array_len(out, names.len());
+                for n in names {
+                    resp::push_bulk(out, n.as_bytes());
+                }
+            }
+            // A flat array even in RESP3, as Redis 7.0 sends it.
+            ("numsub", n) => {
+                resp::push_array_len(out, 2 * (n - 2));
+                for ch in &args[2..] {
+                    resp::push_bulk(out, ch);
+                    let count = self.subs.subscribers(&String::from_utf8_lossy(ch)).len();
+                    resp::push_int(out, count as i64);
+                }
+            }
+            ("numpat", 2) => resp::push_int(out, self.subs.counts().1 as i64),
+            ("channels" | "numpat", _) => resp::push_error(
+                out,
+                &format!("ERR wrong number of arguments for 'pubsub|{sub}' command"),
+            ),
+            _ => resp::push_error(
+                out,
+                &format!(
+                    "ERR unknown subcommand '{}'. Try PUBSUB HELP.",
+                    String::from_utf8_lossy(args[1])
+                ),
+            ),
+        }
+    }
 }
