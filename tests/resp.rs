@@ -856,3 +856,55 @@ fn the_redis_crate_speaks_resp3() {
     let info: redis::InfoDict = redis::cmd("INFO").query(&mut con).unwrap();
     assert!(info.get::<String>("redis_version").is_some());
 }
+
+/// CLIENT LIST / INFO / KILL in Redis's forms, over both transports.
+#[test]
+fn client_list_info_and_kill() {
+    let kvs = RespServer::start(&[], &[]);
+    let _fifo = session("listed", &kvs.server.fifo);
+    let mut me = kvs.raw();
+    let mut victim = kvs.raw();
+    assert_eq!(me.ask(&["CLIENT", "SETNAME", "boss"]), "+OK\r\n");
+    assert_eq!(victim.ask(&["SUBSCRIBE", "ch"]).lines().count(), 6);
+    let list = me.ask(&["CLIENT", "LIST"]);
+    let lines: Vec<&str> = list
+        .lines()
+        .skip(1)
+        .filter(|l| l.starts_with("id="))
+        .collect();
+    assert_eq!(lines.len(), 3, "{list}");
+    assert!(lines
+        .iter()
+        .any(|l| l.contains(" name=boss ") && l.contains(" flags=N ")));
+    assert!(lines
+        .iter()
+        .any(|l| l.contains(" flags=P ") && l.contains(" sub=1 ")));
+    let pubsub = me.ask(&["CLIENT", "LIST", "TYPE", "pubsub"]);
+    assert_eq!(
+        pubsub.lines().filter(|l| l.starts_with("id=")).count(),
+        1,
+        "{pubsub}"
+    );
+    let info = me.ask(&["CLIENT", "INFO"]);
+    assert!(
+        info.contains(" name=boss ") && info.contains(" resp=2"),
+        "{info}"
+    );
+    let victim_id: String = lines
+        .iter()
+        .find(|l| l.contains(" flags=P "))
+        .and_then(|l| l.split(' ').next())
+        .and_then(|f| f.strip_prefix("id="))
+        .unwrap()
+        .to_string();
+    assert_eq!(me.ask(&["CLIENT", "KILL", "ID", &victim_id]), ":1\r\n");
+    assert!(victim.closed_by_server());
+    assert_eq!(
+        me.ask(&["CLIENT", "KILL", "nosuch:1"]),
+        "-ERR No such client\r\n"
+    );
+    assert_eq!(me.ask(&["CLIENT", "KILL", "ID", "999999"]), ":0\r\n");
+    // SKIPME yes (the default) spares the caller.
+    assert_eq!(me.ask(&["CLIENT", "KILL", "TYPE", "normal"]), ":1\r\n");
+    assert_eq!(me.ask(&["PING"]), "+PONG\r\n");
+}

@@ -129,6 +129,12 @@ impl Reactor {
     pub(super) fn client(&mut self, sid: SessionId, args: &[&[u8]], out: &mut Vec<u8>) {
         let sub = String::from_utf8_lossy(args[1]).to_ascii_lowercase();
         let n = args.len();
+        match sub.as_str() {
+            "list" | "info" => return self.client_list(sid, args, out),
+            "kill" if n >= 3 => return self.client_kill(sid, args, out),
+            "no-evict" | "no-touch" if n == 3 => return resp::push_ok(out),
+            _ => {}
+        }
         let reply = match sub.as_str() {
             "setname" if n == 3 => self.set_client_name(sid, args[2]).map(|()| Reply::Ok),
             "getname" if n == 2 => Ok(Reply::Value(
@@ -147,7 +153,9 @@ impl Reactor {
                     )))
                 }
             }
-            "setname" | "getname" | "id" | "setinfo" => Err(arity_error(&format!("client|{sub}"))),
+            "setname" | "getname" | "id" | "setinfo" | "kill" | "no-evict" | "no-touch" => {
+                Err(arity_error(&format!("client|{sub}")))
+            }
             _ => Err(Reply::Error(format!(
                 "ERR unknown subcommand '{}'. Try CLIENT HELP.",
                 String::from_utf8_lossy(args[1])

@@ -8,6 +8,7 @@
 //! HELLO, CLIENT), [`server_info`] (INFO, CONFIG, COMMAND) and [`pubsub`]
 //! (SUBSCRIBE and the rest).
 
+mod client_list;
 mod connection;
 mod pubsub;
 mod server_info;
