@@ -130,6 +130,25 @@ impl Command {
     }
 }
 
+impl Command {
+    /// The keys the command reads or writes, or `None` if it looks at
+    /// every key (KEYS, DBSIZE, FLUSHDB, INFO's keyspace).
+    pub fn keys(&self) -> Option<Vec<&str>> {
+        match self {
+            Command::Get(k) | Command::Type(k) | Command::Strlen(k) => Some(vec![k.as_str()]),
+            Command::Set { key, .. } => Some(vec![key.as_str()]),
+            Command::MGet(k) | Command::Del(k) | Command::Exists(k) => {
+                Some(k.iter().map(String::as_str).collect())
+            }
+            Command::MSet(pairs) => Some(pairs.iter().map(|(k, _)| k).collect()),
+            Command::Info {
+                keyspace: false, ..
+            } => Some(Vec::new()),
+            _ => None,
+        }
+    }
+}
+
 /// Runs one command inside a transaction (the store's locks are held: no
 /// store method may be called).
 fn execute_in(tx: &mut Transaction<'_>, cmd: Command) -> Reply {
@@ -232,26 +251,52 @@ pub fn execute(store: &Store, cmd: Command) -> Reply {
             Reply::Ok
         }
         Command::Info { text, keyspace } => Reply::Text(info_text(text, keyspace, store.len())),
-        Command::Exec { watched, queued } => store.transaction(|tx| {
-            // Every watch ends here, changed or not.
-            let mut changed = false;
-            for (key, version) in &watched {
-                changed |= tx.changed_since(key, *version);
+        Command::Exec { watched, queued } => {
+            // The shards of the keys it names, or all of them for a command
+            // that looks at every key. Owned: the commands move on into
+            // the transaction.
+            let mut keys: Option<Vec<String>> =
+                Some(watched.iter().map(|(k, _)| k.clone()).collect());
+            for cmd in queued.iter().flatten() {
+                match (cmd.keys(), keys.as_mut()) {
+                    (Some(named), Some(all)) => all.extend(named.into_iter().map(str::to_owned)),
+                    _ => keys = None,
+                }
             }
-            if changed {
-                return Reply::Exec(None);
-            }
-            Reply::Exec(Some(
-                queued
-                    .into_iter()
-                    .map(|c| match c {
-                        Ok(cmd) => execute_in(tx, cmd),
-                        Err(reply) => reply,
-                    })
-                    .collect(),
-            ))
-        }),
+            let keys: Option<Vec<&str>> = keys
+                .as_ref()
+                .map(|k| k.iter().map(String::as_str).collect());
+            exec(store, keys.as_deref(), watched, queued)
+        }
     }
+}
+
+/// EXEC, as one store transaction on the shards of `keys`.
+fn exec(
+    store: &Store,
+    keys: Option<&[&str]>,
+    watched: Vec<(String, u64)>,
+    queued: Vec<Result<Command, Reply>>,
+) -> Reply {
+    store.transaction(keys, |tx| {
+        // Every watch ends here, changed or not.
+        let mut changed = false;
+        for (key, version) in &watched {
+            changed |= tx.changed_since(key, *version);
+        }
+        if changed {
+            return Reply::Exec(None);
+        }
+        Reply::Exec(Some(
+            queued
+                .into_iter()
+                .map(|c| match c {
+                    Ok(cmd) => execute_in(tx, cmd),
+                    Err(reply) => reply,
+                })
+                .collect(),
+        ))
+    })
 }
 
 #[cfg(test)]

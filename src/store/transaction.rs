@@ -13,19 +13,33 @@ use std::sync::{PoisonError, RwLockWriteGuard};
 /// The store while a transaction holds it (see [`Store::transaction`]).
 pub struct Transaction<'a> {
     store: &'a Store,
-    guards: Vec<RwLockWriteGuard<'a, Shard>>,
+    /// By shard: the locked ones (every one, or those of the keys named).
+    guards: Vec<Option<RwLockWriteGuard<'a, Shard>>>,
     mutations: Vec<Mutation>,
 }
 
 impl Store {
-    /// Runs `f` with every shard write-locked. Do not call other methods
-    /// of the store from `f`: its locks are held (a store method would wait
-    /// on them forever).
-    pub fn transaction<R>(&self, f: impl FnOnce(&mut Transaction<'_>) -> R) -> R {
+    /// Runs `f` with the shards of `keys` write-locked (in ascending
+    /// order), or every shard if `keys` is `None`: a transaction that names
+    /// its keys leaves writers of other shards alone, which changes nothing
+    /// any client can see (every operation on those keys takes the same
+    /// locks). `f` may touch only those keys (or any, with `None`), and
+    /// must not call other methods of the store: its locks are held (a
+    /// store method would wait on them forever).
+    pub fn transaction<R>(
+        &self,
+        keys: Option<&[&str]>,
+        f: impl FnOnce(&mut Transaction<'_>) -> R,
+    ) -> R {
+        let mut wanted = vec![keys.is_none(); self.shards.len()];
+        for k in keys.unwrap_or_default() {
+            wanted[self.shard_of(k)] = true;
+        }
         let guards = self
             .shards
             .iter()
-            .map(|s| s.write().unwrap_or_else(PoisonError::into_inner))
+            .zip(wanted)
+            .map(|(s, w)| w.then(|| s.write().unwrap_or_else(PoisonError::into_inner)))
             .collect();
         let mut tx = Transaction {
             store: self,
@@ -46,11 +60,30 @@ impl Transaction<'_> {
         (h, self.store.shard_at(h))
     }
 
+    /// The locked shard `s`. Every key a transaction touches was named
+    /// when it began (see [`Store::transaction`]).
+    fn shard(&self, s: usize) -> &Shard {
+        self.guards[s]
+            .as_deref()
+            .expect("a transaction touched a key it did not name")
+    }
+
+    fn shard_mut(&mut self, s: usize) -> &mut Shard {
+        self.guards[s]
+            .as_deref_mut()
+            .expect("a transaction touched a key it did not name")
+    }
+
+    fn all(&self) -> impl Iterator<Item = &Shard> {
+        self.guards.iter().filter_map(|g| g.as_deref())
+    }
+
     /// Whether a key watched at `version` (see [`Store::watch_versions`])
     /// changed since, and ends that watch.
     pub fn changed_since(&mut self, key: &str, version: u64) -> bool {
         let (_, s) = self.locate(key);
-        let g = &mut self.guards[s];
+        let store = self.store;
+        let g = self.shard_mut(s);
         let Some(v) = g.versions.get_mut(key) else {
             // Not watched any more: nothing can tell.
             return true;
@@ -59,19 +92,19 @@ impl Transaction<'_> {
         v.holders -= 1;
         if v.holders == 0 {
             g.versions.remove(key);
-            self.store.versions_live.fetch_sub(1, Ordering::AcqRel);
+            store.versions_live.fetch_sub(1, Ordering::AcqRel);
         }
         changed
     }
 
     pub fn get(&self, key: &str) -> Option<&[u8]> {
         let (h, s) = self.locate(key);
-        self.guards[s].map.get(h, key)
+        self.shard(s).map.get(h, key)
     }
 
     pub fn contains(&self, key: &str) -> bool {
         let (h, s) = self.locate(key);
-        self.guards[s].map.contains(h, key)
+        self.shard(s).map.contains(h, key)
     }
 
     /// [`Store::set`] inside the transaction.
@@ -83,10 +116,11 @@ impl Transaction<'_> {
         want_old: bool,
     ) -> (bool, Option<String>) {
         let (h, s) = self.locate(key);
-        let g = &mut self.guards[s];
+        let store = self.store;
+        let g = self.shard_mut(s);
         let (applied, old) = g.set_if(h, key, value, cond, want_old);
         if applied {
-            self.store.report(g, key, Some(value));
+            store.report(g, key, Some(value));
             self.mutations
                 .push(Mutation::Set(vec![(key.to_owned(), value.to_owned())]));
         }
@@ -98,9 +132,10 @@ impl Transaction<'_> {
         let mut logged = Vec::new();
         for (k, v) in pairs {
             let (h, s) = self.locate(k);
-            let g = &mut self.guards[s];
+            let store = self.store;
+            let g = self.shard_mut(s);
             g.map.set(h, k, v);
-            self.store.report(g, k, Some(v));
+            store.report(g, k, Some(v));
             logged.push((k.to_owned(), v.to_owned()));
         }
         if !logged.is_empty() {
@@ -116,10 +151,11 @@ impl Transaction<'_> {
             .map(|k| {
                 let k = k.as_ref();
                 let (h, s) = self.locate(k);
-                let g = &mut self.guards[s];
+                let store = self.store;
+                let g = self.shard_mut(s);
                 let was = g.map.remove(h, k);
                 if was {
-                    self.store.report(g, k, None);
+                    store.report(g, k, None);
                     gone.push(k.to_owned());
                 }
                 was
@@ -133,8 +169,7 @@ impl Transaction<'_> {
 
     /// Every key matching `pattern`.
     pub fn keys(&self, pattern: &[u8]) -> Vec<String> {
-        self.guards
-            .iter()
+        self.all()
             .flat_map(|g| g.map.iter())
             .filter(|(k, _)| crate::glob::matches(pattern, k.as_bytes()))
             .map(|(k, _)| k.to_owned())
@@ -142,7 +177,7 @@ impl Transaction<'_> {
     }
 
     pub fn len(&self) -> usize {
-        self.guards.iter().map(|g| g.map.len()).sum()
+        self.all().map(|g| g.map.len()).sum()
     }
 
     pub fn is_empty(&self) -> bool {
@@ -152,7 +187,7 @@ impl Transaction<'_> {
     /// Deletes every key (FLUSHDB), reporting each deletion.
     pub fn clear(&mut self) -> usize {
         let mut n = 0;
-        for g in self.guards.iter_mut() {
+        for g in self.guards.iter_mut().filter_map(|g| g.as_deref_mut()) {
             let taken = std::mem::take(&mut g.map);
             n += taken.len();
             for (k, _) in taken.iter() {
@@ -199,7 +234,7 @@ mod tests {
         store.set_watch_all(true);
         let groups = Arc::new(Mutex::new(Vec::new()));
         let _ = store.set_journal(Box::new(Groups(groups.clone())));
-        store.transaction(|tx| {
+        store.transaction(None, |tx| {
             tx.set("a", "1", SetIf::Always, false);
             tx.write([("b", "2"), ("c", "3")].into_iter());
             assert_eq!(tx.delete(&["a", "zz"]), vec![true, false]);
@@ -220,19 +255,35 @@ mod tests {
     }
 
     #[test]
+    fn a_transaction_locks_only_the_shards_of_its_keys() {
+        let store = Store::new();
+        store.write(&[("a", "1"), ("b", "2")]);
+        let other = (0..1000)
+            .map(|i| format!("k{i}"))
+            .find(|k| store.shard_of(k) != store.shard_of("a"))
+            .unwrap();
+        store.transaction(Some(&["a"]), |tx| {
+            tx.set("a", "3", SetIf::Always, false);
+            // Another shard is free meanwhile.
+            assert!(store.shards[store.shard_of(&other)].try_write().is_ok());
+        });
+        assert_eq!(store.get("a").as_deref(), Some("3"));
+    }
+
+    #[test]
     fn a_watched_key_changed_by_anyone_is_seen() {
         let store = Store::new();
         store.write(&[("k", "1")]);
         let v = store.watch_versions(&["k", "absent"]);
-        assert!(!store.transaction(|tx| tx.changed_since("k", v[0])));
+        assert!(!store.transaction(None, |tx| tx.changed_since("k", v[0])));
         let v = store.watch_versions(&["k", "absent"]);
         store.write(&[("k", "1")]); // the same value still counts
         store.write(&[("absent", "now")]);
-        assert!(store.transaction(|tx| tx.changed_since("k", v[0])));
-        assert!(store.transaction(|tx| tx.changed_since("absent", v[1])));
+        assert!(store.transaction(None, |tx| tx.changed_since("k", v[0])));
+        assert!(store.transaction(None, |tx| tx.changed_since("absent", v[1])));
         let v = store.watch_versions(&["k"]);
         store.delete(&["k"]);
-        assert!(store.transaction(|tx| tx.changed_since("k", v[0])));
+        assert!(store.transaction(None, |tx| tx.changed_since("k", v[0])));
         // Released: no version is left behind.
         assert_eq!(store.versions_live.load(Ordering::Acquire), 1);
         store.unwatch_versions(&["absent"]);
