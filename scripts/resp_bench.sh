@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # redis-benchmark against kvs and against a private redis-server, in the
 # same run, over the same transport (Unix socket, then loopback TCP):
-# -t set,get,mset -n 200000 with -c 1, -c 50 and -c 50 -P 16. Prints each
+# -t set,get,mset -n 200000 with -c 1, -c 50 and -c 50 -P 16, and the last
+# two again in RESP3 (redis-benchmark -3: HELLO 3 first). Prints each
 # pair and the ratio kvs/redis. Rounds alternate between the two servers and
 # the best of each is kept (the machine is shared and noisy).
 #
@@ -63,7 +64,7 @@ for transport in unix tcp; do
   else
     kvs_at=(-h 127.0.0.1 -p "$kvs_port"); redis_at=(-h 127.0.0.1 -p "$redis_port")
   fi
-  for clients in "-c 1" "-c 50" "-c 50 -P 16"; do
+  for clients in "-c 1" "-c 50" "-c 50 -P 16" "-c 50 -3" "-c 50 -P 16 -3"; do
     for _ in $(seq "$rounds"); do
       for server in kvs redis; do
         if [ "$server" = kvs ]; then at=("${kvs_at[@]}"); else at=("${redis_at[@]}"); fi
@@ -82,7 +83,7 @@ echo "redis-benchmark -t set,get,mset -n $n, best of $rounds alternating rounds"
 echo "($(redis-server --version | cut -d' ' -f1-3); requests per second)"
 printf '%-5s %-13s %-5s %12s %12s %7s\n' transport clients test kvs redis kvs/redis
 for transport in unix tcp; do
-  for clients in "-c 1" "-c 50" "-c 50 -P 16"; do
+  for clients in "-c 1" "-c 50" "-c 50 -P 16" "-c 50 -3" "-c 50 -P 16 -3"; do
     for test in SET GET MSET; do
       k=${best["$transport|$clients|$test|kvs"]:-0}
       r=${best["$transport|$clients|$test|redis"]:-0}

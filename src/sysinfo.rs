@@ -1,5 +1,6 @@
 //! What the process can tell about itself and its machine, for INFO and
-//! the benchmarks: resident memory and the operating system's name.
+//! the benchmarks: resident memory, CPU time and the operating system's
+//! name.
 
 /// The operating system, release and machine, as `uname` gives them.
 pub fn os_name() -> String {
@@ -25,4 +26,16 @@ pub fn resident_bytes() -> u64 {
         .flatten()
         .unwrap_or(4096) as u64;
     pages * page
+}
+
+/// CPU time this process has used, in seconds: (system, user) (INFO cpu).
+pub fn cpu_seconds() -> (f64, f64) {
+    use nix::sys::resource::{getrusage, UsageWho};
+    match getrusage(UsageWho::RUSAGE_SELF) {
+        Ok(u) => {
+            let secs = |t: nix::sys::time::TimeVal| t.tv_sec() as f64 + t.tv_usec() as f64 / 1e6;
+            (secs(u.system_time()), secs(u.user_time()))
+        }
+        Err(_) => (0.0, 0.0),
+    }
 }

@@ -605,6 +605,12 @@ const SAME_AS_REDIS: &[&[&str]] = &[
     &["PUBSUB", "NUMSUB", "c1"],
     &["PUBSUB", "NUMPAT"],
     &["PUBSUB", "BOGUS"],
+    &["CONFIG", "SET", "notify-keyspace-events", "KEA"],
+    &["CONFIG", "GET", "notify-keyspace-events"],
+    &["CONFIG", "SET", "notify-keyspace-events", "E$g"],
+    &["CONFIG", "GET", "notify-keyspace-events"],
+    &["CONFIG", "SET", "notify-keyspace-events", "Q"],
+    &["FUNCTION", "FLUSH"],
     &["SUBSCRIBE", "c1", "c2"],
     &["PSUBSCRIBE", "p*"],
     &["GET", "k"],
@@ -907,4 +913,53 @@ fn client_list_info_and_kill() {
     // SKIPME yes (the default) spares the caller.
     assert_eq!(me.ask(&["CLIENT", "KILL", "TYPE", "normal"]), ":1\r\n");
     assert_eq!(me.ask(&["PING"]), "+PONG\r\n");
+}
+
+/// CONFIG SET notify-keyspace-events is honoured for RESP subscribers, as
+/// Redis honours it; a FIFO client's key subscription stays on.
+#[test]
+fn notify_keyspace_events_chooses_what_resp_subscribers_hear() {
+    let kvs = RespServer::start(&[], &[]);
+    let mut admin = kvs.raw();
+    assert_eq!(
+        admin.ask(&["CONFIG", "GET", "notify-keyspace-events"]),
+        "*2\r\n$22\r\nnotify-keyspace-events\r\n$3\r\nAKE\r\n"
+    );
+    assert_eq!(
+        admin.ask(&["CONFIG", "SET", "notify-keyspace-events", "E$"]),
+        "+OK\r\n"
+    );
+    let mut fifo = session("nk", &kvs.server.fifo);
+    assert_eq!(fifo.ask(write("k", "0")), b'0');
+    assert_eq!(fifo.ask(Request::Subscribe("k".into())), b'1');
+    let mut sub = kvs.raw();
+    sub.cmd(&["PSUBSCRIBE", "__key*@0__:*"]);
+    sub.reply();
+    assert_eq!(admin.ask(&["SET", "k", "1"]), "+OK\r\n");
+    assert_eq!(admin.ask(&["DEL", "k"]), ":1\r\n");
+    assert_eq!(admin.ask(&["SET", "k", "2"]), "+OK\r\n");
+    // Only key-event messages of string commands: two sets, no del, no
+    // keyspace channel.
+    for _ in 0..2 {
+        let m = String::from_utf8_lossy(&sub.reply()).into_owned();
+        assert!(m.contains("__keyevent@0__:set\r\n$1\r\nk"), "{m}");
+    }
+    assert!(sub.reply_within(Duration::from_millis(300)).is_none());
+    // The FIFO client heard all three.
+    assert_eq!(fifo.note(), ("k".to_string(), "1".to_string()));
+    assert_eq!(fifo.note(), ("k".to_string(), "DELETED".to_string()));
+    assert_eq!(fifo.note(), ("k".to_string(), "2".to_string()));
+}
+
+/// CLIENT REPLY OFF / SKIP / ON, over local and store commands alike.
+#[test]
+fn client_reply_silences_as_asked() {
+    let kvs = RespServer::start(&[], &[]);
+    let mut raw = kvs.raw();
+    raw.send(b"CLIENT REPLY OFF\r\nPING\r\nSET a 1\r\nGET a\r\nCLIENT REPLY ON\r\nGET a\r\n");
+    assert_eq!(raw.reply(), b"+OK\r\n");
+    assert_eq!(raw.reply(), b"$1\r\n1\r\n");
+    raw.send(b"CLIENT REPLY SKIP\r\nGET a\r\nPING x\r\n");
+    assert_eq!(raw.reply(), b"$1\r\nx\r\n");
+    assert!(raw.reply_within(Duration::from_millis(200)).is_none());
 }

@@ -131,6 +131,8 @@ pub struct Reactor {
     streams: StreamListeners,
     /// The password RESP clients must AUTH with, if any.
     password: Option<Vec<u8>>,
+    /// `notify-keyspace-events`: what RESP subscribers hear.
+    notify_flags: crate::reactor::notify_flags::NotifyFlags,
     stats: Stats,
     /// FIFOs held by live sessions: no second session may name them.
     fifos_in_use: HashSet<FifoId>,
@@ -215,6 +217,7 @@ impl Reactor {
             filter_generation: 0,
             streams: StreamListeners::default(),
             password,
+            notify_flags: Default::default(),
             stats: Stats {
                 started: Instant::now(),
                 connections: 0,

@@ -7,7 +7,8 @@
 //! - [`fifo`]: opening FIFOs named by untrusted peers, safely.
 //! - [`session`]: one client, whatever its transport.
 //! - [`command`]: what a command does to the store, whatever its protocol.
-//! - [`pubsub`]: channels, patterns and the filter of wanted changes.
+//! - [`pubsub`]: channels, patterns and the filter of wanted changes;
+//!   [`notify_flags`]: `notify-keyspace-events`.
 //! - [`store_ops`] and [`mailbox`]: store work off the reactor thread, and
 //!   the way its results and change events come back.
 //! - [`event_loop`]: the reactor itself.
@@ -16,6 +17,7 @@ pub mod command;
 pub mod event_loop;
 pub mod fifo;
 pub mod mailbox;
+pub mod notify_flags;
 pub mod pubsub;
 pub mod registration;
 pub mod session;

@@ -192,8 +192,20 @@ pub struct RespState {
     pub multi: Option<Multi>,
     /// 3 after `HELLO 3` (RESP3 replies and push frames); 2 otherwise.
     pub proto: u8,
+    /// CLIENT REPLY: what is sent of the replies to its commands.
+    pub reply_mode: ReplyMode,
     /// WATCHed keys and their change counts when watched.
     pub watching: Vec<(String, u64)>,
+}
+
+/// CLIENT REPLY's modes.
+#[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
+pub enum ReplyMode {
+    #[default]
+    On,
+    Off,
+    /// The next command's reply is not sent.
+    SkipNext,
 }
 
 /// A transaction being queued (MULTI).
@@ -253,6 +265,16 @@ pub struct Session {
     /// this FIFO client at once (see [`Session::send_notice`]).
     pub notified_turn: u64,
     pub connected_at: Instant,
+    /// The address it connected to (CLIENT LIST's `laddr`).
+    pub laddr: String,
+    /// The command being served or last served, as CLIENT LIST names it
+    /// (`get`, `client|list`), and the bytes of its request and of those
+    /// after it when it was read (`qbuf`).
+    pub last_cmd: String,
+    pub qbuf: usize,
+    /// Replies of the batch at the pool that CLIENT REPLY silenced, by
+    /// their place in it.
+    pub silenced: Vec<usize>,
     /// When the client last sent a whole request (or connected): `--timeout`
     /// counts from here, so a request half sent does not keep it alive.
     pub last_active: Instant,
@@ -281,6 +303,10 @@ impl Session {
             invalid_logged: false,
             notified_turn: 0,
             connected_at: Instant::now(),
+            laddr: String::new(),
+            last_cmd: String::new(),
+            qbuf: 0,
+            silenced: Vec::new(),
             last_active: Instant::now(),
             over_since: None,
         }
@@ -403,8 +429,12 @@ impl Session {
     /// Queues the answers of a batch, in this session's protocol.
     pub fn send_replies(&mut self, replies: &[Reply]) {
         let (op, form, resp, proto) = (self.fifo_op, self.form(), self.is_resp(), self.proto());
+        let silenced = std::mem::take(&mut self.silenced);
         let out = self.replies();
-        for r in replies {
+        for (i, r) in replies.iter().enumerate() {
+            if silenced.contains(&i) {
+                continue;
+            }
             if resp {
                 crate::reactor::event_loop::encode_resp_reply(out, r, proto);
             } else {

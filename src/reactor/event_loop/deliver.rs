@@ -41,16 +41,23 @@ impl Reactor {
         let wide = self.subs.has_patterns()
             || !self.subs.subscribers(keyevent_channel(false)).is_empty()
             || !self.subs.subscribers(keyevent_channel(true)).is_empty();
+        let flags = self.notify_flags;
         for (key, value) in changes {
             let deleted = value.is_none();
             let space = keyspace_channel(key);
             let ev_name = event(deleted).as_bytes();
+            // notify-keyspace-events, for RESP subscribers only: a FIFO
+            // client's key subscription is kvs's own and always on.
+            let to_space = flags.keyspace(deleted);
             // A FIFO notification is the same 82 bytes for every
             // subscriber: made once, copied only where it must wait.
             let mut notice = Vec::new();
             for &sid in self.subs.subscribers(&space) {
                 if let Some(s) = self.sessions.get_mut(sid) {
                     if s.is_resp() {
+                        if !to_space {
+                            continue;
+                        }
                         let proto = s.proto();
                         push_message(s.notices(), proto, space.as_bytes(), ev_name);
                     } else {
@@ -78,16 +85,20 @@ impl Reactor {
             }
             // Redis's order: the keyspace channel's patterns, then the
             // key-event channel and its patterns.
-            for (pattern, sids) in self.subs.matching_patterns(&space) {
-                for &sid in sids {
-                    if let Some(s) = self.sessions.get_mut(sid) {
-                        let proto = s.proto();
-                        push_pmessage(s.notices(), proto, pattern, space.as_bytes(), ev_name);
-                        self.dirty.push(sid);
+            if to_space {
+                for (pattern, sids) in self.subs.matching_patterns(&space) {
+                    for &sid in sids {
+                        if let Some(s) = self.sessions.get_mut(sid) {
+                            let proto = s.proto();
+                            push_pmessage(s.notices(), proto, pattern, space.as_bytes(), ev_name);
+                            self.dirty.push(sid);
+                        }
                     }
                 }
             }
-            self.publish(keyevent_channel(deleted), key.as_bytes());
+            if flags.keyevent(deleted) {
+                self.publish(keyevent_channel(deleted), key.as_bytes());
+            }
         }
     }
 

@@ -167,6 +167,18 @@ impl StreamListeners {
     }
 
     /// The next waiting connection of the listener behind `which`.
+    /// The address a connection came in on, for CLIENT LIST's `laddr`.
+    fn local_name(&self, conn: &Conn) -> String {
+        match conn {
+            Conn::Tcp(c) => c.local_addr().map(|a| a.to_string()).unwrap_or_default(),
+            Conn::Unix(_) => self
+                .unix
+                .as_ref()
+                .map(|u| format!("{}:0", u.path.display()))
+                .unwrap_or_default(),
+        }
+    }
+
     fn accept(&mut self, which: Token) -> Option<io::Result<(Conn, String)>> {
         let got = if which == RESP_UNIX {
             self.unix
@@ -265,6 +277,11 @@ impl Reactor {
             };
             crate::log_debug!("RESP client {peer} connected");
             let mut session = Session::new(generation, peer, link);
+            if let Link::Stream { out, .. } = &session.link {
+                if let Some(c) = out.pipe.as_ref() {
+                    session.laddr = self.streams.local_name(c);
+                }
+            }
             // Bytes may be waiting already; edge-triggered, no new event
             // would announce them.
             session.unread = true;

@@ -10,8 +10,9 @@ use crate::reactor::pubsub::SessionId;
 use crate::reactor::session::{Link, Session};
 use std::time::Instant;
 
-/// One session's line (no newline).
-fn line(s: &Session, now: Instant) -> String {
+/// One session's line (no newline). The caller's `qbuf` counts the
+/// request being served, as Redis's does.
+fn line(s: &Session, now: Instant, caller: bool) -> String {
     let (name, proto, multi) = match &s.link {
         Link::Stream { resp, .. } => (
             resp.name.clone().unwrap_or_default(),
@@ -31,15 +32,17 @@ fn line(s: &Session, now: Instant) -> String {
         flags.push('N');
     }
     format!(
-        "id={} addr={} laddr= fd=-1 name={name} age={} idle={} flags={flags} db=0 sub={} psub={} ssub=0 multi={multi} qbuf={} qbuf-free=0 argv-mem=0 multi-mem=0 rbs=0 rbp=0 obl=0 oll=0 omem={} tot-mem=0 events=r cmd=NULL user=default redir=-1 resp={proto}",
+        "id={} addr={} laddr={} fd=-1 name={name} age={} idle={} flags={flags} db=0 sub={} psub={} ssub=0 multi={multi} qbuf={} qbuf-free=0 argv-mem=0 multi-mem=0 rbs=0 rbp=0 obl=0 oll=0 omem={} tot-mem=0 events=r cmd={} user=default redir=-1 resp={proto}",
         s.generation + 1,
         s.name,
+        if s.laddr.is_empty() { "-" } else { &s.laddr },
         now.duration_since(s.connected_at).as_secs(),
         now.duration_since(s.last_active).as_secs(),
         s.channels.len(),
         s.patterns.len(),
-        s.inbuf.len(),
+        if caller { s.qbuf } else { s.inbuf.len() },
         s.pending_output(),
+        if s.last_cmd.is_empty() { "NULL" } else { &s.last_cmd },
     )
 }
 
@@ -67,7 +70,7 @@ impl Reactor {
                     "ERR wrong number of arguments for 'client|info' command",
                 );
             }
-            let text = self.sessions.get(sid).map(|s| line(s, now) + "\n");
+            let text = self.sessions.get(sid).map(|s| line(s, now, true) + "\n");
             return resp::push_verbatim(out, text.unwrap_or_default().as_bytes(), proto);
         }
         let mut kind = None;
@@ -98,13 +101,13 @@ impl Reactor {
             }
         }
         let mut text = String::new();
-        for (_, s) in self.sessions.iter() {
+        for (other, s) in self.sessions.iter() {
             let wanted = kind.is_none_or(|k| of_type(s, k) == Some(true))
                 && ids
                     .as_ref()
                     .is_none_or(|ids| ids.contains(&(s.generation + 1)));
             if wanted {
-                text.push_str(&line(s, now));
+                text.push_str(&line(s, now, other == sid));
                 text.push('\n');
             }
         }
@@ -151,7 +154,15 @@ impl Reactor {
                         b"no" => skipme = false,
                         _ => return resp::push_error(out, "ERR syntax error"),
                     },
-                    b"user" | b"maxage" => {}
+                    // One user, `default`: every client is theirs.
+                    b"user" if value.eq_ignore_ascii_case(b"default") => {}
+                    b"user" => {
+                        return resp::push_error(
+                            out,
+                            &format!("ERR No such user '{}'", String::from_utf8_lossy(value)),
+                        )
+                    }
+                    b"maxage" => {}
                     _ => return resp::push_error(out, "ERR syntax error"),
                 }
             }

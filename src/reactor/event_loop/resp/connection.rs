@@ -38,7 +38,24 @@ impl Reactor {
         }
     }
 
-    /// HELLO [protover [AUTH user pass] [SETNAME name]]: RESP2 only.
+    /// CLIENT REPLY ON | OFF | SKIP: only ON is answered.
+    fn client_reply(&mut self, sid: SessionId, mode: &[u8], out: &mut Vec<u8>) {
+        use crate::reactor::session::ReplyMode;
+        let mode = match mode.to_ascii_lowercase().as_slice() {
+            b"on" => ReplyMode::On,
+            b"off" => ReplyMode::Off,
+            b"skip" => ReplyMode::SkipNext,
+            _ => return resp::push_error(out, "ERR syntax error"),
+        };
+        if let Some(st) = self.resp_state(sid) {
+            st.reply_mode = mode;
+        }
+        if mode == ReplyMode::On {
+            resp::push_ok(out);
+        }
+    }
+
+    /// HELLO [protover [AUTH user pass] [SETNAME name]].
     pub(super) fn hello(&mut self, sid: SessionId, args: &[&[u8]], out: &mut Vec<u8>) {
         let reply = self.try_hello(sid, args);
         let id = self.client_id(sid);
@@ -133,6 +150,7 @@ impl Reactor {
             "list" | "info" => return self.client_list(sid, args, out),
             "kill" if n >= 3 => return self.client_kill(sid, args, out),
             "no-evict" | "no-touch" if n == 3 => return resp::push_ok(out),
+            "reply" if n == 3 => return self.client_reply(sid, args[2], out),
             _ => {}
         }
         let reply = match sub.as_str() {
@@ -153,9 +171,8 @@ impl Reactor {
                     )))
                 }
             }
-            "setname" | "getname" | "id" | "setinfo" | "kill" | "no-evict" | "no-touch" => {
-                Err(arity_error(&format!("client|{sub}")))
-            }
+            "setname" | "getname" | "id" | "setinfo" | "kill" | "no-evict" | "no-touch"
+            | "reply" => Err(arity_error(&format!("client|{sub}"))),
             _ => Err(Reply::Error(format!(
                 "ERR unknown subcommand '{}'. Try CLIENT HELP.",
                 String::from_utf8_lossy(args[1])

@@ -11,7 +11,7 @@ impl Reactor {
     fn settings(&self) -> Vec<(&'static str, String)> {
         let o = &self.opts;
         vec![
-            ("notify-keyspace-events", "KEA".into()),
+            ("notify-keyspace-events", self.notify_flags.text()),
             ("maxclients", o.max_sessions.to_string()),
             ("databases", "1".into()),
             ("port", self.streams.tcp_port().to_string()),
@@ -61,7 +61,7 @@ impl Reactor {
         ]
     }
 
-    pub(super) fn config(&self, sid: SessionId, args: &[&[u8]], out: &mut Vec<u8>) {
+    pub(super) fn config(&mut self, sid: SessionId, args: &[&[u8]], out: &mut Vec<u8>) {
         let proto = self.sessions.get(sid).map_or(2, |s| s.proto());
         let sub = String::from_utf8_lossy(args[1]).to_ascii_lowercase();
         let n = args.len();
@@ -82,9 +82,18 @@ impl Reactor {
                     resp::push_bulk(out, v.as_bytes());
                 }
             }
-            // Keyspace notifications are always on; accepting the setting
-            // keeps code written for Redis working.
-            "set" if n == 4 && eq(args[2], "notify-keyspace-events") => resp::push_ok(out),
+            "set" if n == 4 && eq(args[2], "notify-keyspace-events") => {
+                match crate::reactor::notify_flags::NotifyFlags::parse(args[3]) {
+                    Some(f) => {
+                        self.notify_flags = f;
+                        resp::push_ok(out)
+                    }
+                    None => resp::push_error(
+                        out,
+                        "ERR CONFIG SET failed (possibly related to argument 'notify-keyspace-events') - Invalid event class character. Use 'Ag$lshzxeKEtmdn'.",
+                    ),
+                }
+            }
             "set" if n >= 4 => resp::push_error(
                 out,
                 &format!(
@@ -210,6 +219,30 @@ impl Reactor {
                     ("kvs_store_batches", self.stats.batches.to_string()),
                     ("pubsub_channels", channels.to_string()),
                     ("pubsub_patterns", patterns.to_string()),
+                ],
+            );
+        }
+        if want("replication") {
+            // One node: a primary with no replicas (clients such as
+            // valkey-glide look for the role here to find the primary).
+            section(
+                "Replication",
+                vec![
+                    ("role", "master".into()),
+                    ("connected_slaves", "0".into()),
+                    ("master_failover_state", "no-failover".into()),
+                    ("master_repl_offset", "0".into()),
+                    ("repl_backlog_active", "0".into()),
+                ],
+            );
+        }
+        if want("cpu") {
+            let (sys, user) = crate::sysinfo::cpu_seconds();
+            section(
+                "CPU",
+                vec![
+                    ("used_cpu_sys", format!("{sys:.6}")),
+                    ("used_cpu_user", format!("{user:.6}")),
                 ],
             );
         }
