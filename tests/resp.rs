@@ -963,3 +963,21 @@ fn client_reply_silences_as_asked() {
     assert_eq!(raw.reply(), b"$1\r\nx\r\n");
     assert!(raw.reply_within(Duration::from_millis(200)).is_none());
 }
+
+/// MONITOR hears every other client's commands in Redis's line format.
+#[test]
+fn monitor_hears_every_command() {
+    let kvs = RespServer::start(&[], &[]);
+    let mut mon = kvs.raw();
+    assert_eq!(mon.ask(&["MONITOR"]), "+OK\r\n");
+    let mut other = kvs.raw();
+    assert_eq!(other.ask(&["SET", "k", "v"]), "+OK\r\n");
+    other.ask(&["AUTH", "secret"]);
+    let first = String::from_utf8_lossy(&mon.reply()).into_owned();
+    assert!(
+        first.starts_with('+') && first.ends_with("] \"SET\" \"k\" \"v\"\r\n"),
+        "{first}"
+    );
+    let second = String::from_utf8_lossy(&mon.reply()).into_owned();
+    assert!(second.ends_with("\"AUTH\" \"(redacted)\"\r\n"), "{second}");
+}

@@ -131,6 +131,8 @@ pub struct Reactor {
     streams: StreamListeners,
     /// The password RESP clients must AUTH with, if any.
     password: Option<Vec<u8>>,
+    /// Sessions that sent MONITOR.
+    monitors: Vec<SessionId>,
     /// `notify-keyspace-events`: what RESP subscribers hear.
     notify_flags: crate::reactor::notify_flags::NotifyFlags,
     stats: Stats,
@@ -218,6 +220,7 @@ impl Reactor {
             streams: StreamListeners::default(),
             password,
             notify_flags: Default::default(),
+            monitors: Vec::new(),
             stats: Stats {
                 started: Instant::now(),
                 connections: 0,
@@ -550,7 +553,9 @@ impl Reactor {
                 // say so.
                 self.resume.push(sid);
             }
-        } else if s.subscription_count() > 0 {
+        } else if s.subscription_count() > 0
+            || matches!(&s.link, Link::Stream { resp, .. } if resp.monitor)
+        {
             // Messages keep coming whether it reads or not: a subscriber
             // that falls this far behind is cut off (Redis's pubsub
             // client-output-buffer-limit).

@@ -194,6 +194,8 @@ pub struct RespState {
     pub proto: u8,
     /// CLIENT REPLY: what is sent of the replies to its commands.
     pub reply_mode: ReplyMode,
+    /// MONITOR: it hears every command.
+    pub monitor: bool,
     /// WATCHed keys and their change counts when watched.
     pub watching: Vec<(String, u64)>,
 }

@@ -10,6 +10,7 @@
 
 mod client_list;
 mod connection;
+mod monitor;
 mod pubsub;
 mod server_info;
 mod store_commands;
@@ -57,6 +58,7 @@ const LOCAL_COMMANDS: &[&str] = &[
     "reset",
     "pubsub",
     "function",
+    "monitor",
     "multi",
     "exec",
     "discard",
@@ -209,13 +211,13 @@ impl Reactor {
                 match self.transaction_step(sid, &name, &args) {
                     Some(transaction::Step::Answered) => {
                         used += len;
-                        self.stats.commands += 1;
+                        self.taken(sid, &args);
                         self.unsay(sid, silent, mark);
                         continue;
                     }
                     Some(transaction::Step::Exec(cmd)) => {
                         used += len;
-                        self.stats.commands += 1;
+                        self.taken(sid, &args);
                         self.silence_in_batch(sid, silent, batch.len());
                         batch.push(Ok(cmd));
                         continue;
@@ -229,7 +231,7 @@ impl Reactor {
                 break;
             }
             used += len;
-            self.stats.commands += 1;
+            self.taken(sid, &args);
             if stored {
                 self.silence_in_batch(sid, silent, batch.len());
                 batch.push(store_command(&name, &args, || self.info_command(&args)));
@@ -268,6 +270,12 @@ impl Reactor {
         self.stats.batches += 1;
         self.pool.submit(sid, s.generation, StoreOp::Batch(batch));
         false
+    }
+
+    /// A command read whole and taken on: counted, and shown to monitors.
+    fn taken(&mut self, sid: SessionId, args: &[&[u8]]) {
+        self.stats.commands += 1;
+        self.feed_monitors(sid, args);
     }
 
     /// Whether CLIENT REPLY keeps the reply to this command from being
@@ -435,6 +443,7 @@ impl Reactor {
                 self.unsubscribe(sid, name == "punsubscribe", &args[1..])
             }
             "pubsub" if n >= 2 => self.pubsub_command(args, out),
+            "monitor" if n == 1 => self.start_monitor(sid, out),
             // kvs has no functions (no scripting): flushing them is true
             // at once, and the list is empty. Redis's test harness calls
             // FUNCTION FLUSH before every test.
