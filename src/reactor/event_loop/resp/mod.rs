@@ -200,7 +200,7 @@ impl Reactor {
             }
             // CLIENT REPLY: whether this command's reply is sent. Pub/sub
             // confirmations in RESP3 are pushes, sent whatever the mode.
-            let silent = self.silence_next(sid, &name, &args);
+            let silent = self.silenced(sid, &name, &args);
             let mark = self.sessions.get_mut(sid).map_or(0, |s| s.replies().len());
             if self.in_multi(sid) {
                 // Queued commands answer on the reactor: after the batch.
@@ -272,32 +272,30 @@ impl Reactor {
         false
     }
 
-    /// A command read whole and taken on: counted, and shown to monitors.
+    /// A command read whole and taken on: counted, shown to monitors, and
+    /// a CLIENT REPLY SKIP used up.
     fn taken(&mut self, sid: SessionId, args: &[&[u8]]) {
+        use crate::reactor::session::ReplyMode;
         self.stats.commands += 1;
         self.feed_monitors(sid, args);
+        if let Some(Link::Stream { resp, .. }) = self.sessions.get_mut(sid).map(|s| &mut s.link) {
+            if resp.reply_mode == ReplyMode::SkipNext {
+                resp.reply_mode = ReplyMode::On;
+            }
+        }
     }
 
     /// Whether CLIENT REPLY keeps the reply to this command from being
-    /// sent, moving SKIP on to the command after.
-    fn silence_next(&mut self, sid: SessionId, name: &str, args: &[&[u8]]) -> bool {
-        let Some(Link::Stream { resp, .. }) = self.sessions.get_mut(sid).map(|s| &mut s.link)
-        else {
+    /// sent (SKIP moves on to the command after in [`Reactor::taken`], once
+    /// the command is really taken).
+    fn silenced(&self, sid: SessionId, name: &str, args: &[&[u8]]) -> bool {
+        let Some(Link::Stream { resp, .. }) = self.sessions.get(sid).map(|s| &s.link) else {
             return false;
         };
         let pushes = resp.proto >= 3 && name.ends_with("subscribe");
+        // CLIENT REPLY sets the mode itself (and answers only ON).
         let reply_cmd = name == "client" && args.get(1).is_some_and(|a| eq(a, "reply"));
-        match resp.reply_mode {
-            _ if pushes => false,
-            // CLIENT REPLY sets the mode itself (and answers only ON).
-            _ if reply_cmd => false,
-            crate::reactor::session::ReplyMode::On => false,
-            crate::reactor::session::ReplyMode::Off => true,
-            crate::reactor::session::ReplyMode::SkipNext => {
-                resp.reply_mode = crate::reactor::session::ReplyMode::On;
-                true
-            }
-        }
+        !pushes && !reply_cmd && resp.reply_mode != crate::reactor::session::ReplyMode::On
     }
 
     /// Takes back what a silenced command wrote since `mark`.
