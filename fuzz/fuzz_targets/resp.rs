@@ -8,7 +8,16 @@ use libfuzzer_sys::fuzz_target;
 
 fuzz_target!(|data: &[u8]| {
     let mut rest = data;
-    while let Parsed::Request(args, len) = parse(rest) {
+    loop {
+        let owned: Vec<Vec<u8>>;
+        let (args, len) = match parse(rest) {
+            Parsed::Request(args, len) => (args, len),
+            Parsed::Inline(args, len) => {
+                owned = args;
+                (owned.iter().map(Vec::as_slice).collect::<Vec<_>>(), len)
+            }
+            _ => break,
+        };
         assert!(len > 0 && len <= rest.len());
         if !args.is_empty() {
             let again = encode_request(&args);

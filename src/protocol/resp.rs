@@ -72,6 +72,9 @@ pub enum Parsed<'a> {
     /// A request's arguments (possibly none: an empty inline line or `*0`)
     /// and the number of bytes it used.
     Request(Vec<&'a [u8]>, usize),
+    /// An inline request with quotes, whose escapes (`"a\x41"` is `aA`)
+    /// make its arguments new bytes, and the number of bytes it used.
+    Inline(Vec<Vec<u8>>, usize),
     Error(ProtocolError),
 }
 
@@ -178,41 +181,106 @@ fn parse_inline(buf: &[u8]) -> Parsed<'_> {
     if let Some(stripped) = l.strip_suffix(b"\r") {
         l = stripped;
     }
-    match split_inline(l) {
-        Some(args) => Parsed::Request(args, nl + 1),
+    if !l.iter().any(|&b| b == b'"' || b == b'\'') {
+        return Parsed::Request(split_words(l), nl + 1);
+    }
+    match split_quoted(l) {
+        Some(args) => Parsed::Inline(args, nl + 1),
         None => Parsed::Error(ProtocolError::UnbalancedQuotes),
     }
 }
 
-/// Splits an inline line at spaces. Quoted arguments are kept whole
-/// without their quotes; `None` if a quote is not closed. (Redis also
-/// unescapes `\n` and `\xHH` in double quotes; kvs's keys and values can
-/// hold neither whitespace nor control bytes, so the raw text is kept.)
-fn split_inline(l: &[u8]) -> Option<Vec<&[u8]>> {
+fn is_space(b: u8) -> bool {
+    matches!(b, b' ' | b'\t' | b'\n' | b'\r' | 0x0b | 0x0c)
+}
+
+/// An inline line without quotes: its words.
+fn split_words(l: &[u8]) -> Vec<&[u8]> {
+    l.split(|&b| is_space(b))
+        .filter(|w| !w.is_empty())
+        .collect()
+}
+
+/// An inline line with quotes, as Redis's `sdssplitargs` reads it: in
+/// double quotes `\xHH`, `\n`, `\r`, `\t`, `\b`, `\a` and `\<c>`; in single
+/// quotes only `\'`; a closing quote must end its argument; `None` for a
+/// quote left open or closed in the middle of a word.
+fn split_quoted(l: &[u8]) -> Option<Vec<Vec<u8>>> {
+    let hex = |b: u8| (b as char).to_digit(16);
+    let at = |i: usize| l.get(i).copied();
     let mut args = Vec::new();
     let mut i = 0;
-    while i < l.len() {
-        while i < l.len() && l[i].is_ascii_whitespace() {
+    loop {
+        while at(i).is_some_and(is_space) {
             i += 1;
         }
-        if i == l.len() {
-            break;
+        if i >= l.len() {
+            return Some(args);
         }
-        if l[i] == b'"' || l[i] == b'\'' {
-            let q = l[i];
-            let end = l[i + 1..].iter().position(|&b| b == q)? + i + 1;
-            args.push(&l[i + 1..end]);
-            i = end + 1;
-        } else {
-            let end = l[i..]
-                .iter()
-                .position(|b| b.is_ascii_whitespace())
-                .map_or(l.len(), |p| p + i);
-            args.push(&l[i..end]);
-            i = end;
+        let mut cur = Vec::new();
+        let (mut inq, mut insq) = (false, false);
+        loop {
+            let c = at(i);
+            if inq {
+                match (c, at(i + 1)) {
+                    (None, _) => return None,
+                    (Some(b'\\'), Some(b'x'))
+                        if at(i + 2).and_then(hex).is_some()
+                            && at(i + 3).and_then(hex).is_some() =>
+                    {
+                        let v = at(i + 2).and_then(hex)? * 16 + at(i + 3).and_then(hex)?;
+                        cur.push(v as u8);
+                        i += 3;
+                    }
+                    (Some(b'\\'), Some(e)) => {
+                        cur.push(match e {
+                            b'n' => b'\n',
+                            b'r' => b'\r',
+                            b't' => b'\t',
+                            b'b' => 8,
+                            b'a' => 7,
+                            other => other,
+                        });
+                        i += 1;
+                    }
+                    (Some(b'"'), next) => {
+                        if next.is_some_and(|n| !is_space(n)) {
+                            return None;
+                        }
+                        i += 1;
+                        break;
+                    }
+                    (Some(b), _) => cur.push(b),
+                }
+            } else if insq {
+                match (c, at(i + 1)) {
+                    (None, _) => return None,
+                    (Some(b'\\'), Some(b'\'')) => {
+                        cur.push(b'\'');
+                        i += 1;
+                    }
+                    (Some(b'\''), next) => {
+                        if next.is_some_and(|n| !is_space(n)) {
+                            return None;
+                        }
+                        i += 1;
+                        break;
+                    }
+                    (Some(b), _) => cur.push(b),
+                }
+            } else {
+                match c {
+                    None => break,
+                    Some(b) if is_space(b) => break,
+                    Some(b'"') => inq = true,
+                    Some(b'\'') => insq = true,
+                    Some(b) => cur.push(b),
+                }
+            }
+            i += 1;
         }
+        args.push(cur);
     }
-    Some(args)
 }
 
 // ----- replies ------------------------------------------------------------
@@ -362,6 +430,44 @@ pub fn encode_request(args: &[&[u8]]) -> Vec<u8> {
 mod tests {
     use super::*;
 
+    #[test]
+    fn inline_quotes_follow_sdssplitargs() {
+        let args = |line: &[u8]| match parse(line) {
+            Parsed::Inline(a, _) => Some(a),
+            Parsed::Request(a, _) => Some(a.into_iter().map(<[u8]>::to_vec).collect()),
+            _ => None,
+        };
+        assert_eq!(
+            args(b"set \"a\\x41\" x\r\n").unwrap(),
+            vec![b"set".to_vec(), b"aA".to_vec(), b"x".to_vec()]
+        );
+        assert_eq!(
+            args(b"echo \"a\\nb\\\"c\" 'it\\'s' \"\"\n").unwrap(),
+            vec![
+                b"echo".to_vec(),
+                b"a\nb\"c".to_vec(),
+                b"it's".to_vec(),
+                Vec::new()
+            ]
+        );
+        for bad in [
+            &b"set \"\"\"test-key\"\"\" v\r\n"[..],
+            b"get \"open\n",
+            b"get 'a'b\n",
+        ] {
+            assert_eq!(
+                parse(bad),
+                Parsed::Error(ProtocolError::UnbalancedQuotes),
+                "{:?}",
+                String::from_utf8_lossy(bad)
+            );
+        }
+        assert_eq!(
+            args(b"  a   b \r\n").unwrap(),
+            vec![b"a".to_vec(), b"b".to_vec()]
+        );
+    }
+
     fn req(args: &[&str]) -> Vec<u8> {
         let args: Vec<&[u8]> = args.iter().map(|a| a.as_bytes()).collect();
         encode_request(&args)
@@ -402,7 +508,7 @@ mod tests {
         assert_eq!(parse(b"PING\r\n"), Parsed::Request(vec![&b"PING"[..]], 6));
         assert_eq!(
             parse(b"set  k \"v 1\"\n"),
-            Parsed::Request(vec![&b"set"[..], b"k", b"v 1"], 13)
+            Parsed::Inline(vec![b"set".to_vec(), b"k".to_vec(), b"v 1".to_vec()], 13)
         );
         assert_eq!(parse(b"\r\n"), Parsed::Request(vec![], 2));
         assert_eq!(parse(b"GET k"), Parsed::Incomplete);

@@ -168,6 +168,8 @@ impl Reactor {
         let mut failed = None;
         while batch.len() < MAX_BATCH && self.ready_for_more(sid) && !self.quitting(sid) {
             let unauthenticated = self.password.is_some() && !self.authenticated(sid);
+            // An inline request with quotes has bytes of its own.
+            let owned: Vec<Vec<u8>>;
             let (args, len) = match resp::parse_as(&buf[used..], unauthenticated) {
                 Parsed::Incomplete => break,
                 Parsed::Error(e) => {
@@ -178,6 +180,10 @@ impl Reactor {
                     break;
                 }
                 Parsed::Request(args, len) => (args, len),
+                Parsed::Inline(args, len) => {
+                    owned = args;
+                    (owned.iter().map(Vec::as_slice).collect(), len)
+                }
             };
             if args.is_empty() {
                 used += len;
