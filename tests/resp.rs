@@ -981,3 +981,70 @@ fn monitor_hears_every_command() {
     let second = String::from_utf8_lossy(&mon.reply()).into_owned();
     assert!(second.ends_with("\"AUTH\" \"(redacted)\"\r\n"), "{second}");
 }
+
+/// CLIENT TRACKING: a change from any source invalidates what a client
+/// read, in RESP3 pushes and, through REDIRECT, on __redis__:invalidate.
+#[test]
+fn tracking_invalidates_reads_from_any_source() {
+    let kvs = RespServer::start(&[], &[]);
+    let mut writer = kvs.raw();
+    assert_eq!(writer.ask(&["SET", "k", "1"]), "+OK\r\n");
+    let mut fifo = session("tr", &kvs.server.fifo);
+
+    // RESP3, default mode.
+    let mut cache = kvs.raw();
+    assert!(cache.ask(&["HELLO", "3"]).starts_with('%'));
+    assert_eq!(cache.ask(&["CLIENT", "TRACKING", "ON"]), "+OK\r\n");
+    assert_eq!(cache.ask(&["GET", "k"]), "$1\r\n1\r\n");
+    assert_eq!(writer.ask(&["SET", "k", "2"]), "+OK\r\n");
+    assert_eq!(
+        cache.reply(),
+        b">2\r\n$10\r\ninvalidate\r\n*1\r\n$1\r\nk\r\n"
+    );
+    // Told once, then forgotten until read again.
+    assert_eq!(writer.ask(&["SET", "k", "3"]), "+OK\r\n");
+    assert!(cache.reply_within(Duration::from_millis(300)).is_none());
+    assert_eq!(cache.ask(&["GET", "k"]), "$1\r\n3\r\n");
+    assert_eq!(fifo.ask(write("k", "from-fifo")), b'0');
+    assert_eq!(
+        cache.reply(),
+        b">2\r\n$10\r\ninvalidate\r\n*1\r\n$1\r\nk\r\n"
+    );
+    let info = cache.ask(&["CLIENT", "TRACKINGINFO"]);
+    assert!(
+        info.starts_with("%3\r\n$5\r\nflags\r\n*1\r\n$2\r\non\r\n"),
+        "{info}"
+    );
+
+    // RESP2 with REDIRECT to a subscriber, BCAST on a prefix.
+    let mut sink = kvs.raw();
+    sink.cmd(&["SUBSCRIBE", "__redis__:invalidate"]);
+    sink.reply();
+    let id = sink.ask(&["CLIENT", "ID"]);
+    let _ = id;
+    let mut sink2 = kvs.raw();
+    let id2 = sink2.ask(&["CLIENT", "ID"]);
+    let id2 = id2.trim_start_matches(':').trim().to_string();
+    sink2.cmd(&["SUBSCRIBE", "__redis__:invalidate"]);
+    sink2.reply();
+    let mut bc = kvs.raw();
+    assert_eq!(
+        bc.ask(&["CLIENT", "TRACKING", "ON", "REDIRECT", &id2, "BCAST", "PREFIX", "user:"]),
+        "+OK\r\n"
+    );
+    assert_eq!(bc.ask(&["CLIENT", "GETREDIR"]), format!(":{id2}\r\n"));
+    assert_eq!(writer.ask(&["SET", "user:1", "x"]), "+OK\r\n");
+    assert_eq!(writer.ask(&["SET", "other", "x"]), "+OK\r\n");
+    let m = String::from_utf8_lossy(&sink2.reply()).into_owned();
+    assert_eq!(
+        m,
+        "*3\r\n$7\r\nmessage\r\n$20\r\n__redis__:invalidate\r\n*1\r\n$6\r\nuser:1\r\n"
+    );
+    assert!(sink2.reply_within(Duration::from_millis(300)).is_none());
+    assert_eq!(
+        bc.ask(&["CLIENT", "TRACKING", "ON", "PREFIX", "a"]),
+        "-ERR PREFIX option requires BCAST mode to be enabled\r\n"
+    );
+    assert_eq!(bc.ask(&["CLIENT", "TRACKING", "OFF"]), "+OK\r\n");
+    assert_eq!(bc.ask(&["CLIENT", "GETREDIR"]), ":-1\r\n");
+}

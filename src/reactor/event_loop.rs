@@ -133,6 +133,8 @@ pub struct Reactor {
     password: Option<Vec<u8>>,
     /// Sessions that sent MONITOR.
     monitors: Vec<SessionId>,
+    /// CLIENT TRACKING: who may have cached what.
+    tracking: resp::TrackingTable,
     /// `notify-keyspace-events`: what RESP subscribers hear.
     notify_flags: crate::reactor::notify_flags::NotifyFlags,
     stats: Stats,
@@ -221,6 +223,7 @@ impl Reactor {
             password,
             notify_flags: Default::default(),
             monitors: Vec::new(),
+            tracking: Default::default(),
             stats: Stats {
                 started: Instant::now(),
                 connections: 0,
@@ -617,6 +620,9 @@ impl Reactor {
             }
         }
         if let Link::Stream { resp, .. } = &mut s.link {
+            if resp.tracking.take().is_some() {
+                self.forget_tracked(sid);
+            }
             let watched = std::mem::take(&mut resp.watching);
             self.pool
                 .unwatch_versions(watched.into_iter().map(|(k, _)| k).collect());

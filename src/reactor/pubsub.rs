@@ -225,6 +225,8 @@ pub struct FilterList {
     patterns: Vec<SpacePattern>,
     set_events: bool,
     del_events: bool,
+    /// Every change (clients track keys for their caches).
+    everything: bool,
 }
 
 impl FilterList {
@@ -237,6 +239,7 @@ impl FilterList {
             patterns: Vec::new(),
             set_events,
             del_events,
+            everything: false,
         };
         for p in patterns {
             list.set_events |= glob::matches(p, keyevent_channel(false).as_bytes());
@@ -247,13 +250,20 @@ impl FilterList {
     }
 
     pub fn is_empty(&self) -> bool {
-        self.patterns.is_empty() && !self.set_events && !self.del_events
+        self.patterns.is_empty() && !self.set_events && !self.del_events && !self.everything
+    }
+
+    /// The list with every change wanted too (CLIENT TRACKING), or not.
+    pub fn with_everything(mut self, on: bool) -> Self {
+        self.everything = on;
+        self
     }
 
     /// Whether a change to `key` (a deletion if `deleted`) is published on
     /// a channel some pattern or key-event subscriber listens to.
     pub fn wants(&self, key: &str, deleted: bool) -> bool {
-        (deleted && self.del_events)
+        self.everything
+            || (deleted && self.del_events)
             || (!deleted && self.set_events)
             || self.patterns.iter().any(|p| p.matches(key))
     }

@@ -196,8 +196,30 @@ pub struct RespState {
     pub reply_mode: ReplyMode,
     /// MONITOR: it hears every command.
     pub monitor: bool,
+    /// CLIENT TRACKING ON: how its cache is kept true.
+    pub tracking: Option<Tracking>,
     /// WATCHed keys and their change counts when watched.
     pub watching: Vec<(String, u64)>,
+}
+
+/// A client's CLIENT TRACKING settings.
+#[derive(Debug, Default, Clone, PartialEq, Eq)]
+pub struct Tracking {
+    /// The client (CLIENT ID) its invalidations go to, if not itself.
+    pub redirect: Option<u64>,
+    /// BCAST: every change of a key with one of `prefixes` (all keys if
+    /// none), whether it read the key or not.
+    pub bcast: bool,
+    pub prefixes: Vec<Vec<u8>>,
+    /// OPTIN: only keys read right after CLIENT CACHING yes; OPTOUT: all
+    /// but those read right after CLIENT CACHING no.
+    pub optin: bool,
+    pub optout: bool,
+    /// Accepted; kvs does not know who made a change, so a client also
+    /// hears of its own (an extra invalidation, never a stale cache).
+    pub noloop: bool,
+    /// CLIENT CACHING's answer, for the next command only.
+    pub caching: Option<bool>,
 }
 
 /// CLIENT REPLY's modes.

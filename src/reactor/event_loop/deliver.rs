@@ -42,6 +42,9 @@ impl Reactor {
             || !self.subs.subscribers(keyevent_channel(false)).is_empty()
             || !self.subs.subscribers(keyevent_channel(true)).is_empty();
         let flags = self.notify_flags;
+        if self.tracking.clients() > 0 {
+            self.invalidate(changes);
+        }
         for (key, value) in changes {
             let deleted = value.is_none();
             let space = keyspace_channel(key);
@@ -184,7 +187,11 @@ impl Reactor {
     /// The next filter for patterns and key-event channels, numbered.
     pub(super) fn next_filter(&mut self) -> (u64, FilterList) {
         self.filter_generation += 1;
-        (self.filter_generation, self.subs.filter_list())
+        let tracking = self.tracking.clients() > 0;
+        (
+            self.filter_generation,
+            self.subs.filter_list().with_everything(tracking),
+        )
     }
 
     /// Hands the pool the filter that matches the subscriptions now.

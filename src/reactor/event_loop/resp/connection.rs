@@ -151,6 +151,9 @@ impl Reactor {
             "kill" if n >= 3 => return self.client_kill(sid, args, out),
             "no-evict" | "no-touch" if n == 3 => return resp::push_ok(out),
             "reply" if n == 3 => return self.client_reply(sid, args[2], out),
+            "tracking" if n >= 3 => return self.client_tracking(sid, args, out),
+            "caching" if n == 3 => return self.client_tracking(sid, args, out),
+            "trackinginfo" | "getredir" if n == 2 => return self.client_tracking(sid, args, out),
             _ => {}
         }
         let reply = match sub.as_str() {

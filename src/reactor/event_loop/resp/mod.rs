@@ -14,7 +14,10 @@ mod monitor;
 mod pubsub;
 mod server_info;
 mod store_commands;
+mod tracking;
 mod transaction;
+
+pub use tracking::TrackingTable;
 
 use server_info::command_command;
 use store_commands::{store_command, try_reads};
@@ -240,7 +243,11 @@ impl Reactor {
             self.taken(sid, &args);
             if stored {
                 self.silence_in_batch(sid, silent, batch.len());
-                batch.push(store_command(&name, &args, || self.info_command(&args)));
+                let item = store_command(&name, &args, || self.info_command(&args));
+                if let Ok(cmd) = &item {
+                    self.track_read(sid, cmd);
+                }
+                batch.push(item);
             } else {
                 self.local_command(sid, &name, &args);
                 self.unsay(sid, silent, mark);

@@ -1,0 +1,338 @@
+//! Client-side caching (CLIENT TRACKING): a client that caches what it
+//! reads hears when any of it changes, from any source (a FIFO client, a
+//! job file, another RESP client), as Redis tells it: an `invalidate` push
+//! in RESP3, or a message on `__redis__:invalidate` to the client named by
+//! REDIRECT. In the default mode a key is remembered for a client when the
+//! client asks to read it, before the read runs, so a change that lands
+//! between the read and its reply still invalidates (at worst once too
+//! often, never too rarely); each remembered key is told once, then
+//! forgotten until read again. BCAST tells every change of keys with the
+//! client's prefixes. While any client tracks, the store reports every
+//! change (the pattern filter's `everything`).
+
+use crate::protocol::resp;
+use crate::reactor::command::Command;
+use crate::reactor::event_loop::Reactor;
+use crate::reactor::pubsub::SessionId;
+use crate::reactor::session::{Link, Tracking};
+use crate::reactor::store_ops::StoreOp;
+use std::collections::HashMap;
+
+/// The keys each tracking client may have cached.
+#[derive(Debug, Default)]
+pub struct TrackingTable {
+    keys: HashMap<String, Vec<SessionId>>,
+    clients: usize,
+}
+
+impl TrackingTable {
+    pub fn clients(&self) -> usize {
+        self.clients
+    }
+}
+
+const INVALIDATE_CHANNEL: &str = "__redis__:invalidate";
+
+impl Reactor {
+    fn tracking_of(&self, sid: SessionId) -> Option<&Tracking> {
+        match self.sessions.get(sid).map(|s| &s.link) {
+            Some(Link::Stream { resp, .. }) => resp.tracking.as_ref(),
+            _ => None,
+        }
+    }
+
+    /// Remembers the keys a read command of a tracking client names,
+    /// before the read runs (see the module's doc).
+    pub(super) fn track_read(&mut self, sid: SessionId, cmd: &Command) {
+        let Some(Link::Stream { resp, .. }) = self.sessions.get_mut(sid).map(|s| &mut s.link)
+        else {
+            return;
+        };
+        let Some(t) = resp.tracking.as_mut() else {
+            return;
+        };
+        let caching = t.caching.take();
+        let wanted = !t.bcast
+            && if t.optin {
+                caching == Some(true)
+            } else if t.optout {
+                caching != Some(false)
+            } else {
+                true
+            };
+        let read = matches!(
+            cmd,
+            Command::Get(_)
+                | Command::MGet(_)
+                | Command::Exists(_)
+                | Command::Strlen(_)
+                | Command::Type(_)
+        );
+        if !(wanted && read) {
+            return;
+        }
+        for k in cmd.keys().unwrap_or_default() {
+            let who = self.tracking.keys.entry(k.to_owned()).or_default();
+            if !who.contains(&sid) {
+                who.push(sid);
+            }
+        }
+    }
+
+    /// Tells tracking clients of `changes`.
+    pub(in crate::reactor::event_loop) fn invalidate(
+        &mut self,
+        changes: &[(String, Option<String>)],
+    ) {
+        let mut told: HashMap<SessionId, Vec<&str>> = HashMap::new();
+        let bcast: Vec<(SessionId, Vec<Vec<u8>>)> = self
+            .sessions
+            .iter()
+            .filter_map(|(sid, s)| match &s.link {
+                Link::Stream { resp, .. } => resp
+                    .tracking
+                    .as_ref()
+                    .filter(|t| t.bcast)
+                    .map(|t| (sid, t.prefixes.clone())),
+                _ => None,
+            })
+            .collect();
+        for (key, _) in changes {
+            if let Some(who) = self.tracking.keys.remove(key.as_str()) {
+                for sid in who {
+                    told.entry(sid).or_default().push(key);
+                }
+            }
+            for (sid, prefixes) in &bcast {
+                if prefixes.is_empty() || prefixes.iter().any(|p| key.as_bytes().starts_with(p)) {
+                    told.entry(*sid).or_default().push(key);
+                }
+            }
+        }
+        for (sid, keys) in told {
+            self.send_invalidation(sid, &keys);
+        }
+    }
+
+    /// The session that hears `sid`'s invalidations: itself, or its
+    /// REDIRECT target (by CLIENT ID).
+    fn invalidation_target(&self, sid: SessionId) -> Option<SessionId> {
+        match self.tracking_of(sid)?.redirect {
+            None => Some(sid),
+            Some(id) => self
+                .sessions
+                .iter()
+                .find(|(_, s)| s.generation + 1 == id)
+                .map(|(t, _)| t),
+        }
+    }
+
+    fn send_invalidation(&mut self, sid: SessionId, keys: &[&str]) {
+        let Some(target) = self.invalidation_target(sid) else {
+            return;
+        };
+        let Some(s) = self.sessions.get_mut(target) else {
+            return;
+        };
+        let mut msg = Vec::new();
+        if s.proto() >= 3 {
+            resp::push_push_len(&mut msg, 2, 3);
+            resp::push_bulk(&mut msg, b"invalidate");
+        } else if s.channels.contains(INVALIDATE_CHANNEL) {
+            resp::push_array_len(&mut msg, 3);
+            resp::push_bulk(&mut msg, b"message");
+            resp::push_bulk(&mut msg, INVALIDATE_CHANNEL.as_bytes());
+        } else {
+            // A RESP2 client without a subscribed REDIRECT cannot be told.
+            return;
+        }
+        resp::push_array_len(&mut msg, keys.len());
+        for k in keys {
+            resp::push_bulk(&mut msg, k.as_bytes());
+        }
+        s.notices().extend_from_slice(&msg);
+        self.dirty.push(target);
+    }
+
+    /// Forgets `sid` as a tracking client (CLIENT TRACKING off, or gone).
+    pub(super) fn stop_tracking(&mut self, sid: SessionId) {
+        let was = match self.sessions.get_mut(sid).map(|s| &mut s.link) {
+            Some(Link::Stream { resp, .. }) => resp.tracking.take().is_some(),
+            _ => false,
+        };
+        if was {
+            self.forget_tracked(sid);
+        }
+    }
+
+    /// Drops `sid` from the table (it is ending or stopped tracking).
+    pub(in crate::reactor::event_loop) fn forget_tracked(&mut self, sid: SessionId) {
+        self.tracking.keys.retain(|_, who| {
+            who.retain(|&w| w != sid);
+            !who.is_empty()
+        });
+        self.tracking.clients = self.tracking.clients.saturating_sub(1);
+        if self.tracking.clients == 0 {
+            self.refilter();
+        }
+    }
+
+    /// CLIENT TRACKING on|off [REDIRECT id] [PREFIX p ...] [BCAST] [OPTIN]
+    /// [OPTOUT] [NOLOOP], CLIENT CACHING yes|no, CLIENT TRACKINGINFO and
+    /// CLIENT GETREDIR.
+    pub(super) fn client_tracking(&mut self, sid: SessionId, args: &[&[u8]], out: &mut Vec<u8>) {
+        let sub = args[1].to_ascii_lowercase();
+        match sub.as_slice() {
+            b"tracking" => self.tracking_on_off(sid, args, out),
+            b"caching" => {
+                let Some(t) = self.tracking_mut(sid) else {
+                    return resp::push_error(out, "ERR CLIENT CACHING can be called only when the client is in tracking mode with OPTIN or OPTOUT mode enabled");
+                };
+                let yes = match args[2].to_ascii_lowercase().as_slice() {
+                    b"yes" if t.optin => true,
+                    b"no" if t.optout => false,
+                    b"yes" | b"no" => return resp::push_error(out, "ERR CLIENT CACHING YES is only valid when tracking is enabled in OPTIN mode."),
+                    _ => return resp::push_error(out, "ERR syntax error"),
+                };
+                t.caching = Some(yes);
+                resp::push_ok(out);
+            }
+            b"getredir" => {
+                let r = match self.tracking_of(sid) {
+                    None => -1,
+                    Some(t) => t.redirect.map_or(0, |id| id as i64),
+                };
+                resp::push_int(out, r);
+            }
+            _ => {
+                // TRACKINGINFO: Redis's map of flags, redirect, prefixes.
+                let proto = self.sessions.get(sid).map_or(2, |s| s.proto());
+                let t = self.tracking_of(sid).cloned();
+                resp::push_map_len(out, 3, proto);
+                resp::push_bulk(out, b"flags");
+                let mut flags: Vec<&str> = Vec::new();
+                match &t {
+                    None => flags.push("off"),
+                    Some(t) => {
+                        flags.push("on");
+                        if t.bcast {
+                            flags.push("bcast");
+                        }
+                        if t.optin {
+                            flags.push("optin");
+                        }
+                        if t.optout {
+                            flags.push("optout");
+                        }
+                        if t.noloop {
+                            flags.push("noloop");
+                        }
+                    }
+                }
+                resp::push_array_len(out, flags.len());
+                for f in flags {
+                    resp::push_bulk(out, f.as_bytes());
+                }
+                resp::push_bulk(out, b"redirect");
+                resp::push_int(
+                    out,
+                    t.as_ref()
+                        .map_or(-1, |t| t.redirect.map_or(0, |id| id as i64)),
+                );
+                resp::push_bulk(out, b"prefixes");
+                let prefixes = t.map(|t| t.prefixes).unwrap_or_default();
+                resp::push_array_len(out, prefixes.len());
+                for p in prefixes {
+                    resp::push_bulk(out, &p);
+                }
+            }
+        }
+    }
+
+    fn tracking_mut(&mut self, sid: SessionId) -> Option<&mut Tracking> {
+        match self.sessions.get_mut(sid).map(|s| &mut s.link) {
+            Some(Link::Stream { resp, .. }) => resp.tracking.as_mut(),
+            _ => None,
+        }
+    }
+
+    fn tracking_on_off(&mut self, sid: SessionId, args: &[&[u8]], out: &mut Vec<u8>) {
+        let on = match args[2].to_ascii_lowercase().as_slice() {
+            b"on" => true,
+            b"off" => false,
+            _ => return resp::push_error(out, "ERR syntax error"),
+        };
+        if !on {
+            self.stop_tracking(sid);
+            return resp::push_ok(out);
+        }
+        let mut t = Tracking::default();
+        let mut rest = args[3..].iter();
+        while let Some(opt) = rest.next() {
+            match opt.to_ascii_lowercase().as_slice() {
+                b"redirect" => {
+                    let id = rest
+                        .next()
+                        .and_then(|v| std::str::from_utf8(v).ok()?.parse::<u64>().ok());
+                    match id {
+                        Some(id) if self.sessions.iter().any(|(_, s)| s.generation + 1 == id) => {
+                            t.redirect = Some(id)
+                        }
+                        Some(_) => {
+                            return resp::push_error(
+                                out,
+                                "ERR The client ID you want redirect to does not exist",
+                            )
+                        }
+                        None => return resp::push_error(out, "ERR syntax error"),
+                    }
+                }
+                b"bcast" => t.bcast = true,
+                b"optin" => t.optin = true,
+                b"optout" => t.optout = true,
+                b"noloop" => t.noloop = true,
+                b"prefix" => match rest.next() {
+                    Some(p) => t.prefixes.push(p.to_vec()),
+                    None => return resp::push_error(out, "ERR syntax error"),
+                },
+                _ => return resp::push_error(out, "ERR syntax error"),
+            }
+        }
+        if t.optin && t.optout {
+            return resp::push_error(
+                out,
+                "ERR You can't use both OPTIN and OPTOUT at the same time",
+            );
+        }
+        if !t.bcast && !t.prefixes.is_empty() {
+            return resp::push_error(out, "ERR PREFIX option requires BCAST mode to be enabled");
+        }
+        if t.bcast && (t.optin || t.optout) {
+            return resp::push_error(out, "ERR OPTIN and OPTOUT are not compatible with BCAST");
+        }
+        let was = match self.sessions.get_mut(sid).map(|s| &mut s.link) {
+            Some(Link::Stream { resp, .. }) => resp.tracking.replace(t).is_some(),
+            _ => false,
+        };
+        if !was {
+            self.tracking.clients += 1;
+        }
+        // Answered once the store reports every change: a read after this
+        // reply is always followed by its key's invalidation.
+        let (generation, list) = self.next_filter();
+        let Some(s) = self.sessions.get_mut(sid) else {
+            return;
+        };
+        resp::push_ok(&mut s.deferred);
+        s.busy = true;
+        let g = s.generation;
+        self.pool.submit(
+            sid,
+            g,
+            StoreOp::Watch {
+                keys: Vec::new(),
+                filter: Some((generation, list)),
+            },
+        );
+    }
+}
