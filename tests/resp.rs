@@ -611,6 +611,10 @@ const SAME_AS_REDIS: &[&[&str]] = &[
     &["CONFIG", "GET", "notify-keyspace-events"],
     &["CONFIG", "SET", "notify-keyspace-events", "Q"],
     &["FUNCTION", "FLUSH"],
+    &["COMMAND", "GETKEYS", "MSET", "a", "1", "b", "2"],
+    &["COMMAND", "GETKEYS", "GET"],
+    &["COMMAND", "GETKEYS", "PING"],
+    &["COMMAND", "GETKEYS", "NOSUCH"],
     &["SUBSCRIBE", "c1", "c2"],
     &["PSUBSCRIBE", "p*"],
     &["GET", "k"],
@@ -1047,4 +1051,40 @@ fn tracking_invalidates_reads_from_any_source() {
     );
     assert_eq!(bc.ask(&["CLIENT", "TRACKING", "OFF"]), "+OK\r\n");
     assert_eq!(bc.ask(&["CLIENT", "GETREDIR"]), ":-1\r\n");
+}
+
+/// COMMAND INFO of every command kvs has: name, arity, flags, key
+/// positions and ACL categories as redis-server gives them.
+#[test]
+fn command_info_matches_redis() {
+    let Some(redis) = Redis::start("command_info_matches_redis") else {
+        return;
+    };
+    let kvs = RespServer::start(&[], &[]);
+    let mut ours = kvs.con();
+    let mut theirs = redis::Client::open(redis.url())
+        .unwrap()
+        .get_connection()
+        .unwrap();
+    let names: Vec<String> = redis::cmd("COMMAND").arg("LIST").query(&mut ours).unwrap();
+    let count: usize = redis::cmd("COMMAND").arg("COUNT").query(&mut ours).unwrap();
+    assert_eq!(names.len(), count);
+    assert!(count >= 40, "{names:?}");
+    for name in &names {
+        let info = |con: &mut redis::Connection| -> Vec<redis::Value> {
+            let v: redis::Value = redis::cmd("COMMAND")
+                .arg("INFO")
+                .arg(name)
+                .query(con)
+                .unwrap();
+            let redis::Value::Array(mut outer) = v else {
+                panic!("{name}: {v:?}")
+            };
+            let Some(redis::Value::Array(fields)) = outer.pop() else {
+                panic!("{name}: no entry")
+            };
+            fields.into_iter().take(7).collect()
+        };
+        assert_eq!(info(&mut ours), info(&mut theirs), "COMMAND INFO {name}");
+    }
 }

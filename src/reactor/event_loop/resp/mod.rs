@@ -9,6 +9,7 @@
 //! (SUBSCRIBE and the rest).
 
 mod client_list;
+mod command_table;
 mod connection;
 mod monitor;
 mod pubsub;
@@ -445,7 +446,7 @@ impl Reactor {
             }
             "hello" => self.hello(sid, args, out),
             "client" if n >= 2 => self.client(sid, args, out),
-            "command" => command_command(out, args),
+            "command" => command_command(out, args, proto),
             "config" if n >= 2 => self.config(sid, args, out),
             "subscribe" | "psubscribe" if n >= 2 => {
                 self.subscribe(sid, name == "psubscribe", &args[1..])

@@ -1,6 +1,7 @@
 //! What a RESP client may ask about the server: INFO, CONFIG, COMMAND.
 
-use super::{arity_error, encode_reply, eq, LOCAL_COMMANDS, REDIS_COMPAT_VERSION, STORE_COMMANDS};
+use super::command_table::{self, CommandInfo, COMMANDS};
+use super::{arity_error, encode_reply, eq, REDIS_COMPAT_VERSION};
 use crate::protocol::resp;
 use crate::reactor::command::Command;
 use crate::reactor::event_loop::Reactor;
@@ -254,29 +255,154 @@ impl Reactor {
     }
 }
 
-/// COMMAND and its subcommands: enough for redis-cli and client libraries
-/// that ask at start; kvs has no command table to show.
-pub(super) fn command_command(out: &mut Vec<u8>, args: &[&[u8]]) {
+/// One command's COMMAND INFO entry: name, arity, flags, first key, last
+/// key, step, ACL categories, then tips, key specs and subcommands (kvs
+/// gives those three empty).
+fn push_info(out: &mut Vec<u8>, c: &CommandInfo) {
+    resp::push_array_len(out, 10);
+    resp::push_bulk(out, c.name.as_bytes());
+    resp::push_int(out, c.arity);
+    resp::push_array_len(out, c.flags.len());
+    for f in c.flags {
+        resp::push_simple(out, f);
+    }
+    resp::push_int(out, c.first_key);
+    resp::push_int(out, c.last_key);
+    resp::push_int(out, c.step);
+    resp::push_array_len(out, c.acl.len());
+    for a in c.acl {
+        resp::push_simple(out, a);
+    }
+    for _ in 0..3 {
+        resp::push_array_len(out, 0);
+    }
+}
+
+/// COMMAND and its subcommands, from kvs's command table.
+pub(super) fn command_command(out: &mut Vec<u8>, args: &[&[u8]], proto: u8) {
     let sub = args.get(1).map(|a| a.to_ascii_lowercase());
+    let name = |a: &[u8]| String::from_utf8_lossy(a).into_owned();
     match sub.as_deref() {
-        None | Some(b"docs") => resp::push_array_len(out, 0),
-        Some(b"count") => resp::push_int(out, (STORE_COMMANDS.len() + LOCAL_COMMANDS.len()) as i64),
-        Some(b"list") => {
-            resp::push_array_len(out, STORE_COMMANDS.len() + LOCAL_COMMANDS.len());
-            for c in STORE_COMMANDS.iter().chain(LOCAL_COMMANDS) {
-                resp::push_bulk(out, c.as_bytes());
+        None => {
+            resp::push_array_len(out, COMMANDS.len());
+            for c in COMMANDS {
+                push_info(out, c);
             }
         }
+        Some(b"count") => resp::push_int(out, COMMANDS.len() as i64),
         Some(b"info") => {
-            resp::push_array_len(out, args.len() - 2);
-            for _ in 2..args.len() {
-                resp::push_null(out);
+            let wanted: Vec<Option<&CommandInfo>> = if args.len() == 2 {
+                COMMANDS.iter().map(Some).collect()
+            } else {
+                args[2..]
+                    .iter()
+                    .map(|a| command_table::find(&name(a)))
+                    .collect()
+            };
+            resp::push_array_len(out, wanted.len());
+            for c in wanted {
+                match c {
+                    Some(c) => push_info(out, c),
+                    None => resp::push_null_in(out, proto),
+                }
+            }
+        }
+        Some(b"docs") => {
+            let wanted: Vec<&CommandInfo> = if args.len() == 2 {
+                COMMANDS.iter().collect()
+            } else {
+                args[2..]
+                    .iter()
+                    .filter_map(|a| command_table::find(&name(a)))
+                    .collect()
+            };
+            resp::push_map_len(out, wanted.len(), proto);
+            for c in wanted {
+                resp::push_bulk(out, c.name.as_bytes());
+                resp::push_map_len(out, 4, proto);
+                for (k, v) in [
+                    ("summary", c.summary),
+                    ("since", c.since),
+                    ("group", c.group),
+                    ("complexity", c.complexity),
+                ] {
+                    resp::push_bulk(out, k.as_bytes());
+                    resp::push_bulk(out, v.as_bytes());
+                }
+            }
+        }
+        Some(b"list") => {
+            let filter = match args.get(2..) {
+                Some([]) | None => Ok(None),
+                Some([by, kind, value]) if eq(by, "filterby") => {
+                    Ok(Some((kind.to_ascii_lowercase(), value.to_vec())))
+                }
+                _ => Err(()),
+            };
+            let Ok(filter) = filter else {
+                return resp::push_error(out, "ERR syntax error");
+            };
+            let names: Vec<&str> = COMMANDS
+                .iter()
+                .filter(|c| match &filter {
+                    None => true,
+                    Some((kind, v)) => match kind.as_slice() {
+                        b"aclcat" => c.acl.iter().any(|a| a[1..].eq_ignore_ascii_case(&name(v))),
+                        b"pattern" => {
+                            crate::glob::matches(&v.to_ascii_lowercase(), c.name.as_bytes())
+                        }
+                        // kvs has no modules.
+                        _ => false,
+                    },
+                })
+                .map(|c| c.name)
+                .collect();
+            if let Some((kind, _)) = &filter {
+                if !matches!(kind.as_slice(), b"aclcat" | b"pattern" | b"module") {
+                    return resp::push_error(out, "ERR syntax error");
+                }
+            }
+            resp::push_array_len(out, names.len());
+            for n in names {
+                resp::push_bulk(out, n.as_bytes());
+            }
+        }
+        Some(b"getkeys") if args.len() < 4 => {
+            encode_reply(out, &arity_error("command|getkeys"), proto)
+        }
+        Some(b"getkeys") => {
+            let Some(c) = command_table::find(&name(args[2])) else {
+                return resp::push_error(out, "ERR Invalid command specified");
+            };
+            let given = (args.len() - 2) as i64;
+            if (c.arity > 0 && given != c.arity) || (c.arity < 0 && given < -c.arity) {
+                return resp::push_error(
+                    out,
+                    "ERR Invalid number of arguments specified for command",
+                );
+            }
+            if c.first_key == 0 {
+                return resp::push_error(out, "ERR The command has no key arguments");
+            }
+            let cmd = &args[2..];
+            let last = if c.last_key < 0 {
+                cmd.len() as i64 + c.last_key
+            } else {
+                c.last_key
+            };
+            let keys: Vec<&[u8]> = (c.first_key..=last)
+                .step_by(c.step.max(1) as usize)
+                .filter_map(|i| cmd.get(i as usize).copied())
+                .collect();
+            resp::push_array_len(out, keys.len());
+            for k in keys {
+                resp::push_bulk(out, k);
             }
         }
         Some(_) => resp::push_error(
             out,
             &format!(
-                "ERR unknown subcommand '{}'. Try COMMAND HELP.",
+                "ERR unknown subcommand or wrong number of arguments for '{}'. Try COMMAND HELP.",
                 String::from_utf8_lossy(args[1])
             ),
         ),
