@@ -1014,6 +1014,15 @@ fn tracking_invalidates_reads_from_any_source() {
         cache.reply(),
         b">2\r\n$10\r\ninvalidate\r\n*1\r\n$1\r\nk\r\n"
     );
+    // A read inside a transaction is tracked too.
+    assert_eq!(cache.ask(&["MULTI"]), "+OK\r\n");
+    assert_eq!(cache.ask(&["GET", "k"]), "+QUEUED\r\n");
+    assert!(cache.ask(&["EXEC"]).starts_with("*1\r\n$9\r\nfrom-fifo"));
+    assert_eq!(writer.ask(&["DEL", "k"]), ":1\r\n");
+    assert_eq!(
+        cache.reply(),
+        b">2\r\n$10\r\ninvalidate\r\n*1\r\n$1\r\nk\r\n"
+    );
     let info = cache.ask(&["CLIENT", "TRACKINGINFO"]);
     assert!(
         info.starts_with("%3\r\n$5\r\nflags\r\n*1\r\n$2\r\non\r\n"),

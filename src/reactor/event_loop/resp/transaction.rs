@@ -70,7 +70,14 @@ impl Reactor {
                 _ if STORE_COMMANDS.contains(&name) => {
                     match store_command(name, args, || self.info_command(args)) {
                         Err(Reply::Error(e)) => Err(e),
-                        item => Ok(item),
+                        item => {
+                            // A tracking client's read counts from when it
+                            // is queued: a change before EXEC invalidates.
+                            if let Ok(cmd) = &item {
+                                self.track_read(sid, cmd);
+                            }
+                            Ok(item)
+                        }
                     }
                 }
                 "ping" if args.len() <= 2 => Ok(Err(match args.get(1) {
