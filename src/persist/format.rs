@@ -480,6 +480,12 @@ fn decode_payload(payload: &[u8], version: Version) -> Result<Record, FormatErro
             for _ in 0..n {
                 let len = r.len()?;
                 let one = r.take(len)?;
+                // Checked before decoding: a group inside a group inside
+                // ... would otherwise recurse as deep as a hostile file is
+                // long.
+                if !matches!(one.first(), Some(&(OP_SET | OP_DEL | OP_CLEAR))) {
+                    return Err(FormatError::BadPayload("a group of other than changes"));
+                }
                 match decode_payload(one, version)? {
                     m @ (Record::Set(_) | Record::Del(_) | Record::Clear) => group.push(m),
                     _ => return Err(FormatError::BadPayload("a group of other than changes")),
@@ -595,6 +601,25 @@ mod tests {
                 Record::Del(vec!["b".into()]),
                 Record::Clear,
             ])
+        );
+    }
+
+    #[test]
+    fn nested_groups_are_refused_without_recursing() {
+        // A group whose one member is a group, 20,000 deep (deeper than
+        // a test thread's stack allows recursing): refused at the first.
+        let mut payload = vec![OP_SET];
+        for _ in 0..20_000 {
+            let mut outer = vec![OP_GROUP, 1, 0, 0, 0];
+            push_len(&mut outer, payload.len());
+            outer.extend_from_slice(&payload);
+            payload = outer;
+        }
+        let mut out = Vec::new();
+        push_record(&mut out, |p| p.extend_from_slice(&payload));
+        assert_eq!(
+            read_record(&out, Version::V2),
+            Err(FormatError::BadPayload("a group of other than changes"))
         );
     }
 
