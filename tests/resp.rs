@@ -1097,3 +1097,26 @@ fn command_info_matches_redis() {
         assert_eq!(info(&mut ours), info(&mut theirs), "COMMAND INFO {name}");
     }
 }
+
+/// RESET brings a connection back to a new one's state, as Redis's does:
+/// RESP2, no tracking, replies on, no transaction, no monitoring.
+#[test]
+fn reset_undoes_a_connections_state() {
+    let kvs = RespServer::start(&[], &[]);
+    let mut raw = kvs.raw();
+    assert!(raw.ask(&["HELLO", "3"]).starts_with('%'));
+    assert_eq!(raw.ask(&["CLIENT", "TRACKING", "ON"]), "+OK\r\n");
+    assert_eq!(raw.ask(&["MULTI"]), "+OK\r\n");
+    assert_eq!(raw.ask(&["RESET"]), "+RESET\r\n");
+    assert_eq!(raw.ask(&["GET", "nope"]), "$-1\r\n", "back to RESP2");
+    assert_eq!(raw.ask(&["EXEC"]), "-ERR EXEC without MULTI\r\n");
+    assert_eq!(
+        raw.ask(&["CLIENT", "TRACKINGINFO"]),
+        "*6\r\n$5\r\nflags\r\n*1\r\n$3\r\noff\r\n$8\r\nredirect\r\n:-1\r\n$8\r\nprefixes\r\n*0\r\n"
+    );
+    assert_eq!(raw.ask(&["MONITOR"]), "+OK\r\n");
+    assert_eq!(raw.ask(&["RESET"]), "+RESET\r\n");
+    let mut other = kvs.raw();
+    assert_eq!(other.ask(&["SET", "k", "v"]), "+OK\r\n");
+    assert_eq!(raw.ask(&["PING"]), "+PONG\r\n", "no MONITOR line before it");
+}

@@ -485,10 +485,16 @@ impl Reactor {
                 let mut discarded = Vec::new();
                 self.unsubscribe_into(sid, false, &[], &mut discarded);
                 self.unsubscribe_into(sid, true, &[], &mut discarded);
+                self.stop_tracking(sid);
+                self.monitors.retain(|&m| m != sid);
                 let has_password = self.password.is_some();
+                // As Redis's RESET: back to a new connection's state.
                 if let Some(st) = self.resp_state(sid) {
                     st.name = None;
                     st.authenticated = !has_password;
+                    st.proto = 2;
+                    st.reply_mode = crate::reactor::session::ReplyMode::On;
+                    st.monitor = false;
                 }
                 resp::push_simple(out, "RESET");
             }
