@@ -52,7 +52,11 @@ pub fn open_regular(opts: &mut OpenOptions, path: &Path) -> io::Result<File> {
 /// Reads all of the regular file at `path`, never more than it held when
 /// opened (a file that keeps growing is read up to that size).
 pub fn read_regular(path: &Path) -> io::Result<Vec<u8>> {
-    let file = open_regular(OpenOptions::new().read(true), path)?;
+    read_opened(&open_regular(OpenOptions::new().read(true), path)?)
+}
+
+/// All of an open file, never more than it held when this began.
+pub fn read_opened(file: &File) -> io::Result<Vec<u8>> {
     let size = file.metadata()?.len();
     let mut out = Vec::with_capacity(usize::try_from(size).unwrap_or(0));
     file.take(size).read_to_end(&mut out)?;

@@ -71,12 +71,16 @@ struct Replayed {
     damage: Option<(u64, FormatError)>,
 }
 
-/// Replays the records of `bytes` (a whole file) after its header of
-/// `header_len` bytes. A record after an end or a seal is damage: kvs
-/// writes nothing after either.
+/// Replays the records of `bytes` (a whole file) after its header.
 fn replay(store: &Store, bytes: &[u8], version: Version) -> Replayed {
+    replay_from(store, bytes, version.header_len(), version)
+}
+
+/// [`replay`] from `at` on (also after damage a repair skipped). A record
+/// after an end or a seal is damage: kvs writes nothing after either.
+fn replay_from(store: &Store, bytes: &[u8], at: usize, version: Version) -> Replayed {
     let mut r = Replayed::default();
-    let mut at = version.header_len();
+    let mut at = at;
     while at < bytes.len() {
         if r.end.is_some() || r.seal.is_some() {
             r.damage = Some((
@@ -155,7 +159,6 @@ fn torn_tail(bytes: &[u8], at: usize, version: Version) -> bool {
 /// cannot hang start-up, nor a link to `/dev/zero` fill memory), and makes
 /// it private if an older kvs left it readable by others.
 fn read_data_file(path: &Path) -> Result<Vec<u8>, PersistError> {
-    use std::io::Read;
     use std::os::unix::fs::PermissionsExt;
     let cannot = |e| PersistError::Io(format!("cannot read {}", path.display()), e);
     let file =
@@ -170,11 +173,7 @@ fn read_data_file(path: &Path) -> Result<Vec<u8>, PersistError> {
             crate::log_info!("{}: made private (mode 0600)", path.display());
         }
     }
-    let mut bytes = Vec::with_capacity(usize::try_from(meta.len()).unwrap_or(0));
-    file.take(meta.len())
-        .read_to_end(&mut bytes)
-        .map_err(cannot)?;
-    Ok(bytes)
+    crate::safe_file::read_opened(&file).map_err(cannot)
 }
 
 /// A [`Problem`]'s file none of which was dropped (what follows it was, or
@@ -381,27 +380,6 @@ impl Loader<'_> {
         }
         Ok(())
     }
-}
-
-/// [`replay`] from `at` on (after damage a repair skipped).
-fn replay_from(store: &Store, bytes: &[u8], at: usize, version: Version) -> Replayed {
-    let mut r = Replayed::default();
-    let mut at = at;
-    while at < bytes.len() {
-        match format::read_record(&bytes[at..], version) {
-            Ok((record, n)) => {
-                apply(store, record);
-                r.records += 1;
-                at += n;
-            }
-            Err(e) => {
-                r.damage = Some((at as u64, e));
-                break;
-            }
-        }
-    }
-    r.good_len = at as u64;
-    r
 }
 
 fn truncate(path: &Path, len: u64) -> Result<(), PersistError> {

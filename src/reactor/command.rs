@@ -128,9 +128,7 @@ impl Command {
             _ => false,
         }
     }
-}
 
-impl Command {
     /// The keys the command reads or writes, or `None` if it looks at
     /// every key (KEYS, DBSIZE, FLUSHDB, INFO's keyspace).
     pub fn keys(&self) -> Option<Vec<&str>> {

@@ -189,9 +189,7 @@ impl Reactor {
         for other in doomed {
             if other == sid {
                 // Its own: after the reply, as Redis does.
-                if let Some(Link::Stream { resp, .. }) =
-                    self.sessions.get_mut(sid).map(|s| &mut s.link)
-                {
+                if let Some(resp) = self.resp_state(sid) {
                     resp.quitting = true;
                 }
             } else {

@@ -292,7 +292,7 @@ impl Reactor {
         use crate::reactor::session::ReplyMode;
         self.stats.commands += 1;
         self.feed_monitors(sid, args);
-        if let Some(Link::Stream { resp, .. }) = self.sessions.get_mut(sid).map(|s| &mut s.link) {
+        if let Some(resp) = self.resp_state(sid) {
             if resp.reply_mode == ReplyMode::SkipNext {
                 resp.reply_mode = ReplyMode::On;
             }

@@ -7,7 +7,6 @@
 use crate::protocol::resp;
 use crate::reactor::event_loop::Reactor;
 use crate::reactor::pubsub::SessionId;
-use crate::reactor::session::Link;
 
 /// `arg` quoted as Redis's `sdscatrepr` quotes it.
 fn push_repr(out: &mut String, arg: &[u8]) {
@@ -51,7 +50,7 @@ pub(super) fn monitor_line(from: &str, args: &[&[u8]]) -> String {
 impl Reactor {
     /// MONITOR: this connection hears every command from now on.
     pub(super) fn start_monitor(&mut self, sid: SessionId, out: &mut Vec<u8>) {
-        if let Some(Link::Stream { resp, .. }) = self.sessions.get_mut(sid).map(|s| &mut s.link) {
+        if let Some(resp) = self.resp_state(sid) {
             resp.monitor = true;
             if !self.monitors.contains(&sid) {
                 self.monitors.push(sid);

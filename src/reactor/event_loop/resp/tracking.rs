@@ -44,11 +44,7 @@ impl Reactor {
     /// Remembers the keys a read command of a tracking client names,
     /// before the read runs (see the module's doc).
     pub(super) fn track_read(&mut self, sid: SessionId, cmd: &Command) {
-        let Some(Link::Stream { resp, .. }) = self.sessions.get_mut(sid).map(|s| &mut s.link)
-        else {
-            return;
-        };
-        let Some(t) = resp.tracking.as_mut() else {
+        let Some(t) = self.tracking_mut(sid) else {
             return;
         };
         let caching = t.caching.take();
@@ -156,11 +152,8 @@ impl Reactor {
 
     /// Forgets `sid` as a tracking client (CLIENT TRACKING off, or gone).
     pub(super) fn stop_tracking(&mut self, sid: SessionId) {
-        let was = match self.sessions.get_mut(sid).map(|s| &mut s.link) {
-            Some(Link::Stream { resp, .. }) => resp.tracking.take().is_some(),
-            _ => false,
-        };
-        if was {
+        let was = self.resp_state(sid).and_then(|r| r.tracking.take());
+        if was.is_some() {
             self.forget_tracked(sid);
         }
     }
@@ -250,10 +243,7 @@ impl Reactor {
     }
 
     fn tracking_mut(&mut self, sid: SessionId) -> Option<&mut Tracking> {
-        match self.sessions.get_mut(sid).map(|s| &mut s.link) {
-            Some(Link::Stream { resp, .. }) => resp.tracking.as_mut(),
-            _ => None,
-        }
+        self.resp_state(sid)?.tracking.as_mut()
     }
 
     fn tracking_on_off(&mut self, sid: SessionId, args: &[&[u8]], out: &mut Vec<u8>) {
@@ -310,11 +300,8 @@ impl Reactor {
         if t.bcast && (t.optin || t.optout) {
             return resp::push_error(out, "ERR OPTIN and OPTOUT are not compatible with BCAST");
         }
-        let was = match self.sessions.get_mut(sid).map(|s| &mut s.link) {
-            Some(Link::Stream { resp, .. }) => resp.tracking.replace(t).is_some(),
-            _ => false,
-        };
-        if !was {
+        let was = self.resp_state(sid).and_then(|r| r.tracking.replace(t));
+        if was.is_none() {
             self.tracking.clients += 1;
         }
         // Answered once the store reports every change: a read after this

@@ -35,10 +35,7 @@ fn controls(name: &str) -> bool {
 
 impl Reactor {
     fn multi_of(&mut self, sid: SessionId) -> Option<&mut Multi> {
-        match self.sessions.get_mut(sid).map(|s| &mut s.link) {
-            Some(Link::Stream { resp, .. }) => resp.multi.as_mut(),
-            _ => None,
-        }
+        self.resp_state(sid)?.multi.as_mut()
     }
 
     /// Handles `name` if the session is queuing a transaction; `None` if
@@ -113,8 +110,7 @@ impl Reactor {
 
     /// Ends the session's transaction and its watches: the EXEC to run.
     fn take_exec(&mut self, sid: SessionId) -> Command {
-        let Some(Link::Stream { resp, .. }) = self.sessions.get_mut(sid).map(|s| &mut s.link)
-        else {
+        let Some(resp) = self.resp_state(sid) else {
             return Command::DbSize;
         };
         let multi = resp.multi.take().unwrap_or_default();
@@ -126,8 +122,7 @@ impl Reactor {
 
     /// Ends the session's transaction (if any) and its watches.
     pub(super) fn end_transaction(&mut self, sid: SessionId) {
-        let Some(Link::Stream { resp, .. }) = self.sessions.get_mut(sid).map(|s| &mut s.link)
-        else {
+        let Some(resp) = self.resp_state(sid) else {
             return;
         };
         resp.multi = None;
@@ -150,9 +145,7 @@ impl Reactor {
         match name {
             "multi" if in_multi => resp::push_error(out, "ERR MULTI calls can not be nested"),
             "multi" => {
-                if let Some(Link::Stream { resp, .. }) =
-                    self.sessions.get_mut(sid).map(|s| &mut s.link)
-                {
+                if let Some(resp) = self.resp_state(sid) {
                     resp.multi = Some(Multi::default());
                 }
                 resp::push_ok(out);
