@@ -3,6 +3,7 @@
 
 use crate::logging::Level;
 use crate::persist::{DataDirOptions, Fsync, DEFAULT_COMPACT_AT};
+use crate::reactor::settings::Settings;
 use std::fmt;
 use std::net::IpAddr;
 use std::path::PathBuf;
@@ -52,45 +53,6 @@ RESP (the Redis protocol, for redis-cli and Redis client libraries):
 /// More store threads than this cannot help and may fail to start.
 pub const MAX_STORE_THREADS: usize = 256;
 
-/// Limits of server mode; see [`USAGE`].
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct ServerOptions {
-    pub max_sessions: usize,
-    pub max_subscriptions: usize,
-    pub output_buffer: usize,
-    /// Close sessions idle this long (Redis's `timeout`); `None`: never.
-    pub timeout: Option<std::time::Duration>,
-    pub store_threads: usize,
-    pub fifo_mode: u32,
-    pub resp_socket: Option<PathBuf>,
-    pub socket_mode: u32,
-    pub resp_port: Option<u16>,
-    pub resp_bind: Option<IpAddr>,
-    pub requirepass_file: Option<PathBuf>,
-    pub data: Option<DataDirOptions>,
-    pub log_level: Level,
-}
-
-impl Default for ServerOptions {
-    fn default() -> Self {
-        ServerOptions {
-            max_sessions: 1024,
-            max_subscriptions: 1024,
-            output_buffer: 1 << 20,
-            timeout: None,
-            store_threads: 2,
-            fifo_mode: 0o600,
-            resp_socket: None,
-            socket_mode: 0o600,
-            resp_port: None,
-            resp_bind: None,
-            requirepass_file: None,
-            data: None,
-            log_level: Level::Info,
-        }
-    }
-}
-
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Mode {
     Help,
@@ -108,7 +70,7 @@ pub enum Mode {
         max_threads: usize,
         max_backups: usize,
         registration_fifo: PathBuf,
-        options: ServerOptions,
+        options: Settings,
     },
 }
 
@@ -241,8 +203,8 @@ impl DataFlags {
     }
 }
 
-fn parse_server_options(flags: &[String]) -> Result<ServerOptions, UsageError> {
-    let mut o = ServerOptions::default();
+fn parse_server_options(flags: &[String]) -> Result<Settings, UsageError> {
+    let mut o = Settings::default();
     let mut data = DataFlags::default();
     let mut it = flags.iter();
     while let Some(flag) = it.next() {

@@ -46,29 +46,26 @@ assert r.get("w") == b"fifo"
 print("DONE", flush=True)
 "#;
 
-fn redis_py() -> bool {
+/// Whether python3 has redis-py of at least major version `major`.
+fn redis_py(major: u32) -> bool {
+    let check = format!(
+        "import redis, redis.connection, sys; sys.exit(0 if int(redis.__version__.split('.')[0]) >= {major} else 1)"
+    );
     Command::new("python3")
-        .args([
-            "-c",
-            "import redis, sys; sys.exit(0 if int(redis.__version__.split('.')[0]) >= 5 else 1)",
-        ])
+        .args(["-c", &check])
         .stdout(Stdio::null())
         .stderr(Stdio::null())
         .status()
         .is_ok_and(|s| s.success())
 }
 
-#[test]
-fn redis_py_at_its_defaults() {
-    if !redis_py() {
-        eprintln!("SKIPPED (redis_py_at_its_defaults): python3 with redis-py >= 5 is not here (.ci/run installs it)");
-        return;
-    }
-    let kvs = RespServer::start(&[], &[]);
-    let mut fifo = session("py", &kvs.server.fifo);
+/// Runs `script` with `arg`, answering each line it prints through
+/// `on_line` (which may write to its stdin), until it prints `DONE`.
+/// Returns every line; panics with its stderr if it stops first or takes
+/// over 30 s.
+fn drive(script: &str, arg: &str, mut on_line: impl FnMut(&str, &mut dyn Write)) -> Vec<String> {
     let mut child = Command::new("python3")
-        .args(["-c", SCRIPT])
-        .arg(&kvs.sock)
+        .args(["-c", script, arg])
         .stdin(Stdio::piped())
         .stdout(Stdio::piped())
         .stderr(Stdio::piped())
@@ -90,16 +87,14 @@ fn redis_py_at_its_defaults() {
         let left = Duration::from_secs(30).saturating_sub(started.elapsed());
         let Ok(line) = rx.recv_timeout(left) else {
             let _ = child.kill();
+            let _ = child.wait();
             let mut err = String::new();
             if let Some(mut e) = child.stderr.take() {
                 let _ = std::io::Read::read_to_string(&mut e, &mut err);
             }
             panic!("redis-py stopped after {lines:?}:\n{err}");
         };
-        if line == "WATCHING" {
-            assert_eq!(fifo.ask(write("w", "fifo")), b'0');
-            stdin.write_all(b"go\n").expect("to python");
-        }
+        on_line(&line, &mut stdin);
         let done = line == "DONE";
         lines.push(line);
         if done {
@@ -107,6 +102,70 @@ fn redis_py_at_its_defaults() {
         }
     }
     let _ = child.wait();
+    lines
+}
+
+#[test]
+fn redis_py_at_its_defaults() {
+    if !redis_py(5) {
+        eprintln!("SKIPPED (redis_py_at_its_defaults): python3 with redis-py >= 5 is not here (.ci/run installs it)");
+        return;
+    }
+    let kvs = RespServer::start(&[], &[]);
+    let mut fifo = session("py", &kvs.server.fifo);
+    let sock = kvs.sock.to_str().expect("utf-8 path");
+    let lines = drive(SCRIPT, sock, |line, stdin| {
+        if line == "WATCHING" {
+            assert_eq!(fifo.ask(write("w", "fifo")), b'0');
+            stdin.write_all(b"go\n").expect("to python");
+        }
+    });
     assert!(lines.contains(&"CONFLICT".to_string()), "{lines:?}");
     eprintln!("redis-py: {}", lines[0]);
+}
+
+/// redis-py's own client-side cache (`cache_config`, RESP3, TCP only in
+/// redis-py): a second GET is answered from the local cache, and a FIFO
+/// client's WRITE of the key invalidates it, so the next GET sees the new
+/// value. Without invalidations the cached value would be returned forever.
+const CACHE_SCRIPT: &str = r#"
+import sys, time, redis
+from redis.cache import CacheConfig
+r = redis.Redis(host="127.0.0.1", port=int(sys.argv[1]), socket_timeout=10,
+                protocol=3, cache_config=CacheConfig())
+other = redis.Redis(host="127.0.0.1", port=int(sys.argv[1]), socket_timeout=10)
+assert other.set("k", "one")
+assert r.get("k") == b"one"
+cache = r.get_cache()
+assert cache.size == 1, cache.size
+before = other.info("stats")["total_commands_processed"]
+assert r.get("k") == b"one"
+after = other.info("stats")["total_commands_processed"]
+# Only the INFO itself reached the server: the GET was a cache hit.
+print("HIT" if after - before == 1 else "MISS %d" % (after - before), flush=True)
+print("CACHED", flush=True)
+sys.stdin.readline()
+deadline = time.time() + 5
+while r.get("k") != b"fifo" and time.time() < deadline:
+    time.sleep(0.01)
+print("FRESH" if r.get("k") == b"fifo" else "STALE", flush=True)
+print("DONE", flush=True)
+"#;
+
+#[test]
+fn redis_py_client_side_cache_hears_a_fifo_write() {
+    if !redis_py(6) {
+        eprintln!("SKIPPED (redis_py_client_side_cache_hears_a_fifo_write): python3 with redis-py >= 6 is not here (.ci/run installs it)");
+        return;
+    }
+    let kvs = RespServer::start(&[], &[]);
+    let mut fifo = session("pycache", &kvs.server.fifo);
+    let lines = drive(CACHE_SCRIPT, &kvs.port.to_string(), |line, stdin| {
+        if line == "CACHED" {
+            assert_eq!(fifo.ask(write("k", "fifo")), b'0');
+            stdin.write_all(b"go\n").expect("to python");
+        }
+    });
+    assert!(lines.contains(&"HIT".to_string()), "{lines:?}");
+    assert!(lines.contains(&"FRESH".to_string()), "{lines:?}");
 }

@@ -2,9 +2,7 @@
 
 use std::fmt;
 
-/// Longest key or value, in bytes: the wire protocol's field is 41 bytes
-/// with its terminating NUL, and every stored key must be subscribable.
-pub const MAX_STRING: usize = 40;
+pub use crate::protocol::text_rules::MAX_STRING;
 
 /// Most keys or pairs one command may carry.
 pub const MAX_PAIRS: usize = 256;

@@ -12,7 +12,8 @@
 //! string  := 1 to 40 bytes, none of them whitespace , ( ) [ ]
 //! ```
 
-use super::command::{Command, MAX_PAIRS, MAX_STRING};
+use super::command::{Command, MAX_PAIRS};
+use crate::protocol::text_rules::{self, is_string_byte, TextError, MAX_STRING};
 use std::fmt;
 
 /// Why a job line is not a valid command.
@@ -197,36 +198,20 @@ pub fn parse_delay(rest: &[u8]) -> Result<u64, ParseError> {
     whole(rest, Cursor::delay)
 }
 
-/// Whether `b` may appear in a key or value.
-pub fn is_string_byte(b: u8) -> bool {
-    STRING_BYTES[b as usize]
+/// Checks a key or value against SPEC's rules ([`text_rules`]).
+pub fn validate_string(s: &[u8]) -> Result<&str, ParseError> {
+    text_rules::validate(s).map_err(ParseError::from)
 }
 
-/// [`is_string_byte`] for every byte: the scan of a key is one load per byte.
-static STRING_BYTES: [bool; 256] = {
-    let mut t = [true; 256];
-    let forbidden = *b" \t\n\x0c\r,()[]\0";
-    let mut i = 0;
-    while i < forbidden.len() {
-        t[forbidden[i] as usize] = false;
-        i += 1;
+impl From<TextError> for ParseError {
+    fn from(e: TextError) -> Self {
+        match e {
+            TextError::Empty => ParseError::EmptyString,
+            TextError::TooLong => ParseError::StringTooLong,
+            TextError::InvalidChar => ParseError::InvalidChar,
+            TextError::NotUtf8 => ParseError::NotUtf8,
+        }
     }
-    t
-};
-
-/// Checks a key or value against SPEC's rules: 1 to 40 bytes of UTF-8 with
-/// no whitespace, NUL, `,`, `(`, `)`, `[` or `]`.
-pub fn validate_string(s: &[u8]) -> Result<&str, ParseError> {
-    if s.is_empty() {
-        return Err(ParseError::EmptyString);
-    }
-    if s.len() > MAX_STRING {
-        return Err(ParseError::StringTooLong);
-    }
-    if !s.iter().all(|&b| is_string_byte(b)) {
-        return Err(ParseError::InvalidChar);
-    }
-    std::str::from_utf8(s).map_err(|_| ParseError::NotUtf8)
 }
 
 struct Cursor<'a> {
@@ -284,7 +269,7 @@ impl<'a> Cursor<'a> {
         let start = self.i;
         let rest = self.s.get(start..).unwrap_or_default();
         let mut len = 0;
-        while len < rest.len() && STRING_BYTES[rest[len] as usize] {
+        while len < rest.len() && is_string_byte(rest[len]) {
             len += 1;
         }
         self.i += len;

@@ -424,7 +424,7 @@ impl<'a> Reader<'a> {
     fn string(&mut self) -> Result<String, FormatError> {
         let n = self.len()?;
         let s = self.take(n)?;
-        crate::jobs::parser::validate_string(s)
+        crate::protocol::text_rules::validate(s)
             .map(str::to_owned)
             .map_err(|_| FormatError::BadPayload("a key or value breaks the store's rules"))
     }

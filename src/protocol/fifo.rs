@@ -2,7 +2,8 @@
 //! frames, strings NUL-padded to their field. This module only turns bytes
 //! into values and back; it does no I/O, so the client and the server share it.
 
-use crate::jobs::parser::validate_string;
+use super::reply::Reply;
+use super::text_rules::validate as validate_string;
 use std::fmt;
 
 pub const OP_CONNECT: u8 = 1;
@@ -290,6 +291,20 @@ pub fn push_notification(out: &mut Vec<u8>, key: &str, value: Option<&str>) {
 pub fn field_str(field: &[u8]) -> String {
     let len = field.iter().position(|&b| b == 0).unwrap_or(field.len());
     String::from_utf8_lossy(&field[..len]).into_owned()
+}
+
+/// Appends the FIFO answer to request `op` from its store reply: READ's
+/// value, WRITE's `Ok`, DELETE's count of keys removed (`'0'` if the key
+/// existed); an error (a change refused while the log cannot be written)
+/// is `'1'`.
+pub fn encode_reply(out: &mut Vec<u8>, reply: &Reply, op: u8, form: OpForm) {
+    let code = match reply {
+        Reply::Value(v) => return push_read_answer_in(out, form, v.as_deref()),
+        Reply::Ok => OK,
+        Reply::Int(n) if *n > 0 => OK,
+        _ => FAIL,
+    };
+    push_response(out, form.wire(op), code);
 }
 
 #[cfg(test)]

@@ -5,4 +5,6 @@
 //! - [`resp`]: RESP2, the Redis protocol.
 
 pub mod fifo;
+pub mod reply;
 pub mod resp;
+pub mod text_rules;

@@ -8,6 +8,7 @@
 //! sent, and the limits and error texts are Redis's own (`networking.c`), so
 //! client libraries that recognise them keep working.
 
+use super::reply::Reply;
 use std::fmt;
 
 /// Most arguments one request may carry (Redis: 1024 * 1024).
@@ -424,6 +425,46 @@ pub fn encode_request(args: &[&[u8]]) -> Vec<u8> {
         push_bulk(&mut out, a);
     }
     out
+}
+
+/// Appends the RESP encoding of a store command's reply, in protocol
+/// `proto` (2 or 3).
+pub fn encode_reply(out: &mut Vec<u8>, reply: &Reply, proto: u8) {
+    match reply {
+        Reply::Ok => push_ok(out),
+        Reply::Int(n) => push_int(out, *n),
+        Reply::Value(v) => push_opt_bulk_in(out, v.as_deref(), proto),
+        Reply::Values(vs) => {
+            push_array_len(out, vs.len());
+            for v in vs {
+                push_opt_bulk_in(out, v.as_deref(), proto);
+            }
+        }
+        Reply::Keys(keys) => push_keys(out, keys),
+        Reply::Scan(next, keys) => {
+            push_array_len(out, 2);
+            push_bulk(out, next.to_string().as_bytes());
+            push_keys(out, keys);
+        }
+        Reply::Status(s) => push_simple(out, s),
+        Reply::Text(t) => push_verbatim(out, t.as_bytes(), proto),
+        Reply::Error(e) => push_error(out, e),
+        // A transaction a WATCHed key's change kept from running.
+        Reply::Exec(None) => push_null_array_in(out, proto),
+        Reply::Exec(Some(replies)) => {
+            push_array_len(out, replies.len());
+            for r in replies {
+                encode_reply(out, r, proto);
+            }
+        }
+    }
+}
+
+fn push_keys(out: &mut Vec<u8>, keys: &[String]) {
+    push_array_len(out, keys.len());
+    for k in keys {
+        push_bulk(out, k.as_bytes());
+    }
 }
 
 #[cfg(test)]

@@ -4,6 +4,7 @@
 //! with [`execute`]; each protocol turns the [`Reply`] back into its own
 //! bytes. Nothing here knows about bytes on a wire.
 
+pub use crate::protocol::reply::Reply;
 use crate::store::{SetIf, Store, Transaction};
 
 /// What SET-like commands answer.
@@ -92,28 +93,6 @@ pub enum Command {
         watched: Vec<(String, u64)>,
         queued: Vec<Result<Command, Reply>>,
     },
-}
-
-/// The outcome of a [`Command`], for the protocol to encode.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub enum Reply {
-    Ok,
-    Int(i64),
-    /// A value, as the bytes stored (nil when absent).
-    Value(Option<Vec<u8>>),
-    /// Values, as the bytes stored (MGET).
-    Values(Vec<Option<Vec<u8>>>),
-    Keys(Vec<String>),
-    Scan(u64, Vec<String>),
-    /// A status word (`string`, `none`).
-    Status(&'static str),
-    /// A bulk text (INFO).
-    Text(String),
-    /// An error, its code first (`ERR ...`).
-    Error(String),
-    /// EXEC's replies, one per queued command; `None` when a WATCHed key
-    /// changed and nothing ran.
-    Exec(Option<Vec<Reply>>),
 }
 
 impl Command {

@@ -20,7 +20,7 @@ use super::pubsub::{SessionId, Subscriptions};
 use super::registration::Framer;
 use super::session::{Link, Session};
 use super::store_ops::StorePool;
-use crate::cli::ServerOptions;
+use crate::reactor::settings::Settings;
 use mio::{Events, Interest, Poll, Token};
 use signal_hook::consts::{SIGINT, SIGTERM, SIGUSR1};
 use signal_hook_mio::v1_0::Signals;
@@ -44,9 +44,7 @@ mod sweep;
 use crate::logging::Throttle;
 pub use accept::OPEN_GRACE;
 use accept::{spare_descriptor, unwatch_out, OPEN_RETRY};
-pub use fifo_requests::encode_reply as encode_fifo_reply;
 use listener::{Listener, REGISTRATION_CHECK};
-pub use resp::encode_reply as encode_resp_reply;
 pub use streams::StreamListeners;
 pub use sweep::OUTPUT_STALL;
 use sweep::SWEEP_EVERY;
@@ -143,7 +141,7 @@ pub struct Reactor {
     inbox: Inbox<Event>,
     mailbox: Arc<Mailbox>,
     pool: StorePool,
-    opts: ServerOptions,
+    opts: Settings,
     next_generation: u64,
     /// Where sessions' bytes are read into, before they join their input.
     read_buf: Vec<u8>,
@@ -176,7 +174,7 @@ pub struct ReactorParts {
     pub inbox: Inbox<Event>,
     pub mailbox: Arc<Mailbox>,
     pub pool: StorePool,
-    pub opts: ServerOptions,
+    pub opts: Settings,
     pub password: Option<Vec<u8>>,
 }
 

@@ -21,16 +21,17 @@ pub mod notify_flags;
 pub mod pubsub;
 pub mod registration;
 pub mod session;
+pub mod settings;
 pub mod store_ops;
 
 use crate::backup::Backups;
-use crate::cli::ServerOptions;
 use crate::jobs::run_folder_until;
 use crate::persist;
 use crate::store::{Change, ChangeHook, Store};
 use event_loop::{Reactor, ReactorParts, StreamListeners, WAKER};
 use mailbox::{Event, Mailbox};
 use pubsub::ChangeFilter;
+use settings::Settings;
 use std::fmt;
 use std::io;
 use std::net::{IpAddr, Ipv4Addr, SocketAddr};
@@ -73,7 +74,7 @@ pub struct ServerConfig<'a> {
     pub max_threads: usize,
     pub max_backups: usize,
     pub registration_fifo: &'a Path,
-    pub options: ServerOptions,
+    pub options: Settings,
 }
 
 /// Runs server mode until SIGINT or SIGTERM; returns once the job files
@@ -242,7 +243,7 @@ pub fn change_hook(mailbox: Arc<Mailbox>, filter: Arc<ChangeFilter>) -> ChangeHo
 }
 
 /// Binds the RESP listeners the options ask for.
-fn bind_streams(o: &ServerOptions) -> Result<StreamListeners, ServerError> {
+fn bind_streams(o: &Settings) -> Result<StreamListeners, ServerError> {
     let mut l = StreamListeners::default();
     if let Some(path) = &o.resp_socket {
         l.bind_unix(path, o.socket_mode)

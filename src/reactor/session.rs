@@ -460,9 +460,9 @@ impl Session {
                 continue;
             }
             if resp {
-                crate::reactor::event_loop::encode_resp_reply(out, r, proto);
+                crate::protocol::resp::encode_reply(out, r, proto);
             } else {
-                crate::reactor::event_loop::encode_fifo_reply(out, r, op, form);
+                crate::protocol::fifo::encode_reply(out, r, op, form);
             }
         }
     }

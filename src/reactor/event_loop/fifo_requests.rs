@@ -1,27 +1,13 @@
 //! A FIFO client's requests (SPEC section 3): each frame becomes a
-//! [`Command`] or a subscription change, and each [`Reply`] a two-byte
+//! [`Command`] or a subscription change, and each reply a two-byte
 //! answer (or READ's longer one).
 
 use super::{Close, Reactor};
-use crate::protocol::fifo::{self as protocol, Decoded, OpForm, Request, FAIL, OK};
-use crate::reactor::command::{Command, Reply, SetReply};
+use crate::protocol::fifo::{self as protocol, Decoded, Request, FAIL, OK};
+use crate::reactor::command::{Command, SetReply};
 use crate::reactor::pubsub::{keyspace_channel, SessionId};
 use crate::reactor::store_ops::StoreOp;
 use crate::store::SetIf;
-
-/// Appends the FIFO answer to request `op` from its store reply: READ's
-/// value, WRITE's `Ok`, DELETE's count of keys removed (`'0'` if the key
-/// existed); an error (a change refused while the log cannot be written)
-/// is `'1'`.
-pub fn encode_reply(out: &mut Vec<u8>, reply: &Reply, op: u8, form: OpForm) {
-    let code = match reply {
-        Reply::Value(v) => return protocol::push_read_answer_in(out, form, v.as_deref()),
-        Reply::Ok => OK,
-        Reply::Int(n) if *n > 0 => OK,
-        _ => FAIL,
-    };
-    protocol::push_response(out, form.wire(op), code);
-}
 
 impl Reactor {
     /// Parses and handles the FIFO frames waiting in the session's buffer.

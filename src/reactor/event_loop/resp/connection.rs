@@ -1,7 +1,8 @@
 //! What a RESP client says about itself: AUTH, HELLO, CLIENT.
 
-use super::{arity_error, encode_reply, eq, parse_u64, syntax_error, REDIS_COMPAT_VERSION};
+use super::{arity_error, eq, parse_u64, syntax_error, REDIS_COMPAT_VERSION};
 use crate::protocol::resp;
+use crate::protocol::resp::encode_reply;
 use crate::reactor::command::Reply;
 use crate::reactor::event_loop::Reactor;
 use crate::reactor::pubsub::SessionId;

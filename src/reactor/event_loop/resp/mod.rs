@@ -24,7 +24,7 @@ use server_info::command_command;
 use store_commands::{store_command, try_reads};
 
 use super::super::Reactor;
-use crate::protocol::resp::{self, Parsed};
+use crate::protocol::resp::{self, encode_reply, Parsed};
 use crate::reactor::command::Reply;
 use crate::reactor::pubsub::SessionId;
 use crate::reactor::session::{Link, RespState};
@@ -34,8 +34,9 @@ use crate::reactor::store_ops::{BatchItem, StoreOp};
 const MAX_BATCH: usize = 1024;
 
 /// The version kvs reports where clients expect Redis's (HELLO, INFO):
-/// the Redis release whose replies kvs follows.
-const REDIS_COMPAT_VERSION: &str = "7.0.0";
+/// 7.4, the first release redis-py trusts with its client-side cache (the
+/// replies kvs gives are checked against 7.0.15; none it has changed since).
+const REDIS_COMPAT_VERSION: &str = "7.4.0";
 
 /// Commands whose work is done by the store pool.
 const STORE_COMMANDS: &[&str] = &[
@@ -69,46 +70,6 @@ const LOCAL_COMMANDS: &[&str] = &[
     "watch",
     "unwatch",
 ];
-
-/// Appends the RESP encoding of a store command's reply, in protocol
-/// `proto` (2 or 3).
-pub fn encode_reply(out: &mut Vec<u8>, reply: &Reply, proto: u8) {
-    match reply {
-        Reply::Ok => resp::push_ok(out),
-        Reply::Int(n) => resp::push_int(out, *n),
-        Reply::Value(v) => resp::push_opt_bulk_in(out, v.as_deref(), proto),
-        Reply::Values(vs) => {
-            resp::push_array_len(out, vs.len());
-            for v in vs {
-                resp::push_opt_bulk_in(out, v.as_deref(), proto);
-            }
-        }
-        Reply::Keys(keys) => push_keys(out, keys),
-        Reply::Scan(next, keys) => {
-            resp::push_array_len(out, 2);
-            resp::push_bulk(out, next.to_string().as_bytes());
-            push_keys(out, keys);
-        }
-        Reply::Status(s) => resp::push_simple(out, s),
-        Reply::Text(t) => resp::push_verbatim(out, t.as_bytes(), proto),
-        Reply::Error(e) => resp::push_error(out, e),
-        // A transaction a WATCHed key's change kept from running.
-        Reply::Exec(None) => resp::push_null_array_in(out, proto),
-        Reply::Exec(Some(replies)) => {
-            resp::push_array_len(out, replies.len());
-            for r in replies {
-                encode_reply(out, r, proto);
-            }
-        }
-    }
-}
-
-fn push_keys(out: &mut Vec<u8>, keys: &[String]) {
-    resp::push_array_len(out, keys.len());
-    for k in keys {
-        resp::push_bulk(out, k.as_bytes());
-    }
-}
 
 fn arity_error(name: &str) -> Reply {
     Reply::Error(format!(

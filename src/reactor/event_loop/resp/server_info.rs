@@ -1,8 +1,9 @@
 //! What a RESP client may ask about the server: INFO, CONFIG, COMMAND.
 
 use super::command_table::{self, CommandInfo, COMMANDS};
-use super::{arity_error, encode_reply, eq, REDIS_COMPAT_VERSION};
+use super::{arity_error, eq, REDIS_COMPAT_VERSION};
 use crate::protocol::resp;
+use crate::protocol::resp::encode_reply;
 use crate::reactor::command::Command;
 use crate::reactor::event_loop::Reactor;
 use crate::reactor::pubsub::SessionId;

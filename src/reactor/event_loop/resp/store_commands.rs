@@ -2,7 +2,7 @@
 //! turned into [`Command`]s (or into the reply they get without the store).
 
 use super::{arity_error, eq, not_integer, parse_u64, syntax_error};
-use crate::jobs::parser::validate_string;
+use crate::protocol::text_rules::validate as validate_string;
 use crate::reactor::command::{Command, Pairs, Reply, SetReply};
 use crate::reactor::store_ops::BatchItem;
 use crate::store::SetIf;
