@@ -87,8 +87,8 @@ fn final_table_is_the_union_of_last_writes() {
     let last = format!("{}", ROUNDS - 1);
     let mut group_values = Vec::new();
     for (k, v) in snap.pairs() {
-        if k.starts_with("own") {
-            assert_eq!(v, &last, "{k}");
+        if k.starts_with(b"own") {
+            assert_eq!(v, last.as_bytes(), "{k:?}");
         } else {
             group_values.push(v.clone());
         }
@@ -96,7 +96,7 @@ fn final_table_is_the_union_of_last_writes() {
     // All group keys hold one job's last write.
     assert!(group_values.iter().all(|v| v == &group_values[0]));
     assert!(
-        group_values[0].ends_with(&format!("-{last}")),
+        group_values[0].ends_with(format!("-{last}").as_bytes()),
         "{group_values:?}"
     );
 }

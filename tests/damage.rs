@@ -74,8 +74,10 @@ impl Fixture {
             let start = files[file].len();
             let out = &mut files[file];
             match &change {
-                Change::Set(p) => format::push_set(out, p.iter().map(|(k, v)| (&k[..], &v[..]))),
-                Change::Del(k) => format::push_del(out, k.iter().map(String::as_str)),
+                Change::Set(p) => {
+                    format::push_set(out, p.iter().map(|(k, v)| (k.as_bytes(), v.as_bytes())))
+                }
+                Change::Del(k) => format::push_del(out, k.iter().map(String::as_bytes)),
                 Change::None if file == 0 => format::push_end(out, 6),
                 Change::None => format::push_seal(out, 2),
             }

@@ -18,10 +18,10 @@ fuzz_target!(|data: &[u8]| {
                 match &record {
                     Record::Set(pairs) => format::push_set(
                         &mut again,
-                        pairs.iter().map(|(k, v)| (k.as_str(), v.as_str())),
+                        pairs.iter().map(|(k, v)| (k.as_slice(), v.as_slice())),
                     ),
                     Record::Del(keys) => {
-                        format::push_del(&mut again, keys.iter().map(String::as_str))
+                        format::push_del(&mut again, keys.iter().map(Vec::as_slice))
                     }
                     Record::Clear => format::push_clear(&mut again),
                     Record::End(n) => format::push_end(&mut again, *n),

@@ -176,7 +176,11 @@ fn push_row(out: &mut Vec<u8>, key: &str, value: Option<&[u8]>) {
     out.push(b'(');
     out.extend_from_slice(key.as_bytes());
     out.push(b',');
-    out.extend_from_slice(value.unwrap_or(b"KVSERROR"));
+    match value {
+        // A RESP client's value may not be one the job format can show.
+        Some(v) => crate::protocol::text_rules::push_shown(out, v),
+        None => out.extend_from_slice(b"KVSERROR"),
+    }
     out.push(b')');
 }
 

@@ -85,8 +85,8 @@ pub struct Header {
 /// One decoded record.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Record {
-    Set(Vec<(String, String)>),
-    Del(Vec<String>),
+    Set(Vec<(Vec<u8>, Vec<u8>)>),
+    Del(Vec<Vec<u8>>),
     Clear,
     End(u64),
     Seal(u64),
@@ -248,9 +248,9 @@ fn push_len(out: &mut Vec<u8>, mut n: usize) {
 }
 
 #[inline]
-fn push_str(out: &mut Vec<u8>, s: &str) {
+fn push_str(out: &mut Vec<u8>, s: &[u8]) {
     push_len(out, s.len());
-    out.extend_from_slice(s.as_bytes());
+    out.extend_from_slice(s);
 }
 
 /// Appends one record of `op` holding every item `write` writes, counting
@@ -276,14 +276,14 @@ fn push_items<T>(
 }
 
 /// Appends one set record for `pairs`, however many.
-pub fn push_set<'a, 'b>(out: &mut Vec<u8>, pairs: impl Iterator<Item = (&'a str, &'b str)>) {
+pub fn push_set<'a, 'b>(out: &mut Vec<u8>, pairs: impl Iterator<Item = (&'a [u8], &'b [u8])>) {
     push_items(out, OP_SET, pairs, |p, (k, v)| {
         push_str(p, k);
         push_str(p, v);
     });
 }
 
-pub fn push_del<'a>(out: &mut Vec<u8>, keys: impl Iterator<Item = &'a str>) {
+pub fn push_del<'a>(out: &mut Vec<u8>, keys: impl Iterator<Item = &'a [u8]>) {
     push_items(out, OP_DEL, keys, push_str);
 }
 
@@ -320,7 +320,7 @@ pub fn push_group(out: &mut Vec<u8>, mutations: &[crate::store::Mutation]) {
                 Mutation::Set(pairs) => {
                     push_set(&mut one, pairs.iter().map(|(k, v)| (&k[..], &v[..])))
                 }
-                Mutation::Del(keys) => push_del(&mut one, keys.iter().map(String::as_str)),
+                Mutation::Del(keys) => push_del(&mut one, keys.iter().map(Vec::as_slice)),
                 Mutation::Clear => push_clear(&mut one),
             }
             // The sub-record's payload, without its frame.
@@ -333,7 +333,7 @@ pub fn push_group(out: &mut Vec<u8>, mutations: &[crate::store::Mutation]) {
 
 /// Appends a snapshot's pairs as set records of about
 /// [`SNAPSHOT_RECORD`] bytes each, then its end record.
-pub fn push_snapshot(out: &mut Vec<u8>, pairs: &[(String, String)]) {
+pub fn push_snapshot(out: &mut Vec<u8>, pairs: &[(Vec<u8>, Vec<u8>)]) {
     let mut rest = pairs;
     while !rest.is_empty() {
         let mut size = 0;
@@ -346,7 +346,7 @@ pub fn push_snapshot(out: &mut Vec<u8>, pairs: &[(String, String)]) {
             })
             .count();
         let (now, later) = rest.split_at(take);
-        push_set(out, now.iter().map(|(k, v)| (k.as_str(), v.as_str())));
+        push_set(out, now.iter().map(|(k, v)| (k.as_slice(), v.as_slice())));
         rest = later;
     }
     push_end(out, pairs.len() as u64);
@@ -421,12 +421,10 @@ impl<'a> Reader<'a> {
         Err(FormatError::BadPayload("a length too long"))
     }
 
-    fn string(&mut self) -> Result<String, FormatError> {
+    /// A key or value: any bytes (a RESP client's may be binary).
+    fn string(&mut self) -> Result<Vec<u8>, FormatError> {
         let n = self.len()?;
-        let s = self.take(n)?;
-        crate::protocol::text_rules::validate(s)
-            .map(str::to_owned)
-            .map_err(|_| FormatError::BadPayload("a key or value breaks the store's rules"))
+        self.take(n).map(<[u8]>::to_vec)
     }
 
     /// A count of items; kvs never writes a record of none.
@@ -565,8 +563,13 @@ mod tests {
     #[test]
     fn records_round_trip() {
         let mut out = Vec::new();
-        push_set(&mut out, [("a", "1"), ("bé", "2€")].into_iter());
-        push_del(&mut out, ["a"].into_iter());
+        push_set(
+            &mut out,
+            [("a", "1"), ("bé", "2€")]
+                .into_iter()
+                .map(|(k, v)| (k.as_bytes(), v.as_bytes())),
+        );
+        push_del(&mut out, [&b"a"[..]].into_iter());
         push_clear(&mut out);
         push_end(&mut out, 7);
         push_seal(&mut out, 9);
@@ -645,7 +648,7 @@ mod tests {
     fn a_mutation_of_any_size_is_one_record() {
         let keys: Vec<String> = (0..70_000).map(|i| format!("k{i}")).collect();
         let mut out = Vec::new();
-        push_set(&mut out, keys.iter().map(|k| (k.as_str(), "v")));
+        push_set(&mut out, keys.iter().map(|k| (k.as_bytes(), &b"v"[..])));
         let (r, n) = read_record(&out, Version::V2).unwrap();
         assert_eq!(n, out.len());
         assert_eq!(r.keys(), 70_000);
@@ -677,8 +680,8 @@ mod tests {
 
     #[test]
     fn snapshot_records_are_bounded() {
-        let pairs: Vec<(String, String)> = (0..60_000)
-            .map(|i| (format!("key{i:010}"), "v".repeat(30)))
+        let pairs: Vec<(Vec<u8>, Vec<u8>)> = (0..60_000)
+            .map(|i| (format!("key{i:010}").into_bytes(), vec![b'v'; 30]))
             .collect();
         let mut out = Vec::new();
         push_snapshot(&mut out, &pairs);
@@ -698,7 +701,7 @@ mod tests {
     #[test]
     fn damage_is_detected() {
         let mut out = Vec::new();
-        push_set(&mut out, [("key", "value")].into_iter());
+        push_set(&mut out, [(&b"key"[..], &b"value"[..])].into_iter());
         for cut in 0..out.len() {
             assert_eq!(
                 read_record(&out[..cut], Version::V2),

@@ -152,11 +152,11 @@ pub struct Log {
 pub struct LogJournal(pub Arc<Log>);
 
 impl Journal for LogJournal {
-    fn set(&self, pairs: &mut dyn Iterator<Item = (&str, &str)>) {
+    fn set(&self, pairs: &mut dyn Iterator<Item = (&[u8], &[u8])>) {
         self.0.append(|buf| format::push_set(buf, pairs));
     }
 
-    fn del(&self, keys: &mut dyn Iterator<Item = &str>) {
+    fn del(&self, keys: &mut dyn Iterator<Item = &[u8]>) {
         self.0.append(|buf| format::push_del(buf, keys));
     }
 
@@ -594,7 +594,10 @@ mod tests {
                             g
                         });
                         log.append(|buf| {
-                            format::push_set(buf, pairs.iter().map(|(k, v)| (&k[..], &v[..])))
+                            format::push_set(
+                                buf,
+                                pairs.iter().map(|(k, v)| (k.as_bytes(), v.as_bytes())),
+                            )
                         });
                         drop(second);
                         drop(first);
@@ -622,6 +625,7 @@ mod tests {
             };
             assert!(pairs.len() <= 2);
             for (k, v) in pairs {
+                let (k, v) = (String::from_utf8(k).unwrap(), String::from_utf8(v).unwrap());
                 let key: usize = k[1..].parse().unwrap();
                 let value: u64 = v.parse().unwrap();
                 assert_eq!(value, seen[key] + 1, "{k} out of order");

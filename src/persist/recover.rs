@@ -618,7 +618,10 @@ mod tests {
     fn log_of(records: &[&[(&str, &str)]]) -> Vec<u8> {
         let mut out = format::header(format::LOG_MAGIC, 1, 0).to_vec();
         for r in records {
-            format::push_set(&mut out, r.iter().copied());
+            format::push_set(
+                &mut out,
+                r.iter().map(|(k, v)| (k.as_bytes(), v.as_bytes())),
+            );
         }
         out
     }

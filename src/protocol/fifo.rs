@@ -3,7 +3,7 @@
 //! into values and back; it does no I/O, so the client and the server share it.
 
 use super::reply::Reply;
-use super::text_rules::validate as validate_string;
+use super::text_rules::{self, validate as validate_string};
 use std::fmt;
 
 pub const OP_CONNECT: u8 = 1;
@@ -275,16 +275,30 @@ pub fn push_read_answer_in(out: &mut Vec<u8>, form: OpForm, value: Option<&[u8]>
     match value {
         Some(v) => {
             push_response(out, form.wire(OP_READ), OK);
-            push_field(out, v);
+            push_value(out, v);
         }
         None => push_response(out, form.wire(OP_READ), FAIL),
     }
 }
 
-/// Appends a notification for `key`: its new value, or `DELETED`.
-pub fn push_notification(out: &mut Vec<u8>, key: &str, value: Option<&str>) {
-    push_string(out, key);
-    push_string(out, value.unwrap_or(DELETED));
+/// Appends a notification for `key`: its new value, or `DELETED`. A
+/// FIFO client subscribes only to keys of SPEC's rules, so the key always
+/// fits its field.
+pub fn push_notification(out: &mut Vec<u8>, key: &[u8], value: Option<&[u8]>) {
+    push_field(out, key);
+    push_value(out, value.unwrap_or(DELETED.as_bytes()));
+}
+
+/// Appends a value as a FIFO field: as it is if SPEC's rules allow it,
+/// else (a RESP client's value over 40 bytes, or with bytes the rules
+/// forbid) [`text_rules::fifo_marker`] in its place, never a value cut
+/// short.
+pub fn push_value(out: &mut Vec<u8>, v: &[u8]) {
+    if validate_string(v).is_ok() {
+        push_field(out, v);
+    } else {
+        push_field(out, text_rules::fifo_marker(v.len()).as_bytes());
+    }
 }
 
 /// Reads the string out of a NUL-padded field (for the client).
@@ -423,7 +437,7 @@ mod tests {
             83
         );
         let mut n = Vec::new();
-        push_notification(&mut n, "k", None);
+        push_notification(&mut n, b"k", None);
         assert_eq!(n.len(), NOTIFICATION_LEN);
         assert_eq!(field_str(&n[41..]), "DELETED");
     }

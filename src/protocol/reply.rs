@@ -12,8 +12,8 @@ pub enum Reply {
     Value(Option<Vec<u8>>),
     /// Values, as the bytes stored (MGET).
     Values(Vec<Option<Vec<u8>>>),
-    Keys(Vec<String>),
-    Scan(u64, Vec<String>),
+    Keys(Vec<Vec<u8>>),
+    Scan(u64, Vec<Vec<u8>>),
     /// A status word (`string`, `none`).
     Status(&'static str),
     /// A bulk text (INFO).

@@ -13,9 +13,9 @@ use std::fmt;
 
 /// Most arguments one request may carry (Redis: 1024 * 1024).
 pub const MAX_ARGS: usize = 1024 * 1024;
-/// Longest bulk string a request may carry. Keys and values are at most 40
-/// bytes; this leaves room for PUBLISH messages and patterns.
-pub const MAX_BULK: usize = 512 * 1024;
+/// Longest bulk string a request may carry: Redis's `proto-max-bulk-len`,
+/// so a value may be as large as Redis allows.
+pub const MAX_BULK: usize = 512 * 1024 * 1024;
 /// Longest inline request line (Redis: 64 KiB).
 pub const MAX_INLINE: usize = 64 * 1024;
 /// Longest header line (`*<n>` or `$<n>`) before it must have ended.
@@ -167,6 +167,32 @@ fn parse_multibulk(buf: &[u8], unauthenticated: bool) -> Parsed<'_> {
         at = start + len + 2;
     }
     Parsed::Request(args, at)
+}
+
+/// Where the bulk string that `buf` ends inside will end, if `buf` is an
+/// incomplete multibulk request cut inside a declared bulk's bytes: so the
+/// reader lets a large value in (up to [`MAX_BULK`]) while a request that
+/// never ends, or never gets past its headers, is still cut off at the
+/// query buffer limit.
+pub fn declared_end(buf: &[u8]) -> Option<usize> {
+    if buf.first() != Some(&b'*') {
+        return None;
+    }
+    let (head, mut at) = line(buf, 1, MAX_HEADER).ok()??;
+    let count = number(head).filter(|&n| n > 0 && n <= MAX_ARGS as i64)?;
+    for _ in 0..count {
+        if buf.get(at) != Some(&b'$') {
+            return None;
+        }
+        let (head, start) = line(buf, at + 1, MAX_HEADER).ok()??;
+        let len = number(head).filter(|n| (0..=MAX_BULK as i64).contains(n))? as usize;
+        let end = start + len + 2;
+        if buf.len() < end {
+            return Some(end);
+        }
+        at = end;
+    }
+    None
 }
 
 fn parse_inline(buf: &[u8]) -> Parsed<'_> {
@@ -460,16 +486,30 @@ pub fn encode_reply(out: &mut Vec<u8>, reply: &Reply, proto: u8) {
     }
 }
 
-fn push_keys(out: &mut Vec<u8>, keys: &[String]) {
+fn push_keys(out: &mut Vec<u8>, keys: &[Vec<u8>]) {
     push_array_len(out, keys.len());
     for k in keys {
-        push_bulk(out, k.as_bytes());
+        push_bulk(out, k);
     }
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_bulk_being_read_declares_its_end() {
+        assert_eq!(
+            declared_end(b"*2\r\n$3\r\nset\r\n$100\r\nab"),
+            Some(19 + 100 + 2)
+        );
+        assert_eq!(declared_end(b"*1\r\n$3\r\nse"), Some(4 + 4 + 3 + 2));
+        // Complete, not a multibulk, or not yet inside a bulk: nothing.
+        assert_eq!(declared_end(b"*1\r\n$1\r\na\r\n"), None);
+        assert_eq!(declared_end(b"set a b"), None);
+        assert_eq!(declared_end(b"*2\r\n$1\r\na\r\n"), None);
+        assert_eq!(declared_end(b"*1\r\n$536870913\r\n"), None);
+    }
 
     #[test]
     fn inline_quotes_follow_sdssplitargs() {

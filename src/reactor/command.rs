@@ -23,27 +23,25 @@ pub enum SetReply {
 /// and as many frees on the pool.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct Pairs {
-    text: String,
-    /// Where each key ends and its value ends, in `text`.
+    bytes: Vec<u8>,
+    /// Where each key ends and its value ends, in `bytes`.
     ends: Vec<(usize, usize)>,
 }
 
 impl Pairs {
-    pub fn push(&mut self, key: &str, value: &str) {
-        self.text.push_str(key);
-        let key_end = self.text.len();
-        self.text.push_str(value);
-        self.ends.push((key_end, self.text.len()));
+    pub fn push(&mut self, key: &[u8], value: &[u8]) {
+        self.bytes.extend_from_slice(key);
+        let key_end = self.bytes.len();
+        self.bytes.extend_from_slice(value);
+        self.ends.push((key_end, self.bytes.len()));
     }
 
-    pub fn iter(&self) -> impl Iterator<Item = (&str, &str)> {
+    pub fn iter(&self) -> impl Iterator<Item = (&[u8], &[u8])> {
         let mut start = 0;
         self.ends.iter().map(move |&(k, v)| {
-            // Each bound is the length of the text after a push: a char
-            // boundary.
             let pair = (
-                self.text.get(start..k).unwrap_or_default(),
-                self.text.get(k..v).unwrap_or_default(),
+                self.bytes.get(start..k).unwrap_or_default(),
+                self.bytes.get(k..v).unwrap_or_default(),
             );
             start = v;
             pair
@@ -51,26 +49,27 @@ impl Pairs {
     }
 }
 
-/// A store command, already checked against the store's rules.
+/// A store command. Keys and values are bytes, any bytes; the course
+/// formats check their own narrower rules before they get here.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Command {
-    Get(String),
+    Get(Vec<u8>),
     Set {
-        key: String,
-        value: String,
+        key: Vec<u8>,
+        value: Vec<u8>,
         cond: SetIf,
         reply: SetReply,
     },
     /// Atomic over all keys.
-    MGet(Vec<String>),
+    MGet(Vec<Vec<u8>>),
     /// Atomic: one store operation.
     MSet(Pairs),
     /// Atomic; answers how many existed.
-    Del(Vec<String>),
+    Del(Vec<Vec<u8>>),
     /// How many of the keys exist (a key given twice counts twice).
-    Exists(Vec<String>),
-    Type(String),
-    Strlen(String),
+    Exists(Vec<Vec<u8>>),
+    Type(Vec<u8>),
+    Strlen(Vec<u8>),
     Keys(Vec<u8>),
     Scan {
         cursor: u64,
@@ -90,7 +89,7 @@ pub enum Command {
     /// queued, PING and the like), run as one [`Store::transaction`];
     /// none run if a key WATCHed at a version changed since.
     Exec {
-        watched: Vec<(String, u64)>,
+        watched: Vec<(Vec<u8>, u64)>,
         queued: Vec<Result<Command, Reply>>,
     },
 }
@@ -110,12 +109,12 @@ impl Command {
 
     /// The keys the command reads or writes, or `None` if it looks at
     /// every key (KEYS, DBSIZE, FLUSHDB, INFO's keyspace).
-    pub fn keys(&self) -> Option<Vec<&str>> {
+    pub fn keys(&self) -> Option<Vec<&[u8]>> {
         match self {
-            Command::Get(k) | Command::Type(k) | Command::Strlen(k) => Some(vec![k.as_str()]),
-            Command::Set { key, .. } => Some(vec![key.as_str()]),
+            Command::Get(k) | Command::Type(k) | Command::Strlen(k) => Some(vec![k.as_slice()]),
+            Command::Set { key, .. } => Some(vec![key.as_slice()]),
             Command::MGet(k) | Command::Del(k) | Command::Exists(k) => {
-                Some(k.iter().map(String::as_str).collect())
+                Some(k.iter().map(Vec::as_slice).collect())
             }
             Command::MSet(pairs) => Some(pairs.iter().map(|(k, _)| k).collect()),
             Command::Info {
@@ -164,11 +163,11 @@ fn execute_in(tx: &mut Transaction<'_>, cmd: Command) -> Reply {
     }
 }
 
-fn set_reply((applied, old): (bool, Option<String>), reply: SetReply) -> Reply {
+fn set_reply((applied, old): (bool, Option<Vec<u8>>), reply: SetReply) -> Reply {
     match reply {
         SetReply::Ok if applied => Reply::Ok,
         SetReply::Ok => Reply::Value(None),
-        SetReply::Old => Reply::Value(old.map(String::into_bytes)),
+        SetReply::Old => Reply::Value(old),
         SetReply::Flag => Reply::Int(applied as i64),
     }
 }
@@ -186,7 +185,7 @@ fn info_text(mut text: String, keyspace: bool, keys: usize) -> String {
 /// Runs one command. On the store pool only: it takes shard locks.
 pub fn execute(store: &Store, cmd: Command) -> Reply {
     match cmd {
-        Command::Get(k) => Reply::Value(store.get_bytes(&k)),
+        Command::Get(k) => Reply::Value(store.get(&k)),
         Command::Set {
             key,
             value,
@@ -201,7 +200,7 @@ pub fn execute(store: &Store, cmd: Command) -> Reply {
             Reply::Values(values)
         }
         Command::MSet(pairs) => {
-            let pairs: Vec<(&str, &str)> = pairs.iter().collect();
+            let pairs: Vec<(&[u8], &[u8])> = pairs.iter().collect();
             store.write(&pairs);
             Reply::Ok
         }
@@ -212,7 +211,7 @@ pub fn execute(store: &Store, cmd: Command) -> Reply {
             Reply::Int(keys.iter().filter(|k| store.contains(k)).count() as i64)
         }
         Command::Type(k) => Reply::Status(if store.contains(&k) { "string" } else { "none" }),
-        Command::Strlen(k) => Reply::Int(store.get_bytes(&k).map_or(0, |v| v.len() as i64)),
+        Command::Strlen(k) => Reply::Int(store.get(&k).map_or(0, |v| v.len() as i64)),
         Command::Keys(pattern) => Reply::Keys(store.keys(&pattern)),
         Command::Scan {
             cursor,
@@ -232,17 +231,16 @@ pub fn execute(store: &Store, cmd: Command) -> Reply {
             // The shards of the keys it names, or all of them for a command
             // that looks at every key. Owned: the commands move on into
             // the transaction.
-            let mut keys: Option<Vec<String>> =
+            let mut keys: Option<Vec<Vec<u8>>> =
                 Some(watched.iter().map(|(k, _)| k.clone()).collect());
             for cmd in queued.iter().flatten() {
                 match (cmd.keys(), keys.as_mut()) {
-                    (Some(named), Some(all)) => all.extend(named.into_iter().map(str::to_owned)),
+                    (Some(named), Some(all)) => all.extend(named.into_iter().map(<[u8]>::to_vec)),
                     _ => keys = None,
                 }
             }
-            let keys: Option<Vec<&str>> = keys
-                .as_ref()
-                .map(|k| k.iter().map(String::as_str).collect());
+            let keys: Option<Vec<&[u8]>> =
+                keys.as_ref().map(|k| k.iter().map(Vec::as_slice).collect());
             exec(store, keys.as_deref(), watched, queued)
         }
     }
@@ -251,8 +249,8 @@ pub fn execute(store: &Store, cmd: Command) -> Reply {
 /// EXEC, as one store transaction on the shards of `keys`.
 fn exec(
     store: &Store,
-    keys: Option<&[&str]>,
-    watched: Vec<(String, u64)>,
+    keys: Option<&[&[u8]]>,
+    watched: Vec<(Vec<u8>, u64)>,
     queued: Vec<Result<Command, Reply>>,
 ) -> Reply {
     store.transaction(keys, |tx| {
@@ -319,14 +317,14 @@ mod tests {
         let s = Store::new();
         let run = |c| execute(&s, c);
         let mut pairs = Pairs::default();
-        pairs.push("a", "1");
-        pairs.push("bé", "2€");
+        pairs.push(b"a", b"1");
+        pairs.push("bé".as_bytes(), "2€".as_bytes());
         assert_eq!(
             pairs.iter().collect::<Vec<_>>(),
-            vec![("a", "1"), ("bé", "2€")]
+            vec![(&b"a"[..], &b"1"[..]), ("bé".as_bytes(), "2€".as_bytes())]
         );
         run(Command::MSet(pairs));
-        let ab = || vec!["a".to_string(), "a".into(), "c".into()];
+        let ab = || vec![b"a".to_vec(), b"a".to_vec(), b"c".to_vec()];
         assert_eq!(run(Command::Exists(ab())), Reply::Int(2));
         assert_eq!(
             run(Command::Get("bé".into())),

@@ -14,7 +14,7 @@ use std::sync::Arc;
 #[derive(Debug)]
 pub enum OpResult {
     /// Whether the key existed (and so the subscription was taken).
-    Subscribe { key: String, exists: bool },
+    Subscribe { key: Vec<u8>, exists: bool },
     /// The replies of a batch, in its order, and the log sequence number
     /// that must be synced before they are sent (`--fsync always`).
     Replies {
@@ -22,16 +22,16 @@ pub enum OpResult {
         sync: Option<u64>,
     },
     /// WATCH: each key and its change count now.
-    Versions(Vec<(String, u64)>),
+    Versions(Vec<(Vec<u8>, u64)>),
     /// A [`super::store_ops::StoreOp::Watch`] is in force; the keys it
     /// watched, to unwatch if the session is gone meanwhile.
-    Watched(Vec<String>),
+    Watched(Vec<Vec<u8>>),
 }
 
 #[derive(Debug)]
 pub enum Event {
     /// Changes to the store, in the order they were applied.
-    Changes(Vec<(String, Option<String>)>),
+    Changes(Vec<(Vec<u8>, Option<Vec<u8>>)>),
     /// Store operations finished: each session's answer, with the
     /// session's slab index and generation.
     Done(Vec<(SessionId, u64, OpResult)>),

@@ -234,7 +234,7 @@ pub fn change_hook(mailbox: Arc<Mailbox>, filter: Arc<ChangeFilter>) -> ChangeHo
         let owned: Vec<_> = changes
             .iter()
             .filter(wanted)
-            .map(|c| (c.key.to_owned(), c.value.map(str::to_owned)))
+            .map(|c| (c.key.to_vec(), c.value.map(<[u8]>::to_vec)))
             .collect();
         if !owned.is_empty() {
             mailbox.post(Event::Changes(owned));

@@ -35,37 +35,43 @@ pub fn event(deleted: bool) -> &'static str {
     }
 }
 
-pub fn keyspace_channel(key: &str) -> String {
-    let mut c = String::with_capacity(KEYSPACE.len() + key.len());
-    c.push_str(KEYSPACE);
-    c.push_str(key);
+/// Channel names, like keys, are bytes (Redis's are binary-safe).
+pub fn keyspace_channel(key: &[u8]) -> Vec<u8> {
+    let mut c = Vec::with_capacity(KEYSPACE.len() + key.len());
+    c.extend_from_slice(KEYSPACE.as_bytes());
+    c.extend_from_slice(key);
     c
 }
 
 /// The key-event channel of a change: a fixed name, so nothing is built
 /// for it on each change.
-pub fn keyevent_channel(deleted: bool) -> &'static str {
+pub fn keyevent_channel(deleted: bool) -> &'static [u8] {
     if deleted {
-        "__keyevent@0__:del"
+        b"__keyevent@0__:del"
     } else {
-        "__keyevent@0__:set"
+        b"__keyevent@0__:set"
     }
 }
 
 /// The key a keyspace channel is about, if it is one.
-pub fn channel_key(channel: &str) -> Option<&str> {
-    channel.strip_prefix(KEYSPACE).filter(|k| !k.is_empty())
+pub fn channel_key(channel: &[u8]) -> Option<&[u8]> {
+    channel
+        .strip_prefix(KEYSPACE.as_bytes())
+        .filter(|k| !k.is_empty())
 }
 
 /// Whether the channel is a key-event channel kvs publishes on.
-pub fn is_keyevent(channel: &str) -> bool {
-    matches!(channel.strip_prefix(KEYEVENT), Some("set" | "del"))
+pub fn is_keyevent(channel: &[u8]) -> bool {
+    matches!(
+        channel.strip_prefix(KEYEVENT.as_bytes()),
+        Some(b"set" | b"del")
+    )
 }
 
 /// Channel and pattern subscriptions of all sessions.
 #[derive(Debug, Default)]
 pub struct Subscriptions {
-    by_channel: HashMap<String, Vec<SessionId>>,
+    by_channel: HashMap<Vec<u8>, Vec<SessionId>>,
     by_pattern: HashMap<Vec<u8>, Vec<SessionId>>,
 }
 
@@ -99,12 +105,12 @@ where
 
 impl Subscriptions {
     /// Adds `sid` to `channel`'s subscribers; false if it already was one.
-    pub fn subscribe(&mut self, channel: &str, sid: SessionId) -> bool {
-        add(self.by_channel.entry(channel.to_owned()).or_default(), sid)
+    pub fn subscribe(&mut self, channel: &[u8], sid: SessionId) -> bool {
+        add(self.by_channel.entry(channel.to_vec()).or_default(), sid)
     }
 
     /// Removes `sid` from `channel`'s subscribers; false if it was not one.
-    pub fn unsubscribe(&mut self, channel: &str, sid: SessionId) -> bool {
+    pub fn unsubscribe(&mut self, channel: &[u8], sid: SessionId) -> bool {
         leave(&mut self.by_channel, channel, sid)
     }
 
@@ -116,7 +122,7 @@ impl Subscriptions {
         leave(&mut self.by_pattern, pattern, sid)
     }
 
-    pub fn subscribers(&self, channel: &str) -> &[SessionId] {
+    pub fn subscribers(&self, channel: &[u8]) -> &[SessionId] {
         self.by_channel
             .get(channel)
             .map(Vec::as_slice)
@@ -126,11 +132,11 @@ impl Subscriptions {
     /// The patterns that match `channel`, each with its subscribers.
     pub fn matching_patterns<'a>(
         &'a self,
-        channel: &'a str,
+        channel: &'a [u8],
     ) -> impl Iterator<Item = (&'a [u8], &'a [SessionId])> + 'a {
         self.by_pattern
             .iter()
-            .filter(move |(p, _)| glob::matches(p, channel.as_bytes()))
+            .filter(move |(p, _)| glob::matches(p, channel))
             .map(|(p, s)| (p.as_slice(), s.as_slice()))
     }
 
@@ -140,12 +146,12 @@ impl Subscriptions {
 
     /// Channels with subscribers whose names match `pattern` (PUBSUB
     /// CHANNELS), sorted.
-    pub fn channels_matching(&self, pattern: Option<&[u8]>) -> Vec<&str> {
-        let mut names: Vec<&str> = self
+    pub fn channels_matching(&self, pattern: Option<&[u8]>) -> Vec<&[u8]> {
+        let mut names: Vec<&[u8]> = self
             .by_channel
             .keys()
-            .filter(|c| pattern.is_none_or(|p| glob::matches(p, c.as_bytes())))
-            .map(String::as_str)
+            .filter(|c| pattern.is_none_or(|p| glob::matches(p, c)))
+            .map(Vec::as_slice)
             .collect();
         names.sort_unstable();
         names
@@ -204,15 +210,15 @@ impl SpacePattern {
         })
     }
 
-    fn matches(&self, key: &str) -> bool {
-        if !key.as_bytes().starts_with(&self.key_prefix) {
+    fn matches(&self, key: &[u8]) -> bool {
+        if !key.starts_with(&self.key_prefix) {
             return false;
         }
-        // Keys are at most 40 bytes: the channel is built on the stack.
+        // Most keys are short: the channel is built on the stack.
         let mut buf = [0u8; 96];
-        match join(&mut buf, KEYSPACE.as_bytes(), key.as_bytes()) {
+        match join(&mut buf, KEYSPACE.as_bytes(), key) {
             Some(channel) => glob::matches(&self.glob, channel),
-            None => glob::matches(&self.glob, keyspace_channel(key).as_bytes()),
+            None => glob::matches(&self.glob, &keyspace_channel(key)),
         }
     }
 }
@@ -242,8 +248,8 @@ impl FilterList {
             everything: false,
         };
         for p in patterns {
-            list.set_events |= glob::matches(p, keyevent_channel(false).as_bytes());
-            list.del_events |= glob::matches(p, keyevent_channel(true).as_bytes());
+            list.set_events |= glob::matches(p, keyevent_channel(false));
+            list.del_events |= glob::matches(p, keyevent_channel(true));
             list.patterns.extend(SpacePattern::new(p));
         }
         list
@@ -261,7 +267,7 @@ impl FilterList {
 
     /// Whether a change to `key` (a deletion if `deleted`) is published on
     /// a channel some pattern or key-event subscriber listens to.
-    pub fn wants(&self, key: &str, deleted: bool) -> bool {
+    pub fn wants(&self, key: &[u8], deleted: bool) -> bool {
         self.everything
             || (deleted && self.del_events)
             || (!deleted && self.set_events)
@@ -313,7 +319,7 @@ impl ChangeFilter {
     /// Whether a change to `key` may interest a pattern or key-event
     /// subscriber.
     #[inline]
-    pub fn wants(&self, key: &str, deleted: bool) -> bool {
+    pub fn wants(&self, key: &[u8], deleted: bool) -> bool {
         let me = self as *const ChangeFilter as usize;
         let generation = self.generation.load(Ordering::Acquire);
         SEEN.with(|seen| {
@@ -336,34 +342,34 @@ mod tests {
     #[test]
     fn subscribe_unsubscribe() {
         let mut s = Subscriptions::default();
-        assert!(s.subscribe("k", 1));
-        assert!(!s.subscribe("k", 1));
-        assert!(s.subscribe("k", 2));
-        assert_eq!(s.subscribers("k"), &[1, 2]);
-        assert!(s.unsubscribe("k", 1));
-        assert!(!s.unsubscribe("k", 1));
-        assert!(!s.unsubscribe("x", 2));
-        assert!(s.unsubscribe("k", 2));
+        assert!(s.subscribe(b"k", 1));
+        assert!(!s.subscribe(b"k", 1));
+        assert!(s.subscribe(b"k", 2));
+        assert_eq!(s.subscribers(b"k"), &[1, 2]);
+        assert!(s.unsubscribe(b"k", 1));
+        assert!(!s.unsubscribe(b"k", 1));
+        assert!(!s.unsubscribe(b"x", 2));
+        assert!(s.unsubscribe(b"k", 2));
         assert!(s.psubscribe(b"a*", 3));
-        assert_eq!(s.matching_patterns("abc").count(), 1);
-        assert_eq!(s.matching_patterns("bc").count(), 0);
+        assert_eq!(s.matching_patterns(b"abc").count(), 1);
+        assert_eq!(s.matching_patterns(b"bc").count(), 0);
         assert!(s.punsubscribe(b"a*", 3));
         assert!(s.is_empty());
     }
 
     #[test]
     fn channel_names() {
-        assert_eq!(keyspace_channel("k"), "__keyspace@0__:k");
-        assert_eq!(channel_key("__keyspace@0__:k"), Some("k"));
-        assert_eq!(channel_key("__keyspace@0__:"), None);
-        assert!(is_keyevent("__keyevent@0__:del"));
+        assert_eq!(keyspace_channel(b"k"), b"__keyspace@0__:k");
+        assert_eq!(channel_key(b"__keyspace@0__:k"), Some(&b"k"[..]));
+        assert_eq!(channel_key(b"__keyspace@0__:"), None);
+        assert!(is_keyevent(b"__keyevent@0__:del"));
         for deleted in [false, true] {
             assert_eq!(
                 keyevent_channel(deleted),
-                format!("{KEYEVENT}{}", event(deleted))
+                format!("{KEYEVENT}{}", event(deleted)).as_bytes()
             );
         }
-        assert!(!is_keyevent("__keyevent@0__:expired"));
+        assert!(!is_keyevent(b"__keyevent@0__:expired"));
     }
 
     #[test]
@@ -372,12 +378,12 @@ mod tests {
         assert!(s.filter_list().is_empty());
         s.psubscribe(b"__keyspace@0__:user:*", 1);
         let f = s.filter_list();
-        assert!(f.wants("user:1", false) && !f.wants("other", false));
-        s.subscribe("__keyevent@0__:del", 2);
+        assert!(f.wants(b"user:1", false) && !f.wants(b"other", false));
+        s.subscribe(b"__keyevent@0__:del", 2);
         let f = s.filter_list();
-        assert!(f.wants("other", true) && !f.wants("other", false));
+        assert!(f.wants(b"other", true) && !f.wants(b"other", false));
         s.psubscribe(b"__keyevent@0__:s*", 3);
-        assert!(s.filter_list().wants("other", false));
+        assert!(s.filter_list().wants(b"other", false));
     }
 
     #[test]
@@ -391,27 +397,27 @@ mod tests {
             ("__keyspace@0__:k", "kk", false),
             ("__keys", "k", false),
         ] {
-            let hit = SpacePattern::new(glob.as_bytes()).is_some_and(|p| p.matches(key));
+            let hit = SpacePattern::new(glob.as_bytes()).is_some_and(|p| p.matches(key.as_bytes()));
             assert_eq!(hit, want, "{glob} on {key}");
         }
         assert!(SpacePattern::new(b"__keyevent@0__:*").is_none());
         let events = FilterList::new([&b"__keyevent@0__:d*"[..]].into_iter(), false, false);
-        assert!(events.wants("any", true) && !events.wants("any", false));
+        assert!(events.wants(b"any", true) && !events.wants(b"any", false));
     }
 
     #[test]
     fn shared_filter_follows_generations() {
         let store = Store::new();
         let f = ChangeFilter::default();
-        assert!(!f.wants("k", false));
+        assert!(!f.wants(b"k", false));
         let mut s = Subscriptions::default();
         s.psubscribe(b"*", 1);
         f.install(2, s.filter_list(), &store);
-        assert!(f.wants("k", false));
+        assert!(f.wants(b"k", false));
         // An older list arriving late is ignored.
         f.install(1, FilterList::default(), &store);
-        assert!(f.wants("k", false));
+        assert!(f.wants(b"k", false));
         f.install(3, FilterList::default(), &store);
-        assert!(!f.wants("k", false));
+        assert!(!f.wants(b"k", false));
     }
 }

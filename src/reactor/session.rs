@@ -15,10 +15,14 @@ use std::time::Instant;
 /// it (a FIFO request is at most 83 bytes).
 pub const MAX_INBUF: usize = 64 * 1024;
 
-/// Most unparsed bytes of a RESP session (Redis's
-/// client-query-buffer-limit): a request that grows past it without ending
-/// closes the session.
+/// Most unparsed bytes of a RESP session: a request that grows past it
+/// without ending closes the session, unless the bytes are a large bulk
+/// string being read ([`BULK_QUERY_LIMIT`]).
 pub const QUERY_LIMIT: usize = 1024 * 1024;
+
+/// Most unparsed bytes of a RESP session reading a declared bulk string
+/// (a large value): Redis's `client-query-buffer-limit`, 1 GiB.
+pub const BULK_QUERY_LIMIT: usize = 1 << 30;
 
 /// Bytes read from a session per read call: the size of the reactor's
 /// read buffer.
@@ -199,7 +203,7 @@ pub struct RespState {
     /// CLIENT TRACKING ON: how its cache is kept true.
     pub tracking: Option<Tracking>,
     /// WATCHed keys and their change counts when watched.
-    pub watching: Vec<(String, u64)>,
+    pub watching: Vec<(Vec<u8>, u64)>,
 }
 
 /// A client's CLIENT TRACKING settings.
@@ -257,12 +261,12 @@ pub struct Session {
     pub inbuf: Vec<u8>,
     /// Channels subscribed to (a FIFO client's key `k` is the channel
     /// `__keyspace@0__:k`).
-    pub channels: HashSet<String>,
+    pub channels: HashSet<Vec<u8>>,
     /// PSUBSCRIBE patterns.
     pub patterns: HashSet<Vec<u8>>,
     /// Keys of keyspace channels whose store watch is still on its way:
     /// if the session closes first, the pool's answer unwatches them.
-    pub unconfirmed: Vec<String>,
+    pub unconfirmed: Vec<Vec<u8>>,
     /// A request is at the store pool; the next waits for its answer, so
     /// answers leave in request order.
     pub busy: bool,
@@ -364,7 +368,10 @@ impl Session {
     /// Most unparsed bytes this session may hold.
     pub fn input_limit(&self) -> usize {
         if self.is_resp() {
-            QUERY_LIMIT
+            match crate::protocol::resp::declared_end(&self.inbuf) {
+                Some(end) => end.clamp(QUERY_LIMIT, BULK_QUERY_LIMIT),
+                None => QUERY_LIMIT,
+            }
         } else {
             MAX_INBUF
         }

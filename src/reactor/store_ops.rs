@@ -22,15 +22,15 @@ pub type BatchItem = Result<Command, Reply>;
 #[derive(Debug)]
 pub enum StoreOp {
     /// A FIFO SUBSCRIBE: watch the key if it exists (SPEC section 3).
-    Subscribe(String),
+    Subscribe(Vec<u8>),
     /// Commands, run in order.
     Batch(Vec<BatchItem>),
     /// WATCH (transactions): the keys' change counts.
-    WatchVersions(Vec<String>),
+    WatchVersions(Vec<Vec<u8>>),
     /// Start watching keys (RESP keyspace channels) and install a new
     /// filter for patterns and key-event channels, before the reply.
     Watch {
-        keys: Vec<String>,
+        keys: Vec<Vec<u8>>,
         filter: Option<(u64, FilterList)>,
     },
 }
@@ -126,13 +126,13 @@ impl StorePool {
 
     /// Drops one watcher of each key (see [`Store::watch`]), on the pool:
     /// it takes shard locks, which the reactor never does.
-    pub fn unwatch(&self, keys: Vec<String>) {
+    pub fn unwatch(&self, keys: Vec<Vec<u8>>) {
         let store = self.store.clone();
         self.execute(move || store.unwatch(&keys));
     }
 
     /// Ends WATCHes (UNWATCH, DISCARD, a session gone), on the pool.
-    pub fn unwatch_versions(&self, keys: Vec<String>) {
+    pub fn unwatch_versions(&self, keys: Vec<Vec<u8>>) {
         if keys.is_empty() {
             return;
         }
@@ -244,7 +244,7 @@ impl Context<'_> {
                 Ok(cmd) if cmd.is_mutation() && refusing => {
                     // A refused EXEC still ends its watches.
                     if let Command::Exec { watched, .. } = &cmd {
-                        let keys: Vec<&str> = watched.iter().map(|(k, _)| k.as_str()).collect();
+                        let keys: Vec<&[u8]> = watched.iter().map(|(k, _)| k.as_slice()).collect();
                         self.store.unwatch_versions(&keys);
                     }
                     misconf("the last write failed")

@@ -1,18 +1,20 @@
 //! A consistent, sorted copy of the store and its SHOW / backup text form.
 
+use crate::protocol::text_rules;
+
 /// The table at one instant, sorted by key (byte order).
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct Snapshot {
-    pairs: Vec<(String, String)>,
+    pairs: Vec<(Vec<u8>, Vec<u8>)>,
 }
 
 impl Snapshot {
-    pub(crate) fn from_unsorted(mut pairs: Vec<(String, String)>) -> Self {
-        pairs.sort_unstable_by(|a, b| a.0.as_bytes().cmp(b.0.as_bytes()));
+    pub(crate) fn from_unsorted(mut pairs: Vec<(Vec<u8>, Vec<u8>)>) -> Self {
+        pairs.sort_unstable_by(|a, b| a.0.cmp(&b.0));
         Snapshot { pairs }
     }
 
-    pub fn pairs(&self) -> &[(String, String)] {
+    pub fn pairs(&self) -> &[(Vec<u8>, Vec<u8>)] {
         &self.pairs
     }
 
@@ -25,14 +27,16 @@ impl Snapshot {
     }
 
     /// Appends SHOW's text, one `(key, value)` line per pair, to `out`.
-    /// Backups use the same bytes, so a `.bck` always equals a SHOW.
+    /// Backups use the same bytes, so a `.bck` always equals a SHOW. A key
+    /// or value the job format cannot show as it is (a RESP client's) is
+    /// quoted ([`text_rules::push_shown`]).
     pub fn render_into(&self, out: &mut Vec<u8>) {
         out.reserve(self.pairs.iter().map(|(k, v)| k.len() + v.len() + 5).sum());
         for (k, v) in &self.pairs {
             out.push(b'(');
-            out.extend_from_slice(k.as_bytes());
+            text_rules::push_shown(out, k);
             out.extend_from_slice(b", ");
-            out.extend_from_slice(v.as_bytes());
+            text_rules::push_shown(out, v);
             out.extend_from_slice(b")\n");
         }
     }
@@ -53,5 +57,7 @@ mod tests {
         let s = Snapshot::from_unsorted(vec![("b".into(), "2".into()), ("a".into(), "1".into())]);
         assert_eq!(s.render(), b"(a, 1)\n(b, 2)\n");
         assert!(Snapshot::default().render().is_empty());
+        let odd = Snapshot::from_unsorted(vec![(b"k".to_vec(), b"a b\n".to_vec())]);
+        assert_eq!(odd.render(), b"(k, \"a b\\n\")\n");
     }
 }

@@ -18,10 +18,8 @@
 //! at least a third as many dead bytes as it copies). Entries too large for
 //! a chunk's comfort get a block of their own.
 //!
-//! Values come back as bytes: they went in as `&str`, so they are UTF-8,
-//! but turning bytes back into a `&str` without `unsafe` means checking
-//! them again, which costs more than the lookup itself; callers that only
-//! copy a value out (job READs, replies) take the bytes.
+//! Keys and values are bytes, any bytes (a RESP client's may be binary);
+//! the course formats' narrower rules are theirs to check.
 
 use slab::Slab;
 
@@ -94,7 +92,7 @@ impl Table {
         self.index.reserve(more, |s| index_hash(s.tag));
     }
 
-    fn find(&self, hash: u64, key: &str) -> Option<u32> {
+    fn find(&self, hash: u64, key: &[u8]) -> Option<u32> {
         let tag = hash as u32;
         self.index
             .find(index_hash(tag), |s| {
@@ -105,17 +103,17 @@ impl Table {
 
     /// The value of `key` (whose hash is `hash`), as the bytes of the
     /// `&str` it was set to.
-    pub fn get(&self, hash: u64, key: &str) -> Option<&[u8]> {
+    pub fn get(&self, hash: u64, key: &[u8]) -> Option<&[u8]> {
         Some(parts(self.heap.entry(self.find(hash, key)?)).1)
     }
 
-    pub fn contains(&self, hash: u64, key: &str) -> bool {
+    pub fn contains(&self, hash: u64, key: &[u8]) -> bool {
         self.find(hash, key).is_some()
     }
 
     /// Sets `key` (whose hash is `hash`) to `value`, over the old value's
     /// bytes where it fits.
-    pub fn set(&mut self, hash: u64, key: &str, value: &str) {
+    pub fn set(&mut self, hash: u64, key: &[u8], value: &[u8]) {
         let tag = hash as u32;
         let Table { index, heap } = self;
         let found = index.entry(
@@ -128,11 +126,11 @@ impl Table {
                 let loc = slot.get().loc;
                 if !heap.overwrite(loc, key, value) {
                     heap.release(loc);
-                    slot.get_mut().loc = heap.append(key.as_bytes(), value.as_bytes());
+                    slot.get_mut().loc = heap.append(key, value);
                 }
             }
             hashbrown::hash_table::Entry::Vacant(slot) => {
-                let loc = heap.append(key.as_bytes(), value.as_bytes());
+                let loc = heap.append(key, value);
                 slot.insert(Slot { loc, tag });
             }
         }
@@ -140,7 +138,7 @@ impl Table {
     }
 
     /// Removes `key` (whose hash is `hash`); whether it was there.
-    pub fn remove(&mut self, hash: u64, key: &str) -> bool {
+    pub fn remove(&mut self, hash: u64, key: &[u8]) -> bool {
         let tag = hash as u32;
         let Table { index, heap } = self;
         match index.find_entry(index_hash(tag), |s| {
@@ -158,10 +156,10 @@ impl Table {
 
     /// Every pair, in no particular order, checked back into `&str`s: for
     /// whole-table walks (snapshots, KEYS, SCAN, FLUSH), not lookups.
-    pub fn iter(&self) -> impl Iterator<Item = (&str, &str)> + '_ {
+    pub fn iter(&self) -> impl Iterator<Item = (&[u8], &[u8])> + '_ {
         self.index.iter().map(|s| {
             let (k, v, _) = parts(self.heap.entry(s.loc));
-            (text(k), text(v))
+            (k, v)
         })
     }
 
@@ -172,10 +170,10 @@ impl Table {
     }
 
     /// Every key with its tag, in no particular order.
-    pub fn tagged_keys(&self) -> impl Iterator<Item = (u32, &str)> + '_ {
+    pub fn tagged_keys(&self) -> impl Iterator<Item = (u32, &[u8])> + '_ {
         self.index
             .iter()
-            .map(|s| (s.tag, text(parts(self.heap.entry(s.loc)).0)))
+            .map(|s| (s.tag, parts(self.heap.entry(s.loc)).0))
     }
 
     #[inline]
@@ -214,25 +212,25 @@ impl Heap {
     /// Whether the entry at `loc` has the key `key`: the lookup's inner
     /// loop, so it compares lengths first and bytes only then.
     #[inline]
-    fn has_key(&self, loc: u32, key: &str) -> bool {
+    fn has_key(&self, loc: u32, key: &[u8]) -> bool {
         let b = self.entry(loc);
         match *b {
             [k, v, ..] if k < 0x80 && v < 0x80 => {
-                k as usize == key.len() && b.get(2..2 + key.len()) == Some(key.as_bytes())
+                k as usize == key.len() && b.get(2..2 + key.len()) == Some(key)
             }
-            _ => parts(b).0 == key.as_bytes(),
+            _ => parts(b).0 == key,
         }
     }
 
     /// Writes `key`'s new entry over the one at `loc` if it is no longer:
     /// in a chunk the bytes left over become dead; an own block must fit
     /// exactly (a shrunk big value should not keep its block).
-    fn overwrite(&mut self, loc: u32, key: &str, value: &str) -> bool {
+    fn overwrite(&mut self, loc: u32, key: &[u8], value: &[u8]) -> bool {
         let need = encoded_len(key.len(), value.len());
         if loc & BIG != 0 {
             return match self.big.get_mut((loc & !BIG) as usize) {
                 Some(block) if block.len() == need => {
-                    encode_into(block, key.as_bytes(), value.as_bytes());
+                    encode_into(block, key, value);
                     true
                 }
                 _ => false,
@@ -245,7 +243,7 @@ impl Heap {
         let old = parts(chunk.get(off..).unwrap_or(&[])).2;
         match chunk.get_mut(off..off + need) {
             Some(place) if need <= old => {
-                encode_into(place, key.as_bytes(), value.as_bytes());
+                encode_into(place, key, value);
                 self.dead += old - need;
                 true
             }
@@ -347,14 +345,6 @@ fn parts_slow(b: &[u8]) -> (&[u8], &[u8], usize) {
     )
 }
 
-/// Stored keys and values were `&str`s, so they are UTF-8; this check is
-/// what hands them back as `&str` without `unsafe`.
-pub fn text(b: &[u8]) -> &str {
-    let s = std::str::from_utf8(b);
-    debug_assert!(s.is_ok(), "a store entry is not UTF-8");
-    s.unwrap_or_default()
-}
-
 fn varint_len(mut n: usize) -> usize {
     let mut len = 1;
     while n >= 0x80 {
@@ -397,20 +387,25 @@ mod tests {
         H.get_or_init(Hasher::default)
     }
 
-    fn h(key: &str) -> u64 {
+    fn h(key: &[u8]) -> u64 {
         use std::hash::BuildHasher;
-        hasher().hash_one(key.as_bytes())
+        hasher().hash_one(key)
     }
 
-    fn get<'t>(t: &'t Table, key: &str) -> Option<&'t str> {
-        t.get(h(key), key).map(text)
+    // The tests speak in text; the table in bytes.
+    fn get(t: &Table, key: impl AsRef<[u8]>) -> Option<&str> {
+        let key = key.as_ref();
+        t.get(h(key), key)
+            .map(|v| std::str::from_utf8(v).expect("text"))
     }
 
-    fn set(t: &mut Table, key: &str, value: &str) {
-        t.set(h(key), key, value)
+    fn set(t: &mut Table, key: impl AsRef<[u8]>, value: impl AsRef<[u8]>) {
+        let key = key.as_ref();
+        t.set(h(key), key, value.as_ref())
     }
 
-    fn remove(t: &mut Table, key: &str) -> bool {
+    fn remove(t: &mut Table, key: impl AsRef<[u8]>) -> bool {
+        let key = key.as_ref();
         t.remove(h(key), key)
     }
 
@@ -442,7 +437,7 @@ mod tests {
         let room = t.index.capacity();
         assert!(room >= 5000);
         for i in 0..5000 {
-            set(&mut t, &format!("k{i}"), "v");
+            set(&mut t, format!("k{i}"), "v");
         }
         assert_eq!(t.index.capacity(), room);
         assert_eq!(get(&t, "k4999"), Some("v"));
@@ -466,18 +461,18 @@ mod tests {
         ];
         for n in sizes {
             let v = "é".repeat(n / 2);
-            set(&mut t, &key(n), &v);
-            assert_eq!(get(&t, &key(n)), Some(v.as_str()), "length {n}");
+            set(&mut t, key(n), &v);
+            assert_eq!(get(&t, key(n)), Some(v.as_str()), "length {n}");
         }
         assert_eq!(t.heap.big.len(), 3);
         // A big value shrinking moves back into a chunk; one growing leaves.
-        set(&mut t, &key(70_000), "small");
-        assert_eq!(get(&t, &key(70_000)), Some("small"));
-        set(&mut t, &key(0), &"y".repeat(9000));
-        assert_eq!(get(&t, &key(0)).map(str::len), Some(9000));
+        set(&mut t, key(70_000), "small");
+        assert_eq!(get(&t, key(70_000)), Some("small"));
+        set(&mut t, key(0), "y".repeat(9000));
+        assert_eq!(get(&t, key(0)).map(str::len), Some(9000));
         assert_eq!(t.heap.big.len(), 3);
         for n in &sizes[1..] {
-            assert!(get(&t, &key(*n)).is_some());
+            assert!(get(&t, key(*n)).is_some());
         }
     }
 
@@ -519,9 +514,12 @@ mod tests {
         for (k, v) in &m {
             assert_eq!(get(&t, k), Some(v.as_str()));
         }
-        let mut pairs: Vec<(&str, &str)> = t.iter().collect();
+        let mut pairs: Vec<(&[u8], &[u8])> = t.iter().collect();
         pairs.sort_unstable();
-        let mut want: Vec<(&str, &str)> = m.iter().map(|(k, v)| (&k[..], &v[..])).collect();
+        let mut want: Vec<(&[u8], &[u8])> = m
+            .iter()
+            .map(|(k, v)| (k.as_bytes(), v.as_bytes()))
+            .collect();
         want.sort_unstable();
         assert_eq!(pairs, want);
     }

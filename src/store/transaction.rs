@@ -28,7 +28,7 @@ impl Store {
     /// store method would wait on them forever).
     pub fn transaction<R>(
         &self,
-        keys: Option<&[&str]>,
+        keys: Option<&[&[u8]]>,
         f: impl FnOnce(&mut Transaction<'_>) -> R,
     ) -> R {
         let mut wanted = vec![keys.is_none(); self.shards.len()];
@@ -55,7 +55,7 @@ impl Store {
 }
 
 impl Transaction<'_> {
-    fn locate(&self, key: &str) -> (u64, usize) {
+    fn locate(&self, key: &[u8]) -> (u64, usize) {
         let h = self.store.hash(key);
         (h, self.store.shard_at(h))
     }
@@ -80,7 +80,8 @@ impl Transaction<'_> {
 
     /// Whether a key watched at `version` (see [`Store::watch_versions`])
     /// changed since, and ends that watch.
-    pub fn changed_since(&mut self, key: &str, version: u64) -> bool {
+    pub fn changed_since(&mut self, key: impl AsRef<[u8]>, version: u64) -> bool {
+        let key = key.as_ref();
         let (_, s) = self.locate(key);
         let store = self.store;
         let g = self.shard_mut(s);
@@ -97,12 +98,14 @@ impl Transaction<'_> {
         changed
     }
 
-    pub fn get(&self, key: &str) -> Option<&[u8]> {
+    pub fn get(&self, key: impl AsRef<[u8]>) -> Option<&[u8]> {
+        let key = key.as_ref();
         let (h, s) = self.locate(key);
         self.shard(s).map.get(h, key)
     }
 
-    pub fn contains(&self, key: &str) -> bool {
+    pub fn contains(&self, key: impl AsRef<[u8]>) -> bool {
+        let key = key.as_ref();
         let (h, s) = self.locate(key);
         self.shard(s).map.contains(h, key)
     }
@@ -110,11 +113,12 @@ impl Transaction<'_> {
     /// [`Store::set`] inside the transaction.
     pub fn set(
         &mut self,
-        key: &str,
-        value: &str,
+        key: impl AsRef<[u8]>,
+        value: impl AsRef<[u8]>,
         cond: SetIf,
         want_old: bool,
-    ) -> (bool, Option<String>) {
+    ) -> (bool, Option<Vec<u8>>) {
+        let (key, value) = (key.as_ref(), value.as_ref());
         let (h, s) = self.locate(key);
         let store = self.store;
         let g = self.shard_mut(s);
@@ -128,7 +132,7 @@ impl Transaction<'_> {
     }
 
     /// [`Store::write`] inside the transaction.
-    pub fn write<'k>(&mut self, pairs: impl Iterator<Item = (&'k str, &'k str)>) {
+    pub fn write<'k>(&mut self, pairs: impl Iterator<Item = (&'k [u8], &'k [u8])>) {
         let mut logged = Vec::new();
         for (k, v) in pairs {
             let (h, s) = self.locate(k);
@@ -144,7 +148,7 @@ impl Transaction<'_> {
     }
 
     /// [`Store::delete`] inside the transaction.
-    pub fn delete<K: AsRef<str>>(&mut self, keys: &[K]) -> Vec<bool> {
+    pub fn delete<K: AsRef<[u8]>>(&mut self, keys: &[K]) -> Vec<bool> {
         let mut gone = Vec::new();
         let existed = keys
             .iter()
@@ -168,10 +172,10 @@ impl Transaction<'_> {
     }
 
     /// Every key matching `pattern`.
-    pub fn keys(&self, pattern: &[u8]) -> Vec<String> {
+    pub fn keys(&self, pattern: &[u8]) -> Vec<Vec<u8>> {
         self.all()
             .flat_map(|g| g.map.iter())
-            .filter(|(k, _)| crate::glob::matches(pattern, k.as_bytes()))
+            .filter(|(k, _)| crate::glob::matches(pattern, k))
             .map(|(k, _)| k.to_owned())
             .collect()
     }
@@ -208,10 +212,10 @@ mod tests {
     fn a_transaction_reports_in_order_and_journals_one_group() {
         struct Groups(Arc<Mutex<Vec<Vec<Mutation>>>>);
         impl super::super::Journal for Groups {
-            fn set(&self, _: &mut dyn Iterator<Item = (&str, &str)>) {
+            fn set(&self, _: &mut dyn Iterator<Item = (&[u8], &[u8])>) {
                 panic!("not one group");
             }
-            fn del(&self, _: &mut dyn Iterator<Item = &str>) {
+            fn del(&self, _: &mut dyn Iterator<Item = &[u8]>) {
                 panic!("not one group");
             }
             fn clear(&self) {
@@ -228,7 +232,7 @@ mod tests {
             for c in changes {
                 s2.lock()
                     .unwrap()
-                    .push((c.key.to_owned(), c.value.map(str::to_owned)));
+                    .push((c.key.to_vec(), c.value.map(<[u8]>::to_vec)));
             }
         }));
         store.set_watch_all(true);
@@ -236,7 +240,7 @@ mod tests {
         let _ = store.set_journal(Box::new(Groups(groups.clone())));
         store.transaction(None, |tx| {
             tx.set("a", "1", SetIf::Always, false);
-            tx.write([("b", "2"), ("c", "3")].into_iter());
+            tx.write([(&b"b"[..], &b"2"[..]), (b"c", b"3")].into_iter());
             assert_eq!(tx.delete(&["a", "zz"]), vec![true, false]);
             assert_eq!(tx.get("b"), Some(&b"2"[..]));
             assert_eq!(tx.len(), 2);
@@ -244,14 +248,14 @@ mod tests {
         assert_eq!(
             *seen.lock().unwrap(),
             vec![
-                ("a".to_string(), Some("1".to_string())),
-                ("b".into(), Some("2".into())),
-                ("c".into(), Some("3".into())),
-                ("a".into(), None),
+                (b"a".to_vec(), Some(b"1".to_vec())),
+                (b"b".to_vec(), Some(b"2".to_vec())),
+                (b"c".to_vec(), Some(b"3".to_vec())),
+                (b"a".to_vec(), None),
             ]
         );
         assert_eq!(groups.lock().unwrap().len(), 1);
-        assert_eq!(store.get("c").as_deref(), Some("3"));
+        assert_eq!(store.get("c").as_deref(), Some(&b"3"[..]));
     }
 
     #[test]
@@ -260,14 +264,16 @@ mod tests {
         store.write(&[("a", "1"), ("b", "2")]);
         let other = (0..1000)
             .map(|i| format!("k{i}"))
-            .find(|k| store.shard_of(k) != store.shard_of("a"))
+            .find(|k| store.shard_of(k.as_bytes()) != store.shard_of(b"a"))
             .unwrap();
-        store.transaction(Some(&["a"]), |tx| {
+        store.transaction(Some(&[b"a"]), |tx| {
             tx.set("a", "3", SetIf::Always, false);
             // Another shard is free meanwhile.
-            assert!(store.shards[store.shard_of(&other)].try_write().is_ok());
+            assert!(store.shards[store.shard_of(other.as_bytes())]
+                .try_write()
+                .is_ok());
         });
-        assert_eq!(store.get("a").as_deref(), Some("3"));
+        assert_eq!(store.get("a").as_deref(), Some(&b"3"[..]));
     }
 
     #[test]

@@ -37,7 +37,7 @@ pub(super) fn push_pmessage(
 
 impl Reactor {
     /// Forwards store changes to everyone who listens.
-    pub(super) fn notify(&mut self, changes: &[(String, Option<String>)]) {
+    pub(super) fn notify(&mut self, changes: &[(Vec<u8>, Option<Vec<u8>>)]) {
         let wide = self.subs.has_patterns()
             || !self.subs.subscribers(keyevent_channel(false)).is_empty()
             || !self.subs.subscribers(keyevent_channel(true)).is_empty();
@@ -62,7 +62,7 @@ impl Reactor {
                             continue;
                         }
                         let proto = s.proto();
-                        push_message(s.notices(), proto, space.as_bytes(), ev_name);
+                        push_message(s.notices(), proto, &space, ev_name);
                     } else {
                         if notice.is_empty() {
                             fifo_wire::push_notification(&mut notice, key, value.as_deref());
@@ -93,26 +93,26 @@ impl Reactor {
                     for &sid in sids {
                         if let Some(s) = self.sessions.get_mut(sid) {
                             let proto = s.proto();
-                            push_pmessage(s.notices(), proto, pattern, space.as_bytes(), ev_name);
+                            push_pmessage(s.notices(), proto, pattern, &space, ev_name);
                             self.dirty.push(sid);
                         }
                     }
                 }
             }
             if flags.keyevent(deleted) {
-                self.publish(keyevent_channel(deleted), key.as_bytes());
+                self.publish(keyevent_channel(deleted), key);
             }
         }
     }
 
     /// Sends `payload` to the RESP subscribers of `channel` and of every
     /// pattern matching it; returns how many messages were queued.
-    pub(super) fn publish(&mut self, channel: &str, payload: &[u8]) -> usize {
+    pub(super) fn publish(&mut self, channel: &[u8], payload: &[u8]) -> usize {
         let mut n = 0;
         for &sid in self.subs.subscribers(channel) {
             if let Some(s) = self.sessions.get_mut(sid).filter(|s| s.is_resp()) {
                 let proto = s.proto();
-                push_message(s.notices(), proto, channel.as_bytes(), payload);
+                push_message(s.notices(), proto, channel, payload);
                 self.dirty.push(sid);
                 n += 1;
             }
@@ -121,7 +121,7 @@ impl Reactor {
             for &sid in sids {
                 if let Some(s) = self.sessions.get_mut(sid) {
                     let proto = s.proto();
-                    push_pmessage(s.notices(), proto, pattern, channel.as_bytes(), payload);
+                    push_pmessage(s.notices(), proto, pattern, channel, payload);
                     self.dirty.push(sid);
                     n += 1;
                 }
@@ -131,7 +131,7 @@ impl Reactor {
     }
 
     /// Ends `sid`'s subscription to `channel`; false if it had none.
-    pub(super) fn drop_channel(&mut self, sid: SessionId, channel: &str) -> bool {
+    pub(super) fn drop_channel(&mut self, sid: SessionId, channel: &[u8]) -> bool {
         let Some(s) = self.sessions.get_mut(sid) else {
             return false;
         };
@@ -140,7 +140,7 @@ impl Reactor {
         }
         self.subs.unsubscribe(channel, sid);
         if let Some(key) = channel_key(channel) {
-            self.pool.unwatch(vec![key.to_owned()]);
+            self.pool.unwatch(vec![key.to_vec()]);
         } else if is_keyevent(channel) {
             self.refilter();
         }
@@ -168,7 +168,7 @@ impl Reactor {
             self.subs.unsubscribe(&channel, sid);
             match channel_key(&channel) {
                 // A watch still on its way is undone when its answer comes.
-                Some(key) if !s.unconfirmed.iter().any(|k| k == key) => keys.push(key.to_owned()),
+                Some(key) if !s.unconfirmed.iter().any(|k| k == key) => keys.push(key.to_vec()),
                 Some(_) => {}
                 None => wide |= is_keyevent(&channel),
             }

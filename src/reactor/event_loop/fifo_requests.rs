@@ -60,7 +60,7 @@ impl Reactor {
                 return self.close(sid, Close::Quiet);
             }
             Request::Unsubscribe(key) => {
-                let was = self.drop_channel(sid, &keyspace_channel(&key));
+                let was = self.drop_channel(sid, &keyspace_channel(key.as_bytes()));
                 if let Some(s) = self.sessions.get_mut(sid) {
                     protocol::push_response(s.replies(), answer, if was { OK } else { FAIL });
                 }
@@ -69,7 +69,7 @@ impl Reactor {
             }
             Request::Subscribe(key) => {
                 if s.channels.len() >= self.opts.max_subscriptions
-                    && !s.channels.contains(&keyspace_channel(&key))
+                    && !s.channels.contains(&keyspace_channel(key.as_bytes()))
                 {
                     crate::log_warn!(
                         "client {}: subscription limit ({}) reached, not subscribed to {key}",
@@ -80,9 +80,9 @@ impl Reactor {
                     self.dirty.push(sid);
                     return;
                 }
-                StoreOp::Subscribe(key)
+                StoreOp::Subscribe(key.into_bytes())
             }
-            Request::Read(key) => match self.pool.store().try_get_bytes(&key) {
+            Request::Read(key) => match self.pool.store().try_get(&key) {
                 // A read whose shard is free is answered here and now: two
                 // thread hand-offs fewer, and still no waiting on a lock.
                 Ok(value) => {
@@ -90,15 +90,15 @@ impl Reactor {
                     self.dirty.push(sid);
                     return;
                 }
-                Err(_) => StoreOp::Batch(vec![Ok(Command::Get(key))]),
+                Err(_) => StoreOp::Batch(vec![Ok(Command::Get(key.into_bytes()))]),
             },
             Request::Write(key, value) => StoreOp::Batch(vec![Ok(Command::Set {
-                key,
-                value,
+                key: key.into_bytes(),
+                value: value.into_bytes(),
                 cond: SetIf::Always,
                 reply: SetReply::Ok,
             })]),
-            Request::Delete(key) => StoreOp::Batch(vec![Ok(Command::Del(vec![key]))]),
+            Request::Delete(key) => StoreOp::Batch(vec![Ok(Command::Del(vec![key.into_bytes()]))]),
         };
         s.busy = true;
         s.fifo_op = op;
@@ -107,7 +107,7 @@ impl Reactor {
 
     /// The store's answer to a FIFO SUBSCRIBE: `'1'` when the key exists and
     /// the subscription is taken (SPEC section 3), `'0'` otherwise.
-    pub(super) fn fifo_subscribed(&mut self, sid: SessionId, key: String, exists: bool) {
+    pub(super) fn fifo_subscribed(&mut self, sid: SessionId, key: Vec<u8>, exists: bool) {
         let Some(s) = self.sessions.get_mut(sid) else {
             return;
         };

@@ -432,8 +432,7 @@ impl Reactor {
                 ),
             },
             "publish" if n == 3 => {
-                let channel = String::from_utf8_lossy(args[1]).into_owned();
-                let receivers = self.publish(&channel, args[2]);
+                let receivers = self.publish(args[1], args[2]);
                 resp::push_int(out, receivers as i64);
             }
             "multi" | "exec" | "discard" | "unwatch" if n == 1 => {
@@ -481,7 +480,8 @@ mod tests {
     use super::connection::same_secret;
     use super::store_commands::store_command;
     use super::*;
-    use crate::reactor::command::Command;
+    use crate::reactor::command::{Command, SetReply};
+    use crate::store::SetIf;
 
     #[test]
     fn unknown_command_text_is_redis_s() {
@@ -506,10 +506,17 @@ mod tests {
             store_command("mset", &[b"mset", b"a", b"1", b"b"], info),
             Err(arity_error("mset"))
         );
-        assert!(matches!(
-            store_command("set", &[b"set", b"a b", b"1"], info),
-            Err(Reply::Error(e)) if e.contains("40 bytes")
-        ));
+        // Any bytes are a key or value, as in Redis.
+        let long = [b'k'; 41];
+        assert_eq!(
+            store_command("set", &[b"set", b"a b", b"\0\xff"], info),
+            Ok(Command::Set {
+                key: b"a b".to_vec(),
+                value: b"\0\xff".to_vec(),
+                cond: SetIf::Always,
+                reply: SetReply::Ok
+            })
+        );
         assert!(matches!(
             store_command("set", &[b"set", b"k", b"v", b"EX", b"10"], info),
             Err(Reply::Error(e)) if e.contains("EX")
@@ -519,8 +526,8 @@ mod tests {
             Err(syntax_error())
         );
         assert_eq!(
-            store_command("get", &[b"get", &[b'k'; 41]], info),
-            Err(Reply::Value(None))
+            store_command("get", &[b"get", &long], info),
+            Ok(Command::Get(long.to_vec()))
         );
         assert_eq!(
             store_command("scan", &[b"scan", b"x"], info),

@@ -24,13 +24,12 @@ impl Reactor {
             let added = if pattern {
                 !full && s.patterns.insert(raw.to_vec())
             } else {
-                let channel = String::from_utf8_lossy(raw).into_owned();
-                !full && !s.channels.contains(&channel) && {
-                    if let Some(k) = channel_key(&channel) {
-                        keys.push(k.to_owned());
+                !full && !s.channels.contains(raw) && {
+                    if let Some(k) = channel_key(raw) {
+                        keys.push(k.to_vec());
                     }
-                    wide |= is_keyevent(&channel);
-                    s.channels.insert(channel)
+                    wide |= is_keyevent(raw);
+                    s.channels.insert(raw.to_vec())
                 }
             };
             if added {
@@ -38,7 +37,7 @@ impl Reactor {
                     self.subs.psubscribe(raw, sid);
                     wide = true;
                 } else {
-                    self.subs.subscribe(&String::from_utf8_lossy(raw), sid);
+                    self.subs.subscribe(raw, sid);
                 }
             } else if full {
                 crate::log_warn!(
@@ -97,7 +96,7 @@ impl Reactor {
         } else if pattern {
             s.patterns.iter().cloned().collect()
         } else {
-            s.channels.iter().map(|c| c.clone().into_bytes()).collect()
+            s.channels.iter().cloned().collect()
         };
         let kind: &[u8] = if pattern {
             b"punsubscribe"
@@ -109,7 +108,7 @@ impl Reactor {
             if pattern {
                 self.drop_pattern(sid, name);
             } else {
-                self.drop_channel(sid, &String::from_utf8_lossy(name));
+                self.drop_channel(sid, name);
             }
             let count = self.sessions.get(sid).map_or(0, |s| s.subscription_count());
             resp::push_push_len(out, 3, proto);
@@ -136,7 +135,7 @@ impl Reactor {
                 let names = self.subs.channels_matching(args.get(2).copied());
                 resp::push_array_len(out, names.len());
                 for n in names {
-                    resp::push_bulk(out, n.as_bytes());
+                    resp::push_bulk(out, n);
                 }
             }
             // A flat array even in RESP3, as Redis 7.0 sends it.
@@ -144,7 +143,7 @@ impl Reactor {
                 resp::push_array_len(out, 2 * (n - 2));
                 for ch in &args[2..] {
                     resp::push_bulk(out, ch);
-                    let count = self.subs.subscribers(&String::from_utf8_lossy(ch)).len();
+                    let count = self.subs.subscribers(ch).len();
                     resp::push_int(out, count as i64);
                 }
             }

@@ -56,7 +56,7 @@ impl Reactor {
             ),
             (
                 "client-query-buffer-limit",
-                crate::reactor::session::QUERY_LIMIT.to_string(),
+                crate::reactor::session::BULK_QUERY_LIMIT.to_string(),
             ),
             ("proto-max-bulk-len", resp::MAX_BULK.to_string()),
             ("maxmemory", "0".into()),

@@ -2,34 +2,15 @@
 //! turned into [`Command`]s (or into the reply they get without the store).
 
 use super::{arity_error, eq, not_integer, parse_u64, syntax_error};
-use crate::protocol::text_rules::validate as validate_string;
 use crate::reactor::command::{Command, Pairs, Reply, SetReply};
 use crate::reactor::store_ops::BatchItem;
 use crate::store::SetIf;
 
-/// A key or value to store: SPEC's rules, or an error naming them.
-fn storable_str(arg: &[u8]) -> Result<&str, Reply> {
-    validate_string(arg).map_err(|e| {
-        Reply::Error(format!(
-            "ERR {e}: kvs keys and values are 1 to 40 bytes of UTF-8 without whitespace, NUL or any of , ( ) [ ]"
-        ))
-    })
-}
-
-fn storable(arg: &[u8]) -> Result<String, Reply> {
-    storable_str(arg).map(str::to_owned)
-}
-
-/// A key to look up: one kvs cannot hold cannot exist, so it reads as
-/// absent (`None`) rather than as an error.
-fn lookup(arg: &[u8]) -> Option<String> {
-    validate_string(arg).ok().map(str::to_owned)
-}
-
 /// SET's arguments after the key and value.
 fn set_command(args: &[&[u8]]) -> BatchItem {
-    let key = storable(args[1])?;
-    let value = storable(args[2])?;
+    // Keys and values are any bytes, as in Redis (the course formats'
+    // rules bind only what FIFO and job clients send).
+    let (key, value) = (args[1].to_vec(), args[2].to_vec());
     let (mut cond, mut reply) = (SetIf::Always, SetReply::Ok);
     for opt in &args[3..] {
         if eq(opt, "nx") && cond != SetIf::Present {
@@ -109,20 +90,15 @@ pub(super) fn store_command(
     if !arity_ok {
         return Err(arity_error(name));
     }
-    let lookups = || {
-        args[1..]
-            .iter()
-            .filter_map(|a| lookup(a))
-            .collect::<Vec<_>>()
-    };
+    let keys = || args[1..].iter().map(|a| a.to_vec()).collect::<Vec<_>>();
     Ok(match name {
-        "get" => Command::Get(lookup(args[1]).ok_or(Reply::Value(None))?),
-        "type" => Command::Type(lookup(args[1]).ok_or(Reply::Status("none"))?),
-        "strlen" => Command::Strlen(lookup(args[1]).ok_or(Reply::Int(0))?),
+        "get" => Command::Get(args[1].to_vec()),
+        "type" => Command::Type(args[1].to_vec()),
+        "strlen" => Command::Strlen(args[1].to_vec()),
         "set" => return set_command(args),
         "setnx" | "getset" => Command::Set {
-            key: storable(args[1])?,
-            value: storable(args[2])?,
+            key: args[1].to_vec(),
+            value: args[2].to_vec(),
             cond: if name == "setnx" {
                 SetIf::Absent
             } else {
@@ -134,22 +110,16 @@ pub(super) fn store_command(
                 SetReply::Old
             },
         },
-        // A key kvs cannot hold is looked up as "", which never exists.
-        "mget" => Command::MGet(
-            args[1..]
-                .iter()
-                .map(|a| lookup(a).unwrap_or_default())
-                .collect(),
-        ),
+        "mget" => Command::MGet(keys()),
         "mset" => {
             let mut pairs = Pairs::default();
             for kv in args[1..].chunks(2) {
-                pairs.push(storable_str(kv[0])?, storable_str(kv[1])?);
+                pairs.push(kv[0], kv[1]);
             }
             Command::MSet(pairs)
         }
-        "del" | "unlink" => Command::Del(lookups()),
-        "exists" => Command::Exists(lookups()),
+        "del" | "unlink" => Command::Del(keys()),
+        "exists" => Command::Exists(keys()),
         "keys" => Command::Keys(args[1].to_vec()),
         "scan" => return scan_command(args),
         "dbsize" => Command::DbSize,
@@ -169,7 +139,7 @@ pub(super) fn try_reads(store: &crate::store::Store, batch: &[BatchItem]) -> Opt
     batch
         .iter()
         .map(|item| match item {
-            Ok(Command::Get(k)) => store.try_get_bytes(k).ok().map(Reply::Value),
+            Ok(Command::Get(k)) => store.try_get(k).ok().map(Reply::Value),
             Ok(_) => None,
             Err(reply) => Some(reply.clone()),
         })

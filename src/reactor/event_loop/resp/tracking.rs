@@ -21,7 +21,7 @@ use std::collections::HashMap;
 /// The keys each tracking client may have cached.
 #[derive(Debug, Default)]
 pub struct TrackingTable {
-    keys: HashMap<String, Vec<SessionId>>,
+    keys: HashMap<Vec<u8>, Vec<SessionId>>,
     clients: usize,
 }
 
@@ -68,7 +68,7 @@ impl Reactor {
             return;
         }
         for k in cmd.keys().unwrap_or_default() {
-            let who = self.tracking.keys.entry(k.to_owned()).or_default();
+            let who = self.tracking.keys.entry(k.to_vec()).or_default();
             if !who.contains(&sid) {
                 who.push(sid);
             }
@@ -78,9 +78,9 @@ impl Reactor {
     /// Tells tracking clients of `changes`.
     pub(in crate::reactor::event_loop) fn invalidate(
         &mut self,
-        changes: &[(String, Option<String>)],
+        changes: &[(Vec<u8>, Option<Vec<u8>>)],
     ) {
-        let mut told: HashMap<SessionId, Vec<&str>> = HashMap::new();
+        let mut told: HashMap<SessionId, Vec<&[u8]>> = HashMap::new();
         let bcast: Vec<(SessionId, Vec<Vec<u8>>)> = self
             .sessions
             .iter()
@@ -94,13 +94,13 @@ impl Reactor {
             })
             .collect();
         for (key, _) in changes {
-            if let Some(who) = self.tracking.keys.remove(key.as_str()) {
+            if let Some(who) = self.tracking.keys.remove(key.as_slice()) {
                 for sid in who {
                     told.entry(sid).or_default().push(key);
                 }
             }
             for (sid, prefixes) in &bcast {
-                if prefixes.is_empty() || prefixes.iter().any(|p| key.as_bytes().starts_with(p)) {
+                if prefixes.is_empty() || prefixes.iter().any(|p| key.starts_with(p)) {
                     told.entry(*sid).or_default().push(key);
                 }
             }
@@ -123,7 +123,7 @@ impl Reactor {
         }
     }
 
-    fn send_invalidation(&mut self, sid: SessionId, keys: &[&str]) {
+    fn send_invalidation(&mut self, sid: SessionId, keys: &[&[u8]]) {
         let Some(target) = self.invalidation_target(sid) else {
             return;
         };
@@ -134,7 +134,7 @@ impl Reactor {
         if s.proto() >= 3 {
             resp::push_push_len(&mut msg, 2, 3);
             resp::push_bulk(&mut msg, b"invalidate");
-        } else if s.channels.contains(INVALIDATE_CHANNEL) {
+        } else if s.channels.contains(INVALIDATE_CHANNEL.as_bytes()) {
             resp::push_array_len(&mut msg, 3);
             resp::push_bulk(&mut msg, b"message");
             resp::push_bulk(&mut msg, INVALIDATE_CHANNEL.as_bytes());
@@ -144,7 +144,7 @@ impl Reactor {
         }
         resp::push_array_len(&mut msg, keys.len());
         for k in keys {
-            resp::push_bulk(&mut msg, k.as_bytes());
+            resp::push_bulk(&mut msg, k);
         }
         s.notices().extend_from_slice(&msg);
         self.dirty.push(target);

@@ -166,10 +166,7 @@ impl Reactor {
             "watch" if in_multi => resp::push_error(out, "ERR WATCH inside MULTI is not allowed"),
             _ => {
                 // WATCH: answered once the store has given the counts.
-                let keys: Vec<String> = args[1..]
-                    .iter()
-                    .map(|k| String::from_utf8_lossy(k).into_owned())
-                    .collect();
+                let keys: Vec<Vec<u8>> = args[1..].iter().map(|k| k.to_vec()).collect();
                 if let Some(s) = self.sessions.get_mut(sid) {
                     s.busy = true;
                     let generation = s.generation;
