@@ -5,7 +5,8 @@
 //! bytes. Nothing here knows about bytes on a wire.
 
 pub use crate::protocol::reply::Reply;
-use crate::store::{SetIf, Store, Transaction};
+use crate::reactor::strings::{self, Outcome, StringOp};
+use crate::store::{KeyEvent, SetIf, Store, Transaction};
 
 /// What SET-like commands answer.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -51,7 +52,7 @@ impl Pairs {
 
 /// A store command. Keys and values are bytes, any bytes; the course
 /// formats check their own narrower rules before they get here.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq)]
 pub enum Command {
     Get(Vec<u8>),
     Set {
@@ -77,6 +78,33 @@ pub enum Command {
         pattern: Option<Vec<u8>>,
     },
     DbSize,
+    /// INCR, APPEND, SETRANGE, GETDEL and the like: one read-modify-write
+    /// step under the key's lock ([`strings`]).
+    Update {
+        key: Vec<u8>,
+        op: StringOp,
+    },
+    GetRange {
+        key: Vec<u8>,
+        start: i64,
+        end: i64,
+    },
+    /// Sets every pair, or none if any key exists (answers 1 or 0).
+    MSetNx(Pairs),
+    /// RENAME (`nx`: RENAMENX).
+    Rename {
+        from: Vec<u8>,
+        to: Vec<u8>,
+        nx: bool,
+    },
+    Copy {
+        from: Vec<u8>,
+        to: Vec<u8>,
+        replace: bool,
+    },
+    RandomKey,
+    /// OBJECT ENCODING.
+    Encoding(Vec<u8>),
     /// FLUSHDB / FLUSHALL: every key deleted, each deletion notified.
     Flush,
     /// INFO: the sections the reactor wrote, and whether to add the
@@ -99,7 +127,14 @@ impl Command {
     /// refused while the log cannot be written).
     pub fn is_mutation(&self) -> bool {
         match self {
-            Command::Set { .. } | Command::MSet(_) | Command::Del(_) | Command::Flush => true,
+            Command::Set { .. }
+            | Command::MSet(_)
+            | Command::Del(_)
+            | Command::Flush
+            | Command::Update { .. }
+            | Command::MSetNx(_)
+            | Command::Rename { .. }
+            | Command::Copy { .. } => true,
             Command::Exec { queued, .. } => queued
                 .iter()
                 .any(|c| c.as_ref().is_ok_and(Command::is_mutation)),
@@ -111,12 +146,21 @@ impl Command {
     /// every key (KEYS, DBSIZE, FLUSHDB, INFO's keyspace).
     pub fn keys(&self) -> Option<Vec<&[u8]>> {
         match self {
-            Command::Get(k) | Command::Type(k) | Command::Strlen(k) => Some(vec![k.as_slice()]),
-            Command::Set { key, .. } => Some(vec![key.as_slice()]),
+            Command::Get(k) | Command::Type(k) | Command::Strlen(k) | Command::Encoding(k) => {
+                Some(vec![k.as_slice()])
+            }
+            Command::Set { key, .. }
+            | Command::Update { key, .. }
+            | Command::GetRange { key, .. } => Some(vec![key.as_slice()]),
+            Command::Rename { from, to, .. } | Command::Copy { from, to, .. } => {
+                Some(vec![from.as_slice(), to.as_slice()])
+            }
             Command::MGet(k) | Command::Del(k) | Command::Exists(k) => {
                 Some(k.iter().map(Vec::as_slice).collect())
             }
-            Command::MSet(pairs) => Some(pairs.iter().map(|(k, _)| k).collect()),
+            Command::MSet(pairs) | Command::MSetNx(pairs) => {
+                Some(pairs.iter().map(|(k, _)| k).collect())
+            }
             Command::Info {
                 keyspace: false, ..
             } => Some(Vec::new()),
@@ -156,11 +200,91 @@ fn execute_in(tx: &mut Transaction<'_>, cmd: Command) -> Reply {
             Reply::Ok
         }
         Command::Info { text, keyspace } => Reply::Text(info_text(text, keyspace, tx.len())),
+        Command::Update { key, op } => update(tx, &key, &op),
+        Command::GetRange { key, start, end } => Reply::Value(Some(
+            strings::range(tx.get(&key).unwrap_or_default(), start, end).to_vec(),
+        )),
+        Command::MSetNx(pairs) => {
+            if pairs.iter().any(|(k, _)| tx.contains(k)) {
+                return Reply::Int(0);
+            }
+            tx.write(pairs.iter());
+            Reply::Int(1)
+        }
+        Command::Rename { from, to, nx } => rename(tx, &from, &to, nx),
+        Command::Copy { from, to, replace } => copy(tx, &from, &to, replace),
+        Command::RandomKey => {
+            let keys = tx.keys(b"*");
+            Reply::Value(crate::store::pick(&keys).cloned())
+        }
+        Command::Encoding(k) => Reply::Value(tx.get(&k).map(|v| strings::encoding(v).into())),
         // Refused when queued (see the RESP transaction module).
         Command::Scan { .. } | Command::Exec { .. } => {
             Reply::Error("ERR this command cannot run inside a transaction".into())
         }
     }
+}
+
+/// A read-modify-write of one key ([`StringOp`]).
+fn update(tx: &mut Transaction<'_>, key: &[u8], op: &StringOp) -> Reply {
+    let event = match op {
+        StringOp::IncrBy(_) => KeyEvent::IncrBy,
+        StringOp::IncrByFloat(_) => KeyEvent::IncrByFloat,
+        StringOp::Append(_) => KeyEvent::Append,
+        StringOp::SetRange(..) => KeyEvent::SetRange,
+        StringOp::GetDel => KeyEvent::Del,
+    };
+    match strings::apply(op, tx.get(key)) {
+        Err(e) => Reply::Error(e.into()),
+        Ok(Outcome::SetInt(v, n)) => {
+            tx.put(key, &v, event);
+            Reply::Int(n)
+        }
+        Ok(Outcome::SetBulk(v)) => {
+            tx.put(key, &v, event);
+            Reply::Value(Some(v))
+        }
+        Ok(Outcome::KeepInt(n)) => Reply::Int(n),
+        Ok(Outcome::Deleted(old)) => {
+            tx.remove(key, event);
+            Reply::Value(old)
+        }
+    }
+}
+
+/// RENAME / RENAMENX, as Redis 7: a missing source is an error; a key
+/// renamed to itself is left alone.
+fn rename(tx: &mut Transaction<'_>, from: &[u8], to: &[u8], nx: bool) -> Reply {
+    let Some(value) = tx.get(from).map(<[u8]>::to_vec) else {
+        return Reply::Error("ERR no such key".into());
+    };
+    if from == to {
+        return if nx { Reply::Int(0) } else { Reply::Ok };
+    }
+    if nx && tx.contains(to) {
+        return Reply::Int(0);
+    }
+    tx.remove(from, KeyEvent::RenameFrom);
+    tx.put(to, &value, KeyEvent::RenameTo);
+    if nx {
+        Reply::Int(1)
+    } else {
+        Reply::Ok
+    }
+}
+
+fn copy(tx: &mut Transaction<'_>, from: &[u8], to: &[u8], replace: bool) -> Reply {
+    if from == to {
+        return Reply::Error("ERR source and destination objects are the same".into());
+    }
+    let Some(value) = tx.get(from).map(<[u8]>::to_vec) else {
+        return Reply::Int(0);
+    };
+    if !replace && tx.contains(to) {
+        return Reply::Int(0);
+    }
+    tx.put(to, &value, KeyEvent::CopyTo);
+    Reply::Int(1)
 }
 
 fn set_reply((applied, old): (bool, Option<Vec<u8>>), reply: SetReply) -> Reply {
@@ -227,6 +351,25 @@ pub fn execute(store: &Store, cmd: Command) -> Reply {
             Reply::Ok
         }
         Command::Info { text, keyspace } => Reply::Text(info_text(text, keyspace, store.len())),
+        Command::GetRange { key, start, end } => Reply::Value(Some(
+            strings::range(&store.get(&key).unwrap_or_default(), start, end).to_vec(),
+        )),
+        Command::Encoding(k) => Reply::Value(store.get(&k).map(|v| strings::encoding(&v).into())),
+        Command::RandomKey => Reply::Value(store.random_key()),
+        cmd @ (Command::Update { .. }
+        | Command::MSetNx(_)
+        | Command::Rename { .. }
+        | Command::Copy { .. }) => {
+            // One step under the locks of its keys' shards.
+            let keys: Vec<Vec<u8>> = cmd
+                .keys()
+                .unwrap_or_default()
+                .into_iter()
+                .map(<[u8]>::to_vec)
+                .collect();
+            let keys: Vec<&[u8]> = keys.iter().map(Vec::as_slice).collect();
+            store.transaction(Some(&keys), |tx| execute_in(tx, cmd))
+        }
         Command::Exec { watched, queued } => {
             // The shards of the keys it names, or all of them for a command
             // that looks at every key. Owned: the commands move on into

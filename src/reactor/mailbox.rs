@@ -31,7 +31,7 @@ pub enum OpResult {
 #[derive(Debug)]
 pub enum Event {
     /// Changes to the store, in the order they were applied.
-    Changes(Vec<(Vec<u8>, Option<Vec<u8>>)>),
+    Changes(Vec<(Vec<u8>, Option<Vec<u8>>, crate::store::KeyEvent)>),
     /// Store operations finished: each session's answer, with the
     /// session's slab index and generation.
     Done(Vec<(SessionId, u64, OpResult)>),

@@ -23,6 +23,7 @@ pub mod registration;
 pub mod session;
 pub mod settings;
 pub mod store_ops;
+pub mod strings;
 
 use crate::backup::Backups;
 use crate::jobs::run_folder_until;
@@ -224,7 +225,7 @@ pub fn run_server(cfg: ServerConfig<'_>) -> Result<(), ServerError> {
 /// wake-up.
 pub fn change_hook(mailbox: Arc<Mailbox>, filter: Arc<ChangeFilter>) -> ChangeHook {
     Box::new(move |changes| {
-        let wanted = |c: &&Change<'_>| c.watched || filter.wants(c.key, c.value.is_none());
+        let wanted = |c: &&Change<'_>| c.watched || filter.wants(c.key, c.event);
         // Most writes change one key: turn it down before anything else.
         if let [one] = changes {
             if !wanted(&one) {
@@ -234,7 +235,7 @@ pub fn change_hook(mailbox: Arc<Mailbox>, filter: Arc<ChangeFilter>) -> ChangeHo
         let owned: Vec<_> = changes
             .iter()
             .filter(wanted)
-            .map(|c| (c.key.to_vec(), c.value.map(<[u8]>::to_vec)))
+            .map(|c| (c.key.to_vec(), c.value.map(<[u8]>::to_vec), c.event))
             .collect();
         if !owned.is_empty() {
             mailbox.post(Event::Changes(owned));

@@ -4,8 +4,10 @@
 //! (Redis starts with nothing), so code that expects notifications without
 //! asking gets them.
 
-/// The classes kvs's changes fall in: a SET is a string event (`$`), a
-/// deletion a generic one (`g`).
+use crate::store::{EventClass, KeyEvent};
+
+/// The classes kvs's changes fall in ([`KeyEvent::class`]): a SET is a
+/// string event (`$`), a deletion a generic one (`g`).
 const GENERIC: u16 = 1 << 0;
 const STRING: u16 = 1 << 1;
 const KEYSPACE: u16 = 1 << 11;
@@ -91,22 +93,21 @@ impl NotifyFlags {
         s
     }
 
-    fn class(deleted: bool) -> u16 {
-        if deleted {
-            GENERIC
-        } else {
-            STRING
+    fn class(event: KeyEvent) -> u16 {
+        match event.class() {
+            EventClass::Generic => GENERIC,
+            EventClass::String => STRING,
         }
     }
 
     /// Whether a change's message goes out on its key's keyspace channel.
-    pub fn keyspace(self, deleted: bool) -> bool {
-        self.0 & KEYSPACE != 0 && self.0 & Self::class(deleted) != 0
+    pub fn keyspace(self, event: KeyEvent) -> bool {
+        self.0 & KEYSPACE != 0 && self.0 & Self::class(event) != 0
     }
 
     /// Whether it goes out on the key-event channel.
-    pub fn keyevent(self, deleted: bool) -> bool {
-        self.0 & KEYEVENT != 0 && self.0 & Self::class(deleted) != 0
+    pub fn keyevent(self, event: KeyEvent) -> bool {
+        self.0 & KEYEVENT != 0 && self.0 & Self::class(event) != 0
     }
 }
 
@@ -123,8 +124,9 @@ mod tests {
         assert_eq!(NotifyFlags::parse(b"Kx").unwrap().text(), "xK");
         assert!(NotifyFlags::parse(b"Q").is_none());
         let f = NotifyFlags::parse(b"E$").unwrap();
-        assert!(f.keyevent(false) && !f.keyevent(true) && !f.keyspace(false));
+        let (set, del) = (KeyEvent::Set, KeyEvent::Del);
+        assert!(f.keyevent(set) && !f.keyevent(del) && !f.keyspace(set));
         let f = NotifyFlags::parse(b"Kg").unwrap();
-        assert!(f.keyspace(true) && !f.keyspace(false) && !f.keyevent(true));
+        assert!(f.keyspace(del) && !f.keyspace(set) && !f.keyevent(del));
     }
 }

@@ -12,7 +12,7 @@
 //! the change is worth a trip to the reactor.
 
 use crate::glob;
-use crate::store::Store;
+use crate::store::{KeyEvent, Store};
 use std::borrow::Borrow;
 use std::cell::RefCell;
 use std::collections::HashMap;
@@ -26,31 +26,12 @@ pub type SessionId = usize;
 pub const KEYSPACE: &str = "__keyspace@0__:";
 pub const KEYEVENT: &str = "__keyevent@0__:";
 
-/// The event name of a change.
-pub fn event(deleted: bool) -> &'static str {
-    if deleted {
-        "del"
-    } else {
-        "set"
-    }
-}
-
 /// Channel names, like keys, are bytes (Redis's are binary-safe).
 pub fn keyspace_channel(key: &[u8]) -> Vec<u8> {
     let mut c = Vec::with_capacity(KEYSPACE.len() + key.len());
     c.extend_from_slice(KEYSPACE.as_bytes());
     c.extend_from_slice(key);
     c
-}
-
-/// The key-event channel of a change: a fixed name, so nothing is built
-/// for it on each change.
-pub fn keyevent_channel(deleted: bool) -> &'static [u8] {
-    if deleted {
-        b"__keyevent@0__:del"
-    } else {
-        b"__keyevent@0__:set"
-    }
 }
 
 /// The key a keyspace channel is about, if it is one.
@@ -62,10 +43,7 @@ pub fn channel_key(channel: &[u8]) -> Option<&[u8]> {
 
 /// Whether the channel is a key-event channel kvs publishes on.
 pub fn is_keyevent(channel: &[u8]) -> bool {
-    matches!(
-        channel.strip_prefix(KEYEVENT.as_bytes()),
-        Some(b"set" | b"del")
-    )
+    KeyEvent::of_channel(channel).is_some()
 }
 
 /// Channel and pattern subscriptions of all sessions.
@@ -164,11 +142,11 @@ impl Subscriptions {
 
     /// What the store must report beyond watched keys, right now.
     pub fn filter_list(&self) -> FilterList {
-        FilterList::new(
-            self.by_pattern.keys().map(Vec::as_slice),
-            self.by_channel.contains_key(keyevent_channel(false)),
-            self.by_channel.contains_key(keyevent_channel(true)),
-        )
+        let events = KeyEvent::ALL
+            .into_iter()
+            .filter(|e| self.by_channel.contains_key(e.channel()))
+            .fold(0, |bits, e| bits | e.bit());
+        FilterList::new(self.by_pattern.keys().map(Vec::as_slice), events)
     }
 
     pub fn clear(&mut self) {
@@ -224,39 +202,38 @@ impl SpacePattern {
 }
 
 /// The subscriptions that may want a change to any key. Key-event
-/// channels are two fixed names, so which patterns match them is settled
-/// when the list is made; only keyspace patterns are matched per change.
+/// channels are fixed names, so which patterns match them is settled when
+/// the list is made; only keyspace patterns are matched per change.
 #[derive(Debug, Default, Clone, PartialEq, Eq)]
 pub struct FilterList {
     patterns: Vec<SpacePattern>,
-    set_events: bool,
-    del_events: bool,
+    /// The events ([`KeyEvent::bit`]) whose key-event channel someone
+    /// hears.
+    events: u32,
     /// Every change (clients track keys for their caches).
     everything: bool,
 }
 
 impl FilterList {
-    fn new<'a>(
-        patterns: impl Iterator<Item = &'a [u8]>,
-        set_events: bool,
-        del_events: bool,
-    ) -> Self {
+    fn new<'a>(patterns: impl Iterator<Item = &'a [u8]>, events: u32) -> Self {
         let mut list = FilterList {
             patterns: Vec::new(),
-            set_events,
-            del_events,
+            events,
             everything: false,
         };
         for p in patterns {
-            list.set_events |= glob::matches(p, keyevent_channel(false));
-            list.del_events |= glob::matches(p, keyevent_channel(true));
+            for e in KeyEvent::ALL {
+                if glob::matches(p, e.channel()) {
+                    list.events |= e.bit();
+                }
+            }
             list.patterns.extend(SpacePattern::new(p));
         }
         list
     }
 
     pub fn is_empty(&self) -> bool {
-        self.patterns.is_empty() && !self.set_events && !self.del_events && !self.everything
+        self.patterns.is_empty() && self.events == 0 && !self.everything
     }
 
     /// The list with every change wanted too (CLIENT TRACKING), or not.
@@ -265,12 +242,11 @@ impl FilterList {
         self
     }
 
-    /// Whether a change to `key` (a deletion if `deleted`) is published on
-    /// a channel some pattern or key-event subscriber listens to.
-    pub fn wants(&self, key: &[u8], deleted: bool) -> bool {
+    /// Whether a change to `key` (an `event`) is published on a channel
+    /// some pattern or key-event subscriber listens to.
+    pub fn wants(&self, key: &[u8], event: KeyEvent) -> bool {
         self.everything
-            || (deleted && self.del_events)
-            || (!deleted && self.set_events)
+            || self.events & event.bit() != 0
             || self.patterns.iter().any(|p| p.matches(key))
     }
 }
@@ -319,7 +295,7 @@ impl ChangeFilter {
     /// Whether a change to `key` may interest a pattern or key-event
     /// subscriber.
     #[inline]
-    pub fn wants(&self, key: &[u8], deleted: bool) -> bool {
+    pub fn wants(&self, key: &[u8], event: KeyEvent) -> bool {
         let me = self as *const ChangeFilter as usize;
         let generation = self.generation.load(Ordering::Acquire);
         SEEN.with(|seen| {
@@ -330,7 +306,7 @@ impl ChangeFilter {
                 *seen = Some((me, cur.0, cur.1.clone()));
             }
             seen.as_ref()
-                .is_some_and(|(_, _, list)| list.wants(key, deleted))
+                .is_some_and(|(_, _, list)| list.wants(key, event))
         })
     }
 }
@@ -363,13 +339,8 @@ mod tests {
         assert_eq!(channel_key(b"__keyspace@0__:k"), Some(&b"k"[..]));
         assert_eq!(channel_key(b"__keyspace@0__:"), None);
         assert!(is_keyevent(b"__keyevent@0__:del"));
-        for deleted in [false, true] {
-            assert_eq!(
-                keyevent_channel(deleted),
-                format!("{KEYEVENT}{}", event(deleted)).as_bytes()
-            );
-        }
-        assert!(!is_keyevent(b"__keyevent@0__:expired"));
+        assert!(is_keyevent(b"__keyevent@0__:incrby"));
+        assert!(!is_keyevent(b"__keyevent@0__:nope"));
     }
 
     #[test]
@@ -378,12 +349,14 @@ mod tests {
         assert!(s.filter_list().is_empty());
         s.psubscribe(b"__keyspace@0__:user:*", 1);
         let f = s.filter_list();
-        assert!(f.wants(b"user:1", false) && !f.wants(b"other", false));
+        let (set, del) = (KeyEvent::Set, KeyEvent::Del);
+        assert!(f.wants(b"user:1", set) && !f.wants(b"other", set));
         s.subscribe(b"__keyevent@0__:del", 2);
         let f = s.filter_list();
-        assert!(f.wants(b"other", true) && !f.wants(b"other", false));
+        assert!(f.wants(b"other", del) && !f.wants(b"other", set));
         s.psubscribe(b"__keyevent@0__:s*", 3);
-        assert!(s.filter_list().wants(b"other", false));
+        assert!(s.filter_list().wants(b"other", set));
+        assert!(!s.filter_list().wants(b"other", KeyEvent::IncrBy));
     }
 
     #[test]
@@ -401,23 +374,23 @@ mod tests {
             assert_eq!(hit, want, "{glob} on {key}");
         }
         assert!(SpacePattern::new(b"__keyevent@0__:*").is_none());
-        let events = FilterList::new([&b"__keyevent@0__:d*"[..]].into_iter(), false, false);
-        assert!(events.wants(b"any", true) && !events.wants(b"any", false));
+        let events = FilterList::new([&b"__keyevent@0__:d*"[..]].into_iter(), 0);
+        assert!(events.wants(b"any", KeyEvent::Del) && !events.wants(b"any", KeyEvent::Set));
     }
 
     #[test]
     fn shared_filter_follows_generations() {
         let store = Store::new();
         let f = ChangeFilter::default();
-        assert!(!f.wants(b"k", false));
+        assert!(!f.wants(b"k", KeyEvent::Set));
         let mut s = Subscriptions::default();
         s.psubscribe(b"*", 1);
         f.install(2, s.filter_list(), &store);
-        assert!(f.wants(b"k", false));
+        assert!(f.wants(b"k", KeyEvent::Set));
         // An older list arriving late is ignored.
         f.install(1, FilterList::default(), &store);
-        assert!(f.wants(b"k", false));
+        assert!(f.wants(b"k", KeyEvent::Set));
         f.install(3, FilterList::default(), &store);
-        assert!(!f.wants(b"k", false));
+        assert!(!f.wants(b"k", KeyEvent::Set));
     }
 }

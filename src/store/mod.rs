@@ -16,10 +16,12 @@
 //! point in the key's history. In batch mode no hook is set and the cost is
 //! a single branch.
 
+pub mod event;
 mod snapshot;
 mod table;
 mod transaction;
 
+pub use event::{EventClass, KeyEvent};
 pub use snapshot::Snapshot;
 pub use transaction::Transaction;
 
@@ -48,6 +50,8 @@ pub struct Change<'a> {
     pub key: &'a [u8],
     /// The new value, or `None` when the key was deleted.
     pub value: Option<&'a [u8]>,
+    /// What the change was, by Redis's name for it.
+    pub event: KeyEvent,
     /// Someone watches this very key (see [`Store::watch`]); when false,
     /// the change is reported only because [`Store::set_watch_all`] is on.
     pub watched: bool,
@@ -287,7 +291,7 @@ impl Store {
             let mut g = shard.write().unwrap_or_else(PoisonError::into_inner);
             g.map.set(h, k, v);
             self.journal_set(pairs);
-            self.report(&g, k, Some(v));
+            self.report(&g, k, Some(v), KeyEvent::Set);
             return;
         }
         if self.can_mask(pairs.len()) {
@@ -384,6 +388,11 @@ impl Store {
                 (watched || all).then_some(Change {
                     key,
                     value,
+                    event: if value.is_some() {
+                        KeyEvent::Set
+                    } else {
+                        KeyEvent::Del
+                    },
                     watched,
                 })
             })
@@ -395,7 +404,7 @@ impl Store {
 
     /// Reports one change of a key in the locked shard `g` to the hook, if
     /// anyone may want it (and counts it for transactions watching it).
-    fn report(&self, g: &Shard, key: &[u8], value: Option<&[u8]>) {
+    fn report(&self, g: &Shard, key: &[u8], value: Option<&[u8]>, event: KeyEvent) {
         g.touched(key);
         if let Some(hook) = self.hook.get() {
             let watched = g.watched.contains_key(key);
@@ -403,6 +412,7 @@ impl Store {
                 hook(&[Change {
                     key,
                     value,
+                    event,
                     watched,
                 }]);
             }
@@ -434,7 +444,7 @@ impl Store {
         let (applied, old) = g.set_if(h, key, value, cond, want_old);
         if applied {
             self.journal_set(&[(key, value)]);
-            self.report(&g, key, Some(value));
+            self.report(&g, key, Some(value), KeyEvent::Set);
         }
         (applied, old)
     }
@@ -773,6 +783,24 @@ impl Store {
         (Snapshot::from_unsorted(pairs), r)
     }
 
+    /// A key chosen at random (RANDOMKEY), or `None` if the store is
+    /// empty. A shard is picked by chance, then a key in it: good enough
+    /// for what RANDOMKEY is used for (sampling), and no copy of the keys.
+    pub fn random_key(&self) -> Option<Vec<u8>> {
+        let n = self.shards.len();
+        let first = random_below(n);
+        (0..n).find_map(|i| {
+            let g = self.shards[(first + i) % n]
+                .read()
+                .unwrap_or_else(PoisonError::into_inner);
+            let len = g.map.len();
+            (len > 0).then(|| {
+                let at = random_below(len);
+                g.map.iter().nth(at).map(|(k, _)| k.to_vec())
+            })?
+        })
+    }
+
     /// Number of keys (not atomic across shards; for statistics only).
     pub fn len(&self) -> usize {
         self.shards
@@ -844,6 +872,22 @@ impl Masked {
         let below = (1u64 << self.shards[i]) - 1;
         (self.mask & below).count_ones() as usize
     }
+}
+
+/// A number below `n` (at least 1), by chance: std's per-process random
+/// hash keys over a counter, so no generator crate is needed for the
+/// little randomness RANDOMKEY wants.
+fn random_below(n: usize) -> usize {
+    use std::sync::atomic::AtomicU64;
+    static COUNTER: AtomicU64 = AtomicU64::new(0);
+    static SEED: OnceLock<std::collections::hash_map::RandomState> = OnceLock::new();
+    let c = COUNTER.fetch_add(1, Ordering::Relaxed);
+    (SEED.get_or_init(Default::default).hash_one(c) % n.max(1) as u64) as usize
+}
+
+/// One of `items` by chance, or `None` if there are none.
+pub fn pick<T>(items: &[T]) -> Option<&T> {
+    items.get(random_below(items.len()))
 }
 
 /// Position of shard `shard` in the sorted lock order `order`.

@@ -6,7 +6,7 @@
 //! store. Its changes are reported to the hook in order as they are made,
 //! and go to the journal as one group, replayed all or none.
 
-use super::{Mutation, SetIf, Shard, Store};
+use super::{Journal, KeyEvent, Mutation, SetIf, Shard, Store};
 use std::sync::atomic::Ordering;
 use std::sync::{PoisonError, RwLockWriteGuard};
 
@@ -47,10 +47,22 @@ impl Store {
             mutations: Vec::new(),
         };
         let r = f(&mut tx);
-        if let (Some(j), false) = (self.journal.get(), tx.mutations.is_empty()) {
-            j.group(&tx.mutations);
+        if let Some(j) = self.journal.get() {
+            journal(&**j, &tx.mutations);
         }
         r
+    }
+}
+
+/// Records a transaction's mutations: one as itself (an INCR is one set
+/// record, as a SET is), more as one group, replayed all or none.
+fn journal(j: &dyn Journal, mutations: &[Mutation]) {
+    match mutations {
+        [] => {}
+        [Mutation::Set(p)] => j.set(&mut p.iter().map(|(k, v)| (&k[..], &v[..]))),
+        [Mutation::Del(k)] => j.del(&mut k.iter().map(Vec::as_slice)),
+        [Mutation::Clear] => j.clear(),
+        more => j.group(more),
     }
 }
 
@@ -124,11 +136,36 @@ impl Transaction<'_> {
         let g = self.shard_mut(s);
         let (applied, old) = g.set_if(h, key, value, cond, want_old);
         if applied {
-            store.report(g, key, Some(value));
+            store.report(g, key, Some(value), KeyEvent::Set);
             self.mutations
                 .push(Mutation::Set(vec![(key.to_owned(), value.to_owned())]));
         }
         (applied, old)
+    }
+
+    /// Sets `key` to `value`, reported as `event` (INCR's `incrby`,
+    /// RENAME's `rename_to`, ...).
+    pub fn put(&mut self, key: &[u8], value: &[u8], event: KeyEvent) {
+        let (h, s) = self.locate(key);
+        let store = self.store;
+        let g = self.shard_mut(s);
+        g.map.set(h, key, value);
+        store.report(g, key, Some(value), event);
+        self.mutations
+            .push(Mutation::Set(vec![(key.to_owned(), value.to_owned())]));
+    }
+
+    /// Deletes `key`, reported as `event`; whether it was there.
+    pub fn remove(&mut self, key: &[u8], event: KeyEvent) -> bool {
+        let (h, s) = self.locate(key);
+        let store = self.store;
+        let g = self.shard_mut(s);
+        let was = g.map.remove(h, key);
+        if was {
+            store.report(g, key, None, event);
+            self.mutations.push(Mutation::Del(vec![key.to_owned()]));
+        }
+        was
     }
 
     /// [`Store::write`] inside the transaction.
@@ -139,7 +176,7 @@ impl Transaction<'_> {
             let store = self.store;
             let g = self.shard_mut(s);
             g.map.set(h, k, v);
-            store.report(g, k, Some(v));
+            store.report(g, k, Some(v), KeyEvent::Set);
             logged.push((k.to_owned(), v.to_owned()));
         }
         if !logged.is_empty() {
@@ -159,7 +196,7 @@ impl Transaction<'_> {
                 let g = self.shard_mut(s);
                 let was = g.map.remove(h, k);
                 if was {
-                    store.report(g, k, None);
+                    store.report(g, k, None, KeyEvent::Del);
                     gone.push(k.to_owned());
                 }
                 was
@@ -195,7 +232,7 @@ impl Transaction<'_> {
             let taken = std::mem::take(&mut g.map);
             n += taken.len();
             for (k, _) in taken.iter() {
-                self.store.report(g, k, None);
+                self.store.report(g, k, None, KeyEvent::Del);
             }
         }
         self.mutations.push(Mutation::Clear);

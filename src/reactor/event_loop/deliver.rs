@@ -7,9 +7,12 @@
 use super::Reactor;
 use crate::protocol::fifo as fifo_wire;
 use crate::protocol::resp;
-use crate::reactor::pubsub::{
-    channel_key, event, is_keyevent, keyevent_channel, keyspace_channel, FilterList, SessionId,
-};
+use crate::reactor::pubsub::{channel_key, is_keyevent, keyspace_channel, FilterList, SessionId};
+use crate::store::KeyEvent;
+
+/// A change as the store reported it: the key, its new value (`None`:
+/// gone) and its event.
+pub type Changed = (Vec<u8>, Option<Vec<u8>>, KeyEvent);
 use crate::reactor::session::Session;
 
 /// Appends a RESP `message`.
@@ -37,21 +40,21 @@ pub(super) fn push_pmessage(
 
 impl Reactor {
     /// Forwards store changes to everyone who listens.
-    pub(super) fn notify(&mut self, changes: &[(Vec<u8>, Option<Vec<u8>>)]) {
+    pub(super) fn notify(&mut self, changes: &[Changed]) {
         let wide = self.subs.has_patterns()
-            || !self.subs.subscribers(keyevent_channel(false)).is_empty()
-            || !self.subs.subscribers(keyevent_channel(true)).is_empty();
+            || KeyEvent::ALL
+                .iter()
+                .any(|e| !self.subs.subscribers(e.channel()).is_empty());
         let flags = self.notify_flags;
         if self.tracking.clients() > 0 {
             self.invalidate(changes);
         }
-        for (key, value) in changes {
-            let deleted = value.is_none();
+        for (key, value, event) in changes {
             let space = keyspace_channel(key);
-            let ev_name = event(deleted).as_bytes();
+            let ev_name = event.name().as_bytes();
             // notify-keyspace-events, for RESP subscribers only: a FIFO
             // client's key subscription is kvs's own and always on.
-            let to_space = flags.keyspace(deleted);
+            let to_space = flags.keyspace(*event);
             // A FIFO notification is the same 82 bytes for every
             // subscriber: made once, copied only where it must wait.
             let mut notice = Vec::new();
@@ -99,8 +102,8 @@ impl Reactor {
                     }
                 }
             }
-            if flags.keyevent(deleted) {
-                self.publish(keyevent_channel(deleted), key);
+            if flags.keyevent(*event) {
+                self.publish(event.channel(), key);
             }
         }
     }

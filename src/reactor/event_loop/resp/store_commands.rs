@@ -1,9 +1,11 @@
 //! RESP commands that the store pool runs: their arguments checked and
 //! turned into [`Command`]s (or into the reply they get without the store).
 
+use super::command_table;
 use super::{arity_error, eq, not_integer, parse_u64, syntax_error};
 use crate::reactor::command::{Command, Pairs, Reply, SetReply};
 use crate::reactor::store_ops::BatchItem;
+use crate::reactor::strings::{self, StringOp};
 use crate::store::SetIf;
 
 /// SET's arguments after the key and value.
@@ -37,6 +39,66 @@ fn set_command(args: &[&[u8]]) -> BatchItem {
         cond,
         reply,
     })
+}
+
+/// COPY source destination [DB 0] [REPLACE] (kvs has one database).
+fn copy_command(args: &[&[u8]]) -> BatchItem {
+    let mut replace = false;
+    let mut rest = args[3..].iter();
+    while let Some(opt) = rest.next() {
+        if eq(opt, "replace") {
+            replace = true;
+        } else if eq(opt, "db") {
+            let db = rest.next().ok_or_else(syntax_error)?;
+            match strings::parse_i64(db) {
+                Some(0) => {}
+                Some(_) => return Err(Reply::Error("ERR DB index is out of range".into())),
+                None => return Err(not_integer()),
+            }
+        } else {
+            return Err(syntax_error());
+        }
+    }
+    Ok(Command::Copy {
+        from: args[1].to_vec(),
+        to: args[2].to_vec(),
+        replace,
+    })
+}
+
+/// OBJECT ENCODING (FREQ and IDLETIME answer why they cannot).
+fn object_command(args: &[&[u8]]) -> BatchItem {
+    let sub = String::from_utf8_lossy(args[1]).to_ascii_lowercase();
+    let arity = |want: usize| {
+        if args.len() == want {
+            Ok(())
+        } else {
+            Err(arity_error(&format!("object|{sub}")))
+        }
+    };
+    match sub.as_str() {
+        "encoding" => {
+            arity(3)?;
+            Ok(Command::Encoding(args[2].to_vec()))
+        }
+        "freq" => {
+            arity(3)?;
+            Err(Reply::Error(
+                "ERR An LFU maxmemory policy is not selected, access frequency not tracked. Please note that when switching between policies at runtime LRU and LFU data will take some time to adjust.".into(),
+            ))
+        }
+        "idletime" => {
+            arity(3)?;
+            Err(Reply::Error(
+                "ERR kvs does not track when a key was last read: OBJECT IDLETIME is not supported"
+                    .into(),
+            ))
+        }
+        _ => Err(Reply::Error(format!(
+            "ERR unknown subcommand '{}'. Try OBJECT HELP.",
+            String::from_utf8_lossy(args[1])
+        ))),
+    }
 }
 
 fn scan_command(args: &[&[u8]]) -> BatchItem {
@@ -77,19 +139,23 @@ pub(super) fn store_command(
     info: impl FnOnce() -> Command,
 ) -> BatchItem {
     let n = args.len();
-    let arity_ok = match name {
-        "get" | "type" | "strlen" | "keys" => n == 2,
-        "setnx" | "getset" => n == 3,
-        "set" => n >= 3,
-        "mget" | "del" | "unlink" | "exists" | "scan" => n >= 2,
-        "mset" => n >= 3 && n % 2 == 1,
-        "dbsize" => n == 1,
-        "flushdb" | "flushall" => n <= 2,
-        _ => true,
-    };
+    // Redis's arity rule: exactly N, or at least -N.
+    let arity_ok = command_table::find(name).is_none_or(|c| {
+        let a = c.arity;
+        if a >= 0 {
+            n as i64 == a
+        } else {
+            n as i64 >= -a
+        }
+    }) && !(matches!(name, "mset" | "msetnx") && n % 2 == 0);
     if !arity_ok {
         return Err(arity_error(name));
     }
+    let int = |a: &[u8]| strings::parse_i64(a).ok_or_else(not_integer);
+    let update = |op| Command::Update {
+        key: args[1].to_vec(),
+        op,
+    };
     let keys = || args[1..].iter().map(|a| a.to_vec()).collect::<Vec<_>>();
     Ok(match name {
         "get" => Command::Get(args[1].to_vec()),
@@ -111,13 +177,52 @@ pub(super) fn store_command(
             },
         },
         "mget" => Command::MGet(keys()),
-        "mset" => {
+        "mset" | "msetnx" => {
             let mut pairs = Pairs::default();
             for kv in args[1..].chunks(2) {
                 pairs.push(kv[0], kv[1]);
             }
-            Command::MSet(pairs)
+            if name == "mset" {
+                Command::MSet(pairs)
+            } else {
+                Command::MSetNx(pairs)
+            }
         }
+        "incr" => update(StringOp::IncrBy(1)),
+        "decr" => update(StringOp::IncrBy(-1)),
+        "incrby" => update(StringOp::IncrBy(int(args[2])?)),
+        "decrby" => {
+            let by = int(args[2])?;
+            update(StringOp::IncrBy(by.checked_neg().ok_or_else(|| {
+                Reply::Error("ERR decrement would overflow".into())
+            })?))
+        }
+        "incrbyfloat" => update(StringOp::IncrByFloat(
+            strings::parse_f64(args[2]).ok_or_else(|| Reply::Error(strings::NOT_FLOAT.into()))?,
+        )),
+        "append" => update(StringOp::Append(args[2].to_vec())),
+        "setrange" => {
+            let offset = int(args[2])?;
+            let offset = u64::try_from(offset)
+                .map_err(|_| Reply::Error("ERR offset is out of range".into()))?;
+            update(StringOp::SetRange(offset, args[3].to_vec()))
+        }
+        "getdel" => update(StringOp::GetDel),
+        "getrange" | "substr" => Command::GetRange {
+            key: args[1].to_vec(),
+            start: int(args[2])?,
+            end: int(args[3])?,
+        },
+        "rename" | "renamenx" => Command::Rename {
+            from: args[1].to_vec(),
+            to: args[2].to_vec(),
+            nx: name == "renamenx",
+        },
+        "copy" => return copy_command(args),
+        // TOUCH answers what EXISTS answers; kvs keeps no access times.
+        "touch" => Command::Exists(keys()),
+        "randomkey" => Command::RandomKey,
+        "object" => return object_command(args),
         "del" | "unlink" => Command::Del(keys()),
         "exists" => Command::Exists(keys()),
         "keys" => Command::Keys(args[1].to_vec()),

@@ -63,6 +63,7 @@ impl Reactor {
                 | Command::Exists(_)
                 | Command::Strlen(_)
                 | Command::Type(_)
+                | Command::GetRange { .. }
         );
         if !(wanted && read) {
             return;
@@ -78,7 +79,7 @@ impl Reactor {
     /// Tells tracking clients of `changes`.
     pub(in crate::reactor::event_loop) fn invalidate(
         &mut self,
-        changes: &[(Vec<u8>, Option<Vec<u8>>)],
+        changes: &[crate::reactor::event_loop::deliver::Changed],
     ) {
         let mut told: HashMap<SessionId, Vec<&[u8]>> = HashMap::new();
         let bcast: Vec<(SessionId, Vec<Vec<u8>>)> = self
@@ -93,7 +94,7 @@ impl Reactor {
                 _ => None,
             })
             .collect();
-        for (key, _) in changes {
+        for (key, _, _) in changes {
             if let Some(who) = self.tracking.keys.remove(key.as_slice()) {
                 for sid in who {
                     told.entry(sid).or_default().push(key);
