@@ -7,6 +7,7 @@ use kvs::jobs::progress::Progress;
 use kvs::jobs::run_folder;
 use kvs::persist::{DataDir, DataDirOptions};
 use kvs::reactor::{run_server, ServerConfig};
+use kvs::store::expiry::ExpiryCycle;
 use kvs::store::Store;
 use std::path::Path;
 use std::process::ExitCode;
@@ -76,6 +77,19 @@ fn batch(
             return ExitCode::from(1);
         }
     };
+    // Keys a server run gave deadlines to go when those pass, here too
+    // (only a data dir can hold any).
+    let expiry = match data_dir
+        .as_ref()
+        .map(|_| ExpiryCycle::start(store.clone()))
+        .transpose()
+    {
+        Ok(e) => e,
+        Err(e) => {
+            kvs::log_error!("cannot start the expire cycle: {e}");
+            return ExitCode::from(1);
+        }
+    };
     let backups = Backups::new(max_backups);
     let progress = Progress::for_stderr();
     {
@@ -87,6 +101,7 @@ fn batch(
     if progress.finish() || summary {
         eprintln!("kvs: {}", progress.summary(backups.started()));
     }
+    drop(expiry);
     if let Some(d) = data_dir {
         d.close();
     }

@@ -110,7 +110,7 @@ impl Compactor {
         let shown = path.clone();
         let render = move || {
             let mut bytes = format::header(format::SNAPSHOT_MAGIC, dir_id, generation).to_vec();
-            format::push_snapshot(&mut bytes, snapshot.pairs());
+            format::push_snapshot(&mut bytes, snapshot.pairs(), snapshot.deadlines());
             snapshot_len.store(bytes.len() as u64, Ordering::Release);
             bytes
         };

@@ -48,6 +48,7 @@ const OP_CLEAR: u8 = 3;
 const OP_END: u8 = 4;
 const OP_SEAL: u8 = 5;
 const OP_GROUP: u8 = 6;
+const OP_EXPIRE: u8 = 7;
 
 /// Which layout a file uses.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -92,6 +93,8 @@ pub enum Record {
     Seal(u64),
     /// A transaction's mutations, in order.
     Group(Vec<Record>),
+    /// Keys' deadlines (Unix milliseconds), or `None`: no deadline now.
+    Expire(Vec<(Vec<u8>, Option<u64>)>),
 }
 
 impl Record {
@@ -101,6 +104,7 @@ impl Record {
             Record::Set(p) => p.len(),
             Record::Del(k) => k.len(),
             Record::Group(g) => g.iter().map(Record::keys).sum(),
+            Record::Expire(k) => k.len(),
             _ => 0,
         }
     }
@@ -287,6 +291,14 @@ pub fn push_del<'a>(out: &mut Vec<u8>, keys: impl Iterator<Item = &'a [u8]>) {
     push_items(out, OP_DEL, keys, push_str);
 }
 
+/// Appends one record of deadlines (`None`: the key has none now).
+pub fn push_expire<'a>(out: &mut Vec<u8>, items: impl Iterator<Item = (&'a [u8], Option<u64>)>) {
+    push_items(out, OP_EXPIRE, items, |p, (k, at)| {
+        push_str(p, k);
+        p.extend_from_slice(&at.unwrap_or(0).to_le_bytes());
+    });
+}
+
 pub fn push_clear(out: &mut Vec<u8>) {
     push_record(out, |p| p.push(OP_CLEAR));
 }
@@ -322,6 +334,7 @@ pub fn push_group(out: &mut Vec<u8>, mutations: &[crate::store::Mutation]) {
                 }
                 Mutation::Del(keys) => push_del(&mut one, keys.iter().map(Vec::as_slice)),
                 Mutation::Clear => push_clear(&mut one),
+                Mutation::Expire(k, at) => push_expire(&mut one, std::iter::once((&k[..], *at))),
             }
             // The sub-record's payload, without its frame.
             let payload = &one[FRAME_LEN..];
@@ -332,8 +345,13 @@ pub fn push_group(out: &mut Vec<u8>, mutations: &[crate::store::Mutation]) {
 }
 
 /// Appends a snapshot's pairs as set records of about
-/// [`SNAPSHOT_RECORD`] bytes each, then its end record.
-pub fn push_snapshot(out: &mut Vec<u8>, pairs: &[(Vec<u8>, Vec<u8>)]) {
+/// [`SNAPSHOT_RECORD`] bytes each, the deadlines of those that have one,
+/// then its end record.
+pub fn push_snapshot(
+    out: &mut Vec<u8>,
+    pairs: &[(Vec<u8>, Vec<u8>)],
+    deadlines: &[(Vec<u8>, u64)],
+) {
     let mut rest = pairs;
     while !rest.is_empty() {
         let mut size = 0;
@@ -348,6 +366,9 @@ pub fn push_snapshot(out: &mut Vec<u8>, pairs: &[(Vec<u8>, Vec<u8>)]) {
         let (now, later) = rest.split_at(take);
         push_set(out, now.iter().map(|(k, v)| (k.as_slice(), v.as_slice())));
         rest = later;
+    }
+    for chunk in deadlines.chunks(SNAPSHOT_RECORD / 64) {
+        push_expire(out, chunk.iter().map(|(k, at)| (k.as_slice(), Some(*at))));
     }
     push_end(out, pairs.len() as u64);
 }
@@ -470,6 +491,16 @@ fn decode_payload(payload: &[u8], version: Version) -> Result<Record, FormatErro
             Record::Del(keys)
         }
         OP_CLEAR => Record::Clear,
+        OP_EXPIRE if version == Version::V2 => {
+            let n = r.count()?;
+            let mut items = Vec::with_capacity(n.min(1024));
+            for _ in 0..n {
+                let key = r.string()?;
+                let at = r.u64()?;
+                items.push((key, (at != 0).then_some(at)));
+            }
+            Record::Expire(items)
+        }
         OP_END => Record::End(r.u64()?),
         OP_SEAL if version == Version::V2 => Record::Seal(r.u64()?),
         OP_GROUP if version == Version::V2 => {
@@ -481,11 +512,13 @@ fn decode_payload(payload: &[u8], version: Version) -> Result<Record, FormatErro
                 // Checked before decoding: a group inside a group inside
                 // ... would otherwise recurse as deep as a hostile file is
                 // long.
-                if !matches!(one.first(), Some(&(OP_SET | OP_DEL | OP_CLEAR))) {
+                if !matches!(one.first(), Some(&(OP_SET | OP_DEL | OP_CLEAR | OP_EXPIRE))) {
                     return Err(FormatError::BadPayload("a group of other than changes"));
                 }
                 match decode_payload(one, version)? {
-                    m @ (Record::Set(_) | Record::Del(_) | Record::Clear) => group.push(m),
+                    m @ (Record::Set(_) | Record::Del(_) | Record::Clear | Record::Expire(_)) => {
+                        group.push(m)
+                    }
                     _ => return Err(FormatError::BadPayload("a group of other than changes")),
                 }
             }
@@ -684,7 +717,7 @@ mod tests {
             .map(|i| (format!("key{i:010}").into_bytes(), vec![b'v'; 30]))
             .collect();
         let mut out = Vec::new();
-        push_snapshot(&mut out, &pairs);
+        push_snapshot(&mut out, &pairs, &[]);
         let records = read_all(&out, Version::V2);
         assert!(records.len() > 2, "{} records", records.len());
         let mut count = 0;

@@ -164,6 +164,11 @@ impl Journal for LogJournal {
         self.0.append(format::push_clear);
     }
 
+    fn expire(&self, key: &[u8], at: Option<u64>) {
+        self.0
+            .append(|buf| format::push_expire(buf, std::iter::once((key, at))));
+    }
+
     fn group(&self, mutations: &[crate::store::Mutation]) {
         self.0.append(|buf| format::push_group(buf, mutations));
     }

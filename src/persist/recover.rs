@@ -54,6 +54,11 @@ fn apply(store: &Store, record: Record) {
                 apply(store, r);
             }
         }
+        Record::Expire(items) => {
+            for (key, at) in items {
+                store.restore_deadline(&key, at);
+            }
+        }
         Record::End(_) | Record::Seal(_) => {}
     }
 }
@@ -429,7 +434,7 @@ fn write_snapshot(dir: &Path, store: &Store, dir_id: u64, g: u64) -> Result<u64,
     let cannot = |e| PersistError::Io(format!("cannot write {}", path.display()), e);
     let (snapshot, ()) = store.snapshot_with(|| ());
     let mut bytes = format::header(format::SNAPSHOT_MAGIC, dir_id, g).to_vec();
-    format::push_snapshot(&mut bytes, snapshot.pairs());
+    format::push_snapshot(&mut bytes, snapshot.pairs(), snapshot.deadlines());
     let tmp = dir.join(format!("snapshot-{g}.kvs.tmp"));
     let _ = std::fs::remove_file(&tmp);
     let mut f = OpenOptions::new()

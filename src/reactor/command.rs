@@ -5,6 +5,7 @@
 //! bytes. Nothing here knows about bytes on a wire.
 
 pub use crate::protocol::reply::Reply;
+use crate::reactor::expire::{self, ExpireIf, GetExTtl, SetTtl, TtlQuery, When};
 use crate::reactor::strings::{self, Outcome, StringOp};
 use crate::store::{KeyEvent, SetIf, Store, Transaction};
 
@@ -105,6 +106,29 @@ pub enum Command {
     RandomKey,
     /// OBJECT ENCODING.
     Encoding(Vec<u8>),
+    /// SET with a deadline option (EX, PX, EXAT, PXAT, KEEPTTL), SETEX,
+    /// PSETEX: a plain SET takes the quicker [`Command::Set`].
+    SetTtl {
+        key: Vec<u8>,
+        value: Vec<u8>,
+        cond: SetIf,
+        reply: SetReply,
+        ttl: SetTtl,
+    },
+    Expire {
+        key: Vec<u8>,
+        when: When,
+        cond: ExpireIf,
+    },
+    Ttl {
+        key: Vec<u8>,
+        query: TtlQuery,
+    },
+    Persist(Vec<u8>),
+    GetEx {
+        key: Vec<u8>,
+        ttl: GetExTtl,
+    },
     /// FLUSHDB / FLUSHALL: every key deleted, each deletion notified.
     Flush,
     /// INFO: the sections the reactor wrote, and whether to add the
@@ -134,7 +158,11 @@ impl Command {
             | Command::Update { .. }
             | Command::MSetNx(_)
             | Command::Rename { .. }
-            | Command::Copy { .. } => true,
+            | Command::Copy { .. }
+            | Command::SetTtl { .. }
+            | Command::Expire { .. }
+            | Command::Persist(_) => true,
+            Command::GetEx { ttl, .. } => *ttl != GetExTtl::Leave,
             Command::Exec { queued, .. } => queued
                 .iter()
                 .any(|c| c.as_ref().is_ok_and(Command::is_mutation)),
@@ -146,9 +174,15 @@ impl Command {
     /// every key (KEYS, DBSIZE, FLUSHDB, INFO's keyspace).
     pub fn keys(&self) -> Option<Vec<&[u8]>> {
         match self {
-            Command::Get(k) | Command::Type(k) | Command::Strlen(k) | Command::Encoding(k) => {
-                Some(vec![k.as_slice()])
-            }
+            Command::Get(k)
+            | Command::Type(k)
+            | Command::Strlen(k)
+            | Command::Encoding(k)
+            | Command::Persist(k) => Some(vec![k.as_slice()]),
+            Command::SetTtl { key, .. }
+            | Command::Expire { key, .. }
+            | Command::Ttl { key, .. }
+            | Command::GetEx { key, .. } => Some(vec![key.as_slice()]),
             Command::Set { key, .. }
             | Command::Update { key, .. }
             | Command::GetRange { key, .. } => Some(vec![key.as_slice()]),
@@ -199,7 +233,9 @@ fn execute_in(tx: &mut Transaction<'_>, cmd: Command) -> Reply {
             tx.clear();
             Reply::Ok
         }
-        Command::Info { text, keyspace } => Reply::Text(info_text(text, keyspace, tx.len())),
+        Command::Info { text, keyspace } => {
+            Reply::Text(info_text(text, keyspace, tx.len(), tx.deadline_stats()))
+        }
         Command::Update { key, op } => update(tx, &key, &op),
         Command::GetRange { key, start, end } => Reply::Value(Some(
             strings::range(tx.get(&key).unwrap_or_default(), start, end).to_vec(),
@@ -218,6 +254,24 @@ fn execute_in(tx: &mut Transaction<'_>, cmd: Command) -> Reply {
             Reply::Value(crate::store::pick(&keys).cloned())
         }
         Command::Encoding(k) => Reply::Value(tx.get(&k).map(|v| strings::encoding(v).into())),
+        Command::SetTtl {
+            key,
+            value,
+            cond,
+            reply,
+            ttl,
+        } => {
+            let kept = tx.deadline(&key);
+            let done = tx.set(&key, &value, cond, reply == SetReply::Old);
+            if done.0 {
+                expire::after_set(tx, &key, ttl, kept);
+            }
+            set_reply(done, reply)
+        }
+        Command::Expire { key, when, cond } => expire::expire(tx, &key, when, cond),
+        Command::Ttl { key, query } => expire::ttl(tx, &key, query),
+        Command::Persist(key) => expire::persist(tx, &key),
+        Command::GetEx { key, ttl } => expire::getex(tx, &key, ttl),
         // Refused when queued (see the RESP transaction module).
         Command::Scan { .. } | Command::Exec { .. } => {
             Reply::Error("ERR this command cannot run inside a transaction".into())
@@ -264,8 +318,9 @@ fn rename(tx: &mut Transaction<'_>, from: &[u8], to: &[u8], nx: bool) -> Reply {
     if nx && tx.contains(to) {
         return Reply::Int(0);
     }
+    let deadline = tx.deadline(from);
     tx.remove(from, KeyEvent::RenameFrom);
-    tx.put(to, &value, KeyEvent::RenameTo);
+    tx.replace(to, &value, deadline, KeyEvent::RenameTo);
     if nx {
         Reply::Int(1)
     } else {
@@ -283,7 +338,8 @@ fn copy(tx: &mut Transaction<'_>, from: &[u8], to: &[u8], replace: bool) -> Repl
     if !replace && tx.contains(to) {
         return Reply::Int(0);
     }
-    tx.put(to, &value, KeyEvent::CopyTo);
+    let deadline = tx.deadline(from);
+    tx.replace(to, &value, deadline, KeyEvent::CopyTo);
     Reply::Int(1)
 }
 
@@ -296,11 +352,18 @@ fn set_reply((applied, old): (bool, Option<Vec<u8>>), reply: SetReply) -> Reply 
     }
 }
 
-fn info_text(mut text: String, keyspace: bool, keys: usize) -> String {
+fn info_text(
+    mut text: String,
+    keyspace: bool,
+    keys: usize,
+    (expires, avg_ttl): (usize, u64),
+) -> String {
     if keyspace {
         text.push_str("# Keyspace\r\n");
         if keys > 0 {
-            text.push_str(&format!("db0:keys={keys},expires=0,avg_ttl=0\r\n"));
+            text.push_str(&format!(
+                "db0:keys={keys},expires={expires},avg_ttl={avg_ttl}\r\n"
+            ));
         }
     }
     text
@@ -350,7 +413,12 @@ pub fn execute(store: &Store, cmd: Command) -> Reply {
             store.clear();
             Reply::Ok
         }
-        Command::Info { text, keyspace } => Reply::Text(info_text(text, keyspace, store.len())),
+        Command::Info { text, keyspace } => Reply::Text(info_text(
+            text,
+            keyspace,
+            store.len(),
+            store.deadline_stats(),
+        )),
         Command::GetRange { key, start, end } => Reply::Value(Some(
             strings::range(&store.get(&key).unwrap_or_default(), start, end).to_vec(),
         )),
@@ -359,7 +427,12 @@ pub fn execute(store: &Store, cmd: Command) -> Reply {
         cmd @ (Command::Update { .. }
         | Command::MSetNx(_)
         | Command::Rename { .. }
-        | Command::Copy { .. }) => {
+        | Command::Copy { .. }
+        | Command::SetTtl { .. }
+        | Command::Expire { .. }
+        | Command::Ttl { .. }
+        | Command::Persist(_)
+        | Command::GetEx { .. }) => {
             // One step under the locks of its keys' shards.
             let keys: Vec<Vec<u8>> = cmd
                 .keys()

@@ -682,6 +682,7 @@ impl Reactor {
     /// whether events were left for the next turn.
     fn drain_inbox(&mut self) -> bool {
         self.mailbox.take_wake();
+        let mut more = true;
         for _ in 0..INBOX_BATCH {
             match self.inbox.try_recv() {
                 Ok(Event::Changes(changes)) => self.notify(&changes),
@@ -692,10 +693,15 @@ impl Reactor {
                 }
                 Ok(Event::JobsDone) => self.jobs_done = true,
                 Ok(Event::Durable(upto)) => self.synced_to(upto),
-                Err(TryRecvError::Empty | TryRecvError::Disconnected) => return false,
+                Err(TryRecvError::Empty | TryRecvError::Disconnected) => {
+                    more = false;
+                    break;
+                }
             }
         }
-        true
+        // BCAST invalidations go out once a turn, grouped by prefix.
+        self.flush_broadcasts();
+        more
     }
 }
 

@@ -31,7 +31,7 @@ pub enum OpResult {
 #[derive(Debug)]
 pub enum Event {
     /// Changes to the store, in the order they were applied.
-    Changes(Vec<(Vec<u8>, Option<Vec<u8>>, crate::store::KeyEvent)>),
+    Changes(Vec<Changed>),
     /// Store operations finished: each session's answer, with the
     /// session's slab index and generation.
     Done(Vec<(SessionId, u64, OpResult)>),
@@ -73,4 +73,16 @@ impl Mailbox {
     pub fn take_wake(&self) {
         self.wake_pending.store(false, Ordering::SeqCst);
     }
+}
+
+/// A change as the store reported it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Changed {
+    pub key: Vec<u8>,
+    /// The new value; `None`: the key is gone.
+    pub value: Option<Vec<u8>>,
+    pub event: crate::store::KeyEvent,
+    /// The session whose command made it, if a session's (CLIENT
+    /// TRACKING's NOLOOP leaves a client's own changes untold).
+    pub origin: Option<crate::reactor::pubsub::SessionId>,
 }

@@ -15,6 +15,7 @@
 
 pub mod command;
 pub mod event_loop;
+pub mod expire;
 pub mod fifo;
 pub mod mailbox;
 pub mod notify_flags;
@@ -30,7 +31,7 @@ use crate::jobs::run_folder_until;
 use crate::persist;
 use crate::store::{Change, ChangeHook, Store};
 use event_loop::{Reactor, ReactorParts, StreamListeners, WAKER};
-use mailbox::{Event, Mailbox};
+use mailbox::{Changed, Event, Mailbox};
 use pubsub::ChangeFilter;
 use settings::Settings;
 use std::fmt;
@@ -177,6 +178,8 @@ pub fn run_server(cfg: ServerConfig<'_>) -> Result<(), ServerError> {
             None => "in memory only".into(),
         }
     );
+    let expiry = crate::store::expiry::ExpiryCycle::start(store.clone())
+        .map_err(|e| ServerError::Io("cannot start the expire cycle", e))?;
     let backups = Backups::new(cfg.max_backups);
     let jobs = {
         let stop_jobs = stop_jobs.clone();
@@ -209,6 +212,7 @@ pub fn run_server(cfg: ServerConfig<'_>) -> Result<(), ServerError> {
     drop(reactor);
     let skipped = jobs.join().unwrap_or(0);
     backups.wait_all();
+    drop(expiry);
     if let Some(d) = data_dir {
         // Everything logged is written and synced before exit.
         d.close();
@@ -235,7 +239,12 @@ pub fn change_hook(mailbox: Arc<Mailbox>, filter: Arc<ChangeFilter>) -> ChangeHo
         let owned: Vec<_> = changes
             .iter()
             .filter(wanted)
-            .map(|c| (c.key.to_vec(), c.value.map(<[u8]>::to_vec), c.event))
+            .map(|c| Changed {
+                key: c.key.to_vec(),
+                value: c.value.map(<[u8]>::to_vec),
+                event: c.event,
+                origin: store_ops::origin(),
+            })
             .collect();
         if !owned.is_empty() {
             mailbox.post(Event::Changes(owned));

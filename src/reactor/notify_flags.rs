@@ -10,6 +10,7 @@ use crate::store::{EventClass, KeyEvent};
 /// string event (`$`), a deletion a generic one (`g`).
 const GENERIC: u16 = 1 << 0;
 const STRING: u16 = 1 << 1;
+const EXPIRED: u16 = 1 << 6;
 const KEYSPACE: u16 = 1 << 11;
 const KEYEVENT: u16 = 1 << 12;
 const KEY_MISS: u16 = 1 << 13;
@@ -24,7 +25,7 @@ const CLASSES: &[(u8, u16)] = &[
     (b's', 1 << 3),
     (b'h', 1 << 4),
     (b'z', 1 << 5),
-    (b'x', 1 << 6),
+    (b'x', EXPIRED),
     (b'e', 1 << 7),
     (b't', 1 << 8),
     (b'd', 1 << 9),
@@ -35,7 +36,7 @@ const ALL: u16 = GENERIC
     | (1 << 3)
     | (1 << 4)
     | (1 << 5)
-    | (1 << 6)
+    | EXPIRED
     | (1 << 7)
     | (1 << 8)
     | (1 << 9);
@@ -97,6 +98,7 @@ impl NotifyFlags {
         match event.class() {
             EventClass::Generic => GENERIC,
             EventClass::String => STRING,
+            EventClass::Expired => EXPIRED,
         }
     }
 

@@ -35,6 +35,18 @@ pub enum StoreOp {
     },
 }
 
+thread_local! {
+    /// The session whose operation this pool thread runs, for the change
+    /// hook (see [`origin`]).
+    static ORIGIN: std::cell::Cell<Option<SessionId>> = const { std::cell::Cell::new(None) };
+}
+
+/// The session whose command is making the change being reported on this
+/// thread, if it is a session's (not a job's, nor the expire cycle's).
+pub fn origin() -> Option<SessionId> {
+    ORIGIN.get()
+}
+
 /// Above this many operations a turn's work is split between two jobs,
 /// so that both pool threads can take part.
 const SPLIT_AT: usize = 64;
@@ -109,7 +121,10 @@ impl StorePool {
                 // Which of `done` changed the store.
                 let mut mutated = Vec::new();
                 for (sid, generation, op) in part {
-                    if let Some((result, mutation)) = ctx.run(sid, generation, op) {
+                    ORIGIN.set(Some(sid));
+                    let ran = ctx.run(sid, generation, op);
+                    ORIGIN.set(None);
+                    if let Some((result, mutation)) = ran {
                         if mutation {
                             mutated.push(done.len());
                         }

@@ -16,6 +16,12 @@ pub enum KeyEvent {
     RenameFrom,
     RenameTo,
     CopyTo,
+    /// A deadline was set (EXPIRE, SET ... EX).
+    Expire,
+    /// A deadline was removed (PERSIST).
+    Persist,
+    /// The key's deadline passed: it is gone.
+    Expired,
 }
 
 /// Redis's classes of events (`notify-keyspace-events` letters).
@@ -25,10 +31,12 @@ pub enum EventClass {
     Generic,
     /// `$`: string commands.
     String,
+    /// `x`: expiry.
+    Expired,
 }
 
 impl KeyEvent {
-    pub const ALL: [KeyEvent; 9] = [
+    pub const ALL: [KeyEvent; 12] = [
         KeyEvent::Set,
         KeyEvent::Del,
         KeyEvent::IncrBy,
@@ -38,6 +46,9 @@ impl KeyEvent {
         KeyEvent::RenameFrom,
         KeyEvent::RenameTo,
         KeyEvent::CopyTo,
+        KeyEvent::Expire,
+        KeyEvent::Persist,
+        KeyEvent::Expired,
     ];
 
     pub fn name(self) -> &'static str {
@@ -51,6 +62,9 @@ impl KeyEvent {
             KeyEvent::RenameFrom => "rename_from",
             KeyEvent::RenameTo => "rename_to",
             KeyEvent::CopyTo => "copy_to",
+            KeyEvent::Expire => "expire",
+            KeyEvent::Persist => "persist",
+            KeyEvent::Expired => "expired",
         }
     }
 
@@ -67,6 +81,9 @@ impl KeyEvent {
             KeyEvent::RenameFrom => b"__keyevent@0__:rename_from",
             KeyEvent::RenameTo => b"__keyevent@0__:rename_to",
             KeyEvent::CopyTo => b"__keyevent@0__:copy_to",
+            KeyEvent::Expire => b"__keyevent@0__:expire",
+            KeyEvent::Persist => b"__keyevent@0__:persist",
+            KeyEvent::Expired => b"__keyevent@0__:expired",
         }
     }
 
@@ -77,10 +94,20 @@ impl KeyEvent {
             | KeyEvent::IncrByFloat
             | KeyEvent::Append
             | KeyEvent::SetRange => EventClass::String,
-            KeyEvent::Del | KeyEvent::RenameFrom | KeyEvent::RenameTo | KeyEvent::CopyTo => {
-                EventClass::Generic
-            }
+            KeyEvent::Del
+            | KeyEvent::RenameFrom
+            | KeyEvent::RenameTo
+            | KeyEvent::CopyTo
+            | KeyEvent::Expire
+            | KeyEvent::Persist => EventClass::Generic,
+            KeyEvent::Expired => EventClass::Expired,
         }
+    }
+
+    /// Whether the key's value changed (or it went): what a FIFO
+    /// subscriber hears of. A new deadline alone is not.
+    pub fn changes_value(self) -> bool {
+        !matches!(self, KeyEvent::Expire | KeyEvent::Persist)
     }
 
     /// Its place in a bit set of events.

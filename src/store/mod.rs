@@ -17,6 +17,7 @@
 //! a single branch.
 
 pub mod event;
+pub mod expiry;
 mod snapshot;
 mod table;
 mod transaction;
@@ -25,6 +26,7 @@ pub use event::{EventClass, KeyEvent};
 pub use snapshot::Snapshot;
 pub use transaction::Transaction;
 
+use expiry::{now_ms, Deadlines};
 use std::collections::HashMap;
 use std::hash::BuildHasher;
 use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
@@ -82,6 +84,10 @@ pub trait Journal: Send + Sync {
     /// Only keys that existed are given; never called with none.
     fn del(&self, keys: &mut dyn Iterator<Item = &[u8]>);
     fn clear(&self);
+    /// A key's deadline (Unix milliseconds), or `None`: it has none now.
+    /// A set clears a deadline by itself, as SET does, so this follows
+    /// only changes that keep or set one.
+    fn expire(&self, key: &[u8], at: Option<u64>);
     /// The mutations of one transaction, to be replayed all or none. The
     /// default records them one by one.
     fn group(&self, mutations: &[Mutation]) {
@@ -90,6 +96,7 @@ pub trait Journal: Send + Sync {
                 Mutation::Set(p) => self.set(&mut p.iter().map(|(k, v)| (&k[..], &v[..]))),
                 Mutation::Del(k) => self.del(&mut k.iter().map(Vec::as_slice)),
                 Mutation::Clear => self.clear(),
+                Mutation::Expire(k, at) => self.expire(k, *at),
             }
         }
     }
@@ -102,6 +109,8 @@ pub enum Mutation {
     /// Keys that existed.
     Del(Vec<Vec<u8>>),
     Clear,
+    /// A key's new deadline, or none.
+    Expire(Vec<u8>, Option<u64>),
 }
 
 /// A key someone WATCHes (RESP transactions): how many watch it, and a
@@ -119,9 +128,49 @@ struct Shard {
     map: Table,
     watched: HashMap<Box<[u8]>, u32>,
     versions: HashMap<Box<[u8]>, KeyVersion>,
+    deadlines: Deadlines,
 }
 
 impl Shard {
+    /// The value of `key`, unless its deadline has passed: a key that is
+    /// due reads as absent at once, before anyone reaps it.
+    #[inline]
+    fn value(&self, h: u64, key: &[u8]) -> Option<&[u8]> {
+        let v = self.map.get(h, key)?;
+        (!self.expired(key)).then_some(v)
+    }
+
+    #[inline]
+    fn expired(&self, key: &[u8]) -> bool {
+        !self.deadlines.is_empty() && self.deadlines.due(key, now_ms())
+    }
+
+    /// Every pair whose deadline has not passed.
+    fn live(&self) -> impl Iterator<Item = (&[u8], &[u8])> {
+        let now = if self.deadlines.is_empty() {
+            0
+        } else {
+            now_ms()
+        };
+        self.map
+            .iter()
+            .filter(move |(k, _)| now == 0 || !self.deadlines.due(k, now))
+    }
+
+    /// Sets `key` as SET does: the value, and no deadline.
+    #[inline]
+    fn set_plain(&mut self, h: u64, key: &[u8], value: &[u8]) {
+        self.map.set(h, key, value);
+        self.deadlines.remove(key);
+    }
+
+    /// Removes `key` and its deadline; whether it was there.
+    #[inline]
+    fn remove(&mut self, h: u64, key: &[u8]) -> bool {
+        self.deadlines.remove(key);
+        self.map.remove(h, key)
+    }
+
     /// Sets `key` to `value` if `cond` holds; returns whether it did and,
     /// if `want_old`, the value before. The caller journals and reports.
     fn set_if(
@@ -142,7 +191,7 @@ impl Shard {
             SetIf::Present => present,
         };
         if apply {
-            self.map.set(h, key, value);
+            self.set_plain(h, key, value);
         }
         (apply, old)
     }
@@ -232,6 +281,20 @@ impl Store {
         }
     }
 
+    /// Removes `key` if its deadline has passed, as a change of its own
+    /// (journaled as a deletion, reported as `expired`): every write looks
+    /// first, so it never acts on a key that is gone.
+    #[inline]
+    fn reap(&self, g: &mut Shard, h: u64, key: &[u8]) {
+        if g.expired(key) {
+            g.remove(h, key);
+            if let Some(j) = self.journal.get() {
+                j.del(&mut std::iter::once(key));
+            }
+            self.report(g, key, None, KeyEvent::Expired);
+        }
+    }
+
     /// The hash of `key`, one per key per operation: its upper half picks
     /// the shard, its lower half files the key in the shard's index.
     fn hash(&self, key: &[u8]) -> u64 {
@@ -289,7 +352,8 @@ impl Store {
             let (k, v) = (k.as_ref(), v.as_ref());
             let (h, shard) = self.shard(k);
             let mut g = shard.write().unwrap_or_else(PoisonError::into_inner);
-            g.map.set(h, k, v);
+            self.reap(&mut g, h, k);
+            g.set_plain(h, k, v);
             self.journal_set(pairs);
             self.report(&g, k, Some(v), KeyEvent::Set);
             return;
@@ -302,7 +366,9 @@ impl Store {
         for (k, v) in pairs {
             let (k, v) = (k.as_ref(), v.as_ref());
             let h = self.hash(k);
-            guards[slot(&order, self.shard_at(h))].map.set(h, k, v);
+            let g = &mut guards[slot(&order, self.shard_at(h))];
+            self.reap(g, h, k);
+            g.set_plain(h, k, v);
         }
         self.journal_set(pairs);
         self.report_all(pairs, |key| &guards[slot(&order, self.shard_of(key))]);
@@ -319,9 +385,9 @@ impl Store {
                 .unwrap_or_else(PoisonError::into_inner)
         });
         for (i, (k, v)) in pairs.iter().enumerate() {
-            guards[m.guard(i)]
-                .map
-                .set(m.hashes[i], k.as_ref(), v.as_ref());
+            let g = &mut guards[m.guard(i)];
+            self.reap(g, m.hashes[i], k.as_ref());
+            g.set_plain(m.hashes[i], k.as_ref(), v.as_ref());
         }
         self.journal_set(pairs);
         self.report_many(
@@ -441,6 +507,7 @@ impl Store {
         let (key, value) = (key.as_ref(), value.as_ref());
         let (h, shard) = self.shard(key);
         let mut g = shard.write().unwrap_or_else(PoisonError::into_inner);
+        self.reap(&mut g, h, key);
         let (applied, old) = g.set_if(h, key, value, cond, want_old);
         if applied {
             self.journal_set(&[(key, value)]);
@@ -456,7 +523,10 @@ impl Store {
         let mut guards = self.write_locks(&all);
         let taken: Vec<Table> = guards
             .iter_mut()
-            .map(|g| std::mem::take(&mut g.map))
+            .map(|g| {
+                g.deadlines.clear();
+                std::mem::take(&mut g.map)
+            })
             .collect();
         if let Some(j) = self.journal.get() {
             j.clear();
@@ -478,8 +548,7 @@ impl Store {
         let mut keys = Vec::new();
         for g in &guards {
             keys.extend(
-                g.map
-                    .iter()
+                g.live()
                     .filter(|(k, _)| crate::glob::matches(pattern, k))
                     .map(|(k, _)| k.to_owned()),
             );
@@ -526,6 +595,7 @@ impl Store {
                     .tagged_keys()
                     .filter(|&(t, _)| (from..upto).contains(&u64::from(t)))
                     .filter(|(_, k)| pattern.is_none_or(|p| crate::glob::matches(p, k)))
+                    .filter(|(_, k)| !g.expired(k))
                     .map(|(_, k)| k.to_owned()),
             );
             budget = budget.saturating_sub(looked);
@@ -610,7 +680,7 @@ impl Store {
             let k = k.as_ref();
             let (h, shard) = self.shard(k);
             let g = shard.read().unwrap_or_else(PoisonError::into_inner);
-            return f(g.map.get(h, k));
+            return f(g.value(h, k));
         }
         if self.can_mask(keys.len()) {
             let m = self.masked(keys.iter().map(AsRef::as_ref));
@@ -620,7 +690,7 @@ impl Store {
                     .unwrap_or_else(PoisonError::into_inner)
             });
             for (i, k) in keys.iter().enumerate() {
-                f(guards[m.guard(i)].map.get(m.hashes[i], k.as_ref()));
+                f(guards[m.guard(i)].value(m.hashes[i], k.as_ref()));
             }
             return;
         }
@@ -629,7 +699,7 @@ impl Store {
         for k in keys {
             let k = k.as_ref();
             let h = self.hash(k);
-            f(guards[slot(&order, self.shard_at(h))].map.get(h, k));
+            f(guards[slot(&order, self.shard_at(h))].value(h, k));
         }
     }
 
@@ -646,7 +716,11 @@ impl Store {
             let existed: Vec<bool> = keys
                 .iter()
                 .enumerate()
-                .map(|(i, k)| guards[m.guard(i)].map.remove(m.hashes[i], k.as_ref()))
+                .map(|(i, k)| {
+                    let g = &mut guards[m.guard(i)];
+                    self.reap(g, m.hashes[i], k.as_ref());
+                    g.remove(m.hashes[i], k.as_ref())
+                })
                 .collect();
             self.deleted(keys, &existed, |i| &guards[m.guard(i)]);
             return existed;
@@ -658,7 +732,9 @@ impl Store {
             .map(|k| {
                 let k = k.as_ref();
                 let h = self.hash(k);
-                guards[slot(&order, self.shard_at(h))].map.remove(h, k)
+                let g = &mut guards[slot(&order, self.shard_at(h))];
+                self.reap(g, h, k);
+                g.remove(h, k)
             })
             .collect();
         self.deleted(keys, &existed, |i| {
@@ -698,8 +774,7 @@ impl Store {
         shard
             .read()
             .unwrap_or_else(PoisonError::into_inner)
-            .map
-            .get(h, key)
+            .value(h, key)
             .map(<[u8]>::to_vec)
     }
 
@@ -709,10 +784,8 @@ impl Store {
         let key = key.as_ref();
         let (h, shard) = self.shard(key);
         match shard.try_read() {
-            Ok(g) => Ok(g.map.get(h, key).map(<[u8]>::to_vec)),
-            Err(TryLockError::Poisoned(p)) => {
-                Ok(p.into_inner().map.get(h, key).map(<[u8]>::to_vec))
-            }
+            Ok(g) => Ok(g.value(h, key).map(<[u8]>::to_vec)),
+            Err(TryLockError::Poisoned(p)) => Ok(p.into_inner().value(h, key).map(<[u8]>::to_vec)),
             Err(TryLockError::WouldBlock) => Err(WouldBlock),
         }
     }
@@ -727,6 +800,7 @@ impl Store {
         let key = key.as_ref();
         let (h, shard) = self.shard(key);
         let mut g = shard.write().unwrap_or_else(PoisonError::into_inner);
+        self.reap(&mut g, h, key);
         let present = g.map.contains(h, key);
         if present {
             *g.watched.entry(key.into()).or_insert(0) += 1;
@@ -755,8 +829,8 @@ impl Store {
         shard
             .read()
             .unwrap_or_else(PoisonError::into_inner)
-            .map
-            .contains(h, key)
+            .value(h, key)
+            .is_some()
     }
 
     /// A consistent copy of the whole table, sorted by key: every shard is
@@ -775,12 +849,20 @@ impl Store {
         let all: Vec<usize> = (0..self.shards.len()).collect();
         let guards = self.read_locks(&all);
         let mut pairs = Vec::with_capacity(guards.iter().map(|g| g.map.len()).sum());
+        let mut deadlines = Vec::new();
+        let now = now_ms();
         for g in &guards {
-            pairs.extend(g.map.iter().map(|(k, v)| (k.to_owned(), v.to_owned())));
+            pairs.extend(g.live().map(|(k, v)| (k.to_owned(), v.to_owned())));
+            deadlines.extend(
+                g.deadlines
+                    .iter()
+                    .filter(|&(_, at)| at > now)
+                    .map(|(k, at)| (k.to_vec(), at)),
+            );
         }
         let r = at();
         drop(guards);
-        (Snapshot::from_unsorted(pairs), r)
+        (Snapshot::from_unsorted(pairs, deadlines), r)
     }
 
     /// A key chosen at random (RANDOMKEY), or `None` if the store is
@@ -795,10 +877,77 @@ impl Store {
                 .unwrap_or_else(PoisonError::into_inner);
             let len = g.map.len();
             (len > 0).then(|| {
+                // A key that is due is passed over for the next live one.
                 let at = random_below(len);
-                g.map.iter().nth(at).map(|(k, _)| k.to_vec())
+                let mut live = g.live().map(|(k, _)| k);
+                live.nth(at)
+                    .or_else(|| g.live().next().map(|(k, _)| k))
+                    .map(<[u8]>::to_vec)
             })?
         })
+    }
+
+    /// Sets (or with `None` removes) a key's deadline as a data file says
+    /// it was, neither journaled nor reported: for loading a data dir. A
+    /// deadline already past is kept, and the key reaped as any other.
+    pub fn restore_deadline(&self, key: &[u8], at: Option<u64>) {
+        let (h, shard) = self.shard(key);
+        let mut g = shard.write().unwrap_or_else(PoisonError::into_inner);
+        match at {
+            Some(at) if g.map.contains(h, key) => g.deadlines.set(key, at),
+            _ => {
+                g.deadlines.remove(key);
+            }
+        }
+    }
+
+    /// Removes keys whose deadline has passed, as Redis's active expire
+    /// cycle does, so that memory is freed for keys nobody reads: at most
+    /// `limit` per shard, a shard's write lock taken only when its earliest
+    /// deadline has passed. Returns how many went.
+    pub fn expire_due(&self, limit: usize) -> usize {
+        let mut gone = 0;
+        for shard in self.shards.iter() {
+            let now = now_ms();
+            let due = shard
+                .read()
+                .unwrap_or_else(PoisonError::into_inner)
+                .deadlines
+                .next()
+                .is_some_and(|at| at <= now);
+            if !due {
+                continue;
+            }
+            let mut g = shard.write().unwrap_or_else(PoisonError::into_inner);
+            for key in g.deadlines.due_keys(now, limit) {
+                let h = self.hash(&key);
+                self.reap(&mut g, h, &key);
+                gone += 1;
+            }
+        }
+        gone
+    }
+
+    /// Keys with a deadline, and their mean time left in ms (INFO's
+    /// `expires` and `avg_ttl`).
+    pub fn deadline_stats(&self) -> (usize, u64) {
+        let now = now_ms();
+        let (mut n, mut total) = (0usize, 0u128);
+        for shard in self.shards.iter() {
+            let g = shard.read().unwrap_or_else(PoisonError::into_inner);
+            for (_, at) in g.deadlines.iter() {
+                n += 1;
+                total += u128::from(at.saturating_sub(now));
+            }
+        }
+        (
+            n,
+            if n == 0 {
+                0
+            } else {
+                (total / n as u128) as u64
+            },
+        )
     }
 
     /// Number of keys (not atomic across shards; for statistics only).

@@ -6,16 +6,26 @@ use crate::protocol::text_rules;
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct Snapshot {
     pairs: Vec<(Vec<u8>, Vec<u8>)>,
+    /// The deadlines of the keys that have one (Unix ms), by key.
+    deadlines: Vec<(Vec<u8>, u64)>,
 }
 
 impl Snapshot {
-    pub(crate) fn from_unsorted(mut pairs: Vec<(Vec<u8>, Vec<u8>)>) -> Self {
+    pub(crate) fn from_unsorted(
+        mut pairs: Vec<(Vec<u8>, Vec<u8>)>,
+        mut deadlines: Vec<(Vec<u8>, u64)>,
+    ) -> Self {
         pairs.sort_unstable_by(|a, b| a.0.cmp(&b.0));
-        Snapshot { pairs }
+        deadlines.sort_unstable();
+        Snapshot { pairs, deadlines }
     }
 
     pub fn pairs(&self) -> &[(Vec<u8>, Vec<u8>)] {
         &self.pairs
+    }
+
+    pub fn deadlines(&self) -> &[(Vec<u8>, u64)] {
+        &self.deadlines
     }
 
     pub fn len(&self) -> usize {
@@ -54,10 +64,13 @@ mod tests {
 
     #[test]
     fn renders_show_format() {
-        let s = Snapshot::from_unsorted(vec![("b".into(), "2".into()), ("a".into(), "1".into())]);
+        let s = Snapshot::from_unsorted(
+            vec![("b".into(), "2".into()), ("a".into(), "1".into())],
+            Vec::new(),
+        );
         assert_eq!(s.render(), b"(a, 1)\n(b, 2)\n");
         assert!(Snapshot::default().render().is_empty());
-        let odd = Snapshot::from_unsorted(vec![(b"k".to_vec(), b"a b\n".to_vec())]);
+        let odd = Snapshot::from_unsorted(vec![(b"k".to_vec(), b"a b\n".to_vec())], Vec::new());
         assert_eq!(odd.render(), b"(k, \"a b\\n\")\n");
     }
 }

@@ -62,6 +62,7 @@ fn journal(j: &dyn Journal, mutations: &[Mutation]) {
         [Mutation::Set(p)] => j.set(&mut p.iter().map(|(k, v)| (&k[..], &v[..]))),
         [Mutation::Del(k)] => j.del(&mut k.iter().map(Vec::as_slice)),
         [Mutation::Clear] => j.clear(),
+        [Mutation::Expire(k, at)] => j.expire(k, *at),
         more => j.group(more),
     }
 }
@@ -113,13 +114,53 @@ impl Transaction<'_> {
     pub fn get(&self, key: impl AsRef<[u8]>) -> Option<&[u8]> {
         let key = key.as_ref();
         let (h, s) = self.locate(key);
-        self.shard(s).map.get(h, key)
+        self.shard(s).value(h, key)
+    }
+
+    /// The key's deadline (Unix ms), if it is live and has one.
+    pub fn deadline(&self, key: &[u8]) -> Option<u64> {
+        let (h, s) = self.locate(key);
+        let g = self.shard(s);
+        g.value(h, key)?;
+        g.deadlines.get(key)
+    }
+
+    /// Gives a live key a deadline, or with `None` takes its deadline
+    /// away; reported as `event` (`expire`, `persist`), if any (KEEPTTL
+    /// keeps a deadline without a word).
+    pub fn set_deadline(&mut self, key: &[u8], at: Option<u64>, event: Option<KeyEvent>) {
+        let (h, s) = self.locate(key);
+        let store = self.store;
+        let g = self.shard_mut(s);
+        if g.value(h, key).is_none() {
+            return;
+        }
+        match at {
+            Some(at) => g.deadlines.set(key, at),
+            None => {
+                g.deadlines.remove(key);
+            }
+        }
+        if let Some(event) = event {
+            let g = &*g;
+            store.report(g, key, g.map.get(h, key), event);
+        }
+        self.mutations.push(Mutation::Expire(key.to_owned(), at));
+    }
+
+    /// The key's shard after its deadline, if passed, took it away: every
+    /// write looks first, as [`Store`]'s do.
+    fn reaped(&mut self, key: &[u8]) -> (u64, usize) {
+        let (h, s) = self.locate(key);
+        let store = self.store;
+        store.reap(self.shard_mut(s), h, key);
+        (h, s)
     }
 
     pub fn contains(&self, key: impl AsRef<[u8]>) -> bool {
         let key = key.as_ref();
         let (h, s) = self.locate(key);
-        self.shard(s).map.contains(h, key)
+        self.shard(s).value(h, key).is_some()
     }
 
     /// [`Store::set`] inside the transaction.
@@ -131,7 +172,7 @@ impl Transaction<'_> {
         want_old: bool,
     ) -> (bool, Option<Vec<u8>>) {
         let (key, value) = (key.as_ref(), value.as_ref());
-        let (h, s) = self.locate(key);
+        let (h, s) = self.reaped(key);
         let store = self.store;
         let g = self.shard_mut(s);
         let (applied, old) = g.set_if(h, key, value, cond, want_old);
@@ -143,24 +184,50 @@ impl Transaction<'_> {
         (applied, old)
     }
 
-    /// Sets `key` to `value`, reported as `event` (INCR's `incrby`,
-    /// RENAME's `rename_to`, ...).
+    /// Sets `key` to `value`, keeping its deadline (INCR, APPEND and
+    /// SETRANGE do), reported as `event` (`incrby`, `append`, ...).
     pub fn put(&mut self, key: &[u8], value: &[u8], event: KeyEvent) {
-        let (h, s) = self.locate(key);
+        let (h, s) = self.reaped(key);
         let store = self.store;
         let g = self.shard_mut(s);
         g.map.set(h, key, value);
+        let kept = g.deadlines.get(key);
         store.report(g, key, Some(value), event);
         self.mutations
             .push(Mutation::Set(vec![(key.to_owned(), value.to_owned())]));
+        if let Some(at) = kept {
+            // A set record clears a deadline when replayed, as SET does.
+            self.mutations
+                .push(Mutation::Expire(key.to_owned(), Some(at)));
+        }
+    }
+
+    /// Sets `key` to `value` with `deadline` (or none), whatever it had,
+    /// reported as `event`: RENAME's `rename_to`, COPY's `copy_to`, which
+    /// carry the source's deadline over.
+    pub fn replace(&mut self, key: &[u8], value: &[u8], deadline: Option<u64>, event: KeyEvent) {
+        let (h, s) = self.reaped(key);
+        let store = self.store;
+        let g = self.shard_mut(s);
+        g.set_plain(h, key, value);
+        if let Some(at) = deadline {
+            g.deadlines.set(key, at);
+        }
+        store.report(g, key, Some(value), event);
+        self.mutations
+            .push(Mutation::Set(vec![(key.to_owned(), value.to_owned())]));
+        if deadline.is_some() {
+            self.mutations
+                .push(Mutation::Expire(key.to_owned(), deadline));
+        }
     }
 
     /// Deletes `key`, reported as `event`; whether it was there.
     pub fn remove(&mut self, key: &[u8], event: KeyEvent) -> bool {
-        let (h, s) = self.locate(key);
+        let (h, s) = self.reaped(key);
         let store = self.store;
         let g = self.shard_mut(s);
-        let was = g.map.remove(h, key);
+        let was = g.remove(h, key);
         if was {
             store.report(g, key, None, event);
             self.mutations.push(Mutation::Del(vec![key.to_owned()]));
@@ -172,10 +239,10 @@ impl Transaction<'_> {
     pub fn write<'k>(&mut self, pairs: impl Iterator<Item = (&'k [u8], &'k [u8])>) {
         let mut logged = Vec::new();
         for (k, v) in pairs {
-            let (h, s) = self.locate(k);
+            let (h, s) = self.reaped(k);
             let store = self.store;
             let g = self.shard_mut(s);
-            g.map.set(h, k, v);
+            g.set_plain(h, k, v);
             store.report(g, k, Some(v), KeyEvent::Set);
             logged.push((k.to_owned(), v.to_owned()));
         }
@@ -191,10 +258,10 @@ impl Transaction<'_> {
             .iter()
             .map(|k| {
                 let k = k.as_ref();
-                let (h, s) = self.locate(k);
+                let (h, s) = self.reaped(k);
                 let store = self.store;
                 let g = self.shard_mut(s);
-                let was = g.map.remove(h, k);
+                let was = g.remove(h, k);
                 if was {
                     store.report(g, k, None, KeyEvent::Del);
                     gone.push(k.to_owned());
@@ -211,7 +278,7 @@ impl Transaction<'_> {
     /// Every key matching `pattern`.
     pub fn keys(&self, pattern: &[u8]) -> Vec<Vec<u8>> {
         self.all()
-            .flat_map(|g| g.map.iter())
+            .flat_map(|g| g.live())
             .filter(|(k, _)| crate::glob::matches(pattern, k))
             .map(|(k, _)| k.to_owned())
             .collect()
@@ -219,6 +286,24 @@ impl Transaction<'_> {
 
     pub fn len(&self) -> usize {
         self.all().map(|g| g.map.len()).sum()
+    }
+
+    /// [`Store::deadline_stats`] over the locked shards.
+    pub fn deadline_stats(&self) -> (usize, u64) {
+        let now = super::expiry::now_ms();
+        let (mut n, mut total) = (0usize, 0u128);
+        for (_, at) in self.all().flat_map(|g| g.deadlines.iter()) {
+            n += 1;
+            total += u128::from(at.saturating_sub(now));
+        }
+        (
+            n,
+            if n == 0 {
+                0
+            } else {
+                (total / n as u128) as u64
+            },
+        )
     }
 
     pub fn is_empty(&self) -> bool {
@@ -230,6 +315,7 @@ impl Transaction<'_> {
         let mut n = 0;
         for g in self.guards.iter_mut().filter_map(|g| g.as_deref_mut()) {
             let taken = std::mem::take(&mut g.map);
+            g.deadlines.clear();
             n += taken.len();
             for (k, _) in taken.iter() {
                 self.store.report(g, k, None, KeyEvent::Del);
@@ -256,6 +342,9 @@ mod tests {
                 panic!("not one group");
             }
             fn clear(&self) {
+                panic!("not one group");
+            }
+            fn expire(&self, _: &[u8], _: Option<u64>) {
                 panic!("not one group");
             }
             fn group(&self, m: &[Mutation]) {

@@ -7,12 +7,10 @@
 use super::Reactor;
 use crate::protocol::fifo as fifo_wire;
 use crate::protocol::resp;
+use crate::reactor::mailbox::Changed;
 use crate::reactor::pubsub::{channel_key, is_keyevent, keyspace_channel, FilterList, SessionId};
 use crate::store::KeyEvent;
 
-/// A change as the store reported it: the key, its new value (`None`:
-/// gone) and its event.
-pub type Changed = (Vec<u8>, Option<Vec<u8>>, KeyEvent);
 use crate::reactor::session::Session;
 
 /// Appends a RESP `message`.
@@ -49,7 +47,10 @@ impl Reactor {
         if self.tracking.clients() > 0 {
             self.invalidate(changes);
         }
-        for (key, value, event) in changes {
+        for Changed {
+            key, value, event, ..
+        } in changes
+        {
             let space = keyspace_channel(key);
             let ev_name = event.name().as_bytes();
             // notify-keyspace-events, for RESP subscribers only: a FIFO
@@ -60,6 +61,10 @@ impl Reactor {
             let mut notice = Vec::new();
             for &sid in self.subs.subscribers(&space) {
                 if let Some(s) = self.sessions.get_mut(sid) {
+                    if !s.is_resp() && !event.changes_value() {
+                        // A FIFO client hears of values, not deadlines.
+                        continue;
+                    }
                     if s.is_resp() {
                         if !to_space {
                             continue;

@@ -74,6 +74,18 @@ const STORE_COMMANDS: &[&str] = &[
     "touch",
     "randomkey",
     "object",
+    "setex",
+    "psetex",
+    "getex",
+    "expire",
+    "pexpire",
+    "expireat",
+    "pexpireat",
+    "ttl",
+    "pttl",
+    "expiretime",
+    "pexpiretime",
+    "persist",
 ];
 
 /// Commands answered on the reactor.
@@ -551,7 +563,11 @@ mod tests {
         );
         assert!(matches!(
             store_command("set", &[b"set", b"k", b"v", b"EX", b"10"], info),
-            Err(Reply::Error(e)) if e.contains("EX")
+            Ok(Command::SetTtl { .. })
+        ));
+        assert!(matches!(
+            store_command("set", &[b"set", b"k", b"v", b"EX", b"0"], info),
+            Err(Reply::Error(e)) if e == "ERR invalid expire time in 'set' command"
         ));
         assert_eq!(
             store_command("set", &[b"set", b"k", b"v", b"nx", b"xx"], info),

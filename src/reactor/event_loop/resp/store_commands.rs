@@ -4,9 +4,49 @@
 use super::command_table;
 use super::{arity_error, eq, not_integer, parse_u64, syntax_error};
 use crate::reactor::command::{Command, Pairs, Reply, SetReply};
+use crate::reactor::expire::{ExpireIf, GetExTtl, SetTtl, TtlQuery, When};
 use crate::reactor::store_ops::BatchItem;
 use crate::reactor::strings::{self, StringOp};
 use crate::store::SetIf;
+
+/// A deadline option's time (EX 10, PXAT ...), checked as Redis checks
+/// it for `command`: a whole number above zero that does not overflow.
+fn option_time(command: &str, arg: &[u8], unit_ms: i64, absolute: bool) -> Result<When, Reply> {
+    let n = strings::parse_i64(arg).ok_or_else(not_integer)?;
+    let invalid = || Reply::Error(format!("ERR invalid expire time in '{command}' command"));
+    if n <= 0 {
+        return Err(invalid());
+    }
+    When::from_arg(n, unit_ms, absolute).ok_or_else(invalid)
+}
+
+/// The deadline options of SET (`getex`: false) or GETEX (true), as Redis
+/// 7 parses them: `Ok(None)` for none, `Err` for a conflict or a bad time.
+fn ttl_options<'a>(
+    command: &str,
+    opts: &mut std::iter::Peekable<impl Iterator<Item = &'a &'a [u8]>>,
+    opt: &[u8],
+    seen: &mut Option<GetExTtl>,
+    keep: &mut bool,
+) -> Result<bool, Reply> {
+    let timed = [
+        ("ex", 1000, false),
+        ("px", 1, false),
+        ("exat", 1000, true),
+        ("pxat", 1, true),
+    ];
+    if let Some(&(_, unit, absolute)) = timed.iter().find(|(w, _, _)| eq(opt, w)) {
+        if seen.is_some() || *keep {
+            return Err(syntax_error());
+        }
+        let Some(arg) = opts.next() else {
+            return Err(syntax_error());
+        };
+        *seen = Some(GetExTtl::Set(option_time(command, arg, unit, absolute)?));
+        return Ok(true);
+    }
+    Ok(false)
+}
 
 /// SET's arguments after the key and value.
 fn set_command(args: &[&[u8]]) -> BatchItem {
@@ -14,30 +54,119 @@ fn set_command(args: &[&[u8]]) -> BatchItem {
     // rules bind only what FIFO and job clients send).
     let (key, value) = (args[1].to_vec(), args[2].to_vec());
     let (mut cond, mut reply) = (SetIf::Always, SetReply::Ok);
-    for opt in &args[3..] {
+    let (mut ttl, mut keep) = (None, false);
+    let mut opts = args[3..].iter().peekable();
+    while let Some(opt) = opts.next() {
         if eq(opt, "nx") && cond != SetIf::Present {
             cond = SetIf::Absent;
         } else if eq(opt, "xx") && cond != SetIf::Absent {
             cond = SetIf::Present;
         } else if eq(opt, "get") {
             reply = SetReply::Old;
-        } else if ["ex", "px", "exat", "pxat", "keepttl"]
-            .iter()
-            .any(|w| eq(opt, w))
-        {
-            return Err(Reply::Error(format!(
-                "ERR kvs keeps keys until they are deleted: SET option {} (key expiry) is not supported",
-                String::from_utf8_lossy(opt).to_uppercase()
-            )));
-        } else {
+        } else if eq(opt, "keepttl") && ttl.is_none() {
+            keep = true;
+        } else if !ttl_options("set", &mut opts, opt, &mut ttl, &mut keep)? {
             return Err(syntax_error());
         }
     }
-    Ok(Command::Set {
+    let ttl = match (ttl, keep) {
+        (Some(GetExTtl::Set(when)), _) => SetTtl::Set(when),
+        (_, true) => SetTtl::Keep,
+        _ => {
+            return Ok(Command::Set {
+                key,
+                value,
+                cond,
+                reply,
+            })
+        }
+    };
+    Ok(Command::SetTtl {
         key,
         value,
         cond,
         reply,
+        ttl,
+    })
+}
+
+/// SETEX key seconds value, PSETEX key milliseconds value.
+fn setex_command(name: &str, args: &[&[u8]]) -> BatchItem {
+    let unit = if name == "setex" { 1000 } else { 1 };
+    Ok(Command::SetTtl {
+        key: args[1].to_vec(),
+        value: args[3].to_vec(),
+        cond: SetIf::Always,
+        reply: SetReply::Ok,
+        ttl: SetTtl::Set(option_time(name, args[2], unit, false)?),
+    })
+}
+
+/// GETEX key [EX s | PX ms | EXAT t | PXAT t | PERSIST].
+fn getex_command(args: &[&[u8]]) -> BatchItem {
+    let (mut ttl, mut persist) = (None, false);
+    let mut opts = args[2..].iter().peekable();
+    while let Some(opt) = opts.next() {
+        if eq(opt, "persist") && ttl.is_none() {
+            persist = true;
+        } else if !ttl_options("getex", &mut opts, opt, &mut ttl, &mut persist)? {
+            return Err(syntax_error());
+        }
+    }
+    Ok(Command::GetEx {
+        key: args[1].to_vec(),
+        ttl: match (ttl, persist) {
+            (Some(t), _) => t,
+            (None, true) => GetExTtl::Persist,
+            (None, false) => GetExTtl::Leave,
+        },
+    })
+}
+
+/// EXPIRE, PEXPIRE, EXPIREAT, PEXPIREAT key time [NX | XX | GT | LT].
+fn expire_command(name: &str, args: &[&[u8]]) -> BatchItem {
+    let n = strings::parse_i64(args[2]).ok_or_else(not_integer)?;
+    let (mut nx, mut xx, mut gt, mut lt) = (false, false, false, false);
+    for opt in &args[3..] {
+        if eq(opt, "nx") {
+            nx = true;
+        } else if eq(opt, "xx") {
+            xx = true;
+        } else if eq(opt, "gt") {
+            gt = true;
+        } else if eq(opt, "lt") {
+            lt = true;
+        } else {
+            return Err(Reply::Error(format!(
+                "ERR Unsupported option {}",
+                String::from_utf8_lossy(opt)
+            )));
+        }
+    }
+    if nx && (xx || gt || lt) {
+        return Err(Reply::Error(
+            "ERR NX and XX, GT or LT options at the same time are not compatible".into(),
+        ));
+    }
+    if gt && lt {
+        return Err(Reply::Error(
+            "ERR GT and LT options at the same time are not compatible".into(),
+        ));
+    }
+    let unit = if name.starts_with('p') { 1 } else { 1000 };
+    let when = When::from_arg(n, unit, name.ends_with("at"))
+        .ok_or_else(|| Reply::Error(format!("ERR invalid expire time in '{name}' command")))?;
+    let cond = match (nx, xx, gt, lt) {
+        (true, ..) => ExpireIf::Nx,
+        (_, _, true, _) => ExpireIf::Gt,
+        (_, _, _, true) => ExpireIf::Lt,
+        (_, true, ..) => ExpireIf::Xx,
+        _ => ExpireIf::Always,
+    };
+    Ok(Command::Expire {
+        key: args[1].to_vec(),
+        when,
+        cond,
     })
 }
 
@@ -223,6 +352,17 @@ pub(super) fn store_command(
         "touch" => Command::Exists(keys()),
         "randomkey" => Command::RandomKey,
         "object" => return object_command(args),
+        "setex" | "psetex" => return setex_command(name, args),
+        "getex" => return getex_command(args),
+        "expire" | "pexpire" | "expireat" | "pexpireat" => return expire_command(name, args),
+        "ttl" | "pttl" | "expiretime" | "pexpiretime" => Command::Ttl {
+            key: args[1].to_vec(),
+            query: TtlQuery {
+                millis: name.starts_with('p'),
+                absolute: name.ends_with("time"),
+            },
+        },
+        "persist" => Command::Persist(args[1].to_vec()),
         "del" | "unlink" => Command::Del(keys()),
         "exists" => Command::Exists(keys()),
         "keys" => Command::Keys(args[1].to_vec()),

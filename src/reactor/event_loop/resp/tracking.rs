@@ -23,6 +23,10 @@ use std::collections::HashMap;
 pub struct TrackingTable {
     keys: HashMap<Vec<u8>, Vec<SessionId>>,
     clients: usize,
+    /// This turn's changed keys (and who changed them), for BCAST clients:
+    /// told once the turn's changes are all in, one message per prefix,
+    /// as Redis tells them before it sleeps.
+    broadcast: Vec<(Vec<u8>, Option<SessionId>)>,
 }
 
 impl TrackingTable {
@@ -79,10 +83,38 @@ impl Reactor {
     /// Tells tracking clients of `changes`.
     pub(in crate::reactor::event_loop) fn invalidate(
         &mut self,
-        changes: &[crate::reactor::event_loop::deliver::Changed],
+        changes: &[crate::reactor::mailbox::Changed],
     ) {
-        let mut told: HashMap<SessionId, Vec<&[u8]>> = HashMap::new();
-        let bcast: Vec<(SessionId, Vec<Vec<u8>>)> = self
+        // As Redis tells them: in the default mode one message per key;
+        // in BCAST one per prefix, with every key of this turn's changes
+        // that starts with it. NOLOOP: not of a client's own changes.
+        let noloop = |me: &Reactor, sid: SessionId| me.tracking_of(sid).is_some_and(|t| t.noloop);
+        for c in changes {
+            if let Some(who) = self.tracking.keys.remove(c.key.as_slice()) {
+                for sid in who {
+                    if !(c.origin == Some(sid) && noloop(self, sid)) {
+                        self.send_invalidation(sid, &[&c.key]);
+                    }
+                }
+            }
+        }
+        let any_bcast = self.sessions.iter().any(|(_, s)| {
+            matches!(&s.link, Link::Stream { resp, .. } if resp.tracking.as_ref().is_some_and(|t| t.bcast))
+        });
+        if any_bcast {
+            self.tracking
+                .broadcast
+                .extend(changes.iter().map(|c| (c.key.clone(), c.origin)));
+        }
+    }
+
+    /// Tells BCAST clients of this turn's changes (see [`TrackingTable`]).
+    pub(in crate::reactor::event_loop) fn flush_broadcasts(&mut self) {
+        if self.tracking.broadcast.is_empty() {
+            return;
+        }
+        let changes = std::mem::take(&mut self.tracking.broadcast);
+        let bcast: Vec<(SessionId, Vec<Vec<u8>>, bool)> = self
             .sessions
             .iter()
             .filter_map(|(sid, s)| match &s.link {
@@ -90,24 +122,27 @@ impl Reactor {
                     .tracking
                     .as_ref()
                     .filter(|t| t.bcast)
-                    .map(|t| (sid, t.prefixes.clone())),
+                    .map(|t| (sid, t.prefixes.clone(), t.noloop)),
                 _ => None,
             })
             .collect();
-        for (key, _, _) in changes {
-            if let Some(who) = self.tracking.keys.remove(key.as_slice()) {
-                for sid in who {
-                    told.entry(sid).or_default().push(key);
+        for (sid, prefixes, noloop) in bcast {
+            let all = [Vec::new()];
+            let prefixes = if prefixes.is_empty() {
+                &all[..]
+            } else {
+                &prefixes[..]
+            };
+            for p in prefixes {
+                let keys: Vec<&[u8]> = changes
+                    .iter()
+                    .filter(|(k, origin)| k.starts_with(p) && !(noloop && *origin == Some(sid)))
+                    .map(|(k, _)| k.as_slice())
+                    .collect();
+                if !keys.is_empty() {
+                    self.send_invalidation(sid, &keys);
                 }
             }
-            for (sid, prefixes) in &bcast {
-                if prefixes.is_empty() || prefixes.iter().any(|p| key.starts_with(p)) {
-                    told.entry(*sid).or_default().push(key);
-                }
-            }
-        }
-        for (sid, keys) in told {
-            self.send_invalidation(sid, &keys);
         }
     }
 

@@ -1,0 +1,172 @@
+//! When keys expire (Redis's TTLs): each shard keeps the deadline of every
+//! key that has one, by key and in deadline order, so that a lookup checks
+//! its key's deadline in one probe and the active cycle finds every key
+//! that is due without looking at any other. Keys without a deadline cost
+//! nothing here, and a shard with none skips every check with one branch.
+
+use super::Store;
+use std::collections::{BTreeSet, HashMap};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
+use std::thread::JoinHandle;
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+/// Milliseconds since the Unix epoch: deadlines are absolute wall-clock
+/// times, as Redis keeps them, so a restart does not extend them.
+pub fn now_ms() -> u64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map_or(0, |d| d.as_millis() as u64)
+}
+
+/// The deadlines of one shard's keys.
+#[derive(Default)]
+pub struct Deadlines {
+    by_key: HashMap<Box<[u8]>, u64>,
+    by_time: BTreeSet<(u64, Box<[u8]>)>,
+}
+
+impl Deadlines {
+    #[inline]
+    pub fn is_empty(&self) -> bool {
+        self.by_key.is_empty()
+    }
+
+    pub fn len(&self) -> usize {
+        self.by_key.len()
+    }
+
+    #[inline]
+    pub fn get(&self, key: &[u8]) -> Option<u64> {
+        if self.by_key.is_empty() {
+            return None;
+        }
+        self.by_key.get(key).copied()
+    }
+
+    /// Whether `key` has a deadline that is not after `now`.
+    #[inline]
+    pub fn due(&self, key: &[u8], now: u64) -> bool {
+        self.get(key).is_some_and(|at| at <= now)
+    }
+
+    pub fn set(&mut self, key: &[u8], at: u64) {
+        if let Some(old) = self.by_key.insert(key.into(), at) {
+            self.by_time.remove(&(old, key.into()));
+        }
+        self.by_time.insert((at, key.into()));
+    }
+
+    /// Forgets `key`'s deadline; whether it had one.
+    #[inline]
+    pub fn remove(&mut self, key: &[u8]) -> bool {
+        if self.by_key.is_empty() {
+            return false;
+        }
+        match self.by_key.remove(key) {
+            Some(at) => {
+                self.by_time.remove(&(at, key.into()));
+                true
+            }
+            None => false,
+        }
+    }
+
+    /// Up to `limit` keys whose deadline is not after `now`, earliest
+    /// first.
+    pub fn due_keys(&self, now: u64, limit: usize) -> Vec<Box<[u8]>> {
+        self.by_time
+            .iter()
+            .take_while(|(at, _)| *at <= now)
+            .take(limit)
+            .map(|(_, k)| k.clone())
+            .collect()
+    }
+
+    /// The earliest deadline, if any.
+    pub fn next(&self) -> Option<u64> {
+        self.by_time.first().map(|(at, _)| *at)
+    }
+
+    /// Every key with its deadline.
+    pub fn iter(&self) -> impl Iterator<Item = (&[u8], u64)> {
+        self.by_key.iter().map(|(k, &at)| (&k[..], at))
+    }
+
+    pub fn clear(&mut self) {
+        self.by_key.clear();
+        self.by_time.clear();
+    }
+}
+
+/// How often the active cycle looks for keys that are due (Redis's
+/// default `hz` is 10).
+const CYCLE: Duration = Duration::from_millis(100);
+
+/// Most keys one shard gives up in one pass: a shard's write lock is never
+/// held for long, and a pass that hit the limit is followed by another at
+/// once.
+const PER_PASS: usize = 256;
+
+/// The active expire cycle: a thread that takes keys away once their
+/// deadline passes, whether or not anyone reads them (a read of a key that
+/// is due already finds it absent). Stops when dropped.
+pub struct ExpiryCycle {
+    stop: Arc<AtomicBool>,
+    thread: Option<JoinHandle<()>>,
+}
+
+impl ExpiryCycle {
+    pub fn start(store: Arc<Store>) -> std::io::Result<ExpiryCycle> {
+        let stop = Arc::new(AtomicBool::new(false));
+        let flag = stop.clone();
+        let thread = std::thread::Builder::new()
+            .name("kvs-expire".into())
+            .spawn(move || {
+                while !flag.load(Ordering::Acquire) {
+                    // A full pass means more are due: go on at once.
+                    if store.expire_due(PER_PASS) < PER_PASS {
+                        std::thread::park_timeout(CYCLE);
+                    }
+                }
+            })?;
+        Ok(ExpiryCycle {
+            stop,
+            thread: Some(thread),
+        })
+    }
+}
+
+impl Drop for ExpiryCycle {
+    fn drop(&mut self) {
+        self.stop.store(true, Ordering::Release);
+        if let Some(t) = self.thread.take() {
+            t.thread().unpark();
+            let _ = t.join();
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn deadlines_by_key_and_by_time() {
+        let mut d = Deadlines::default();
+        assert!(d.is_empty() && !d.due(b"k", u64::MAX));
+        d.set(b"a", 30);
+        d.set(b"b", 10);
+        d.set(b"a", 20);
+        assert_eq!(d.len(), 2);
+        assert_eq!(d.next(), Some(10));
+        assert!(d.due(b"a", 20) && !d.due(b"a", 19));
+        assert_eq!(
+            d.due_keys(25, 10),
+            vec![b"b".to_vec().into(), b"a".to_vec().into()]
+        );
+        assert_eq!(d.due_keys(25, 1).len(), 1);
+        assert!(d.remove(b"b") && !d.remove(b"b"));
+        assert_eq!(d.due_keys(u64::MAX, 10).len(), 1);
+    }
+}
