@@ -1142,3 +1142,25 @@ fn reset_undoes_a_connections_state() {
     assert_eq!(other.ask(&["SET", "k", "v"]), "+OK\r\n");
     assert_eq!(raw.ask(&["PING"]), "+PONG\r\n", "no MONITOR line before it");
 }
+
+#[test]
+fn a_session_in_a_closed_monitors_slot_gets_no_monitor_lines() {
+    let kvs = RespServer::start(&[], &[]);
+    let mut monitor = kvs.raw();
+    assert_eq!(monitor.ask(&["MONITOR"]), "+OK\r\n");
+    drop(monitor);
+    // Let the server see the close before a new session takes the slot.
+    let mut other = kvs.raw();
+    assert_eq!(other.ask(&["PING"]), "+PONG\r\n");
+    let mut fresh = kvs.raw();
+    assert_eq!(fresh.ask(&["PING"]), "+PONG\r\n");
+    for _ in 0..3 {
+        assert_eq!(other.ask(&["SET", "k", "v"]), "+OK\r\n");
+    }
+    assert_eq!(fresh.ask(&["ECHO", "mine"]), "$4\r\nmine\r\n");
+    assert_eq!(
+        fresh.reply_within(Duration::from_millis(200)),
+        None,
+        "a monitor line reached a session that never asked"
+    );
+}

@@ -121,7 +121,7 @@ fn model(m: &mut Model, cmd: &Command) -> Reply {
                 Reply::Int(e.len() as i64)
             }
             StringOp::GetDel => Reply::Value(m.remove(key)),
-            StringOp::IncrByFloat(_) => unreachable!("not generated"),
+            StringOp::IncrByFloat(_) | StringOp::SetBit(..) => unreachable!("not generated"),
         },
         Command::GetRange { key, start, end } => {
             let v = m.get(key).cloned().unwrap_or_default();

@@ -23,4 +23,8 @@ pub enum Reply {
     /// EXEC's replies, one per queued command; `None` when a WATCHed key
     /// changed and nothing ran.
     Exec(Option<Vec<Reply>>),
+    /// Replies nested in an array (LCS IDX's matches).
+    Array(Vec<Reply>),
+    /// A map in RESP3, a flat array of its pairs in RESP2.
+    Map(Vec<(Reply, Reply)>),
 }

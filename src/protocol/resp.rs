@@ -477,10 +477,17 @@ pub fn encode_reply(out: &mut Vec<u8>, reply: &Reply, proto: u8) {
         Reply::Error(e) => push_error(out, e),
         // A transaction a WATCHed key's change kept from running.
         Reply::Exec(None) => push_null_array_in(out, proto),
-        Reply::Exec(Some(replies)) => {
+        Reply::Exec(Some(replies)) | Reply::Array(replies) => {
             push_array_len(out, replies.len());
             for r in replies {
                 encode_reply(out, r, proto);
+            }
+        }
+        Reply::Map(pairs) => {
+            push_map_len(out, pairs.len(), proto);
+            for (k, v) in pairs {
+                encode_reply(out, k, proto);
+                encode_reply(out, v, proto);
             }
         }
     }

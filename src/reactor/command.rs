@@ -104,6 +104,15 @@ pub enum Command {
         replace: bool,
     },
     RandomKey,
+    GetBit {
+        key: Vec<u8>,
+        offset: u64,
+    },
+    Lcs {
+        a: Vec<u8>,
+        b: Vec<u8>,
+        mode: LcsMode,
+    },
     /// OBJECT ENCODING.
     Encoding(Vec<u8>),
     /// SET with a deadline option (EX, PX, EXAT, PXAT, KEEPTTL), SETEX,
@@ -180,15 +189,16 @@ impl Command {
             | Command::Encoding(k)
             | Command::Persist(k) => Some(vec![k.as_slice()]),
             Command::SetTtl { key, .. }
+            | Command::GetBit { key, .. }
             | Command::Expire { key, .. }
             | Command::Ttl { key, .. }
             | Command::GetEx { key, .. } => Some(vec![key.as_slice()]),
             Command::Set { key, .. }
             | Command::Update { key, .. }
             | Command::GetRange { key, .. } => Some(vec![key.as_slice()]),
-            Command::Rename { from, to, .. } | Command::Copy { from, to, .. } => {
-                Some(vec![from.as_slice(), to.as_slice()])
-            }
+            Command::Rename { from, to, .. }
+            | Command::Copy { from, to, .. }
+            | Command::Lcs { a: from, b: to, .. } => Some(vec![from.as_slice(), to.as_slice()]),
             Command::MGet(k) | Command::Del(k) | Command::Exists(k) => {
                 Some(k.iter().map(Vec::as_slice).collect())
             }
@@ -254,6 +264,14 @@ fn execute_in(tx: &mut Transaction<'_>, cmd: Command) -> Reply {
             Reply::Value(crate::store::pick(&keys).cloned())
         }
         Command::Encoding(k) => Reply::Value(tx.get(&k).map(|v| strings::encoding(v).into())),
+        Command::GetBit { key, offset } => {
+            Reply::Int(strings::bit(tx.get(&key).unwrap_or_default(), offset))
+        }
+        Command::Lcs { a, b, mode } => lcs(
+            tx.get(&a).unwrap_or_default(),
+            tx.get(&b).unwrap_or_default(),
+            mode,
+        ),
         Command::SetTtl {
             key,
             value,
@@ -279,6 +297,58 @@ fn execute_in(tx: &mut Transaction<'_>, cmd: Command) -> Reply {
     }
 }
 
+/// What LCS answers.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum LcsMode {
+    /// The subsequence itself.
+    Plain,
+    /// Its length (LEN).
+    Len,
+    /// Where its runs lie (IDX), of at least `min_len` bytes, with their
+    /// lengths if `with_len`.
+    Idx { min_len: usize, with_len: bool },
+}
+
+fn lcs(a: &[u8], b: &[u8], mode: LcsMode) -> Reply {
+    let min_len = match mode {
+        LcsMode::Idx { min_len, .. } => min_len,
+        _ => 0,
+    };
+    let (common, runs) = match strings::lcs(a, b, min_len) {
+        Ok(r) => r,
+        Err(e) => return Reply::Error(e.into()),
+    };
+    match mode {
+        LcsMode::Plain => Reply::Value(Some(common)),
+        LcsMode::Len => Reply::Int(common.len() as i64),
+        LcsMode::Idx { with_len, .. } => {
+            let pair = |(s, e): (usize, usize)| {
+                Reply::Array(vec![Reply::Int(s as i64), Reply::Int(e as i64)])
+            };
+            let matches = runs
+                .into_iter()
+                .map(|(ra, rb, len)| {
+                    let mut m = vec![pair(ra), pair(rb)];
+                    if with_len {
+                        m.push(Reply::Int(len as i64));
+                    }
+                    Reply::Array(m)
+                })
+                .collect();
+            Reply::Map(vec![
+                (
+                    Reply::Value(Some(b"matches".to_vec())),
+                    Reply::Array(matches),
+                ),
+                (
+                    Reply::Value(Some(b"len".to_vec())),
+                    Reply::Int(common.len() as i64),
+                ),
+            ])
+        }
+    }
+}
+
 /// A read-modify-write of one key ([`StringOp`]).
 fn update(tx: &mut Transaction<'_>, key: &[u8], op: &StringOp) -> Reply {
     let event = match op {
@@ -286,6 +356,7 @@ fn update(tx: &mut Transaction<'_>, key: &[u8], op: &StringOp) -> Reply {
         StringOp::IncrByFloat(_) => KeyEvent::IncrByFloat,
         StringOp::Append(_) => KeyEvent::Append,
         StringOp::SetRange(..) => KeyEvent::SetRange,
+        StringOp::SetBit(..) => KeyEvent::SetBit,
         StringOp::GetDel => KeyEvent::Del,
     };
     match strings::apply(op, tx.get(key)) {
@@ -432,7 +503,9 @@ pub fn execute(store: &Store, cmd: Command) -> Reply {
         | Command::Expire { .. }
         | Command::Ttl { .. }
         | Command::Persist(_)
-        | Command::GetEx { .. }) => {
+        | Command::GetEx { .. }
+        | Command::GetBit { .. }
+        | Command::Lcs { .. }) => {
             // One step under the locks of its keys' shards.
             let keys: Vec<Vec<u8>> = cmd
                 .keys()

@@ -40,19 +40,18 @@ impl When {
     }
 }
 
-/// EXPIRE's condition on the key's current deadline.
+/// EXPIRE's conditions on the key's current deadline; every one given
+/// must hold (XX with LT or GT is allowed).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
-pub enum ExpireIf {
-    #[default]
-    Always,
+pub struct ExpireIf {
     /// Only if it has none.
-    Nx,
+    pub nx: bool,
     /// Only if it has one.
-    Xx,
+    pub xx: bool,
     /// Only if the new one is later (no deadline counts as infinite).
-    Gt,
+    pub gt: bool,
     /// Only if the new one is sooner.
-    Lt,
+    pub lt: bool,
 }
 
 /// What SET and SETEX do to the key's deadline.
@@ -94,13 +93,10 @@ pub fn expire(tx: &mut Transaction<'_>, key: &[u8], when: When, cond: ExpireIf) 
         return Reply::Int(0);
     }
     let current = tx.deadline(key).map(|d| d as i64);
-    let allowed = match cond {
-        ExpireIf::Always => true,
-        ExpireIf::Nx => current.is_none(),
-        ExpireIf::Xx => current.is_some(),
-        ExpireIf::Gt => current.is_some_and(|c| at > c),
-        ExpireIf::Lt => current.is_none_or(|c| at < c),
-    };
+    let allowed = (!cond.nx || current.is_none())
+        && (!cond.xx || current.is_some())
+        && (!cond.gt || current.is_some_and(|c| at > c))
+        && (!cond.lt || current.is_none_or(|c| at < c));
     if !allowed {
         return Reply::Int(0);
     }

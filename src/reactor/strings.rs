@@ -15,6 +15,8 @@ pub enum StringOp {
     IncrByFloat(f64),
     Append(Vec<u8>),
     SetRange(u64, Vec<u8>),
+    /// SETBIT: bit `.0` (0 the most significant of the first byte) to `.1`.
+    SetBit(u64, bool),
     /// GETDEL.
     GetDel,
 }
@@ -89,8 +91,94 @@ pub fn apply(op: &StringOp, old: Option<&[u8]>) -> Result<Outcome, &'static str>
             let len = v.len() as i64;
             Ok(Outcome::SetInt(v, len))
         }
+        StringOp::SetBit(offset, on) => {
+            let mut v = old.unwrap_or_default().to_vec();
+            let byte = (offset >> 3) as usize;
+            if v.len() <= byte {
+                v.resize(byte + 1, 0);
+            }
+            let mask = 0x80u8 >> (offset & 7);
+            let was = v[byte] & mask != 0;
+            if *on {
+                v[byte] |= mask;
+            } else {
+                v[byte] &= !mask;
+            }
+            Ok(Outcome::SetInt(v, i64::from(was)))
+        }
         StringOp::GetDel => Ok(Outcome::Deleted(old.map(<[u8]>::to_vec))),
     }
+}
+
+/// GETBIT's bit of `v` (0 past its end).
+pub fn bit(v: &[u8], offset: u64) -> i64 {
+    let byte = (offset >> 3) as usize;
+    v.get(byte)
+        .map_or(0, |b| i64::from(b & (0x80u8 >> (offset & 7)) != 0))
+}
+
+/// One run of LCS IDX: where it lies in each string (inclusive), and its
+/// length.
+pub type Run = ((usize, usize), (usize, usize), usize);
+
+/// The longest common subsequence of `a` and `b`, and its runs from the
+/// end backwards of at least `min_len` bytes, as Redis's LCS walks its
+/// table; `Err` if the table would outgrow `proto-max-bulk-len`.
+pub fn lcs(a: &[u8], b: &[u8], min_len: usize) -> Result<(Vec<u8>, Vec<Run>), &'static str> {
+    let (alen, blen) = (a.len(), b.len());
+    let cells = (alen + 1)
+        .checked_mul(blen + 1)
+        .filter(|&c| c.saturating_mul(4) <= MAX_BULK)
+        .ok_or("ERR Insufficient memory, transient memory for LCS exceeds proto-max-bulk-len")?;
+    let mut t = vec![0u32; cells];
+    let at = |i: usize, j: usize| j + i * (blen + 1);
+    for i in 1..=alen {
+        for j in 1..=blen {
+            t[at(i, j)] = if a[i - 1] == b[j - 1] {
+                t[at(i - 1, j - 1)] + 1
+            } else {
+                t[at(i - 1, j)].max(t[at(i, j - 1)])
+            };
+        }
+    }
+    let mut idx = t[at(alen, blen)] as usize;
+    let mut result = vec![0u8; idx];
+    let mut runs = Vec::new();
+    // `None`: no run in progress.
+    let mut run: Option<((usize, usize), (usize, usize))> = None;
+    let (mut i, mut j) = (alen, blen);
+    while i > 0 && j > 0 {
+        let mut emit = false;
+        if a[i - 1] == b[j - 1] {
+            result[idx - 1] = a[i - 1];
+            run = Some(match run {
+                None => ((i - 1, i - 1), (j - 1, j - 1)),
+                Some(((s, e), (bs, be))) => ((s - 1, e), (bs - 1, be)),
+            });
+            if let Some(((s, _), (bs, _))) = run {
+                emit = s == 0 || bs == 0;
+            }
+            idx -= 1;
+            i -= 1;
+            j -= 1;
+        } else {
+            if t[at(i - 1, j)] > t[at(i, j - 1)] {
+                i -= 1;
+            } else {
+                j -= 1;
+            }
+            emit = run.is_some();
+        }
+        if emit {
+            if let Some(((s, e), (bs, be))) = run.take() {
+                let len = e - s + 1;
+                if len >= min_len {
+                    runs.push(((s, e), (bs, be), len));
+                }
+            }
+        }
+    }
+    Ok((result, runs))
 }
 
 /// GETRANGE's piece of `v`, with Redis's rules for negative and

@@ -13,6 +13,7 @@ pub enum KeyEvent {
     IncrByFloat,
     Append,
     SetRange,
+    SetBit,
     RenameFrom,
     RenameTo,
     CopyTo,
@@ -36,13 +37,14 @@ pub enum EventClass {
 }
 
 impl KeyEvent {
-    pub const ALL: [KeyEvent; 12] = [
+    pub const ALL: [KeyEvent; 13] = [
         KeyEvent::Set,
         KeyEvent::Del,
         KeyEvent::IncrBy,
         KeyEvent::IncrByFloat,
         KeyEvent::Append,
         KeyEvent::SetRange,
+        KeyEvent::SetBit,
         KeyEvent::RenameFrom,
         KeyEvent::RenameTo,
         KeyEvent::CopyTo,
@@ -59,6 +61,7 @@ impl KeyEvent {
             KeyEvent::IncrByFloat => "incrbyfloat",
             KeyEvent::Append => "append",
             KeyEvent::SetRange => "setrange",
+            KeyEvent::SetBit => "setbit",
             KeyEvent::RenameFrom => "rename_from",
             KeyEvent::RenameTo => "rename_to",
             KeyEvent::CopyTo => "copy_to",
@@ -78,6 +81,7 @@ impl KeyEvent {
             KeyEvent::IncrByFloat => b"__keyevent@0__:incrbyfloat",
             KeyEvent::Append => b"__keyevent@0__:append",
             KeyEvent::SetRange => b"__keyevent@0__:setrange",
+            KeyEvent::SetBit => b"__keyevent@0__:setbit",
             KeyEvent::RenameFrom => b"__keyevent@0__:rename_from",
             KeyEvent::RenameTo => b"__keyevent@0__:rename_to",
             KeyEvent::CopyTo => b"__keyevent@0__:copy_to",
@@ -93,7 +97,8 @@ impl KeyEvent {
             | KeyEvent::IncrBy
             | KeyEvent::IncrByFloat
             | KeyEvent::Append
-            | KeyEvent::SetRange => EventClass::String,
+            | KeyEvent::SetRange
+            | KeyEvent::SetBit => EventClass::String,
             KeyEvent::Del
             | KeyEvent::RenameFrom
             | KeyEvent::RenameTo

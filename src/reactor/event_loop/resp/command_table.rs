@@ -299,6 +299,19 @@ pub const COMMANDS: &[CommandInfo] = &[
         complexity: "O(1)",
     },
     CommandInfo {
+        name: "getbit",
+        arity: 3,
+        flags: &["readonly", "fast"],
+        first_key: 1,
+        last_key: 1,
+        step: 1,
+        acl: &["@read", "@bitmap", "@fast"],
+        summary: "Returns the bit value at offset in the string value stored at key",
+        since: "2.2.0",
+        group: "bitmap",
+        complexity: "O(1)",
+    },
+    CommandInfo {
         name: "getdel",
         arity: 2,
         flags: &["write", "fast"],
@@ -427,6 +440,19 @@ pub const COMMANDS: &[CommandInfo] = &[
         since: "1.0.0",
         group: "generic",
         complexity: "O(N) with N being the number of keys in the database, under the assumption that the key names in the database and the given pattern have limited length.",
+    },
+    CommandInfo {
+        name: "lcs",
+        arity: -3,
+        flags: &["readonly"],
+        first_key: 1,
+        last_key: 2,
+        step: 1,
+        acl: &["@read", "@string", "@slow"],
+        summary: "Find longest common substring",
+        since: "7.0.0",
+        group: "string",
+        complexity: "O(N*M) where N and M are the lengths of s1 and s2, respectively",
     },
     CommandInfo {
         name: "mget",
@@ -754,6 +780,19 @@ pub const COMMANDS: &[CommandInfo] = &[
         complexity: "O(1)",
     },
     CommandInfo {
+        name: "setbit",
+        arity: 4,
+        flags: &["write", "denyoom"],
+        first_key: 1,
+        last_key: 1,
+        step: 1,
+        acl: &["@write", "@bitmap", "@slow"],
+        summary: "Sets or clears the bit at offset in the string value stored at key",
+        since: "2.2.0",
+        group: "bitmap",
+        complexity: "O(1)",
+    },
+    CommandInfo {
         name: "setex",
         arity: 4,
         flags: &["write", "denyoom"],
@@ -830,6 +869,19 @@ pub const COMMANDS: &[CommandInfo] = &[
         since: "1.0.0",
         group: "string",
         complexity: "O(N) where N is the length of the returned string. The complexity is ultimately determined by the returned length, but because creating a substring from an existing string is very cheap, it can be considered O(1) for small strings.",
+    },
+    CommandInfo {
+        name: "time",
+        arity: 1,
+        flags: &["loading", "stale", "fast"],
+        first_key: 0,
+        last_key: 0,
+        step: 0,
+        acl: &["@fast"],
+        summary: "Return the current server time",
+        since: "2.6.0",
+        group: "server",
+        complexity: "O(1)",
     },
     CommandInfo {
         name: "touch",
@@ -923,6 +975,15 @@ pub const COMMANDS: &[CommandInfo] = &[
         complexity: "O(1) for every key.",
     },
 ];
+
+/// Whether `n` arguments (the name included) fit the command's arity as
+/// Redis reads it: exactly N, or at least -N; `None` for a command kvs
+/// does not have.
+pub fn arity_fits(name: &str, n: usize) -> Option<bool> {
+    let a = find(name)?.arity;
+    let n = n as i64;
+    Some(if a >= 0 { n == a } else { n >= -a })
+}
 
 pub fn find(name: &str) -> Option<&'static CommandInfo> {
     COMMANDS.iter().find(|c| c.name.eq_ignore_ascii_case(name))

@@ -86,11 +86,15 @@ const STORE_COMMANDS: &[&str] = &[
     "expiretime",
     "pexpiretime",
     "persist",
+    "setbit",
+    "getbit",
+    "lcs",
 ];
 
 /// Commands answered on the reactor.
 const LOCAL_COMMANDS: &[&str] = &[
     "ping",
+    "time",
     "echo",
     "quit",
     "hello",
@@ -296,7 +300,12 @@ impl Reactor {
     fn taken(&mut self, sid: SessionId, args: &[&[u8]]) {
         use crate::reactor::session::ReplyMode;
         self.stats.commands += 1;
-        self.feed_monitors(sid, args);
+        // As Redis, monitors see commands that run (or are queued), not
+        // those refused unread: an unknown name or a wrong argument count.
+        let name = String::from_utf8_lossy(args[0]);
+        if command_table::arity_fits(&name, args.len()) == Some(true) {
+            self.feed_monitors(sid, args);
+        }
         if let Some(resp) = self.resp_state(sid) {
             if resp.reply_mode == ReplyMode::SkipNext {
                 resp.reply_mode = ReplyMode::On;
@@ -432,6 +441,15 @@ impl Reactor {
                 }
             }
             "echo" if n == 2 => resp::push_bulk(out, args[1]),
+            // The server's clock, which deadlines are measured on.
+            "time" if n == 1 => {
+                let now = std::time::SystemTime::now()
+                    .duration_since(std::time::UNIX_EPOCH)
+                    .unwrap_or_default();
+                resp::push_array_len(out, 2);
+                resp::push_bulk(out, now.as_secs().to_string().as_bytes());
+                resp::push_bulk(out, now.subsec_micros().to_string().as_bytes());
+            }
             "quit" => {
                 resp::push_ok(out);
                 if let Some(st) = self.resp_state(sid) {

@@ -7,6 +7,7 @@
 use crate::protocol::resp;
 use crate::reactor::event_loop::Reactor;
 use crate::reactor::pubsub::SessionId;
+use crate::reactor::session::Link;
 
 /// `arg` quoted as Redis's `sdscatrepr` quotes it.
 fn push_repr(out: &mut String, arg: &[u8]) {
@@ -68,7 +69,12 @@ impl Reactor {
             return;
         };
         let line = monitor_line(&from, args);
-        self.monitors.retain(|m| self.sessions.contains(*m));
+        // A monitor that left may have handed its slot to a new session,
+        // which must not inherit the feed: only sessions in MONITOR stay.
+        let sessions = &self.sessions;
+        self.monitors.retain(|&m| {
+            matches!(sessions.get(m).map(|s| &s.link), Some(Link::Stream { resp, .. }) if resp.monitor)
+        });
         for &m in &self.monitors {
             if m == sid {
                 continue;

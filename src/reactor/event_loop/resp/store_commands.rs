@@ -3,7 +3,8 @@
 
 use super::command_table;
 use super::{arity_error, eq, not_integer, parse_u64, syntax_error};
-use crate::reactor::command::{Command, Pairs, Reply, SetReply};
+use crate::protocol::resp::MAX_BULK;
+use crate::reactor::command::{Command, LcsMode, Pairs, Reply, SetReply};
 use crate::reactor::expire::{ExpireIf, GetExTtl, SetTtl, TtlQuery, When};
 use crate::reactor::store_ops::BatchItem;
 use crate::reactor::strings::{self, StringOp};
@@ -156,17 +157,59 @@ fn expire_command(name: &str, args: &[&[u8]]) -> BatchItem {
     let unit = if name.starts_with('p') { 1 } else { 1000 };
     let when = When::from_arg(n, unit, name.ends_with("at"))
         .ok_or_else(|| Reply::Error(format!("ERR invalid expire time in '{name}' command")))?;
-    let cond = match (nx, xx, gt, lt) {
-        (true, ..) => ExpireIf::Nx,
-        (_, _, true, _) => ExpireIf::Gt,
-        (_, _, _, true) => ExpireIf::Lt,
-        (_, true, ..) => ExpireIf::Xx,
-        _ => ExpireIf::Always,
-    };
+    let cond = ExpireIf { nx, xx, gt, lt };
     Ok(Command::Expire {
         key: args[1].to_vec(),
         when,
         cond,
+    })
+}
+
+/// A bit offset as SETBIT and GETBIT take it: within a value of
+/// `proto-max-bulk-len` bytes.
+fn bit_offset(arg: &[u8]) -> Result<u64, Reply> {
+    strings::parse_i64(arg)
+        .and_then(|n| u64::try_from(n).ok())
+        .filter(|&n| n < (MAX_BULK as u64) * 8)
+        .ok_or_else(|| Reply::Error("ERR bit offset is not an integer or out of range".into()))
+}
+
+/// LCS key1 key2 [LEN] [IDX] [MINMATCHLEN len] [WITHMATCHLEN].
+fn lcs_command(args: &[&[u8]]) -> BatchItem {
+    let (mut len, mut idx, mut with_len, mut min_len) = (false, false, false, 0usize);
+    let mut i = 3;
+    while i < args.len() {
+        let opt = args[i];
+        if eq(opt, "idx") {
+            idx = true;
+        } else if eq(opt, "len") {
+            len = true;
+        } else if eq(opt, "withmatchlen") {
+            with_len = true;
+        } else if eq(opt, "minmatchlen") && i + 1 < args.len() {
+            let n = strings::parse_i64(args[i + 1]).ok_or_else(not_integer)?;
+            min_len = usize::try_from(n.max(0)).unwrap_or(usize::MAX);
+            i += 1;
+        } else {
+            return Err(syntax_error());
+        }
+        i += 1;
+    }
+    if len && idx {
+        return Err(Reply::Error(
+            "ERR If you want both the length and indexes, please just use IDX.".into(),
+        ));
+    }
+    Ok(Command::Lcs {
+        a: args[1].to_vec(),
+        b: args[2].to_vec(),
+        mode: if idx {
+            LcsMode::Idx { min_len, with_len }
+        } else if len {
+            LcsMode::Len
+        } else {
+            LcsMode::Plain
+        },
     })
 }
 
@@ -269,14 +312,8 @@ pub(super) fn store_command(
 ) -> BatchItem {
     let n = args.len();
     // Redis's arity rule: exactly N, or at least -N.
-    let arity_ok = command_table::find(name).is_none_or(|c| {
-        let a = c.arity;
-        if a >= 0 {
-            n as i64 == a
-        } else {
-            n as i64 >= -a
-        }
-    }) && !(matches!(name, "mset" | "msetnx") && n % 2 == 0);
+    let arity_ok = command_table::arity_fits(name, n) != Some(false)
+        && !(matches!(name, "mset" | "msetnx") && n % 2 == 0);
     if !arity_ok {
         return Err(arity_error(name));
     }
@@ -363,6 +400,24 @@ pub(super) fn store_command(
             },
         },
         "persist" => Command::Persist(args[1].to_vec()),
+        "setbit" => {
+            let offset = bit_offset(args[2])?;
+            let on = match strings::parse_i64(args[3]) {
+                Some(0) => false,
+                Some(1) => true,
+                _ => {
+                    return Err(Reply::Error(
+                        "ERR bit is not an integer or out of range".into(),
+                    ))
+                }
+            };
+            update(StringOp::SetBit(offset, on))
+        }
+        "getbit" => Command::GetBit {
+            key: args[1].to_vec(),
+            offset: bit_offset(args[2])?,
+        },
+        "lcs" => return lcs_command(args),
         "del" | "unlink" => Command::Del(keys()),
         "exists" => Command::Exists(keys()),
         "keys" => Command::Keys(args[1].to_vec()),
