@@ -4,13 +4,24 @@
 //! same pairs. And counters raced by many threads lose no increment.
 
 use kvs::reactor::command::{execute, Command, Pairs, Reply};
+use kvs::reactor::expire::{ExpireIf, SetTtl, TtlQuery, When};
 use kvs::reactor::strings::StringOp;
 use kvs::store::Store;
 use proptest::prelude::*;
 use std::collections::BTreeMap;
 use std::sync::Arc;
 
-type Model = BTreeMap<Vec<u8>, Vec<u8>>;
+/// Each key's value and deadline (Unix ms), if it has one.
+type Model = BTreeMap<Vec<u8>, (Vec<u8>, Option<u64>)>;
+
+/// Deadlines far enough ahead that none passes while a case runs, and one
+/// long past: the model needs no clock.
+const FAR: i64 = 4_000_000_000_000;
+const PAST: i64 = 1_000;
+
+fn deadline() -> impl Strategy<Value = i64> {
+    prop_oneof![Just(PAST), (0i64..5).prop_map(|d| FAR + d)]
+}
 
 /// Keys from a small set, so that commands meet each other's keys.
 fn key() -> impl Strategy<Value = Vec<u8>> {
@@ -76,13 +87,47 @@ fn command() -> impl Strategy<Value = Command> {
             Command::MSetNx(pairs)
         }),
         prop::collection::vec(key(), 1..4).prop_map(Command::Del),
+        (key(), deadline(), any::<[bool; 4]>()).prop_map(|(key, at, [nx, xx, gt, lt])| {
+            // Only combinations Redis accepts.
+            let cond = ExpireIf {
+                nx: nx && !(xx || gt || lt),
+                xx,
+                gt: gt && !lt,
+                lt,
+            };
+            Command::Expire {
+                key,
+                when: When::At(at),
+                cond,
+            }
+        }),
+        key().prop_map(|key| Command::Ttl {
+            key,
+            query: TtlQuery {
+                millis: true,
+                absolute: true
+            }
+        }),
+        key().prop_map(Command::Persist),
+        (
+            key(),
+            value(),
+            prop::option::of((FAR..FAR + 5).prop_map(When::At))
+        )
+            .prop_map(|(key, value, at)| Command::SetTtl {
+                key,
+                value,
+                cond: kvs::store::SetIf::Always,
+                reply: kvs::reactor::command::SetReply::Ok,
+                ttl: at.map_or(SetTtl::Keep, SetTtl::Set),
+            }),
     ]
 }
 
 /// What Redis does, written out plainly.
 fn model(m: &mut Model, cmd: &Command) -> Reply {
-    let int = |v: Option<&Vec<u8>>| -> Option<i64> {
-        let Some(v) = v else { return Some(0) };
+    let int = |v: Option<&(Vec<u8>, Option<u64>)>| -> Option<i64> {
+        let Some((v, _)) = v else { return Some(0) };
         let s = std::str::from_utf8(v).ok()?;
         let n: i64 = s.parse().ok()?;
         // Redis's form only: no sign, no leading zeros, no "-0".
@@ -90,41 +135,89 @@ fn model(m: &mut Model, cmd: &Command) -> Reply {
     };
     match cmd {
         Command::Set { key, value, .. } => {
-            m.insert(key.clone(), value.clone());
+            m.insert(key.clone(), (value.clone(), None));
             Reply::Ok
         }
-        Command::Get(k) => Reply::Value(m.get(k).cloned()),
+        Command::SetTtl {
+            key, value, ttl, ..
+        } => {
+            let keep = m.get(key).and_then(|(_, t)| *t);
+            let t = match ttl {
+                SetTtl::Keep => keep,
+                SetTtl::Set(When::At(at)) => Some(*at as u64),
+                SetTtl::Set(When::In(_)) => unreachable!("not generated"),
+            };
+            m.insert(key.clone(), (value.clone(), t));
+            Reply::Ok
+        }
+        Command::Get(k) => Reply::Value(m.get(k).map(|(v, _)| v.clone())),
+        Command::Expire { key, when, cond } => {
+            let When::At(at) = *when else {
+                unreachable!("not generated")
+            };
+            let Some((_, current)) = m.get(key) else {
+                return Reply::Int(0);
+            };
+            let current = current.map(|c| c as i64);
+            let ok = (!cond.nx || current.is_none())
+                && (!cond.xx || current.is_some())
+                && (!cond.gt || current.is_some_and(|c| at > c))
+                && (!cond.lt || current.is_none_or(|c| at < c));
+            if !ok {
+                return Reply::Int(0);
+            }
+            if at == PAST {
+                m.remove(key);
+            } else if let Some(e) = m.get_mut(key) {
+                e.1 = Some(at as u64);
+            }
+            Reply::Int(1)
+        }
+        Command::Ttl { key, .. } => Reply::Int(match m.get(key) {
+            None => -2,
+            Some((_, None)) => -1,
+            Some((_, Some(at))) => *at as i64,
+        }),
+        Command::Persist(key) => match m.get_mut(key) {
+            Some((_, t @ Some(_))) => {
+                *t = None;
+                Reply::Int(1)
+            }
+            _ => Reply::Int(0),
+        },
         Command::Update { key, op } => match op {
             StringOp::IncrBy(by) => match int(m.get(key)).map(|n| n.checked_add(*by)) {
                 None => Reply::Error("ERR value is not an integer or out of range".into()),
                 Some(None) => Reply::Error("ERR increment or decrement would overflow".into()),
                 Some(Some(n)) => {
-                    m.insert(key.clone(), n.to_string().into_bytes());
+                    // A counter keeps its deadline.
+                    let t = m.get(key).and_then(|(_, t)| *t);
+                    m.insert(key.clone(), (n.to_string().into_bytes(), t));
                     Reply::Int(n)
                 }
             },
             StringOp::Append(v) => {
-                let e = m.entry(key.clone()).or_default();
+                let e = &mut m.entry(key.clone()).or_default().0;
                 e.extend_from_slice(v);
                 Reply::Int(e.len() as i64)
             }
             StringOp::SetRange(at, v) => {
                 let at = *at as usize;
                 if v.is_empty() {
-                    return Reply::Int(m.get(key).map_or(0, Vec::len) as i64);
+                    return Reply::Int(m.get(key).map_or(0, |(v, _)| v.len()) as i64);
                 }
-                let e = m.entry(key.clone()).or_default();
+                let e = &mut m.entry(key.clone()).or_default().0;
                 if e.len() < at + v.len() {
                     e.resize(at + v.len(), 0);
                 }
                 e[at..at + v.len()].copy_from_slice(v);
                 Reply::Int(e.len() as i64)
             }
-            StringOp::GetDel => Reply::Value(m.remove(key)),
+            StringOp::GetDel => Reply::Value(m.remove(key).map(|(v, _)| v)),
             StringOp::IncrByFloat(_) | StringOp::SetBit(..) => unreachable!("not generated"),
         },
         Command::GetRange { key, start, end } => {
-            let v = m.get(key).cloned().unwrap_or_default();
+            let v = m.get(key).map(|(v, _)| v.clone()).unwrap_or_default();
             let len = v.len() as i64;
             let (mut s, mut e) = (*start, *end);
             if s < 0 && e < 0 && s > e {
@@ -153,6 +246,7 @@ fn model(m: &mut Model, cmd: &Command) -> Reply {
             if *nx && m.contains_key(to) {
                 return Reply::Int(0);
             }
+            // The deadline goes with the value.
             m.remove(from);
             m.insert(to.clone(), v);
             if *nx {
@@ -178,7 +272,7 @@ fn model(m: &mut Model, cmd: &Command) -> Reply {
                 return Reply::Int(0);
             }
             for (k, v) in pairs.iter() {
-                m.insert(k.to_vec(), v.to_vec());
+                m.insert(k.to_vec(), (v.to_vec(), None));
             }
             Reply::Int(1)
         }
@@ -201,7 +295,13 @@ proptest! {
             let got = execute(&store, cmd.clone());
             prop_assert_eq!(got, want, "{:?}", cmd);
         }
-        let pairs: Model = store.snapshot().pairs().iter().cloned().collect();
+        let snap = store.snapshot();
+        let deadlines: BTreeMap<_, _> = snap.deadlines().iter().cloned().collect();
+        let pairs: Model = snap
+            .pairs()
+            .iter()
+            .map(|(k, v)| (k.clone(), (v.clone(), deadlines.get(k).copied())))
+            .collect();
         prop_assert_eq!(pairs, m);
     }
 }

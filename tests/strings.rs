@@ -314,3 +314,33 @@ fn string_commands_answer_as_redis_does() {
         assert_eq!(a, b, "{cmd:?}");
     }
 }
+
+#[test]
+fn counters_raced_by_many_resp_clients_lose_no_increment() {
+    let kvs = RespServer::start(&[], &[]);
+    let clients: Vec<_> = (0..8)
+        .map(|c| {
+            let url = if c % 2 == 0 { kvs.url() } else { kvs.tcp_url() };
+            std::thread::spawn(move || {
+                let mut con = redis::Client::open(url).unwrap().get_connection().unwrap();
+                for _ in 0..50 {
+                    // Pipelines of ten, and a different change between.
+                    let mut p = redis::pipe();
+                    for _ in 0..10 {
+                        p.cmd("INCR").arg("n").ignore();
+                    }
+                    p.cmd("INCRBY").arg("m").arg(-2).ignore();
+                    p.cmd("APPEND").arg("log").arg("x").ignore();
+                    p.exec(&mut con).unwrap();
+                }
+            })
+        })
+        .collect();
+    for c in clients {
+        c.join().unwrap();
+    }
+    let mut con = kvs.con();
+    assert_eq!(con.get::<_, i64>("n").unwrap(), 8 * 50 * 10);
+    assert_eq!(con.get::<_, i64>("m").unwrap(), -2 * 8 * 50);
+    assert_eq!(con.strlen::<_, usize>("log").unwrap(), 8 * 50);
+}
