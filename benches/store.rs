@@ -139,6 +139,27 @@ fn memory_per_key() {
     );
 }
 
+/// The same for 1 KiB values (a RESP client's JSON, say): what each pair
+/// costs beyond its key's and value's bytes (in a process of its own, see
+/// `main`).
+fn memory_per_kib_value() {
+    const N: usize = 100_000;
+    let before = rss_bytes();
+    let store = Store::new();
+    let value = vec![b'v'; 1024];
+    for i in 0..N {
+        let key = format!("k{i:015}");
+        store.write(&[(key.as_bytes(), &value[..])]);
+    }
+    let after = rss_bytes();
+    assert_eq!(store.len(), N);
+    let per_key = (after.saturating_sub(before)) as f64 / N as f64;
+    println!(
+        "memory: {N} keys (16 B) + values (1024 B): {per_key:.1} bytes per key, {:.1} B over the 1040 B of payload",
+        per_key - 1040.0
+    );
+}
+
 /// What the server's change hook (the real one, with its filter) costs job
 /// writes when sessions watch other keys: it should be nothing, with only
 /// unrelated keys watched, and little with a pattern subscriber whose
@@ -192,8 +213,18 @@ fn hook_cost(keys: &Arc<Vec<String>>) {
 }
 
 fn main() {
+    if std::env::args().any(|a| a == "--kib-memory") {
+        return memory_per_kib_value();
+    }
     if std::env::args().any(|a| a == "--bench") {
         memory_per_key();
+        // In a process of its own: the first store's freed pages would
+        // otherwise be reused, and the second figure come out too low.
+        let exe = std::env::current_exe().expect("own path");
+        match std::process::Command::new(exe).arg("--kib-memory").output() {
+            Ok(out) => print!("{}", String::from_utf8_lossy(&out.stdout)),
+            Err(e) => println!("memory of 1 KiB values: not measured ({e})"),
+        }
     }
     let keys = keys();
     let sharded = filled(Store::new(), &keys);

@@ -1,9 +1,11 @@
 #!/usr/bin/env bash
 # redis-benchmark against kvs and against a private redis-server, in the
 # same run, over the same transport (Unix socket, then loopback TCP):
-# -t set,get,mset -n 200000 with -c 1, -c 50 and -c 50 -P 16, and the last
-# two again in RESP3 (redis-benchmark -3: HELLO 3 first). Prints each
-# pair and the ratio kvs/redis. Rounds alternate between the two servers and
+# -t set,get,incr,mset -n 200000 with -c 1, -c 50 and -c 50 -P 16, each with
+# values of redis-benchmark's default 3 bytes, of 1 KiB and of 100 KiB (-d;
+# a fiftieth of the requests at 100 KiB), and the last two again in RESP3
+# (redis-benchmark -3: HELLO 3 first). Prints each pair and the ratio
+# kvs/redis. Rounds alternate between the two servers and
 # the best of each is kept (the machine is shared and noisy).
 #
 #   scripts/resp_bench.sh                      # about 10 minutes
@@ -53,18 +55,26 @@ done
 
 # bench <target args...> <client args...>: prints "TEST rps" lines.
 bench() {
-  redis-benchmark "$@" -t set,get,mset -n "$n" --csv 2>/dev/null | tr -d '\r' |
+  redis-benchmark "$@" -t set,get,incr,mset --csv 2>/dev/null | tr -d '\r' |
     awk -F'"' 'NR > 1 && $2 != "" { split($2, t, " "); print t[1], $4 }'
 }
 
 declare -A best
+configs=("-c 1" "-c 50" "-c 50 -P 16" "-c 1 -d 1024" "-c 50 -d 1024" "-c 50 -P 16 -d 1024"
+  "-c 1 -d 102400" "-c 50 -d 102400" "-c 50 -P 16 -d 102400" "-c 50 -3" "-c 50 -P 16 -3")
 for transport in unix tcp; do
   if [ "$transport" = unix ]; then
     kvs_at=(-s "$work/kvs.sock"); redis_at=(-s "$work/redis.sock")
   else
     kvs_at=(-h 127.0.0.1 -p "$kvs_port"); redis_at=(-h 127.0.0.1 -p "$redis_port")
   fi
-  for clients in "-c 1" "-c 50" "-c 50 -P 16" "-c 50 -3" "-c 50 -P 16 -3"; do
+  for clients in "${configs[@]}"; do
+    # shellcheck disable=SC2206
+    words=($clients)
+    size=3
+    for ((i = 0; i < ${#words[@]}; i++)); do [ "${words[i]}" = -d ] && size=${words[i + 1]}; done
+    reqs=$n
+    [ "$size" -ge 100000 ] && reqs=$((n / 50))
     for _ in $(seq "$rounds"); do
       for server in kvs redis; do
         if [ "$server" = kvs ]; then at=("${kvs_at[@]}"); else at=("${redis_at[@]}"); fi
@@ -73,22 +83,22 @@ for transport in unix tcp; do
           key="$transport|$clients|$test|$server"
           prev=${best[$key]:-0}
           best[$key]=$(awk -v a="$rps" -v b="$prev" 'BEGIN { print (a > b) ? a : b }')
-        done < <(bench "${at[@]}" $clients)
+        done < <(bench "${at[@]}" $clients -n "$reqs")
       done
     done
   done
 done
 
-echo "redis-benchmark -t set,get,mset -n $n, best of $rounds alternating rounds"
+echo "redis-benchmark -t set,get,incr,mset -n $n (n/50 at -d 102400), best of $rounds alternating rounds"
 echo "($(redis-server --version | cut -d' ' -f1-3); requests per second)"
-printf '%-5s %-13s %-5s %12s %12s %7s\n' transport clients test kvs redis kvs/redis
+printf '%-9s %-22s %-5s %12s %12s %7s\n' transport clients test kvs redis kvs/redis
 for transport in unix tcp; do
-  for clients in "-c 1" "-c 50" "-c 50 -P 16" "-c 50 -3" "-c 50 -P 16 -3"; do
-    for test in SET GET MSET; do
+  for clients in "${configs[@]}"; do
+    for test in SET GET INCR MSET; do
       k=${best["$transport|$clients|$test|kvs"]:-0}
       r=${best["$transport|$clients|$test|redis"]:-0}
       ratio=$(awk -v a="$k" -v b="$r" 'BEGIN { if (b > 0) printf "%.2fx", a / b; else print "-" }')
-      printf '%-9s %-13s %-5s %12.0f %12.0f %7s\n' "$transport" "$clients" "$test" "$k" "$r" "$ratio"
+      printf '%-9s %-22s %-5s %12.0f %12.0f %7s\n' "$transport" "$clients" "$test" "$k" "$r" "$ratio"
     done
   done
 done

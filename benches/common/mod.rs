@@ -92,6 +92,11 @@ impl Server {
 
     /// The first line of the server's log holding `needle`, waiting at
     /// most `limit`.
+    /// The server's pid (the wrapper's, under `KVS_BENCH_WRAP`).
+    pub fn pid(&self) -> u32 {
+        self.child.id()
+    }
+
     pub fn wait_log(&self, needle: &str, limit: Duration) -> String {
         let start = Instant::now();
         loop {
@@ -165,6 +170,10 @@ pub struct Redis {
 }
 
 impl Redis {
+    pub fn pid(&self) -> u32 {
+        self.child.id()
+    }
+
     /// `redis-server --port 0 --save "" <extra...>`, once its socket exists.
     pub fn start(extra: &[&str]) -> Redis {
         let dir = tempfile::Builder::new()

@@ -106,7 +106,7 @@ const CYCLE: Duration = Duration::from_millis(100);
 /// Most keys one shard gives up in one pass: a shard's write lock is never
 /// held for long, and a pass that hit the limit is followed by another at
 /// once.
-const PER_PASS: usize = 256;
+const PER_PASS: usize = 64;
 
 /// The active expire cycle: a thread that takes keys away once their
 /// deadline passes, whether or not anyone reads them (a read of a key that
