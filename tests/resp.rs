@@ -1164,3 +1164,63 @@ fn a_session_in_a_closed_monitors_slot_gets_no_monitor_lines() {
         "a monitor line reached a session that never asked"
     );
 }
+
+#[test]
+fn info_commandstats_and_errorstats_count_as_redis_does() {
+    let kvs = RespServer::start(&[], &[]);
+    let mut c = kvs.raw();
+    // Compare with redis-server where it is here: the counts, not the
+    // microseconds.
+    let redis = common::resp::Redis::start("info_commandstats_and_errorstats_count_as_redis_does");
+    let mut theirs = redis.as_ref().map(|r| Raw::unix(&r.sock));
+    let script: &[&[&str]] = &[
+        &["CONFIG", "RESETSTAT"],
+        &["SET", "k", "v"],
+        &["GET", "k"],
+        &["GET", "k"],
+        &["GET"],
+        &["INCR", "k"],
+        &["NOSUCHCOMMAND"],
+        &["CLIENT", "ID"],
+        &["PING"],
+    ];
+    let counts = |raw: &mut Raw| {
+        for cmd in script {
+            raw.ask(cmd);
+        }
+        let info = raw.ask(&["INFO", "commandstats"]) + &raw.ask(&["INFO", "errorstats"]);
+        info.lines()
+            .filter(|l| l.starts_with("cmdstat_") || l.starts_with("errorstat_"))
+            .filter(|l| !l.starts_with("cmdstat_info") && !l.starts_with("cmdstat_config"))
+            .map(|l| {
+                // Drop the timings.
+                let (name, fields) = l.split_once(':').unwrap();
+                let kept: Vec<&str> = fields
+                    .split(',')
+                    .filter(|f| !f.starts_with("usec"))
+                    .collect();
+                format!("{name}:{}", kept.join(","))
+            })
+            // Redis lists them in its dict's order.
+            .collect::<std::collections::BTreeSet<_>>()
+    };
+    let ours = counts(&mut c);
+    for want in [
+        "cmdstat_get:calls=2,rejected_calls=1,failed_calls=0",
+        "cmdstat_set:calls=1,rejected_calls=0,failed_calls=0",
+        "cmdstat_incr:calls=1,rejected_calls=0,failed_calls=1",
+        "cmdstat_client|id:calls=1,rejected_calls=0,failed_calls=0",
+        "cmdstat_ping:calls=1,rejected_calls=0,failed_calls=0",
+        "errorstat_ERR:count=3",
+    ] {
+        assert!(ours.iter().any(|l| l == want), "{want} not in {ours:?}");
+    }
+    assert!(
+        !c.ask(&["INFO"]).contains("cmdstat_"),
+        "the default leaves them out"
+    );
+    assert!(c.ask(&["INFO", "everything"]).contains("cmdstat_get"));
+    if let Some(theirs) = theirs.as_mut() {
+        assert_eq!(ours, counts(theirs));
+    }
+}

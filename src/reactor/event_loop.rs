@@ -133,6 +133,8 @@ pub struct Reactor {
     monitors: Vec<SessionId>,
     /// CLIENT TRACKING: who may have cached what.
     tracking: resp::TrackingTable,
+    /// INFO commandstats and errorstats.
+    cmdstats: resp::CommandStats,
     /// `notify-keyspace-events`: what RESP subscribers hear.
     notify_flags: crate::reactor::notify_flags::NotifyFlags,
     stats: Stats,
@@ -222,6 +224,7 @@ impl Reactor {
             notify_flags: Default::default(),
             monitors: Vec::new(),
             tracking: Default::default(),
+            cmdstats: Default::default(),
             stats: Stats {
                 started: Instant::now(),
                 connections: 0,
@@ -504,7 +507,24 @@ impl Reactor {
         s.busy = false;
         match result {
             OpResult::Subscribe { key, exists } => self.fifo_subscribed(sid, key, exists),
-            OpResult::Replies { replies, sync } => {
+            OpResult::Replies {
+                replies,
+                sync,
+                micros,
+            } => {
+                let names = std::mem::take(&mut s.batch_names);
+                for ((name, r), us) in names.iter().zip(&replies).zip(&micros) {
+                    if let Some(name) = name {
+                        let error = match r {
+                            crate::protocol::reply::Reply::Error(e) => Some(e.as_str()),
+                            _ => None,
+                        };
+                        self.cmdstats.ran(name, u64::from(*us), error);
+                    }
+                }
+                let Some(s) = self.sessions.get_mut(sid) else {
+                    return;
+                };
                 if let Some(upto) = sync.filter(|&u| u > self.durable) {
                     // --fsync always: answered once the log is on disk.
                     s.busy = true;

@@ -20,6 +20,8 @@ pub enum OpResult {
     Replies {
         replies: Vec<Reply>,
         sync: Option<u64>,
+        /// Microseconds each command of the batch ran (INFO commandstats).
+        micros: Vec<u32>,
     },
     /// WATCH: each key and its change count now.
     Versions(Vec<(Vec<u8>, u64)>),

@@ -303,6 +303,10 @@ pub struct Session {
     /// Replies of the batch at the pool that CLIENT REPLY silenced, by
     /// their place in it.
     pub silenced: Vec<usize>,
+    /// For INFO commandstats: the name of each command of the batch at the
+    /// pool whose call is counted when its reply comes (`None`: counted
+    /// already).
+    pub batch_names: Vec<Option<String>>,
     /// When the client last sent a whole request (or connected): `--timeout`
     /// counts from here, so a request half sent does not keep it alive.
     pub last_active: Instant,
@@ -335,6 +339,7 @@ impl Session {
             last_cmd: String::new(),
             qbuf: 0,
             silenced: Vec::new(),
+            batch_names: Vec::new(),
             last_active: Instant::now(),
             over_since: None,
         }

@@ -253,28 +253,36 @@ impl Context<'_> {
     fn batch(&self, items: Vec<BatchItem>) -> (OpResult, bool) {
         let refusing = self.log.is_some_and(Log::failing);
         let mut mutated = false;
+        let mut micros = Vec::with_capacity(items.len());
         let replies: Vec<Reply> = items
             .into_iter()
-            .map(|item| match item {
-                Ok(cmd) if cmd.is_mutation() && refusing => {
-                    // A refused EXEC still ends its watches.
-                    if let Command::Exec { watched, .. } = &cmd {
-                        let keys: Vec<&[u8]> = watched.iter().map(|(k, _)| k.as_slice()).collect();
-                        self.store.unwatch_versions(&keys);
+            .map(|item| {
+                let started = std::time::Instant::now();
+                let reply = match item {
+                    Ok(cmd) if cmd.is_mutation() && refusing => {
+                        // A refused EXEC still ends its watches.
+                        if let Command::Exec { watched, .. } = &cmd {
+                            let keys: Vec<&[u8]> =
+                                watched.iter().map(|(k, _)| k.as_slice()).collect();
+                            self.store.unwatch_versions(&keys);
+                        }
+                        misconf("the last write failed")
                     }
-                    misconf("the last write failed")
-                }
-                Ok(cmd) => {
-                    mutated |= cmd.is_mutation();
-                    execute(self.store, cmd)
-                }
-                Err(reply) => reply,
+                    Ok(cmd) => {
+                        mutated |= cmd.is_mutation();
+                        execute(self.store, cmd)
+                    }
+                    Err(reply) => reply,
+                };
+                micros.push(u32::try_from(started.elapsed().as_micros()).unwrap_or(u32::MAX));
+                reply
             })
             .collect();
         (
             OpResult::Replies {
                 replies,
                 sync: None,
+                micros,
             },
             mutated,
         )

@@ -9,6 +9,7 @@
 //! (SUBSCRIBE and the rest).
 
 mod client_list;
+mod command_stats;
 mod command_table;
 mod connection;
 mod monitor;
@@ -18,6 +19,7 @@ mod store_commands;
 mod tracking;
 mod transaction;
 
+pub use command_stats::CommandStats;
 pub use tracking::TrackingTable;
 
 use server_info::command_command;
@@ -178,6 +180,9 @@ impl Reactor {
         let buf = std::mem::take(&mut s.inbuf);
         let mut used = 0;
         let mut batch: Vec<BatchItem> = Vec::new();
+        // For commandstats, beside `batch`: each command's name, or `None`
+        // once counted.
+        let mut names: Vec<Option<String>> = Vec::new();
         let mut failed = None;
         while batch.len() < MAX_BATCH && self.ready_for_more(sid) && !self.quitting(sid) {
             let unauthenticated = self.password.is_some() && !self.authenticated(sid);
@@ -239,6 +244,7 @@ impl Reactor {
                         self.taken(sid, &args);
                         self.silence_in_batch(sid, silent, batch.len());
                         batch.push(Ok(cmd));
+                        names.push(Some("exec".into()));
                         continue;
                     }
                     None => {}
@@ -254,12 +260,31 @@ impl Reactor {
             if stored {
                 self.silence_in_batch(sid, silent, batch.len());
                 let item = store_command(&name, &args, || self.info_command(&args));
-                if let Ok(cmd) = &item {
-                    self.track_read(sid, cmd);
+                match &item {
+                    Ok(cmd) => {
+                        self.track_read(sid, cmd);
+                        names.push(Some(name.clone()));
+                    }
+                    Err(Reply::Error(e))
+                        if command_table::arity_fits(&name, args.len()) == Some(false) =>
+                    {
+                        self.cmdstats.rejected(Some(&name), e);
+                        names.push(None);
+                    }
+                    Err(reply) => {
+                        let error = match reply {
+                            Reply::Error(e) => Some(e.as_str()),
+                            _ => None,
+                        };
+                        self.cmdstats.ran(&name, 0, error);
+                        names.push(None);
+                    }
                 }
                 batch.push(item);
             } else {
+                let started = std::time::Instant::now();
                 self.local_command(sid, &name, &args);
+                self.count_local(sid, &name, &args, mark, started);
                 self.unsay(sid, silent, mark);
             }
         }
@@ -279,6 +304,7 @@ impl Reactor {
         // Reads whose shards are free are answered here: two thread
         // hand-offs fewer, and still no waiting on a lock. One busy shard
         // sends the whole batch to the pool, to keep replies in order.
+        let started = std::time::Instant::now();
         if let Some(replies) = try_reads(self.pool.store(), &batch) {
             let proto = s.proto();
             let silenced = std::mem::take(&mut s.silenced);
@@ -287,12 +313,59 @@ impl Reactor {
                     encode_reply(s.replies(), r, proto);
                 }
             }
-            return !s.inbuf.is_empty();
+            let more = !s.inbuf.is_empty();
+            let each = started.elapsed().as_micros() as u64 / replies.len().max(1) as u64;
+            for (name, r) in names.iter().zip(&replies) {
+                if let Some(name) = name {
+                    let error = match r {
+                        Reply::Error(e) => Some(e.as_str()),
+                        _ => None,
+                    };
+                    self.cmdstats.ran(name, each, error);
+                }
+            }
+            return more;
         }
+        s.batch_names = names;
         s.busy = true;
         self.stats.batches += 1;
         self.pool.submit(sid, s.generation, StoreOp::Batch(batch));
         false
+    }
+
+    /// Counts a command answered on the reactor (INFO commandstats): an
+    /// unknown one or one with the wrong argument count as refused, any
+    /// other as a call, failed if its reply (written since `mark`) is an
+    /// error.
+    fn count_local(
+        &mut self,
+        sid: SessionId,
+        name: &str,
+        args: &[&[u8]],
+        mark: usize,
+        started: std::time::Instant,
+    ) {
+        let usec = started.elapsed().as_micros() as u64;
+        let error = self.sessions.get_mut(sid).and_then(|s| {
+            let out = s.replies().get(mark..).unwrap_or_default();
+            let line = out.strip_prefix(b"-")?;
+            let end = line.iter().position(|&b| b == b'\r').unwrap_or(line.len());
+            Some(String::from_utf8_lossy(&line[..end]).into_owned())
+        });
+        let full = self
+            .sessions
+            .get(sid)
+            .map(|s| s.last_cmd.clone())
+            .unwrap_or_default();
+        match command_table::arity_fits(name, args.len()) {
+            None => self
+                .cmdstats
+                .rejected(None, error.as_deref().unwrap_or("ERR")),
+            Some(false) => self
+                .cmdstats
+                .rejected(Some(&full), error.as_deref().unwrap_or("ERR")),
+            Some(true) => self.cmdstats.ran(&full, usec, error.as_deref()),
+        }
     }
 
     /// A command read whole and taken on: counted, shown to monitors, and

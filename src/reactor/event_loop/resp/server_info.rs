@@ -103,7 +103,10 @@ impl Reactor {
                     String::from_utf8_lossy(args[2])
                 ),
             ),
-            "resetstat" if n == 2 => resp::push_ok(out),
+            "resetstat" if n == 2 => {
+                self.cmdstats.reset();
+                resp::push_ok(out)
+            }
             "get" | "set" | "resetstat" => {
                 encode_reply(out, &arity_error(&format!("config|{sub}")), proto)
             }
@@ -128,7 +131,13 @@ impl Reactor {
             || wanted
                 .iter()
                 .any(|w| matches!(w.as_str(), "all" | "default" | "everything"));
+        // As Redis: `all` and `everything` add the two stats sections that
+        // the default leaves out.
+        let extra = wanted
+            .iter()
+            .any(|w| matches!(w.as_str(), "all" | "everything"));
         let want = |s: &str| all || wanted.iter().any(|w| w == s);
+        let want_extra = |s: &str| extra || wanted.iter().any(|w| w == s);
         let mut text = String::new();
         let mut section = |name: &str, fields: Vec<(&str, String)>| {
             if !text.is_empty() {
@@ -246,6 +255,26 @@ impl Reactor {
                     ("used_cpu_sys", format!("{sys:.6}")),
                     ("used_cpu_user", format!("{user:.6}")),
                 ],
+            );
+        }
+        if want_extra("commandstats") {
+            let fields = self.cmdstats.command_fields();
+            section(
+                "Commandstats",
+                fields
+                    .iter()
+                    .map(|(k, v)| (k.as_str(), v.clone()))
+                    .collect(),
+            );
+        }
+        if want_extra("errorstats") {
+            let fields = self.cmdstats.error_fields();
+            section(
+                "Errorstats",
+                fields
+                    .iter()
+                    .map(|(k, v)| (k.as_str(), v.clone()))
+                    .collect(),
             );
         }
         let keyspace = want("keyspace");

@@ -1,0 +1,116 @@
+//! INFO's `commandstats` and `errorstats`, as Redis keeps them: per command
+//! (a container's subcommand by its full name, `client|list`) how many
+//! calls ran, the microseconds they took, how many were refused before
+//! running (a wrong argument count) and how many answered an error; and
+//! per error code (`ERR`, `WRONGTYPE`, ...) how many replies carried it,
+//! refused or not. CONFIG RESETSTAT clears both.
+
+use std::collections::BTreeMap;
+
+#[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
+struct Counts {
+    calls: u64,
+    usec: u64,
+    rejected: u64,
+    failed: u64,
+}
+
+#[derive(Debug, Default)]
+pub struct CommandStats {
+    commands: BTreeMap<String, Counts>,
+    errors: BTreeMap<String, u64>,
+}
+
+/// An error reply's code: its first word (`ERR`, `NOAUTH`, ...).
+fn code(error: &str) -> &str {
+    error.split(' ').next().unwrap_or(error)
+}
+
+impl CommandStats {
+    /// A call of `name` ran for `usec`, answering `error` if it failed.
+    pub fn ran(&mut self, name: &str, usec: u64, error: Option<&str>) {
+        let c = self.commands.entry(name.to_owned()).or_default();
+        c.calls += 1;
+        c.usec += usec;
+        if let Some(e) = error {
+            c.failed += 1;
+            *self.errors.entry(code(e).to_owned()).or_default() += 1;
+        }
+    }
+
+    /// A call refused before it ran (`name`: `None` for an unknown
+    /// command, which has no entry of its own).
+    pub fn rejected(&mut self, name: Option<&str>, error: &str) {
+        if let Some(name) = name {
+            self.commands.entry(name.to_owned()).or_default().rejected += 1;
+        }
+        *self.errors.entry(code(error).to_owned()).or_default() += 1;
+    }
+
+    pub fn reset(&mut self) {
+        self.commands.clear();
+        self.errors.clear();
+    }
+
+    /// The `commandstats` section's fields.
+    pub fn command_fields(&self) -> Vec<(String, String)> {
+        self.commands
+            .iter()
+            .map(|(name, c)| {
+                let per_call = if c.calls == 0 {
+                    0.0
+                } else {
+                    c.usec as f64 / c.calls as f64
+                };
+                (
+                    format!("cmdstat_{name}"),
+                    format!(
+                        "calls={},usec={},usec_per_call={per_call:.2},rejected_calls={},failed_calls={}",
+                        c.calls, c.usec, c.rejected, c.failed
+                    ),
+                )
+            })
+            .collect()
+    }
+
+    /// The `errorstats` section's fields.
+    pub fn error_fields(&self) -> Vec<(String, String)> {
+        self.errors
+            .iter()
+            .map(|(code, n)| (format!("errorstat_{code}"), format!("count={n}")))
+            .collect()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn counts_as_redis_prints_them() {
+        let mut s = CommandStats::default();
+        s.ran("get", 4, None);
+        s.ran("get", 2, Some("WRONGTYPE Operation against a key"));
+        s.rejected(
+            Some("get"),
+            "ERR wrong number of arguments for 'get' command",
+        );
+        s.rejected(None, "ERR unknown command 'x'");
+        assert_eq!(
+            s.command_fields(),
+            vec![(
+                "cmdstat_get".to_string(),
+                "calls=2,usec=6,usec_per_call=3.00,rejected_calls=1,failed_calls=1".to_string()
+            )]
+        );
+        assert_eq!(
+            s.error_fields(),
+            vec![
+                ("errorstat_ERR".to_string(), "count=2".to_string()),
+                ("errorstat_WRONGTYPE".to_string(), "count=1".to_string())
+            ]
+        );
+        s.reset();
+        assert!(s.command_fields().is_empty() && s.error_fields().is_empty());
+    }
+}
