@@ -6,7 +6,7 @@ use kvs::client::commands::{parse_client_line, ClientCommand, CLIENT_HELP};
 use kvs::client::console::{self, Console, Input};
 use kvs::client::{read_notification, Answer, ClientError, ClientFifos, Connection};
 use kvs::jobs::runner::render_read;
-use kvs::protocol::fifo::Request;
+use kvs::protocol::fifo::{OpForm, Request};
 use signal_hook::consts::{SIGHUP, SIGINT, SIGTERM};
 use signal_hook::iterator::Signals;
 use std::io::{self, BufRead, IsTerminal, Write};
@@ -17,7 +17,7 @@ use std::sync::{Arc, OnceLock};
 use std::time::Duration;
 
 const USAGE: &str = "\
-usage: kvs-client <client_id> <registration_fifo>
+usage: kvs-client [--op-codes binary|ascii] <client_id> <registration_fifo>
 
 Creates $TMPDIR/req<id>, resp<id> and notif<id> (TMPDIR defaults to /tmp),
 connects to the kvs server listening on <registration_fifo>, then reads
@@ -30,6 +30,10 @@ Each notification prints as (key,value) or (key,DELETED). At a terminal the
 client is a console: a kvs> prompt, line editing, history kept across runs
 (in $XDG_STATE_HOME/kvs/history or ~/.local/state/kvs/history), Tab completes
 command names, and notifications print above the line being typed.
+--op-codes ascii speaks to a course server that sends and expects op codes
+as ASCII digits ('1' for CONNECT) instead of SPEC's bytes (1); binary, the
+default, is what kvs and SPEC use (kvs also understands ascii). Any server
+works whatever order it opens the three FIFOs in.
 Exit status: 0 after DISCONNECT, 1 if the server refused, closed or vanished,
 2 on a bad command line.";
 
@@ -91,10 +95,34 @@ fn main() -> ExitCode {
         println!("kvs-client {}", env!("CARGO_PKG_VERSION"));
         return ExitCode::SUCCESS;
     }
-    let [id, registration] = &args[..] else {
+    let mut form = OpForm::Binary;
+    let mut rest = Vec::new();
+    let mut it = args.iter();
+    while let Some(a) = it.next() {
+        if a == "--op-codes" || a.starts_with("--op-codes=") {
+            let value = match a.strip_prefix("--op-codes=") {
+                Some(v) => Some(v.to_string()),
+                None => it.next().cloned(),
+            };
+            form = match value.as_deref() {
+                Some("binary") => OpForm::Binary,
+                Some("ascii") => OpForm::Ascii,
+                other => {
+                    eprintln!(
+                        "kvs-client: --op-codes takes binary or ascii, not {}\n{USAGE}",
+                        other.unwrap_or("nothing")
+                    );
+                    return ExitCode::from(2);
+                }
+            };
+        } else {
+            rest.push(a.clone());
+        }
+    }
+    let [id, registration] = &rest[..] else {
         eprintln!(
             "kvs-client: expected 2 arguments, got {}\n{USAGE}",
-            args.len()
+            rest.len()
         );
         return ExitCode::from(2);
     };
@@ -118,7 +146,7 @@ fn main() -> ExitCode {
         done: AtomicBool::new(false),
     });
     watch_signals(exit);
-    run(exit, PathBuf::from(registration))
+    run(exit, PathBuf::from(registration), form)
 }
 
 /// Removes the FIFOs when the client is interrupted or killed politely.
@@ -134,8 +162,8 @@ fn watch_signals(exit: &'static Exit) {
     });
 }
 
-fn run(exit: &'static Exit, registration: PathBuf) -> ExitCode {
-    let mut conn = match Connection::connect(&exit.fifos, &registration) {
+fn run(exit: &'static Exit, registration: PathBuf, form: OpForm) -> ExitCode {
+    let mut conn = match Connection::connect_in(&exit.fifos, &registration, form) {
         Ok(c) => c,
         Err(ClientError::Refused) => {
             say!("Server returned 1 for operation: connect");

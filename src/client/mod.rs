@@ -165,6 +165,16 @@ fn open_fifo(path: &Path, flags: OFlag) -> Result<OwnedFd, ClientError> {
     .map_err(|e| ClientError::Fifo(path.to_path_buf(), e))
 }
 
+/// The write end of FIFO `path` if a reader has it open (or is opening
+/// it), `None` if none has yet.
+fn open_writer_if_read(path: &Path) -> Result<Option<OwnedFd>, ClientError> {
+    match open_fifo(path, OFlag::O_WRONLY) {
+        Ok(fd) => Ok(Some(fd)),
+        Err(ClientError::Fifo(_, Errno::ENXIO)) => Ok(None),
+        Err(e) => Err(e),
+    }
+}
+
 fn set_blocking(fd: &OwnedFd) -> Result<(), ClientError> {
     let flags = fcntl(fd, FcntlArg::F_GETFL).map_err(|e| ClientError::Io(e.into()))?;
     let flags = OFlag::from_bits_truncate(flags) & !OFlag::O_NONBLOCK;
@@ -221,17 +231,33 @@ pub struct Connection {
     req: File,
     resp: File,
     notif: Option<File>,
+    /// How op codes travel, both ways (SPEC section 3).
+    form: OpForm,
 }
 
 impl Connection {
     /// Registers through `registration` and waits for the server's answer;
     /// a `'1'` answer is [`ClientError::Refused`].
     pub fn connect(fifos: &ClientFifos, registration: &Path) -> Result<Connection, ClientError> {
+        Self::connect_in(fifos, registration, OpForm::Binary)
+    }
+
+    /// [`Connection::connect`] with op codes in `form` (some course servers
+    /// speak ASCII digits). Whatever order the server opens the three FIFOs
+    /// in works: the request FIFO is opened for writing as soon as the
+    /// server opens it for reading, before or after it answers (a server
+    /// that blocks in `open` of the request FIFO before it answers would
+    /// otherwise wait on a client waiting on it).
+    pub fn connect_in(
+        fifos: &ClientFifos,
+        registration: &Path,
+        form: OpForm,
+    ) -> Result<Connection, ClientError> {
         let msg = ConnectRequest {
             req: fifos.req.as_os_str().as_bytes().to_vec(),
             resp: fifos.resp.as_os_str().as_bytes().to_vec(),
             notif: fifos.notif.as_os_str().as_bytes().to_vec(),
-            form: OpForm::Binary,
+            form,
         }
         .encode()
         .ok_or_else(|| ClientError::PathTooLong(fifos.req.clone()))?;
@@ -257,18 +283,46 @@ impl Connection {
         drop(reg);
 
         let mut answer = [0u8; 2];
-        read_within(&mut resp, &mut answer, ANSWER_TIMEOUT)?;
-        if answer != [protocol::OP_CONNECT, protocol::OK] {
+        let mut got = 0;
+        let mut req = None;
+        let deadline = Instant::now() + ANSWER_TIMEOUT;
+        while got < answer.len() {
+            if req.is_none() {
+                req = open_writer_if_read(&fifos.req)?;
+            }
+            let left = deadline.saturating_duration_since(Instant::now());
+            if left.is_zero() {
+                return Err(ClientError::Timeout);
+            }
+            // Short slices: the request FIFO is tried again between them.
+            let slice = left.min(Duration::from_millis(10));
+            let mut part = [0u8; 2];
+            match read_within(&mut resp, &mut part[..answer.len() - got], slice) {
+                Ok(()) => {
+                    let n = answer.len() - got;
+                    answer[got..].copy_from_slice(&part[..n]);
+                    got = answer.len();
+                }
+                Err(ClientError::Timeout) => {}
+                Err(e) => return Err(e),
+            }
+        }
+        if answer != [form.wire(protocol::OP_CONNECT), protocol::OK] {
             return Err(ClientError::Refused);
         }
-        // The server holds the read end now: this open does not block.
-        let req = open_fifo(&fifos.req, OFlag::O_WRONLY)?;
+        let req = match req {
+            Some(fd) => fd,
+            // The server holds the read end once it answered: this open
+            // does not block.
+            None => open_fifo(&fifos.req, OFlag::O_WRONLY)?,
+        };
         set_blocking(&req)?;
         set_blocking(&notif)?;
         Ok(Connection {
             req: File::from(req),
             resp,
             notif: Some(File::from(notif)),
+            form,
         })
     }
 
@@ -280,9 +334,10 @@ impl Connection {
 
     /// Sends one request and waits for its answer.
     pub fn request(&mut self, r: &Request) -> Result<Answer, ClientError> {
-        let msg = r
+        let mut msg = r
             .encode()
             .ok_or_else(|| ClientError::BadArgument(format!("{r:?}")))?;
+        msg[0] = self.form.wire(msg[0]);
         match self.req.write_all(&msg) {
             Ok(()) => {}
             Err(e) if e.kind() == io::ErrorKind::BrokenPipe => {
@@ -293,7 +348,7 @@ impl Connection {
         let mut head = [0u8; 2];
         read_within(&mut self.resp, &mut head, ANSWER_TIMEOUT)?;
         let mut value = None;
-        if head == [protocol::OP_READ, protocol::OK] {
+        if head == [self.form.wire(protocol::OP_READ), protocol::OK] {
             let mut field = [0u8; STRING_FIELD];
             read_within(&mut self.resp, &mut field, ANSWER_TIMEOUT)?;
             value = Some(protocol::field_str(&field));

@@ -310,8 +310,14 @@ pub struct ClientProc {
 
 impl ClientProc {
     pub fn start(id: &str, fifo: &Path) -> ClientProc {
+        Self::start_with(&[], id, fifo)
+    }
+
+    /// [`ClientProc::start`] with options before the arguments.
+    pub fn start_with(options: &[&str], id: &str, fifo: &Path) -> ClientProc {
         let dir = client_dir();
         let mut child = Command::new(CLIENT)
+            .args(options)
             .arg(id)
             .arg(fifo)
             .env("TMPDIR", dir.path())
