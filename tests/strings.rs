@@ -344,3 +344,47 @@ fn counters_raced_by_many_resp_clients_lose_no_increment() {
     assert_eq!(con.get::<_, i64>("m").unwrap(), -2 * 8 * 50);
     assert_eq!(con.strlen::<_, usize>("log").unwrap(), 8 * 50);
 }
+
+#[test]
+fn new_key_events_as_redis_sends_them() {
+    // Keyspace and key-event messages for `CONFIG SET notify-keyspace-events
+    // KEA` + `n`, against redis-server where it is here.
+    fn events(raw: &mut common::resp::Raw, sub: &mut common::resp::Raw) -> Vec<String> {
+        assert_eq!(
+            raw.ask(&["CONFIG", "SET", "notify-keyspace-events", "En$"]),
+            "+OK\r\n"
+        );
+        sub.cmd(&["PSUBSCRIBE", "__keyevent@0__:*"]);
+        sub.reply();
+        for cmd in [
+            &["SET", "fresh", "1"][..],
+            &["SET", "fresh", "2"],
+            &["INCR", "counter"],
+            &["INCR", "counter"],
+            &["APPEND", "text", "a"],
+            &["MSET", "m1", "1", "fresh", "3"],
+        ] {
+            raw.ask(cmd);
+        }
+        let mut got = Vec::new();
+        while let Some(m) = sub.reply_within(std::time::Duration::from_millis(300)) {
+            got.push(String::from_utf8_lossy(&m).into_owned());
+        }
+        raw.ask(&["CONFIG", "SET", "notify-keyspace-events", ""]);
+        got
+    }
+    let kvs = RespServer::start(&[], &[]);
+    let ours = events(&mut kvs.raw(), &mut kvs.raw());
+    let news = ours
+        .iter()
+        .filter(|m| m.contains("__keyevent@0__:new"))
+        .count();
+    assert_eq!(news, 4, "fresh, counter, text, m1: {ours:?}");
+    if let Some(redis) = common::resp::Redis::start("new_key_events_as_redis_sends_them") {
+        let theirs = events(
+            &mut common::resp::Raw::unix(&redis.sock),
+            &mut common::resp::Raw::unix(&redis.sock),
+        );
+        assert_eq!(ours, theirs);
+    }
+}

@@ -99,12 +99,19 @@ impl NotifyFlags {
             EventClass::Generic => GENERIC,
             EventClass::String => STRING,
             EventClass::Expired => EXPIRED,
+            EventClass::New => NEW,
         }
     }
 
     /// Whether a change's message goes out on its key's keyspace channel.
     pub fn keyspace(self, event: KeyEvent) -> bool {
         self.0 & KEYSPACE != 0 && self.0 & Self::class(event) != 0
+    }
+
+    /// Whether `new` events are wanted at all (the store reports them
+    /// only then: they double the changes of every write of a new key).
+    pub fn new_keys(self) -> bool {
+        self.0 & NEW != 0 && self.0 & (KEYSPACE | KEYEVENT) != 0
     }
 
     /// Whether it goes out on the key-event channel.

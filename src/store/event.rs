@@ -23,6 +23,8 @@ pub enum KeyEvent {
     Persist,
     /// The key's deadline passed: it is gone.
     Expired,
+    /// A key that did not exist was made (before its `set`, `incrby`...).
+    New,
 }
 
 /// Redis's classes of events (`notify-keyspace-events` letters).
@@ -34,10 +36,12 @@ pub enum EventClass {
     String,
     /// `x`: expiry.
     Expired,
+    /// `n`: new keys (not part of `A`, as in Redis).
+    New,
 }
 
 impl KeyEvent {
-    pub const ALL: [KeyEvent; 13] = [
+    pub const ALL: [KeyEvent; 14] = [
         KeyEvent::Set,
         KeyEvent::Del,
         KeyEvent::IncrBy,
@@ -51,6 +55,7 @@ impl KeyEvent {
         KeyEvent::Expire,
         KeyEvent::Persist,
         KeyEvent::Expired,
+        KeyEvent::New,
     ];
 
     pub fn name(self) -> &'static str {
@@ -68,6 +73,7 @@ impl KeyEvent {
             KeyEvent::Expire => "expire",
             KeyEvent::Persist => "persist",
             KeyEvent::Expired => "expired",
+            KeyEvent::New => "new",
         }
     }
 
@@ -88,6 +94,7 @@ impl KeyEvent {
             KeyEvent::Expire => b"__keyevent@0__:expire",
             KeyEvent::Persist => b"__keyevent@0__:persist",
             KeyEvent::Expired => b"__keyevent@0__:expired",
+            KeyEvent::New => b"__keyevent@0__:new",
         }
     }
 
@@ -106,13 +113,14 @@ impl KeyEvent {
             | KeyEvent::Expire
             | KeyEvent::Persist => EventClass::Generic,
             KeyEvent::Expired => EventClass::Expired,
+            KeyEvent::New => EventClass::New,
         }
     }
 
     /// Whether the key's value changed (or it went): what a FIFO
     /// subscriber hears of. A new deadline alone is not.
     pub fn changes_value(self) -> bool {
-        !matches!(self, KeyEvent::Expire | KeyEvent::Persist)
+        !matches!(self, KeyEvent::Expire | KeyEvent::Persist | KeyEvent::New)
     }
 
     /// Its place in a bit set of events.

@@ -159,9 +159,10 @@ impl Shard {
 
     /// Sets `key` as SET does: the value, and no deadline.
     #[inline]
-    fn set_plain(&mut self, h: u64, key: &[u8], value: &[u8]) {
-        self.map.set(h, key, value);
+    fn set_plain(&mut self, h: u64, key: &[u8], value: &[u8]) -> bool {
+        let new = self.map.set(h, key, value);
         self.deadlines.remove(key);
+        new
     }
 
     /// Removes `key` and its deadline; whether it was there.
@@ -172,7 +173,9 @@ impl Shard {
     }
 
     /// Sets `key` to `value` if `cond` holds; returns whether it did and,
-    /// if `want_old`, the value before. The caller journals and reports.
+    /// if `want_old`, the value before. The caller journals and reports
+    /// (see [`Store::report_set`]: whether the key was new is whether it was
+    /// absent before).
     fn set_if(
         &mut self,
         h: u64,
@@ -219,6 +222,10 @@ pub struct Store {
     /// Keys WATCHed by transactions, over all shards: while zero, a store
     /// without a hook skips reporting altogether (batch mode).
     versions_live: AtomicUsize,
+    /// Whether a key's creation is reported as a `new` change before its
+    /// `set` (notify-keyspace-events with `n`; off by default, as in Redis,
+    /// since it doubles the changes of every write of a new key).
+    new_events: AtomicBool,
 }
 
 impl Default for Store {
@@ -246,6 +253,7 @@ impl Store {
             journal: OnceLock::new(),
             watch_all: AtomicBool::new(false),
             versions_live: AtomicUsize::new(0),
+            new_events: AtomicBool::new(false),
         }
     }
 
@@ -353,7 +361,9 @@ impl Store {
             let (h, shard) = self.shard(k);
             let mut g = shard.write().unwrap_or_else(PoisonError::into_inner);
             self.reap(&mut g, h, k);
-            g.set_plain(h, k, v);
+            if g.set_plain(h, k, v) {
+                self.created(&g, k, v);
+            }
             self.journal_set(pairs);
             self.report(&g, k, Some(v), KeyEvent::Set);
             return;
@@ -368,7 +378,9 @@ impl Store {
             let h = self.hash(k);
             let g = &mut guards[slot(&order, self.shard_at(h))];
             self.reap(g, h, k);
-            g.set_plain(h, k, v);
+            if g.set_plain(h, k, v) {
+                self.created(g, k, v);
+            }
         }
         self.journal_set(pairs);
         self.report_all(pairs, |key| &guards[slot(&order, self.shard_of(key))]);
@@ -387,7 +399,9 @@ impl Store {
         for (i, (k, v)) in pairs.iter().enumerate() {
             let g = &mut guards[m.guard(i)];
             self.reap(g, m.hashes[i], k.as_ref());
-            g.set_plain(m.hashes[i], k.as_ref(), v.as_ref());
+            if g.set_plain(m.hashes[i], k.as_ref(), v.as_ref()) {
+                self.created(g, k.as_ref(), v.as_ref());
+            }
         }
         self.journal_set(pairs);
         self.report_many(
@@ -485,6 +499,19 @@ impl Store {
         }
     }
 
+    /// Reports the creation of `key` as a `new` change, if those are on.
+    #[inline]
+    fn created(&self, g: &Shard, key: &[u8], value: &[u8]) {
+        if self.new_events.load(Ordering::Relaxed) {
+            self.report(g, key, Some(value), KeyEvent::New);
+        }
+    }
+
+    /// Turns the reporting of new keys on or off (see [`KeyEvent::New`]).
+    pub fn set_new_events(&self, on: bool) {
+        self.new_events.store(on, Ordering::Relaxed);
+    }
+
     fn watching_all(&self) -> bool {
         self.watch_all.load(Ordering::Acquire)
     }
@@ -508,9 +535,13 @@ impl Store {
         let (h, shard) = self.shard(key);
         let mut g = shard.write().unwrap_or_else(PoisonError::into_inner);
         self.reap(&mut g, h, key);
+        let existed = g.map.contains(h, key);
         let (applied, old) = g.set_if(h, key, value, cond, want_old);
         if applied {
             self.journal_set(&[(key, value)]);
+            if !existed {
+                self.created(&g, key, value);
+            }
             self.report(&g, key, Some(value), KeyEvent::Set);
         }
         (applied, old)

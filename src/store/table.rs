@@ -112,8 +112,8 @@ impl Table {
     }
 
     /// Sets `key` (whose hash is `hash`) to `value`, over the old value's
-    /// bytes where it fits.
-    pub fn set(&mut self, hash: u64, key: &[u8], value: &[u8]) {
+    /// bytes where it fits; whether the key is new.
+    pub fn set(&mut self, hash: u64, key: &[u8], value: &[u8]) -> bool {
         let tag = hash as u32;
         let Table { index, heap } = self;
         let found = index.entry(
@@ -121,20 +121,23 @@ impl Table {
             |s| s.tag == tag && heap.has_key(s.loc, key),
             |s| index_hash(s.tag),
         );
-        match found {
+        let new = match found {
             hashbrown::hash_table::Entry::Occupied(mut slot) => {
                 let loc = slot.get().loc;
                 if !heap.overwrite(loc, key, value) {
                     heap.release(loc);
                     slot.get_mut().loc = heap.append(key, value);
                 }
+                false
             }
             hashbrown::hash_table::Entry::Vacant(slot) => {
                 let loc = heap.append(key, value);
                 slot.insert(Slot { loc, tag });
+                true
             }
-        }
+        };
         self.compact_if_due();
+        new
     }
 
     /// Removes `key` (whose hash is `hash`); whether it was there.
@@ -401,7 +404,7 @@ mod tests {
 
     fn set(t: &mut Table, key: impl AsRef<[u8]>, value: impl AsRef<[u8]>) {
         let key = key.as_ref();
-        t.set(h(key), key, value.as_ref())
+        t.set(h(key), key, value.as_ref());
     }
 
     fn remove(t: &mut Table, key: impl AsRef<[u8]>) -> bool {

@@ -175,8 +175,12 @@ impl Transaction<'_> {
         let (h, s) = self.reaped(key);
         let store = self.store;
         let g = self.shard_mut(s);
+        let existed = g.map.contains(h, key);
         let (applied, old) = g.set_if(h, key, value, cond, want_old);
         if applied {
+            if !existed {
+                store.created(g, key, value);
+            }
             store.report(g, key, Some(value), KeyEvent::Set);
             self.mutations
                 .push(Mutation::Set(vec![(key.to_owned(), value.to_owned())]));
@@ -190,7 +194,9 @@ impl Transaction<'_> {
         let (h, s) = self.reaped(key);
         let store = self.store;
         let g = self.shard_mut(s);
-        g.map.set(h, key, value);
+        if g.map.set(h, key, value) {
+            store.created(g, key, value);
+        }
         let kept = g.deadlines.get(key);
         store.report(g, key, Some(value), event);
         self.mutations
@@ -209,7 +215,9 @@ impl Transaction<'_> {
         let (h, s) = self.reaped(key);
         let store = self.store;
         let g = self.shard_mut(s);
-        g.set_plain(h, key, value);
+        if g.set_plain(h, key, value) {
+            store.created(g, key, value);
+        }
         if let Some(at) = deadline {
             g.deadlines.set(key, at);
         }
@@ -242,7 +250,9 @@ impl Transaction<'_> {
             let (h, s) = self.reaped(k);
             let store = self.store;
             let g = self.shard_mut(s);
-            g.set_plain(h, k, v);
+            if g.set_plain(h, k, v) {
+                store.created(g, k, v);
+            }
             store.report(g, k, Some(v), KeyEvent::Set);
             logged.push((k.to_owned(), v.to_owned()));
         }

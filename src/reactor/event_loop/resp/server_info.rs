@@ -88,6 +88,7 @@ impl Reactor {
                 match crate::reactor::notify_flags::NotifyFlags::parse(args[3]) {
                     Some(f) => {
                         self.notify_flags = f;
+                        self.pool.store().set_new_events(f.new_keys());
                         resp::push_ok(out)
                     }
                     None => resp::push_error(
