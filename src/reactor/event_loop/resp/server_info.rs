@@ -193,6 +193,8 @@ impl Reactor {
                     ("used_memory_rss", rss.to_string()),
                     ("used_memory_rss_human", human(rss)),
                     ("maxmemory", "0".into()),
+                    // The allocator the kvs binary installs (src/bin/kvs.rs).
+                    ("mem_allocator", "mimalloc".into()),
                 ],
             );
         }
