@@ -3,10 +3,16 @@
 //! re-encodes to a request that parses the same.
 #![no_main]
 
-use kvs::protocol::resp::{encode_request, parse, Parsed};
+use kvs::protocol::resp::{declared_end, encode_request, parse, Parsed};
 use libfuzzer_sys::fuzz_target;
 
 fuzz_target!(|data: &[u8]| {
+    // A declared bulk's end lies past what is here, and only when the
+    // request is incomplete.
+    if let Some(end) = declared_end(data) {
+        assert!(end > data.len());
+        assert_eq!(parse(data), Parsed::Incomplete);
+    }
     let mut rest = data;
     loop {
         let owned: Vec<Vec<u8>>;
