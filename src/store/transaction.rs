@@ -13,8 +13,9 @@ use std::sync::{PoisonError, RwLockWriteGuard};
 /// The store while a transaction holds it (see [`Store::transaction`]).
 pub struct Transaction<'a> {
     store: &'a Store,
-    /// By shard: the locked ones (every one, or those of the keys named).
-    guards: Vec<Option<RwLockWriteGuard<'a, Shard>>>,
+    /// The locked shards (every one, or those of the keys named), by
+    /// index, ascending: an INCR allocates one entry, not one per shard.
+    guards: Vec<(usize, RwLockWriteGuard<'a, Shard>)>,
     mutations: Vec<Mutation>,
 }
 
@@ -31,15 +32,19 @@ impl Store {
         keys: Option<&[&[u8]]>,
         f: impl FnOnce(&mut Transaction<'_>) -> R,
     ) -> R {
-        let mut wanted = vec![keys.is_none(); self.shards.len()];
-        for k in keys.unwrap_or_default() {
-            wanted[self.shard_of(k)] = true;
-        }
-        let guards = self
-            .shards
-            .iter()
-            .zip(wanted)
-            .map(|(s, w)| w.then(|| s.write().unwrap_or_else(PoisonError::into_inner)))
+        let order: Vec<usize> = match keys {
+            None => (0..self.shards.len()).collect(),
+            Some(keys) => self.shards_of(keys.iter().copied()),
+        };
+        // Ascending, as every multi-shard lock in the store is taken.
+        let guards = order
+            .into_iter()
+            .map(|i| {
+                let g = self.shards[i]
+                    .write()
+                    .unwrap_or_else(PoisonError::into_inner);
+                (i, g)
+            })
             .collect();
         let mut tx = Transaction {
             store: self,
@@ -73,22 +78,26 @@ impl Transaction<'_> {
         (h, self.store.shard_at(h))
     }
 
+    /// Where shard `s`'s guard is.
+    fn slot_of(&self, s: usize) -> usize {
+        self.guards
+            .binary_search_by_key(&s, |(i, _)| *i)
+            .expect("a transaction touched a key it did not name")
+    }
+
     /// The locked shard `s`. Every key a transaction touches was named
     /// when it began (see [`Store::transaction`]).
     fn shard(&self, s: usize) -> &Shard {
-        self.guards[s]
-            .as_deref()
-            .expect("a transaction touched a key it did not name")
+        &self.guards[self.slot_of(s)].1
     }
 
     fn shard_mut(&mut self, s: usize) -> &mut Shard {
-        self.guards[s]
-            .as_deref_mut()
-            .expect("a transaction touched a key it did not name")
+        let at = self.slot_of(s);
+        &mut self.guards[at].1
     }
 
     fn all(&self) -> impl Iterator<Item = &Shard> {
-        self.guards.iter().filter_map(|g| g.as_deref())
+        self.guards.iter().map(|(_, g)| &**g)
     }
 
     /// Whether a key watched at `version` (see [`Store::watch_versions`])
@@ -323,7 +332,7 @@ impl Transaction<'_> {
     /// Deletes every key (FLUSHDB), reporting each deletion.
     pub fn clear(&mut self) -> usize {
         let mut n = 0;
-        for g in self.guards.iter_mut().filter_map(|g| g.as_deref_mut()) {
+        for (_, g) in self.guards.iter_mut() {
             let taken = std::mem::take(&mut g.map);
             g.deadlines.clear();
             n += taken.len();
