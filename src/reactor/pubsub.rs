@@ -51,6 +51,9 @@ pub fn is_keyevent(channel: &[u8]) -> bool {
 pub struct Subscriptions {
     by_channel: HashMap<Vec<u8>, Vec<SessionId>>,
     by_pattern: HashMap<Vec<u8>, Vec<SessionId>>,
+    /// Subscriptions to key-event channels, kept as they come and go: each
+    /// batch of changes asks, and there are fourteen such channels.
+    keyevent: usize,
 }
 
 fn add(list: &mut Vec<SessionId>, sid: SessionId) -> bool {
@@ -84,12 +87,25 @@ where
 impl Subscriptions {
     /// Adds `sid` to `channel`'s subscribers; false if it already was one.
     pub fn subscribe(&mut self, channel: &[u8], sid: SessionId) -> bool {
-        add(self.by_channel.entry(channel.to_vec()).or_default(), sid)
+        let added = add(self.by_channel.entry(channel.to_vec()).or_default(), sid);
+        if added && is_keyevent(channel) {
+            self.keyevent += 1;
+        }
+        added
     }
 
     /// Removes `sid` from `channel`'s subscribers; false if it was not one.
     pub fn unsubscribe(&mut self, channel: &[u8], sid: SessionId) -> bool {
-        leave(&mut self.by_channel, channel, sid)
+        let left = leave(&mut self.by_channel, channel, sid);
+        if left && is_keyevent(channel) {
+            self.keyevent -= 1;
+        }
+        left
+    }
+
+    /// Whether any session listens to a key-event channel.
+    pub fn has_keyevent_subscribers(&self) -> bool {
+        self.keyevent > 0
     }
 
     pub fn psubscribe(&mut self, pattern: &[u8], sid: SessionId) -> bool {
@@ -152,6 +168,7 @@ impl Subscriptions {
     pub fn clear(&mut self) {
         self.by_channel.clear();
         self.by_pattern.clear();
+        self.keyevent = 0;
     }
 
     pub fn is_empty(&self) -> bool {
@@ -326,6 +343,11 @@ mod tests {
         assert!(!s.unsubscribe(b"k", 1));
         assert!(!s.unsubscribe(b"x", 2));
         assert!(s.unsubscribe(b"k", 2));
+        assert!(s.subscribe(b"__keyevent@0__:expired", 4));
+        assert!(!s.subscribe(b"__keyevent@0__:expired", 4));
+        assert!(s.has_keyevent_subscribers());
+        assert!(s.unsubscribe(b"__keyevent@0__:expired", 4));
+        assert!(!s.has_keyevent_subscribers());
         assert!(s.psubscribe(b"a*", 3));
         assert_eq!(s.matching_patterns(b"abc").count(), 1);
         assert_eq!(s.matching_patterns(b"bc").count(), 0);

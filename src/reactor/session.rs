@@ -306,7 +306,7 @@ pub struct Session {
     /// For INFO commandstats: the name of each command of the batch at the
     /// pool whose call is counted when its reply comes (`None`: counted
     /// already).
-    pub batch_names: Vec<Option<String>>,
+    pub batch_names: Vec<Option<&'static str>>,
     /// When the client last sent a whole request (or connected): `--timeout`
     /// counts from here, so a request half sent does not keep it alive.
     pub last_active: Instant,

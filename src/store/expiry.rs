@@ -97,6 +97,29 @@ impl Deadlines {
         self.by_key.clear();
         self.by_time.clear();
     }
+
+    /// How many keys have a deadline, and their time left in all (ms).
+    pub fn time_left(&self, now: u64) -> (usize, u128) {
+        let total = self
+            .by_key
+            .values()
+            .map(|&at| u128::from(at.saturating_sub(now)))
+            .sum();
+        (self.by_key.len(), total)
+    }
+}
+
+/// INFO's `expires` and `avg_ttl` from each shard's [`Deadlines::time_left`].
+pub fn mean_time_left(shards: impl Iterator<Item = (usize, u128)>) -> (usize, u64) {
+    let (n, total) = shards.fold((0, 0), |(n, t), (m, u)| (n + m, t + u));
+    (
+        n,
+        if n == 0 {
+            0
+        } else {
+            (total / n as u128) as u64
+        },
+    )
 }
 
 /// How often the active cycle looks for keys that are due (Redis's

@@ -172,10 +172,9 @@ impl Shard {
         self.map.remove(h, key)
     }
 
-    /// Sets `key` to `value` if `cond` holds; returns whether it did and,
-    /// if `want_old`, the value before. The caller journals and reports
-    /// (see [`Store::report_set`]: whether the key was new is whether it was
-    /// absent before).
+    /// Sets `key` to `value` if `cond` holds; returns whether it did,
+    /// whether that made the key, and, if `want_old`, the value before.
+    /// The caller journals and reports.
     fn set_if(
         &mut self,
         h: u64,
@@ -183,7 +182,7 @@ impl Shard {
         value: &[u8],
         cond: SetIf,
         want_old: bool,
-    ) -> (bool, Option<Vec<u8>>) {
+    ) -> (bool, bool, Option<Vec<u8>>) {
         let (present, old) = match self.map.get(h, key) {
             Some(v) => (true, want_old.then(|| v.to_vec())),
             None => (false, None),
@@ -196,7 +195,7 @@ impl Shard {
         if apply {
             self.set_plain(h, key, value);
         }
-        (apply, old)
+        (apply, apply && !present, old)
     }
 
     /// Counts a change of `key` for the transactions watching it.
@@ -535,11 +534,10 @@ impl Store {
         let (h, shard) = self.shard(key);
         let mut g = shard.write().unwrap_or_else(PoisonError::into_inner);
         self.reap(&mut g, h, key);
-        let existed = g.map.contains(h, key);
-        let (applied, old) = g.set_if(h, key, value, cond, want_old);
+        let (applied, made, old) = g.set_if(h, key, value, cond, want_old);
         if applied {
             self.journal_set(&[(key, value)]);
-            if !existed {
+            if made {
                 self.created(&g, key, value);
             }
             self.report(&g, key, Some(value), KeyEvent::Set);
@@ -963,22 +961,12 @@ impl Store {
     /// `expires` and `avg_ttl`).
     pub fn deadline_stats(&self) -> (usize, u64) {
         let now = now_ms();
-        let (mut n, mut total) = (0usize, 0u128);
-        for shard in self.shards.iter() {
-            let g = shard.read().unwrap_or_else(PoisonError::into_inner);
-            for (_, at) in g.deadlines.iter() {
-                n += 1;
-                total += u128::from(at.saturating_sub(now));
-            }
-        }
-        (
-            n,
-            if n == 0 {
-                0
-            } else {
-                (total / n as u128) as u64
-            },
-        )
+        expiry::mean_time_left(self.shards.iter().map(|s| {
+            s.read()
+                .unwrap_or_else(PoisonError::into_inner)
+                .deadlines
+                .time_left(now)
+        }))
     }
 
     /// Number of keys (not atomic across shards; for statistics only).

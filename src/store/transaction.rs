@@ -184,10 +184,9 @@ impl Transaction<'_> {
         let (h, s) = self.reaped(key);
         let store = self.store;
         let g = self.shard_mut(s);
-        let existed = g.map.contains(h, key);
-        let (applied, old) = g.set_if(h, key, value, cond, want_old);
+        let (applied, made, old) = g.set_if(h, key, value, cond, want_old);
         if applied {
-            if !existed {
+            if made {
                 store.created(g, key, value);
             }
             store.report(g, key, Some(value), KeyEvent::Set);
@@ -310,19 +309,7 @@ impl Transaction<'_> {
     /// [`Store::deadline_stats`] over the locked shards.
     pub fn deadline_stats(&self) -> (usize, u64) {
         let now = super::expiry::now_ms();
-        let (mut n, mut total) = (0usize, 0u128);
-        for (_, at) in self.all().flat_map(|g| g.deadlines.iter()) {
-            n += 1;
-            total += u128::from(at.saturating_sub(now));
-        }
-        (
-            n,
-            if n == 0 {
-                0
-            } else {
-                (total / n as u128) as u64
-            },
-        )
+        super::expiry::mean_time_left(self.all().map(|g| g.deadlines.time_left(now)))
     }
 
     pub fn is_empty(&self) -> bool {

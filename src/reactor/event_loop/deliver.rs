@@ -9,7 +9,6 @@ use crate::protocol::fifo as fifo_wire;
 use crate::protocol::resp;
 use crate::reactor::mailbox::Changed;
 use crate::reactor::pubsub::{channel_key, is_keyevent, keyspace_channel, FilterList, SessionId};
-use crate::store::KeyEvent;
 
 use crate::reactor::session::Session;
 
@@ -39,10 +38,7 @@ pub(super) fn push_pmessage(
 impl Reactor {
     /// Forwards store changes to everyone who listens.
     pub(super) fn notify(&mut self, changes: &[Changed]) {
-        let wide = self.subs.has_patterns()
-            || KeyEvent::ALL
-                .iter()
-                .any(|e| !self.subs.subscribers(e.channel()).is_empty());
+        let wide = self.subs.has_patterns() || self.subs.has_keyevent_subscribers();
         let flags = self.notify_flags;
         if self.tracking.clients() > 0 {
             self.invalidate(changes);

@@ -21,6 +21,15 @@ pub struct CommandStats {
     errors: BTreeMap<String, u64>,
 }
 
+/// `name`'s entry, made on its first use: a call of a command seen before
+/// (nearly every call) allocates nothing.
+fn counts<'m, V: Default>(map: &'m mut BTreeMap<String, V>, name: &str) -> &'m mut V {
+    if !map.contains_key(name) {
+        map.insert(name.to_owned(), V::default());
+    }
+    map.get_mut(name).expect("inserted just above")
+}
+
 /// An error reply's code: its first word (`ERR`, `NOAUTH`, ...).
 fn code(error: &str) -> &str {
     error.split(' ').next().unwrap_or(error)
@@ -29,12 +38,12 @@ fn code(error: &str) -> &str {
 impl CommandStats {
     /// A call of `name` ran for `usec`, answering `error` if it failed.
     pub fn ran(&mut self, name: &str, usec: u64, error: Option<&str>) {
-        let c = self.commands.entry(name.to_owned()).or_default();
+        let c = counts(&mut self.commands, name);
         c.calls += 1;
         c.usec += usec;
         if let Some(e) = error {
             c.failed += 1;
-            *self.errors.entry(code(e).to_owned()).or_default() += 1;
+            *counts(&mut self.errors, code(e)) += 1;
         }
     }
 
@@ -42,9 +51,9 @@ impl CommandStats {
     /// command, which has no entry of its own).
     pub fn rejected(&mut self, name: Option<&str>, error: &str) {
         if let Some(name) = name {
-            self.commands.entry(name.to_owned()).or_default().rejected += 1;
+            counts(&mut self.commands, name).rejected += 1;
         }
-        *self.errors.entry(code(error).to_owned()).or_default() += 1;
+        *counts(&mut self.errors, code(error)) += 1;
     }
 
     pub fn reset(&mut self) {

@@ -985,6 +985,30 @@ pub fn arity_fits(name: &str, n: usize) -> Option<bool> {
     Some(if a >= 0 { n == a } else { n >= -a })
 }
 
+/// The entry of `name`, any case. A binary search of the table (sorted
+/// by name, lower case): every request's arity is checked here.
 pub fn find(name: &str) -> Option<&'static CommandInfo> {
-    COMMANDS.iter().find(|c| c.name.eq_ignore_ascii_case(name))
+    let at = if name.bytes().any(|b| b.is_ascii_uppercase()) {
+        let lower = name.to_ascii_lowercase();
+        COMMANDS.binary_search_by(|c| c.name.cmp(lower.as_str()))
+    } else {
+        COMMANDS.binary_search_by(|c| c.name.cmp(name))
+    };
+    at.ok().map(|i| &COMMANDS[i])
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_table_is_sorted_for_find() {
+        assert!(COMMANDS.windows(2).all(|w| w[0].name < w[1].name));
+        assert!(COMMANDS
+            .iter()
+            .all(|c| c.name == c.name.to_ascii_lowercase()));
+        assert_eq!(find("GeT").map(|c| c.name), Some("get"));
+        assert_eq!(find("append").map(|c| c.name), Some("append"));
+        assert!(find("nosuch").is_none());
+    }
 }

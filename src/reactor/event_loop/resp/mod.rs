@@ -182,7 +182,7 @@ impl Reactor {
         let mut batch: Vec<BatchItem> = Vec::new();
         // For commandstats, beside `batch`: each command's name, or `None`
         // once counted.
-        let mut names: Vec<Option<String>> = Vec::new();
+        let mut names: Vec<Option<&'static str>> = Vec::new();
         let mut failed = None;
         while batch.len() < MAX_BATCH && self.ready_for_more(sid) && !self.quitting(sid) {
             let unauthenticated = self.password.is_some() && !self.authenticated(sid);
@@ -244,7 +244,7 @@ impl Reactor {
                         self.taken(sid, &args);
                         self.silence_in_batch(sid, silent, batch.len());
                         batch.push(Ok(cmd));
-                        names.push(Some("exec".into()));
+                        names.push(Some("exec"));
                         continue;
                     }
                     None => {}
@@ -263,7 +263,8 @@ impl Reactor {
                 match &item {
                     Ok(cmd) => {
                         self.track_read(sid, cmd);
-                        names.push(Some(name.clone()));
+                        // The table's own name: no copy per command.
+                        names.push(command_table::find(&name).map(|c| c.name));
                     }
                     Err(Reply::Error(e))
                         if command_table::arity_fits(&name, args.len()) == Some(false) =>
@@ -375,8 +376,10 @@ impl Reactor {
         self.stats.commands += 1;
         // As Redis, monitors see commands that run (or are queued), not
         // those refused unread: an unknown name or a wrong argument count.
-        let name = String::from_utf8_lossy(args[0]);
-        if command_table::arity_fits(&name, args.len()) == Some(true) {
+        if !self.monitors.is_empty()
+            && command_table::arity_fits(&String::from_utf8_lossy(args[0]), args.len())
+                == Some(true)
+        {
             self.feed_monitors(sid, args);
         }
         if let Some(resp) = self.resp_state(sid) {

@@ -1,7 +1,7 @@
 //! What a RESP client may ask about the server: INFO, CONFIG, COMMAND.
 
 use super::command_table::{self, CommandInfo, COMMANDS};
-use super::{arity_error, eq, REDIS_COMPAT_VERSION};
+use super::{arity_error, eq, CommandStats, REDIS_COMPAT_VERSION};
 use crate::protocol::resp;
 use crate::protocol::resp::encode_reply;
 use crate::reactor::command::Command;
@@ -260,25 +260,24 @@ impl Reactor {
                 ],
             );
         }
-        if want_extra("commandstats") {
-            let fields = self.cmdstats.command_fields();
-            section(
+        for (wanted, title, fields) in [
+            (
+                "commandstats",
                 "Commandstats",
-                fields
-                    .iter()
-                    .map(|(k, v)| (k.as_str(), v.clone()))
-                    .collect(),
-            );
-        }
-        if want_extra("errorstats") {
-            let fields = self.cmdstats.error_fields();
-            section(
-                "Errorstats",
-                fields
-                    .iter()
-                    .map(|(k, v)| (k.as_str(), v.clone()))
-                    .collect(),
-            );
+                CommandStats::command_fields as fn(&_) -> _,
+            ),
+            ("errorstats", "Errorstats", CommandStats::error_fields),
+        ] {
+            if want_extra(wanted) {
+                let fields = fields(&self.cmdstats);
+                section(
+                    title,
+                    fields
+                        .iter()
+                        .map(|(k, v)| (k.as_str(), v.clone()))
+                        .collect(),
+                );
+            }
         }
         let keyspace = want("keyspace");
         if keyspace && !text.is_empty() {
