@@ -1084,6 +1084,44 @@ fn tracking_invalidates_reads_from_any_source() {
     assert_eq!(bc.ask(&["CLIENT", "GETREDIR"]), ":-1\r\n");
 }
 
+/// BCAST tells a turn's changed keys as Redis's radix tree does: each
+/// key once, in byte order, even when it changed twice or was created
+/// while `new` events are on (its creation and its set are two changes).
+#[test]
+fn tracking_bcast_tells_each_key_once() {
+    let kvs = RespServer::start(&[], &[]);
+    let mut writer = kvs.raw();
+    assert_eq!(writer.ask(&["SET", "b", "1"]), "+OK\r\n");
+    assert_eq!(
+        writer.ask(&["CONFIG", "SET", "notify-keyspace-events", "KEAn"]),
+        "+OK\r\n"
+    );
+    let mut sink = kvs.raw();
+    let id = sink.ask(&["CLIENT", "ID"]);
+    let id = id.trim_start_matches(':').trim().to_string();
+    sink.cmd(&["SUBSCRIBE", "__redis__:invalidate"]);
+    sink.reply();
+    let mut bc = kvs.raw();
+    assert_eq!(
+        bc.ask(&["CLIENT", "TRACKING", "ON", "BCAST", "REDIRECT", &id]),
+        "+OK\r\n"
+    );
+    assert_eq!(writer.ask(&["MULTI"]), "+OK\r\n");
+    assert_eq!(
+        writer.ask(&["MSET", "c", "1", "b", "2", "a", "3"]),
+        "+QUEUED\r\n"
+    );
+    assert_eq!(writer.ask(&["SET", "c", "4"]), "+QUEUED\r\n");
+    assert_eq!(writer.ask(&["EXEC"]), "*2\r\n+OK\r\n+OK\r\n");
+    let m = String::from_utf8_lossy(&sink.reply()).into_owned();
+    assert_eq!(
+        m,
+        "*3\r\n$7\r\nmessage\r\n$20\r\n__redis__:invalidate\r\n\
+         *3\r\n$1\r\na\r\n$1\r\nb\r\n$1\r\nc\r\n"
+    );
+    assert!(sink.reply_within(Duration::from_millis(300)).is_none());
+}
+
 /// COMMAND INFO of every command kvs has: name, arity, flags, key
 /// positions and ACL categories as redis-server gives them.
 #[test]

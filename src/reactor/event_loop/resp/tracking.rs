@@ -16,6 +16,7 @@ use crate::reactor::event_loop::Reactor;
 use crate::reactor::pubsub::SessionId;
 use crate::reactor::session::{Link, Tracking};
 use crate::reactor::store_ops::StoreOp;
+use crate::store::KeyEvent;
 use std::collections::HashMap;
 
 /// The keys each tracking client may have cached.
@@ -89,7 +90,10 @@ impl Reactor {
         // in BCAST one per prefix, with every key of this turn's changes
         // that starts with it. NOLOOP: not of a client's own changes.
         let noloop = |me: &Reactor, sid: SessionId| me.tracking_of(sid).is_some_and(|t| t.noloop);
-        for c in changes {
+        // A key's creation ('new') is followed by the change that made
+        // it, which is what invalidates: telling both would say it twice.
+        let changes = changes.iter().filter(|c| c.event != KeyEvent::New);
+        for c in changes.clone() {
             if let Some(who) = self.tracking.keys.remove(c.key.as_slice()) {
                 for sid in who {
                     if !(c.origin == Some(sid) && noloop(self, sid)) {
@@ -104,7 +108,7 @@ impl Reactor {
         if any_bcast {
             self.tracking
                 .broadcast
-                .extend(changes.iter().map(|c| (c.key.clone(), c.origin)));
+                .extend(changes.map(|c| (c.key.clone(), c.origin)));
         }
     }
 
@@ -113,7 +117,12 @@ impl Reactor {
         if self.tracking.broadcast.is_empty() {
             return;
         }
-        let changes = std::mem::take(&mut self.tracking.broadcast);
+        // As Redis's radix tree of a turn's keys: each key once, in byte
+        // order, remembering who changed it last (for NOLOOP).
+        let changes: std::collections::BTreeMap<Vec<u8>, Option<SessionId>> =
+            std::mem::take(&mut self.tracking.broadcast)
+                .into_iter()
+                .collect();
         let bcast: Vec<(SessionId, Vec<Vec<u8>>, bool)> = self
             .sessions
             .iter()
@@ -136,7 +145,7 @@ impl Reactor {
             for p in prefixes {
                 let keys: Vec<&[u8]> = changes
                     .iter()
-                    .filter(|(k, origin)| k.starts_with(p) && !(noloop && *origin == Some(sid)))
+                    .filter(|(k, origin)| k.starts_with(p) && !(noloop && **origin == Some(sid)))
                     .map(|(k, _)| k.as_slice())
                     .collect();
                 if !keys.is_empty() {
