@@ -47,7 +47,7 @@ total_ok=0; total_err=0
 for unit in "${units[@]}"; do
   log="$work/$(basename "$unit").log"
   (cd "$src" && timeout 600 ./runtest --host 127.0.0.1 --port "$port" --singledb \
-      --single "$unit" --timeout 30 --tags "-needs:repl -needs:debug" \
+      --single "$unit" --timeout 30 --tags "-needs:repl -needs:debug -needs:config-maxmemory" \
       --skipfile "$skipfile" >"$log" 2>&1) || true
   plain=$(sed 's/\x1b\[[0-9;]*m//g' "$log")
   ok=$(grep -c '^\[ok\]' <<<"$plain" || true)

@@ -157,6 +157,7 @@ fn keyspace_channels_and_patterns() {
     let n: i64 = con.publish("chat", "hi").unwrap();
     assert_eq!(n, 0, "nobody listens on chat");
     let _: () = redis::cmd("FLUSHALL").exec(&mut con).unwrap();
+    let _: () = con.set("after", "1").unwrap();
 
     let mut seen = Vec::new();
     for _ in 0..6 {
@@ -184,7 +185,8 @@ fn keyspace_channels_and_patterns() {
             space("del"),
             ev("del", "k1"),
             ev("set", "other"),
-            ev("del", "other"), // FLUSHALL deletes, and says so per key
+            // FLUSHALL says nothing, as in Redis.
+            ev("set", "after"),
         ]
     );
 }
@@ -342,11 +344,14 @@ fn fifo_and_resp_clients_hear_each_other() {
         "from-fifo",
         "one store for both"
     );
-    // FLUSHALL deletes every key and says so to both.
+    // FLUSHALL deletes every key: a FIFO subscriber hears it, as it hears
+    // every change to a value; RESP keyspace subscribers hear nothing, as
+    // from Redis (the next message is the SET after it).
     let _: () = redis::cmd("FLUSHALL").exec(&mut con).unwrap();
     assert_eq!(fifo.note(), ("shared".into(), "DELETED".into()));
+    let _: () = con.set("shared", "again").unwrap();
     let m = sub.get_message().unwrap();
-    assert_eq!(m.get_payload::<String>().unwrap(), "del");
+    assert_eq!(m.get_payload::<String>().unwrap(), "set");
 }
 
 #[test]
@@ -1047,7 +1052,7 @@ fn tracking_invalidates_reads_from_any_source() {
     );
     let info = cache.ask(&["CLIENT", "TRACKINGINFO"]);
     assert!(
-        info.starts_with("%3\r\n$5\r\nflags\r\n*1\r\n$2\r\non\r\n"),
+        info.starts_with("%3\r\n$5\r\nflags\r\n~1\r\n$2\r\non\r\n"),
         "{info}"
     );
 
@@ -1261,4 +1266,124 @@ fn info_commandstats_and_errorstats_count_as_redis_does() {
     if let Some(theirs) = theirs.as_mut() {
         assert_eq!(ours, counts(theirs));
     }
+}
+
+/// CLIENT TRACKING as redis-server tells it, byte for byte on one RESP3
+/// connection: a client's own change invalidates after its reply (inside
+/// EXEC too), a flush is one invalidation of everything, TRACKINGINFO's
+/// flags are a set, BCAST prefixes may not overlap, and the options are
+/// checked in Redis's order with its errors. Each command is followed by a
+/// PING, and everything up to its PONG is compared.
+#[test]
+fn tracking_matches_redis_byte_for_byte() {
+    let Some(redis) = Redis::start("tracking_matches_redis_byte_for_byte") else {
+        return;
+    };
+    let kvs = RespServer::start(&[], &[]);
+    let mut ours = kvs.raw();
+    let mut theirs = Raw::unix(&redis.sock);
+    for c in [&mut ours, &mut theirs] {
+        assert!(c.ask(&["HELLO", "3"]).starts_with('%'));
+    }
+    let script: &[&[&str]] = &[
+        &["CLIENT", "TRACKING", "on"],
+        &["MSET", "a{t}", "1", "b{t}", "2"],
+        &["GET", "a{t}"],
+        &["INCR", "a{t}"],
+        &["GET", "a{t}"],
+        &["MULTI"],
+        &["INCR", "a{t}"],
+        &["GET", "b{t}"],
+        &["EXEC"],
+        &["GET", "a{t}"],
+        &["FLUSHDB"],
+        &["CLIENT", "TRACKINGINFO"],
+        &["CLIENT", "TRACKING", "on", "BCAST"],
+        &["CLIENT", "TRACKING", "off"],
+        &[
+            "CLIENT", "TRACKING", "on", "BCAST", "PREFIX", "FOOBAR", "PREFIX", "FOO",
+        ],
+        &[
+            "CLIENT", "TRACKING", "on", "BCAST", "PREFIX", "FOO", "PREFIX", "BAR",
+        ],
+        &["CLIENT", "TRACKING", "on", "BCAST", "PREFIX", "FO"],
+        &["CLIENT", "TRACKING", "on", "BCAST", "PREFIX", "BAZ"],
+        &["CLIENT", "TRACKINGINFO"],
+        &["CLIENT", "TRACKING", "on", "OPTIN"],
+        &["CLIENT", "TRACKING", "off"],
+        &["CLIENT", "CACHING", "yes"],
+        &["CLIENT", "TRACKING", "on", "OPTIN", "OPTOUT"],
+        &["CLIENT", "TRACKING", "on", "REDIRECT", "999999"],
+        &["CLIENT", "TRACKING", "on", "REDIRECT", "x"],
+        &["CLIENT", "TRACKING", "on", "PREFIX"],
+        &["CLIENT", "TRACKING", "on", "OPTOUT", "NOLOOP"],
+        &["CLIENT", "CACHING", "yes"],
+        &["CLIENT", "CACHING", "no"],
+        &["CLIENT", "TRACKINGINFO"],
+        &["CLIENT", "TRACKING", "on", "OPTIN"],
+        &["CLIENT", "TRACKING", "off"],
+    ];
+    let upto_pong = |c: &mut Raw| {
+        let mut got = String::new();
+        loop {
+            let frame = String::from_utf8_lossy(&c.reply()).into_owned();
+            if frame == "+PONG\r\n" {
+                return got;
+            }
+            got.push_str(&frame);
+        }
+    };
+    let mut queuing = false;
+    for cmd in script {
+        // Inside MULTI a PING would be queued: one reply each.
+        queuing = (queuing || cmd[0] == "MULTI") && cmd[0] != "EXEC";
+        if queuing {
+            assert_eq!(ours.ask(cmd), theirs.ask(cmd), "{cmd:?}");
+            continue;
+        }
+        for c in [&mut ours, &mut theirs] {
+            c.cmd(cmd);
+            c.cmd(&["PING"]);
+        }
+        assert_eq!(upto_pong(&mut ours), upto_pong(&mut theirs), "{cmd:?}");
+    }
+}
+
+/// tracking-table-max-keys: lowering it forgets keys, each with an
+/// invalidation, until the table fits; INFO counts what is tracked.
+#[test]
+fn the_tracking_table_is_kept_within_its_limit() {
+    let kvs = RespServer::start(&[], &[]);
+    let mut c = kvs.raw();
+    assert!(c.ask(&["HELLO", "3"]).starts_with('%'));
+    assert_eq!(c.ask(&["CLIENT", "TRACKING", "on"]), "+OK\r\n");
+    for i in 0..20 {
+        c.ask(&["GET", &format!("k{i}")]);
+    }
+    let info = c.ask(&["INFO", "stats"]);
+    assert!(info.contains("tracking_total_keys:20\r\n"), "{info}");
+    assert!(info.contains("tracking_total_items:20\r\n"), "{info}");
+    assert_eq!(
+        c.ask(&["CONFIG", "SET", "tracking-table-max-keys", "5"]),
+        "+OK\r\n"
+    );
+    let mut told = Vec::new();
+    for _ in 0..15 {
+        let frame = String::from_utf8_lossy(&c.reply()).into_owned();
+        assert!(
+            frame.starts_with(">2\r\n$10\r\ninvalidate\r\n*1\r\n"),
+            "{frame}"
+        );
+        told.push(frame);
+    }
+    told.sort();
+    told.dedup();
+    assert_eq!(told.len(), 15);
+    assert_eq!(c.ask(&["PING"]), "+PONG\r\n");
+    let info = c.ask(&["INFO", "stats"]);
+    assert!(info.contains("tracking_total_keys:5\r\n"), "{info}");
+    assert_eq!(
+        c.ask(&["CONFIG", "GET", "tracking-table-max-keys"]),
+        "%1\r\n$23\r\ntracking-table-max-keys\r\n$1\r\n5\r\n"
+    );
 }

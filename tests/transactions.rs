@@ -191,3 +191,109 @@ fn a_transaction_comes_back_whole_after_a_restart() {
         "*3\r\n$-1\r\n$1\r\n2\r\n$1\r\n3\r\n"
     );
 }
+
+/// Commands the reactor answers itself (CONFIG, CLIENT, PUBLISH ...) are
+/// queued and run in their places at EXEC, and checked when queued (an
+/// unknown subcommand or a wrong argument count aborts EXEC), byte for byte
+/// as redis-server answers the same requests.
+#[test]
+fn reactor_commands_run_inside_exec_as_in_redis() {
+    let Some(redis) = common::resp::Redis::start("reactor_commands_run_inside_exec_as_in_redis")
+    else {
+        return;
+    };
+    let kvs = RespServer::start(&[], &[]);
+    let mut ours = kvs.raw();
+    let mut theirs = common::resp::Raw::unix(&redis.sock);
+    let script: &[&[&str]] = &[
+        &["MULTI"],
+        &["SET", "foo", "bar"],
+        &["CONFIG", "SET", "notify-keyspace-events", "Kx"],
+        &["CONFIG", "GET", "notify-keyspace-events"],
+        &["PUBLISH", "ch", "hello"],
+        &["CLIENT", "SETNAME", "n1"],
+        &["CLIENT", "GETNAME"],
+        &["ECHO", "e"],
+        &["GET", "foo"],
+        &["EXEC"],
+        &["CLIENT", "GETNAME"],
+        // Checked when queued, as Redis checks them.
+        &["MULTI"],
+        &["CONFIG", "GET"],
+        &["CLIENT", "NOSUCH"],
+        &["SET", "foo", "baz"],
+        &["EXEC"],
+        &["GET", "foo"],
+        &["MULTI"],
+        &["SHUTDOWN"],
+        &["EXEC"],
+        // CONFIG SET takes pairs, and applies none if one is refused.
+        &[
+            "CONFIG",
+            "SET",
+            "notify-keyspace-events",
+            "KA",
+            "nosuch",
+            "1",
+        ],
+        &["CONFIG", "GET", "notify-keyspace-events"],
+        &[
+            "CONFIG",
+            "SET",
+            "notify-keyspace-events",
+            "E$",
+            "notify-keyspace-events",
+            "Kg",
+        ],
+        &["CONFIG", "GET", "notify-keyspace-events"],
+    ];
+    for cmd in script {
+        ours.cmd(cmd);
+        theirs.cmd(cmd);
+        let (a, b) = (ours.reply(), theirs.reply());
+        assert_eq!(
+            String::from_utf8_lossy(&a),
+            String::from_utf8_lossy(&b),
+            "{cmd:?}"
+        );
+    }
+    // A WATCHed key's change: nothing runs, the reactor's commands neither.
+    let mut other = kvs.raw();
+    assert_eq!(ours.ask(&["WATCH", "foo"]), "+OK\r\n");
+    assert_eq!(other.ask(&["SET", "foo", "changed"]), "+OK\r\n");
+    assert_eq!(ours.ask(&["MULTI"]), "+OK\r\n");
+    assert_eq!(ours.ask(&["CLIENT", "SETNAME", "n2"]), "+QUEUED\r\n");
+    assert_eq!(ours.ask(&["EXEC"]), "*-1\r\n");
+    assert_eq!(ours.ask(&["CLIENT", "GETNAME"]), "$2\r\nn1\r\n");
+    // What kvs does not queue is refused clearly, and aborts the EXEC.
+    assert_eq!(ours.ask(&["MULTI"]), "+OK\r\n");
+    assert_eq!(
+        ours.ask(&["SUBSCRIBE", "x"]),
+        "-ERR kvs does not queue 'subscribe' in a transaction\r\n"
+    );
+    assert!(ours.ask(&["EXEC"]).starts_with("-EXECABORT"));
+}
+
+/// SHUTDOWN stops the server as SIGTERM does: no reply, the connection
+/// closes, the process exits 0.
+#[test]
+fn shutdown_stops_the_server() {
+    let mut kvs = RespServer::start(&[], &[]);
+    let mut c = kvs.raw();
+    assert_eq!(
+        c.ask(&["SHUTDOWN", "ABORT"]),
+        "-ERR No shutdown in progress.\r\n"
+    );
+    assert_eq!(
+        c.ask(&["SHUTDOWN", "NOSAVE", "SAVE"]),
+        "-ERR syntax error\r\n"
+    );
+    assert_eq!(c.ask(&["SHUTDOWN", "LATER"]), "-ERR syntax error\r\n");
+    assert!(kvs.server.running());
+    c.cmd(&["SHUTDOWN", "NOSAVE", "NOW"]);
+    assert!(c.closed_by_server());
+    assert_eq!(c.rest(), "");
+    let status = common::wait_bounded(&mut kvs.server.child, Duration::from_secs(10));
+    assert!(status.success(), "{status:?}");
+    assert!(kvs.server.log().contains("SHUTDOWN from RESP client"));
+}

@@ -27,4 +27,8 @@ pub enum Reply {
     Array(Vec<Reply>),
     /// A map in RESP3, a flat array of its pairs in RESP2.
     Map(Vec<(Reply, Reply)>),
+    /// A reply already encoded in the connection's protocol: what a
+    /// command the reactor runs itself (CONFIG, PUBLISH, CLIENT ...)
+    /// answered inside EXEC.
+    Framed(Vec<u8>),
 }

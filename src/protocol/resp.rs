@@ -399,15 +399,26 @@ pub fn push_map_len(out: &mut Vec<u8>, n: usize, proto: u8) {
     }
 }
 
-/// An out-of-band message (pub/sub): a push frame in RESP3, an array in
-/// RESP2.
-pub fn push_push_len(out: &mut Vec<u8>, n: usize, proto: u8) {
+/// A RESP3 aggregate of `n` elements marked `kind`, or RESP2's array of
+/// them.
+fn push_aggregate_len(out: &mut Vec<u8>, kind: u8, n: usize, proto: u8) {
     if proto >= 3 {
-        out.push(b'>');
+        out.push(kind);
         push_decimal(out, n as i64);
     } else {
         push_array_len(out, n);
     }
+}
+
+/// A set of `n` members: an array in RESP2.
+pub fn push_set_len(out: &mut Vec<u8>, n: usize, proto: u8) {
+    push_aggregate_len(out, b'~', n, proto);
+}
+
+/// An out-of-band message (pub/sub): a push frame in RESP3, an array in
+/// RESP2.
+pub fn push_push_len(out: &mut Vec<u8>, n: usize, proto: u8) {
+    push_aggregate_len(out, b'>', n, proto);
 }
 
 /// Text for people (INFO): a verbatim string in RESP3, a bulk in RESP2.
@@ -490,6 +501,7 @@ pub fn encode_reply(out: &mut Vec<u8>, reply: &Reply, proto: u8) {
                 encode_reply(out, v, proto);
             }
         }
+        Reply::Framed(bytes) => out.extend_from_slice(bytes),
     }
 }
 

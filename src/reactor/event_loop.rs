@@ -508,11 +508,14 @@ impl Reactor {
         match result {
             OpResult::Subscribe { key, exists } => self.fifo_subscribed(sid, key, exists),
             OpResult::Replies {
-                replies,
+                mut replies,
                 sync,
                 micros,
             } => {
                 let names = std::mem::take(&mut s.batch_names);
+                if s.is_resp() {
+                    self.run_exec_locals(sid, &mut replies);
+                }
                 for ((name, r), us) in names.iter().zip(&replies).zip(&micros) {
                     if let Some(name) = name {
                         let error = match r {
@@ -533,6 +536,7 @@ impl Reactor {
                     return;
                 }
                 s.send_replies(&replies);
+                self.after_replies(sid);
             }
             OpResult::Watched(_) => {
                 s.unconfirmed.clear();
@@ -547,6 +551,18 @@ impl Reactor {
         }
         self.dirty.push(sid);
         self.service(sid);
+    }
+
+    /// What follows a session's replies: a flush among its commands is
+    /// told to tracking clients (itself after the reply, as Redis does).
+    fn after_replies(&mut self, sid: SessionId) {
+        let flushed = match self.sessions.get_mut(sid).map(|s| &mut s.link) {
+            Some(Link::Stream { resp, .. }) => std::mem::take(&mut resp.flushing),
+            _ => false,
+        };
+        if flushed && self.tracking.clients() > 0 {
+            self.tracking_flushed(Some(sid));
+        }
     }
 
     /// Writes what a session has queued; disconnects it if its reader is
@@ -683,6 +699,7 @@ impl Reactor {
                 Some((need, replies)) if need <= upto => {
                     s.busy = false;
                     s.send_replies(&replies);
+                    self.after_replies(sid);
                     self.dirty.push(sid);
                     self.service(sid);
                 }
@@ -719,8 +736,10 @@ impl Reactor {
                 }
             }
         }
-        // BCAST invalidations go out once a turn, grouped by prefix.
+        // BCAST invalidations go out once a turn, grouped by prefix; the
+        // tracking table is kept within tracking-table-max-keys.
         self.flush_broadcasts();
+        self.limit_tracking_table();
         more
     }
 }

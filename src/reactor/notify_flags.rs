@@ -100,6 +100,7 @@ impl NotifyFlags {
             EventClass::String => STRING,
             EventClass::Expired => EXPIRED,
             EventClass::New => NEW,
+            EventClass::Unpublished => 0,
         }
     }
 

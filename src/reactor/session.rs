@@ -193,7 +193,7 @@ pub struct RespState {
     /// QUIT was answered: close once it is written.
     pub quitting: bool,
     /// Between MULTI and EXEC / DISCARD: what is queued.
-    pub multi: Option<Multi>,
+    pub multi: Option<Box<Multi>>,
     /// 3 after `HELLO 3` (RESP3 replies and push frames); 2 otherwise.
     pub proto: u8,
     /// CLIENT REPLY: what is sent of the replies to its commands.
@@ -204,6 +204,12 @@ pub struct RespState {
     pub tracking: Option<Tracking>,
     /// WATCHed keys and their change counts when watched.
     pub watching: Vec<(Vec<u8>, u64)>,
+    /// The queued commands of the EXEC in flight that the reactor runs
+    /// itself once its store part is back ([`Multi::locals`]).
+    pub exec_locals: Vec<(usize, Vec<Vec<u8>>)>,
+    /// The batch in flight flushes the store: tracking clients are told
+    /// once its replies are sent.
+    pub flushing: bool,
 }
 
 /// A client's CLIENT TRACKING settings.
@@ -219,11 +225,15 @@ pub struct Tracking {
     /// but those read right after CLIENT CACHING no.
     pub optin: bool,
     pub optout: bool,
-    /// Accepted; kvs does not know who made a change, so a client also
-    /// hears of its own (an extra invalidation, never a stale cache).
+    /// NOLOOP: not told of its own changes.
     pub noloop: bool,
     /// CLIENT CACHING's answer, for the next command only.
     pub caching: Option<bool>,
+    /// That answer while the command after it runs.
+    pub caching_now: Option<bool>,
+    /// The REDIRECT target went away: nothing reaches it (TRACKINGINFO's
+    /// `broken_redirect`).
+    pub broken: bool,
 }
 
 /// CLIENT REPLY's modes.
@@ -244,6 +254,10 @@ pub struct Multi {
     pub queued: Vec<Result<super::command::Command, Reply>>,
     /// A command was refused while queuing: EXEC answers EXECABORT.
     pub aborted: bool,
+    /// Commands the reactor runs itself, by their place in `queued`
+    /// (which holds a placeholder there): run when EXEC's store part
+    /// comes back, their replies put in their places.
+    pub locals: Vec<(usize, Vec<Vec<u8>>)>,
 }
 
 pub enum Link {
@@ -275,6 +289,10 @@ pub struct Session {
     pub deferred: Vec<u8>,
     /// Messages that arrived while `deferred` waited: they go after it.
     held: Vec<u8>,
+    /// Messages that must follow the replies in flight (the invalidation
+    /// of a tracking client's own change, as Redis sends it after the
+    /// command's reply): sent with them.
+    pub after_reply: Vec<u8>,
     /// Store replies waiting for the log to be synced up to a sequence
     /// number (`--fsync always`).
     pub parked: Option<(u64, Vec<Reply>)>,
@@ -328,6 +346,7 @@ impl Session {
             busy: false,
             deferred: Vec::new(),
             held: Vec::new(),
+            after_reply: Vec::new(),
             parked: None,
             fifo_op: 0,
             peer_closed: false,
@@ -477,6 +496,10 @@ impl Session {
                 crate::protocol::fifo::encode_reply(out, r, op, form);
             }
         }
+        if !self.after_reply.is_empty() {
+            let after = std::mem::take(&mut self.after_reply);
+            self.notices().extend_from_slice(&after);
+        }
     }
 
     /// Sends the deferred answer, then the messages held behind it.
@@ -486,6 +509,8 @@ impl Session {
         let out = self.replies();
         out.extend_from_slice(&deferred);
         out.extend_from_slice(&held);
+        let after = std::mem::take(&mut self.after_reply);
+        self.replies().extend_from_slice(&after);
     }
 
     /// Bytes queued for this client.

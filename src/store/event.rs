@@ -25,6 +25,11 @@ pub enum KeyEvent {
     Expired,
     /// A key that did not exist was made (before its `set`, `incrby`...).
     New,
+    /// FLUSHALL or FLUSHDB took the key away. Redis publishes no keyspace
+    /// event for a flush, so neither does kvs on RESP; FIFO subscribers,
+    /// whose contract is to hear every change to a value, hear it deleted.
+    /// Not in [`KeyEvent::ALL`]: it has no channel.
+    Flushed,
 }
 
 /// Redis's classes of events (`notify-keyspace-events` letters).
@@ -38,6 +43,8 @@ pub enum EventClass {
     Expired,
     /// `n`: new keys (not part of `A`, as in Redis).
     New,
+    /// Published under no letter (a flush).
+    Unpublished,
 }
 
 impl KeyEvent {
@@ -74,6 +81,7 @@ impl KeyEvent {
             KeyEvent::Persist => "persist",
             KeyEvent::Expired => "expired",
             KeyEvent::New => "new",
+            KeyEvent::Flushed => "flushed",
         }
     }
 
@@ -95,6 +103,8 @@ impl KeyEvent {
             KeyEvent::Persist => b"__keyevent@0__:persist",
             KeyEvent::Expired => b"__keyevent@0__:expired",
             KeyEvent::New => b"__keyevent@0__:new",
+            // Never published (see the variant).
+            KeyEvent::Flushed => b"",
         }
     }
 
@@ -114,6 +124,7 @@ impl KeyEvent {
             | KeyEvent::Persist => EventClass::Generic,
             KeyEvent::Expired => EventClass::Expired,
             KeyEvent::New => EventClass::New,
+            KeyEvent::Flushed => EventClass::Unpublished,
         }
     }
 

@@ -18,6 +18,7 @@
 
 pub mod event;
 pub mod expiry;
+mod held;
 mod snapshot;
 mod table;
 mod transaction;
@@ -455,6 +456,15 @@ impl Store {
         &self,
         changes: impl Iterator<Item = (&'k [u8], Option<&'k [u8]>, &'k Shard)>,
     ) {
+        self.report_many_as(changes, KeyEvent::Del)
+    }
+
+    /// [`Store::report_many`] with deletions reported as `deleted`.
+    fn report_many_as<'k>(
+        &self,
+        changes: impl Iterator<Item = (&'k [u8], Option<&'k [u8]>, &'k Shard)>,
+        deleted: KeyEvent,
+    ) {
         let hook = self.hook.get();
         if hook.is_none() && self.versions_live.load(Ordering::Acquire) == 0 {
             return;
@@ -470,7 +480,7 @@ impl Store {
                     event: if value.is_some() {
                         KeyEvent::Set
                     } else {
-                        KeyEvent::Del
+                        deleted
                     },
                     watched,
                 })
@@ -488,12 +498,16 @@ impl Store {
         if let Some(hook) = self.hook.get() {
             let watched = g.watched.contains_key(key);
             if watched || self.watching_all() {
-                hook(&[Change {
+                let change = Change {
                     key,
                     value,
                     event,
                     watched,
-                }]);
+                };
+                // Inside a transaction, held for its end (see `held`).
+                if let Some(change) = held::keep(change) {
+                    hook(&[change]);
+                }
             }
         }
     }
@@ -560,11 +574,12 @@ impl Store {
         if let Some(j) = self.journal.get() {
             j.clear();
         }
-        self.report_many(
+        self.report_many_as(
             taken
                 .iter()
                 .zip(&guards)
                 .flat_map(|(map, g)| map.iter().map(move |(k, _)| (k, None, &**g))),
+            KeyEvent::Flushed,
         );
         drop(guards);
         taken.iter().map(|m| m.len()).sum()

@@ -3,8 +3,9 @@
 //! source (a FIFO client, a job file, another RESP client) lands between
 //! them, and no reader sees some of them and not others. Redis runs a
 //! transaction with the whole server to itself; this is the same, for the
-//! store. Its changes are reported to the hook in order as they are made,
-//! and go to the journal as one group, replayed all or none.
+//! store. Its changes are reported to the hook in one call when it ends,
+//! in the order they were made (see `held`), and go to the journal as one
+//! group, replayed all or none.
 
 use super::{Journal, KeyEvent, Mutation, SetIf, Shard, Store};
 use std::sync::atomic::Ordering;
@@ -51,7 +52,9 @@ impl Store {
             guards,
             mutations: Vec::new(),
         };
+        let hold = super::held::Hold::start();
         let r = f(&mut tx);
+        hold.release(self.hook.get());
         if let Some(j) = self.journal.get() {
             journal(&**j, &tx.mutations);
         }
@@ -324,7 +327,7 @@ impl Transaction<'_> {
             g.deadlines.clear();
             n += taken.len();
             for (k, _) in taken.iter() {
-                self.store.report(g, k, None, KeyEvent::Del);
+                self.store.report(g, k, None, KeyEvent::Flushed);
             }
         }
         self.mutations.push(Mutation::Clear);
@@ -360,7 +363,10 @@ mod tests {
         let store = Store::new();
         let seen = Arc::new(Mutex::new(Vec::new()));
         let s2 = seen.clone();
+        let calls = Arc::new(std::sync::atomic::AtomicUsize::new(0));
+        let c2 = calls.clone();
         let _ = store.set_change_hook(Box::new(move |changes| {
+            c2.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
             for c in changes {
                 s2.lock()
                     .unwrap()
@@ -386,6 +392,8 @@ mod tests {
                 (b"a".to_vec(), None),
             ]
         );
+        // Told in one call, so a listener sees the transaction whole.
+        assert_eq!(calls.load(std::sync::atomic::Ordering::SeqCst), 1);
         assert_eq!(groups.lock().unwrap().len(), 1);
         assert_eq!(store.get("c").as_deref(), Some(&b"3"[..]));
     }

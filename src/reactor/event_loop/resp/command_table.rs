@@ -832,6 +832,19 @@ pub const COMMANDS: &[CommandInfo] = &[
         complexity: "O(1), not counting the time taken to copy the new string in place. Usually, this string is very small so the amortized complexity is O(1). Otherwise, complexity is O(M) with M being the length of the value argument.",
     },
     CommandInfo {
+        name: "shutdown",
+        arity: -1,
+        flags: &["admin", "noscript", "loading", "stale", "no_multi", "allow_busy"],
+        first_key: 0,
+        last_key: 0,
+        step: 0,
+        acl: &["@admin", "@slow", "@dangerous"],
+        summary: "Synchronously save the dataset to disk and then shut down the server",
+        since: "1.0.0",
+        group: "server",
+        complexity: "O(N) when saving, where N is the total number of keys in all databases when saving data, otherwise O(1)",
+    },
+    CommandInfo {
         name: "strlen",
         arity: 2,
         flags: &["readonly", "fast"],
@@ -985,6 +998,48 @@ pub fn arity_fits(name: &str, n: usize) -> Option<bool> {
     Some(if a >= 0 { n == a } else { n >= -a })
 }
 
+/// The arity of each subcommand kvs has (Redis 7's, counting the
+/// container's name), by `container|sub`, sorted: what a transaction
+/// checks before it queues one, as Redis does.
+const SUBCOMMANDS: &[(&str, i64)] = &[
+    ("client|caching", 3),
+    ("client|getname", 2),
+    ("client|getredir", 2),
+    ("client|id", 2),
+    ("client|info", 2),
+    ("client|kill", -3),
+    ("client|list", -2),
+    ("client|no-evict", 3),
+    ("client|no-touch", 3),
+    ("client|reply", 3),
+    ("client|setinfo", 4),
+    ("client|setname", 3),
+    ("client|tracking", -3),
+    ("client|trackinginfo", 2),
+    ("command|count", 2),
+    ("command|docs", -2),
+    ("command|getkeys", -4),
+    ("command|info", -2),
+    ("command|list", -2),
+    ("config|get", -3),
+    ("config|resetstat", 2),
+    ("config|set", -4),
+    ("function|flush", -2),
+    ("function|list", -2),
+    ("pubsub|channels", -2),
+    ("pubsub|numpat", 2),
+    ("pubsub|numsub", -2),
+];
+
+/// Whether a container command's subcommand exists (`None` if not) and
+/// takes `n` arguments, all told.
+pub fn subcommand_fits(full: &str, n: usize) -> Option<bool> {
+    let i = SUBCOMMANDS.binary_search_by(|(s, _)| s.cmp(&full)).ok()?;
+    let a = SUBCOMMANDS[i].1;
+    let n = n as i64;
+    Some(if a >= 0 { n == a } else { n >= -a })
+}
+
 /// The entry of `name`, any case. A binary search of the table (sorted
 /// by name, lower case): every request's arity is checked here.
 pub fn find(name: &str) -> Option<&'static CommandInfo> {
@@ -1010,5 +1065,13 @@ mod tests {
         assert_eq!(find("GeT").map(|c| c.name), Some("get"));
         assert_eq!(find("append").map(|c| c.name), Some("append"));
         assert!(find("nosuch").is_none());
+        assert!(SUBCOMMANDS.windows(2).all(|w| w[0].0 < w[1].0));
+        assert!(SUBCOMMANDS
+            .iter()
+            .all(|(s, _)| find(s.split('|').next().unwrap_or("")).is_some()));
+        assert_eq!(subcommand_fits("config|get", 2), Some(false));
+        assert_eq!(subcommand_fits("config|get", 4), Some(true));
+        assert_eq!(subcommand_fits("client|id", 2), Some(true));
+        assert_eq!(subcommand_fits("client|nosuch", 2), None);
     }
 }

@@ -5,8 +5,8 @@
 //!
 //! This file parses, batches and dispatches; the commands live by subject:
 //! [`store_commands`] (what goes to the store), [`connection`] (AUTH,
-//! HELLO, CLIENT), [`server_info`] (INFO, CONFIG, COMMAND) and [`pubsub`]
-//! (SUBSCRIBE and the rest).
+//! HELLO, CLIENT), [`server_info`] (INFO, CONFIG, COMMAND), [`pubsub`]
+//! (SUBSCRIBE and the rest) and [`shutdown`].
 
 mod client_list;
 mod command_stats;
@@ -15,6 +15,7 @@ mod connection;
 mod monitor;
 mod pubsub;
 mod server_info;
+mod shutdown;
 mod store_commands;
 mod tracking;
 mod transaction;
@@ -114,6 +115,7 @@ const LOCAL_COMMANDS: &[&str] = &[
     "pubsub",
     "function",
     "monitor",
+    "shutdown",
     "multi",
     "exec",
     "discard",
@@ -260,6 +262,11 @@ impl Reactor {
             if stored {
                 self.silence_in_batch(sid, silent, batch.len());
                 let item = store_command(&name, &args, || self.info_command(&args));
+                if matches!(item, Ok(crate::reactor::command::Command::Flush)) {
+                    if let Some(st) = self.resp_state(sid) {
+                        st.flushing = true;
+                    }
+                }
                 match &item {
                     Ok(cmd) => {
                         self.track_read(sid, cmd);
@@ -382,9 +389,15 @@ impl Reactor {
         {
             self.feed_monitors(sid, args);
         }
+        let client = args[0].eq_ignore_ascii_case(b"client");
         if let Some(resp) = self.resp_state(sid) {
             if resp.reply_mode == ReplyMode::SkipNext {
                 resp.reply_mode = ReplyMode::On;
+            }
+            // CLIENT CACHING's answer is for the one command after it
+            // (any command but CLIENT's, outside MULTI, as in Redis).
+            if let (false, None, Some(t)) = (client, &resp.multi, resp.tracking.as_mut()) {
+                t.caching_now = t.caching.take();
             }
         }
     }
@@ -569,6 +582,7 @@ impl Reactor {
                     ),
                 ),
             },
+            "shutdown" => self.shutdown_command(sid, args, out),
             "publish" if n == 3 => {
                 let receivers = self.publish(args[1], args[2]);
                 resp::push_int(out, receivers as i64);

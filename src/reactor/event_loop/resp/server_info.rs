@@ -60,7 +60,74 @@ impl Reactor {
             ),
             ("proto-max-bulk-len", resp::MAX_BULK.to_string()),
             ("maxmemory", "0".into()),
+            (
+                "tracking-table-max-keys",
+                self.tracking.max_keys().to_string(),
+            ),
         ]
+    }
+
+    /// CONFIG SET's pairs. kvs changes `notify-keyspace-events` at run
+    /// time; every other setting it reports comes from its command line,
+    /// so setting one to what it already is succeeds and anything else is
+    /// refused, in Redis's words, with the reason.
+    fn config_set(
+        &mut self,
+        pairs: &[&[u8]],
+        settings: &[(&'static str, String)],
+    ) -> Result<(), String> {
+        let mut notify = None;
+        let mut max_keys = None;
+        let mut seen: Vec<Vec<u8>> = Vec::new();
+        for pair in pairs.chunks(2) {
+            let (name, value) = (pair[0].to_ascii_lowercase(), pair[1]);
+            let shown = String::from_utf8_lossy(pair[0]);
+            let failed = |why: &str| {
+                format!("ERR CONFIG SET failed (possibly related to argument '{shown}') - {why}")
+            };
+            if seen.contains(&name) {
+                return Err(failed("duplicate parameter"));
+            }
+            seen.push(name.clone());
+            if name == b"notify-keyspace-events" {
+                notify = Some(
+                    crate::reactor::notify_flags::NotifyFlags::parse(value).ok_or_else(|| {
+                        failed("Invalid event class character. Use 'Ag$lshzxeKEtmdn'.")
+                    })?,
+                );
+                continue;
+            }
+            if name == b"tracking-table-max-keys" {
+                let n = std::str::from_utf8(value)
+                    .ok()
+                    .and_then(|v| v.parse::<usize>().ok())
+                    .ok_or_else(|| failed("argument couldn't be parsed into an integer"))?;
+                max_keys = Some(n);
+                continue;
+            }
+            match settings.iter().find(|(k, _)| k.as_bytes() == name) {
+                None => {
+                    return Err(format!(
+                        "ERR Unknown option or number of arguments for CONFIG SET - '{shown}'"
+                    ))
+                }
+                Some((_, now)) if now.as_bytes() == value => {}
+                Some((k, _)) if *k == "maxmemory" => {
+                    return Err(failed("kvs has no memory limit and evicts nothing"))
+                }
+                Some(_) => return Err(failed(
+                    "kvs takes this setting from its command line; it cannot change while running",
+                )),
+            }
+        }
+        if let Some(f) = notify {
+            self.notify_flags = f;
+            self.pool.store().set_new_events(f.new_keys());
+        }
+        if let Some(n) = max_keys {
+            self.tracking.set_max_keys(n);
+        }
+        Ok(())
     }
 
     pub(super) fn config(&mut self, sid: SessionId, args: &[&[u8]], out: &mut Vec<u8>) {
@@ -84,24 +151,16 @@ impl Reactor {
                     resp::push_bulk(out, v.as_bytes());
                 }
             }
-            "set" if n == 4 && eq(args[2], "notify-keyspace-events") => {
-                match crate::reactor::notify_flags::NotifyFlags::parse(args[3]) {
-                    Some(f) => {
-                        self.notify_flags = f;
-                        self.pool.store().set_new_events(f.new_keys());
-                        resp::push_ok(out)
-                    }
-                    None => resp::push_error(
-                        out,
-                        "ERR CONFIG SET failed (possibly related to argument 'notify-keyspace-events') - Invalid event class character. Use 'Ag$lshzxeKEtmdn'.",
-                    ),
-                }
-            }
+            // Redis 7's form: pairs, checked whole before any applies.
+            "set" if n >= 4 && n % 2 == 0 => match self.config_set(&args[2..], &settings) {
+                Ok(()) => resp::push_ok(out),
+                Err(e) => resp::push_error(out, &e),
+            },
             "set" if n >= 4 => resp::push_error(
                 out,
                 &format!(
                     "ERR Unknown option or number of arguments for CONFIG SET - '{}'",
-                    String::from_utf8_lossy(args[2])
+                    String::from_utf8_lossy(args[n - 1])
                 ),
             ),
             "resetstat" if n == 2 => {
@@ -179,6 +238,7 @@ impl Reactor {
                     ("connected_clients", self.sessions.len().to_string()),
                     ("maxclients", self.opts.max_sessions.to_string()),
                     ("blocked_clients", "0".into()),
+                    ("tracking_clients", self.tracking.clients().to_string()),
                     ("pubsub_clients", pubsub.to_string()),
                 ],
             );
@@ -221,6 +281,8 @@ impl Reactor {
         }
         if want("stats") {
             let (channels, patterns) = self.subs.counts();
+            let (keys, items) = self.tracking.totals();
+            let prefixes = self.tracking_prefixes();
             section(
                 "Stats",
                 vec![
@@ -233,6 +295,9 @@ impl Reactor {
                     ("kvs_store_batches", self.stats.batches.to_string()),
                     ("pubsub_channels", channels.to_string()),
                     ("pubsub_patterns", patterns.to_string()),
+                    ("tracking_total_keys", keys.to_string()),
+                    ("tracking_total_items", items.to_string()),
+                    ("tracking_total_prefixes", prefixes.to_string()),
                 ],
             );
         }

@@ -20,7 +20,7 @@ use crate::store::KeyEvent;
 use std::collections::HashMap;
 
 /// The keys each tracking client may have cached.
-#[derive(Debug, Default)]
+#[derive(Debug)]
 pub struct TrackingTable {
     keys: HashMap<Vec<u8>, Vec<SessionId>>,
     clients: usize,
@@ -28,15 +28,74 @@ pub struct TrackingTable {
     /// told once the turn's changes are all in, one message per prefix,
     /// as Redis tells them before it sleeps.
     broadcast: Vec<(Vec<u8>, Option<SessionId>)>,
+    /// `tracking-table-max-keys`: past it, keys are forgotten, each with
+    /// an invalidation, as Redis evicts them (0: no limit).
+    max_keys: usize,
+}
+
+impl Default for TrackingTable {
+    fn default() -> Self {
+        TrackingTable {
+            keys: HashMap::new(),
+            clients: 0,
+            broadcast: Vec::new(),
+            // Redis's default.
+            max_keys: 1_000_000,
+        }
+    }
 }
 
 impl TrackingTable {
     pub fn clients(&self) -> usize {
         self.clients
     }
+
+    pub fn max_keys(&self) -> usize {
+        self.max_keys
+    }
+
+    /// CONFIG SET tracking-table-max-keys: takes effect at the end of
+    /// the turn ([`Reactor::limit_tracking_table`]).
+    pub fn set_max_keys(&mut self, n: usize) {
+        self.max_keys = n;
+    }
+
+    /// INFO's `tracking_total_keys` and `tracking_total_items`: keys
+    /// remembered, and (key, client) pairs.
+    pub fn totals(&self) -> (usize, usize) {
+        (self.keys.len(), self.keys.values().map(Vec::len).sum())
+    }
 }
 
 const INVALIDATE_CHANNEL: &str = "__redis__:invalidate";
+
+/// Redis's check that a BCAST client's prefixes do not overlap (two
+/// prefixes would tell the same key twice): each new one against those it
+/// has, then against the new ones after it.
+fn check_prefixes(had: &[Vec<u8>], new: &[Vec<u8>]) -> Result<(), String> {
+    let overlap = |a: &[u8], b: &[u8]| {
+        let n = a.len().min(b.len());
+        a[..n] == b[..n]
+    };
+    let shown = |p: &[u8]| String::from_utf8_lossy(p).into_owned();
+    for (i, p) in new.iter().enumerate() {
+        if let Some(h) = had.iter().find(|h| overlap(h, p)) {
+            return Err(format!(
+                "ERR Prefix '{}' overlaps with an existing prefix '{}'. Prefixes for a single client must not overlap.",
+                shown(p),
+                shown(h)
+            ));
+        }
+        if let Some(q) = new[i + 1..].iter().find(|q| overlap(p, q)) {
+            return Err(format!(
+                "ERR Prefix '{}' overlaps with another provided prefix '{}'. Prefixes for a single client must not overlap.",
+                shown(p),
+                shown(q)
+            ));
+        }
+    }
+    Ok(())
+}
 
 impl Reactor {
     fn tracking_of(&self, sid: SessionId) -> Option<&Tracking> {
@@ -52,7 +111,8 @@ impl Reactor {
         let Some(t) = self.tracking_mut(sid) else {
             return;
         };
-        let caching = t.caching.take();
+        // Queued in MULTI, the answer still waits in `caching`.
+        let caching = t.caching_now.take().or(t.caching);
         let wanted = !t.bcast
             && if t.optin {
                 caching == Some(true)
@@ -92,12 +152,19 @@ impl Reactor {
         let noloop = |me: &Reactor, sid: SessionId| me.tracking_of(sid).is_some_and(|t| t.noloop);
         // A key's creation ('new') is followed by the change that made
         // it, which is what invalidates: telling both would say it twice.
-        let changes = changes.iter().filter(|c| c.event != KeyEvent::New);
+        // A flush is told once, as one invalidation of everything
+        // ([`Reactor::tracking_flushed`]), not key by key.
+        let changes = changes
+            .iter()
+            .filter(|c| !matches!(c.event, KeyEvent::New | KeyEvent::Flushed));
         for c in changes.clone() {
             if let Some(who) = self.tracking.keys.remove(c.key.as_slice()) {
                 for sid in who {
-                    if !(c.origin == Some(sid) && noloop(self, sid)) {
-                        self.send_invalidation(sid, &[&c.key]);
+                    // A client that went to BCAST since it read the key is
+                    // not told of it (Redis's rule).
+                    let default_mode = self.tracking_of(sid).is_some_and(|t| !t.bcast);
+                    if default_mode && !(c.origin == Some(sid) && noloop(self, sid)) {
+                        self.send_invalidation(sid, Some(&[&c.key]), c.origin);
                     }
                 }
             }
@@ -109,6 +176,60 @@ impl Reactor {
             self.tracking
                 .broadcast
                 .extend(changes.map(|c| (c.key.clone(), c.origin)));
+        }
+    }
+
+    /// INFO's `tracking_total_prefixes`: the BCAST prefixes in use, each
+    /// counted once however many clients have it.
+    pub(super) fn tracking_prefixes(&self) -> usize {
+        let mut all: Vec<&[u8]> = self
+            .sessions
+            .iter()
+            .filter_map(|(_, s)| match &s.link {
+                Link::Stream { resp, .. } => resp.tracking.as_ref().filter(|t| t.bcast),
+                _ => None,
+            })
+            .flat_map(|t| t.prefixes.iter().map(Vec::as_slice))
+            .collect();
+        all.sort_unstable();
+        all.dedup();
+        all.len()
+    }
+
+    /// A FLUSHALL or FLUSHDB ran (by `by`, if a session): every tracking
+    /// client hears one invalidation of everything (a null in place of
+    /// the keys), and the table is emptied, as in Redis. The flushing
+    /// client itself hears it after its reply.
+    pub(in crate::reactor::event_loop) fn tracking_flushed(&mut self, by: Option<SessionId>) {
+        self.tracking.keys.clear();
+        self.tracking.broadcast.clear();
+        let tracking: Vec<SessionId> = self
+            .sessions
+            .iter()
+            .filter(
+                |(_, s)| matches!(&s.link, Link::Stream { resp, .. } if resp.tracking.is_some()),
+            )
+            .map(|(sid, _)| sid)
+            .collect();
+        for sid in tracking {
+            self.send_invalidation(sid, None, by);
+        }
+    }
+
+    /// Forgets keys past `tracking-table-max-keys`, telling each one's
+    /// clients that it is invalid, as Redis evicts from its table (once a
+    /// turn, after the turn's reads were remembered).
+    pub(in crate::reactor::event_loop) fn limit_tracking_table(&mut self) {
+        let max = self.tracking.max_keys;
+        if max == 0 || self.tracking.keys.len() <= max {
+            return;
+        }
+        let excess = self.tracking.keys.len() - max;
+        let evicted: Vec<Vec<u8>> = self.tracking.keys.keys().take(excess).cloned().collect();
+        for key in evicted {
+            for sid in self.tracking.keys.remove(&key).unwrap_or_default() {
+                self.send_invalidation(sid, Some(&[&key]), None);
+            }
         }
     }
 
@@ -136,41 +257,56 @@ impl Reactor {
             })
             .collect();
         for (sid, prefixes, noloop) in bcast {
-            let all = [Vec::new()];
-            let prefixes = if prefixes.is_empty() {
-                &all[..]
-            } else {
-                &prefixes[..]
-            };
-            for p in prefixes {
-                let keys: Vec<&[u8]> = changes
+            for p in &prefixes {
+                let told: Vec<(&[u8], Option<SessionId>)> = changes
                     .iter()
                     .filter(|(k, origin)| k.starts_with(p) && !(noloop && **origin == Some(sid)))
-                    .map(|(k, _)| k.as_slice())
+                    .map(|(k, origin)| (k.as_slice(), *origin))
                     .collect();
-                if !keys.is_empty() {
-                    self.send_invalidation(sid, &keys);
+                if told.is_empty() {
+                    continue;
                 }
+                // After the reply of a command of its own still in flight.
+                let origin = told
+                    .iter()
+                    .find(|(_, o)| *o == Some(sid))
+                    .map_or(told[0].1, |(_, o)| *o);
+                let keys: Vec<&[u8]> = told.iter().map(|(k, _)| *k).collect();
+                self.send_invalidation(sid, Some(&keys), origin);
             }
         }
     }
 
-    /// The session that hears `sid`'s invalidations: itself, or its
-    /// REDIRECT target (by CLIENT ID).
-    fn invalidation_target(&self, sid: SessionId) -> Option<SessionId> {
-        match self.tracking_of(sid)?.redirect {
-            None => Some(sid),
-            Some(id) => self
-                .sessions
-                .iter()
-                .find(|(_, s)| s.generation + 1 == id)
-                .map(|(t, _)| t),
-        }
-    }
-
-    fn send_invalidation(&mut self, sid: SessionId, keys: &[&[u8]]) {
-        let Some(target) = self.invalidation_target(sid) else {
+    /// Sends `sid`'s invalidation of `keys` (`None`: everything, after a
+    /// flush) where it goes: to `sid` in RESP3, or to its REDIRECT target
+    /// (as a push, or a `__redis__:invalidate` message to a RESP2
+    /// subscriber). A target that is gone breaks the redirect: a RESP3
+    /// client is told so (`tracking-redir-broken`), as by Redis. When the
+    /// change was the target's own (`origin`) and its reply is still on
+    /// the way, the message waits to follow that reply.
+    fn send_invalidation(
+        &mut self,
+        sid: SessionId,
+        keys: Option<&[&[u8]]>,
+        origin: Option<SessionId>,
+    ) {
+        let Some(t) = self.tracking_of(sid) else {
             return;
+        };
+        let client_proto = self.sessions.get(sid).map_or(2, |s| s.proto());
+        let target = match t.redirect {
+            None => sid,
+            Some(id) => {
+                let found = self
+                    .sessions
+                    .iter()
+                    .find(|(_, s)| s.generation + 1 == id)
+                    .map(|(t, _)| t);
+                match found {
+                    Some(t) => t,
+                    None => return self.redirect_broken(sid, id),
+                }
+            }
         };
         let Some(s) = self.sessions.get_mut(target) else {
             return;
@@ -179,20 +315,47 @@ impl Reactor {
         if s.proto() >= 3 {
             resp::push_push_len(&mut msg, 2, 3);
             resp::push_bulk(&mut msg, b"invalidate");
-        } else if s.channels.contains(INVALIDATE_CHANNEL.as_bytes()) {
+        } else if target != sid && s.subscription_count() > 0 {
             resp::push_array_len(&mut msg, 3);
             resp::push_bulk(&mut msg, b"message");
             resp::push_bulk(&mut msg, INVALIDATE_CHANNEL.as_bytes());
         } else {
-            // A RESP2 client without a subscribed REDIRECT cannot be told.
+            // RESP2 has no push frames: a client can be told only through
+            // a REDIRECT target that is subscribed.
             return;
         }
-        resp::push_array_len(&mut msg, keys.len());
-        for k in keys {
-            resp::push_bulk(&mut msg, k);
+        match keys {
+            Some(keys) => {
+                resp::push_array_len(&mut msg, keys.len());
+                for k in keys {
+                    resp::push_bulk(&mut msg, k);
+                }
+            }
+            // In the tracking client's protocol, as Redis writes it.
+            None => resp::push_null_in(&mut msg, client_proto),
         }
-        s.notices().extend_from_slice(&msg);
+        if origin == Some(target) && s.busy {
+            s.after_reply.extend_from_slice(&msg);
+        } else {
+            s.notices().extend_from_slice(&msg);
+        }
         self.dirty.push(target);
+    }
+
+    fn redirect_broken(&mut self, sid: SessionId, id: u64) {
+        if let Some(t) = self.tracking_mut(sid) {
+            t.broken = true;
+        }
+        let Some(s) = self.sessions.get_mut(sid) else {
+            return;
+        };
+        if s.proto() >= 3 {
+            let out = s.notices();
+            resp::push_push_len(out, 2, 3);
+            resp::push_bulk(out, b"tracking-redir-broken");
+            resp::push_int(out, id as i64);
+            self.dirty.push(sid);
+        }
     }
 
     /// Forgets `sid` as a tracking client (CLIENT TRACKING off, or gone).
@@ -229,7 +392,8 @@ impl Reactor {
                 let yes = match args[2].to_ascii_lowercase().as_slice() {
                     b"yes" if t.optin => true,
                     b"no" if t.optout => false,
-                    b"yes" | b"no" => return resp::push_error(out, "ERR CLIENT CACHING YES is only valid when tracking is enabled in OPTIN mode."),
+                    b"yes" => return resp::push_error(out, "ERR CLIENT CACHING YES is only valid when tracking is enabled in OPTIN mode."),
+                    b"no" => return resp::push_error(out, "ERR CLIENT CACHING NO is only valid when tracking is enabled in OPTOUT mode."),
                     _ => return resp::push_error(out, "ERR syntax error"),
                 };
                 t.caching = Some(yes);
@@ -243,7 +407,8 @@ impl Reactor {
                 resp::push_int(out, r);
             }
             _ => {
-                // TRACKINGINFO: Redis's map of flags, redirect, prefixes.
+                // TRACKINGINFO: Redis's map of flags (a set), redirect,
+                // prefixes (in byte order).
                 let proto = self.sessions.get(sid).map_or(2, |s| s.proto());
                 let t = self.tracking_of(sid).cloned();
                 resp::push_map_len(out, 3, proto);
@@ -258,16 +423,25 @@ impl Reactor {
                         }
                         if t.optin {
                             flags.push("optin");
+                            if t.caching == Some(true) {
+                                flags.push("caching-yes");
+                            }
                         }
                         if t.optout {
                             flags.push("optout");
+                            if t.caching == Some(false) {
+                                flags.push("caching-no");
+                            }
                         }
                         if t.noloop {
                             flags.push("noloop");
                         }
+                        if t.broken {
+                            flags.push("broken_redirect");
+                        }
                     }
                 }
-                resp::push_array_len(out, flags.len());
+                resp::push_set_len(out, flags.len(), proto);
                 for f in flags {
                     resp::push_bulk(out, f.as_bytes());
                 }
@@ -291,60 +465,109 @@ impl Reactor {
         self.resp_state(sid)?.tracking.as_mut()
     }
 
+    /// CLIENT TRACKING on|off with its options, checked in Redis's order
+    /// and with its errors. Turning it on again keeps the prefixes a BCAST
+    /// client had and adds the new ones, as Redis does.
     fn tracking_on_off(&mut self, sid: SessionId, args: &[&[u8]], out: &mut Vec<u8>) {
-        let on = match args[2].to_ascii_lowercase().as_slice() {
-            b"on" => true,
-            b"off" => false,
-            _ => return resp::push_error(out, "ERR syntax error"),
-        };
-        if !on {
-            self.stop_tracking(sid);
-            return resp::push_ok(out);
-        }
-        let mut t = Tracking::default();
-        let mut rest = args[3..].iter();
-        while let Some(opt) = rest.next() {
-            match opt.to_ascii_lowercase().as_slice() {
-                b"redirect" => {
-                    let id = rest
-                        .next()
-                        .and_then(|v| std::str::from_utf8(v).ok()?.parse::<u64>().ok());
-                    match id {
-                        Some(id) if self.sessions.iter().any(|(_, s)| s.generation + 1 == id) => {
-                            t.redirect = Some(id)
-                        }
-                        Some(_) => {
-                            return resp::push_error(
-                                out,
-                                "ERR The client ID you want redirect to does not exist",
-                            )
-                        }
-                        None => return resp::push_error(out, "ERR syntax error"),
+        let mut opts = Tracking::default();
+        let mut redirect: Option<u64> = None;
+        let mut prefixes: Vec<Vec<u8>> = Vec::new();
+        let mut j = 3;
+        while j < args.len() {
+            let more = j + 1 < args.len();
+            match args[j].to_ascii_lowercase().as_slice() {
+                b"redirect" if more => {
+                    j += 1;
+                    if redirect.is_some() {
+                        return resp::push_error(
+                            out,
+                            "ERR A client can only redirect to a single other client",
+                        );
                     }
+                    let Some(id) = std::str::from_utf8(args[j])
+                        .ok()
+                        .and_then(|v| v.parse::<i64>().ok())
+                    else {
+                        return resp::push_error(
+                            out,
+                            "ERR value is not an integer or out of range",
+                        );
+                    };
+                    let exists = self
+                        .sessions
+                        .iter()
+                        .any(|(_, s)| s.generation as i64 + 1 == id);
+                    if !exists {
+                        return resp::push_error(
+                            out,
+                            "ERR The client ID you want redirect to does not exist",
+                        );
+                    }
+                    redirect = Some(id as u64);
                 }
-                b"bcast" => t.bcast = true,
-                b"optin" => t.optin = true,
-                b"optout" => t.optout = true,
-                b"noloop" => t.noloop = true,
-                b"prefix" => match rest.next() {
-                    Some(p) => t.prefixes.push(p.to_vec()),
-                    None => return resp::push_error(out, "ERR syntax error"),
-                },
+                b"bcast" => opts.bcast = true,
+                b"optin" => opts.optin = true,
+                b"optout" => opts.optout = true,
+                b"noloop" => opts.noloop = true,
+                b"prefix" if more => {
+                    j += 1;
+                    prefixes.push(args[j].to_vec());
+                }
                 _ => return resp::push_error(out, "ERR syntax error"),
             }
+            j += 1;
         }
-        if t.optin && t.optout {
-            return resp::push_error(
-                out,
-                "ERR You can't use both OPTIN and OPTOUT at the same time",
-            );
+        match args[2].to_ascii_lowercase().as_slice() {
+            b"on" => {}
+            b"off" => {
+                self.stop_tracking(sid);
+                return resp::push_ok(out);
+            }
+            _ => return resp::push_error(out, "ERR syntax error"),
         }
-        if !t.bcast && !t.prefixes.is_empty() {
+        let was = self.tracking_of(sid).cloned();
+        if !opts.bcast && !prefixes.is_empty() {
             return resp::push_error(out, "ERR PREFIX option requires BCAST mode to be enabled");
         }
-        if t.bcast && (t.optin || t.optout) {
+        if was.as_ref().is_some_and(|w| w.bcast != opts.bcast) {
+            return resp::push_error(out, "ERR You can't switch BCAST mode on/off before disabling tracking for this client, and then re-enabling it with a different mode.");
+        }
+        if opts.bcast && (opts.optin || opts.optout) {
             return resp::push_error(out, "ERR OPTIN and OPTOUT are not compatible with BCAST");
         }
+        if opts.optin && opts.optout {
+            return resp::push_error(out, "ERR You can't specify both OPTIN mode and OPTOUT mode");
+        }
+        if was
+            .as_ref()
+            .is_some_and(|w| (opts.optin && w.optout) || (opts.optout && w.optin))
+        {
+            return resp::push_error(out, "ERR You can't switch OPTIN/OPTOUT mode before disabling tracking for this client, and then re-enabling it with a different mode.");
+        }
+        let mut kept = was.map(|w| w.prefixes).unwrap_or_default();
+        if opts.bcast {
+            if let Err(e) = check_prefixes(&kept, &prefixes) {
+                return resp::push_error(out, &e);
+            }
+            // No prefix: the empty one, which every key starts with.
+            if prefixes.is_empty() {
+                prefixes.push(Vec::new());
+            }
+            for p in prefixes {
+                if !kept.contains(&p) {
+                    kept.push(p);
+                }
+            }
+            kept.sort();
+        }
+        let t = Tracking {
+            redirect,
+            prefixes: kept,
+            caching: None,
+            caching_now: None,
+            broken: false,
+            ..opts
+        };
         let was = self.resp_state(sid).and_then(|r| r.tracking.replace(t));
         if was.is_none() {
             self.tracking.clients += 1;

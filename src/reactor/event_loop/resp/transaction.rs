@@ -8,7 +8,7 @@
 //! moved, and answers a null array.
 
 use super::store_commands::store_command;
-use super::{arity_error, unknown_command, LOCAL_COMMANDS, STORE_COMMANDS};
+use super::{arity_error, command_table, unknown_command, LOCAL_COMMANDS, STORE_COMMANDS};
 use crate::protocol::resp;
 use crate::reactor::command::{Command, Reply};
 use crate::reactor::event_loop::Reactor;
@@ -25,6 +25,29 @@ pub(super) enum Step {
     Exec(Command),
 }
 
+/// Whether a command the reactor answers itself can be queued to run at
+/// EXEC. Redis queues every command but SAVE, SHUTDOWN and replication's;
+/// kvs leaves out those whose answer waits for something else (CLIENT
+/// TRACKING ON waits for the store pool) or that change how the
+/// connection's later replies are framed or sent (HELLO, CLIENT REPLY,
+/// SUBSCRIBE and the rest of pub/sub, MONITOR), and refuses them with a
+/// clear error: EXEC's reply is one array written at once.
+fn runs_in_exec(name: &str, args: &[&[u8]]) -> bool {
+    let sub = args.get(1).map(|s| s.to_ascii_lowercase());
+    match name {
+        "hello" | "subscribe" | "unsubscribe" | "psubscribe" | "punsubscribe" | "monitor" => false,
+        "client" => !matches!(sub.as_deref(), Some(b"tracking" | b"reply")),
+        _ => true,
+    }
+}
+
+fn arity_text(name: &str) -> String {
+    match arity_error(name) {
+        Reply::Error(e) => e,
+        _ => String::new(),
+    }
+}
+
 /// Commands that act on the transaction itself rather than being queued.
 fn controls(name: &str) -> bool {
     matches!(
@@ -35,7 +58,7 @@ fn controls(name: &str) -> bool {
 
 impl Reactor {
     fn multi_of(&mut self, sid: SessionId) -> Option<&mut Multi> {
-        self.resp_state(sid)?.multi.as_mut()
+        self.resp_state(sid)?.multi.as_deref_mut()
     }
 
     /// Handles `name` if the session is queuing a transaction; `None` if
@@ -63,6 +86,8 @@ impl Reactor {
             Err("NOAUTH Authentication required.".into())
         } else {
             match name {
+                // Redis's no-multi commands (of those kvs has).
+                "shutdown" => Err("ERR Command not allowed inside a transaction".into()),
                 "scan" => Err("ERR kvs does not queue 'scan' in a transaction".into()),
                 _ if STORE_COMMANDS.contains(&name) => {
                     match store_command(name, args, || self.info_command(args)) {
@@ -82,11 +107,27 @@ impl Reactor {
                     None => Reply::Status("PONG"),
                 })),
                 "echo" if args.len() == 2 => Ok(Err(Reply::Value(Some(args[1].to_vec())))),
-                "ping" | "echo" => match arity_error(name) {
-                    Reply::Error(e) => Err(e),
-                    _ => Err(String::new()),
-                },
-                _ => Err(format!("ERR kvs does not queue '{name}' in a transaction")),
+                "ping" | "echo" => Err(arity_text(name)),
+                _ if !runs_in_exec(name, args) => {
+                    Err(format!("ERR kvs does not queue '{name}' in a transaction"))
+                }
+                _ if command_table::arity_fits(name, args.len()) == Some(false) => {
+                    Err(arity_text(name))
+                }
+                "client" | "config" | "command" | "pubsub" | "function" if args.len() >= 2 => {
+                    let sub = String::from_utf8_lossy(args[1]).to_ascii_lowercase();
+                    let full = format!("{name}|{sub}");
+                    match command_table::subcommand_fits(&full, args.len()) {
+                        None => Err(format!(
+                            "ERR unknown subcommand '{}'. Try {} HELP.",
+                            String::from_utf8_lossy(args[1]),
+                            name.to_ascii_uppercase()
+                        )),
+                        Some(false) => Err(arity_text(&full)),
+                        Some(true) => Ok(self.queue_local(sid, args)),
+                    }
+                }
+                _ => Ok(self.queue_local(sid, args)),
             }
         };
         let multi = self.multi_of(sid)?;
@@ -108,15 +149,59 @@ impl Reactor {
         Some(Step::Answered)
     }
 
+    /// Queues a command the reactor runs itself: it runs when EXEC's store
+    /// part is back, and a placeholder holds its place among the replies.
+    fn queue_local(&mut self, sid: SessionId, args: &[&[u8]]) -> Result<Command, Reply> {
+        if let Some(m) = self.multi_of(sid) {
+            let at = m.queued.len();
+            m.locals
+                .push((at, args.iter().map(|a| a.to_vec()).collect()));
+        }
+        Err(Reply::Framed(Vec::new()))
+    }
+
     /// Ends the session's transaction and its watches: the EXEC to run.
     fn take_exec(&mut self, sid: SessionId) -> Command {
         let Some(resp) = self.resp_state(sid) else {
             return Command::DbSize;
         };
         let multi = resp.multi.take().unwrap_or_default();
+        resp.exec_locals = multi.locals;
+        resp.flushing |= multi.queued.iter().any(|c| matches!(c, Ok(Command::Flush)));
         Command::Exec {
             watched: std::mem::take(&mut resp.watching),
             queued: multi.queued,
+        }
+    }
+
+    /// Runs the commands of an EXEC that the reactor answers itself, in
+    /// their places among its replies (nothing when a WATCHed key kept
+    /// the transaction from running).
+    pub(in crate::reactor::event_loop) fn run_exec_locals(
+        &mut self,
+        sid: SessionId,
+        replies: &mut [Reply],
+    ) {
+        let Some(locals) = self
+            .resp_state(sid)
+            .map(|r| std::mem::take(&mut r.exec_locals))
+            .filter(|l| !l.is_empty())
+        else {
+            return;
+        };
+        let Some(Reply::Exec(Some(results))) =
+            replies.iter_mut().find(|r| matches!(r, Reply::Exec(_)))
+        else {
+            return;
+        };
+        for (at, args) in locals {
+            let args: Vec<&[u8]> = args.iter().map(Vec::as_slice).collect();
+            let name = String::from_utf8_lossy(args[0]).to_ascii_lowercase();
+            let mut out = Vec::new();
+            self.local_reply(sid, &name, &args, true, false, &mut out);
+            if let Some(slot) = results.get_mut(at) {
+                *slot = Reply::Framed(out);
+            }
         }
     }
 
@@ -146,7 +231,7 @@ impl Reactor {
             "multi" if in_multi => resp::push_error(out, "ERR MULTI calls can not be nested"),
             "multi" => {
                 if let Some(resp) = self.resp_state(sid) {
-                    resp.multi = Some(Multi::default());
+                    resp.multi = Some(Box::default());
                 }
                 resp::push_ok(out);
             }
