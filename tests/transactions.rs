@@ -246,6 +246,20 @@ fn reactor_commands_run_inside_exec_as_in_redis() {
             "Kg",
         ],
         &["CONFIG", "GET", "notify-keyspace-events"],
+        // Names are checked before values, as Redis checks them.
+        &["CONFIG", "SET", "maxmemory", "1", "maxmemory", "2"],
+        &["CONFIG", "SET", "databases", "2"],
+        &[
+            "CONFIG",
+            "SET",
+            "notify-keyspace-events",
+            "Q",
+            "databases",
+            "2",
+        ],
+        &["CONFIG", "SET", "tracking-table-max-keys", "x"],
+        &["CONFIG", "SET", "tracking-table-max-keys", "100"],
+        &["CONFIG", "GET", "tracking-table-max-keys"],
     ];
     for cmd in script {
         ours.cmd(cmd);

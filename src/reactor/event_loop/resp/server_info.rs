@@ -60,6 +60,13 @@ impl Reactor {
             ),
             ("proto-max-bulk-len", resp::MAX_BULK.to_string()),
             ("maxmemory", "0".into()),
+            // kvs stays in the foreground; a service manager runs it.
+            ("daemonize", "no".into()),
+            // As Redis shows it (to a client that may run CONFIG).
+            (
+                "requirepass",
+                String::from_utf8_lossy(self.password.as_deref().unwrap_or_default()).into_owned(),
+            ),
             (
                 "tracking-table-max-keys",
                 self.tracking.max_keys().to_string(),
@@ -67,55 +74,101 @@ impl Reactor {
         ]
     }
 
-    /// CONFIG SET's pairs. kvs changes `notify-keyspace-events` at run
-    /// time; every other setting it reports comes from its command line,
-    /// so setting one to what it already is succeeds and anything else is
-    /// refused, in Redis's words, with the reason.
+    /// CONFIG SET's pairs, checked as Redis checks them: first the names
+    /// (the first unknown one; one Redis cannot change at run time either;
+    /// one named twice), then the values, and nothing applies unless all
+    /// pass. kvs changes `notify-keyspace-events` and
+    /// `tracking-table-max-keys` at run time; every other setting it
+    /// reports comes from its command line, so setting one to what it
+    /// already is succeeds and anything else is refused with the reason.
     fn config_set(
         &mut self,
         pairs: &[&[u8]],
         settings: &[(&'static str, String)],
     ) -> Result<(), String> {
+        let failed = |name: &[u8], why: &str| {
+            format!(
+                "ERR CONFIG SET failed (possibly related to argument '{}') - {why}",
+                String::from_utf8_lossy(name)
+            )
+        };
+        let mut names: Vec<Vec<u8>> = Vec::new();
+        let mut refused = None;
+        for pair in pairs.chunks(2) {
+            let name = pair[0].to_ascii_lowercase();
+            if !settings.iter().any(|(k, _)| k.as_bytes() == name) {
+                return Err(format!(
+                    "ERR Unknown option or number of arguments for CONFIG SET - '{}'",
+                    String::from_utf8_lossy(pair[0])
+                ));
+            }
+            if refused.is_none() {
+                refused = match name.as_slice() {
+                    b"databases" | b"unixsocket" | b"unixsocketperm" | b"daemonize" => {
+                        Some(failed(pair[0], "can't set immutable config"))
+                    }
+                    b"dir" => Some(failed(pair[0], "can't set protected config")),
+                    _ if names.contains(&name) => Some(failed(pair[0], "duplicate parameter")),
+                    _ => None,
+                };
+            }
+            names.push(name);
+        }
+        if let Some(e) = refused {
+            return Err(e);
+        }
         let mut notify = None;
         let mut max_keys = None;
-        let mut seen: Vec<Vec<u8>> = Vec::new();
-        for pair in pairs.chunks(2) {
-            let (name, value) = (pair[0].to_ascii_lowercase(), pair[1]);
-            let shown = String::from_utf8_lossy(pair[0]);
-            let failed = |why: &str| {
-                format!("ERR CONFIG SET failed (possibly related to argument '{shown}') - {why}")
-            };
-            if seen.contains(&name) {
-                return Err(failed("duplicate parameter"));
-            }
-            seen.push(name.clone());
-            if name == b"notify-keyspace-events" {
-                notify = Some(
-                    crate::reactor::notify_flags::NotifyFlags::parse(value).ok_or_else(|| {
-                        failed("Invalid event class character. Use 'Ag$lshzxeKEtmdn'.")
-                    })?,
-                );
-                continue;
-            }
-            if name == b"tracking-table-max-keys" {
-                let n = std::str::from_utf8(value)
-                    .ok()
-                    .and_then(|v| v.parse::<usize>().ok())
-                    .ok_or_else(|| failed("argument couldn't be parsed into an integer"))?;
-                max_keys = Some(n);
-                continue;
-            }
-            match settings.iter().find(|(k, _)| k.as_bytes() == name) {
-                None => {
-                    return Err(format!(
-                        "ERR Unknown option or number of arguments for CONFIG SET - '{shown}'"
+        let mut password = None;
+        for (pair, name) in pairs.chunks(2).zip(&names) {
+            let value = pair[1];
+            match name.as_slice() {
+                b"notify-keyspace-events" => {
+                    notify = Some(
+                        crate::reactor::notify_flags::NotifyFlags::parse(value).ok_or_else(
+                            || {
+                                failed(
+                                    pair[0],
+                                    "Invalid event class character. Use 'Ag$lshzxeKEtmdn'.",
+                                )
+                            },
+                        )?,
+                    );
+                }
+                b"tracking-table-max-keys" => {
+                    let n = std::str::from_utf8(value)
+                        .ok()
+                        .and_then(|v| v.parse::<usize>().ok())
+                        .ok_or_else(|| {
+                            failed(pair[0], "argument couldn't be parsed into an integer")
+                        })?;
+                    max_keys = Some(n);
+                }
+                // As Redis: new connections must AUTH with it (those open
+                // stay logged in); empty: no password. A server listening
+                // beyond loopback keeps one (it needed one to start).
+                b"requirepass" => {
+                    let beyond = self.opts.resp_bind.is_some_and(|a| !a.is_loopback());
+                    if value.is_empty() && beyond {
+                        return Err(failed(
+                            pair[0],
+                            "kvs listens beyond loopback (--resp-bind) and keeps a password",
+                        ));
+                    }
+                    password = Some((!value.is_empty()).then(|| value.to_vec()));
+                }
+                _ if settings
+                    .iter()
+                    .any(|(k, now)| k.as_bytes() == name.as_slice() && now.as_bytes() == value) => {
+                }
+                b"maxmemory" => {
+                    return Err(failed(
+                        pair[0],
+                        "kvs has no memory limit and evicts nothing",
                     ))
                 }
-                Some((_, now)) if now.as_bytes() == value => {}
-                Some((k, _)) if *k == "maxmemory" => {
-                    return Err(failed("kvs has no memory limit and evicts nothing"))
-                }
-                Some(_) => return Err(failed(
+                _ => return Err(failed(
+                    pair[0],
                     "kvs takes this setting from its command line; it cannot change while running",
                 )),
             }
@@ -126,6 +179,17 @@ impl Reactor {
         }
         if let Some(n) = max_keys {
             self.tracking.set_max_keys(n);
+        }
+        if let Some(p) = password {
+            if p.is_none() {
+                // No password: nobody needs to log in any more.
+                for (_, s) in self.sessions.iter_mut() {
+                    if let crate::reactor::session::Link::Stream { resp, .. } = &mut s.link {
+                        resp.authenticated = true;
+                    }
+                }
+            }
+            self.password = p;
         }
         Ok(())
     }
@@ -370,8 +434,47 @@ fn push_info(out: &mut Vec<u8>, c: &CommandInfo) {
     for a in c.acl {
         resp::push_simple(out, a);
     }
-    for _ in 0..3 {
-        resp::push_array_len(out, 0);
+    // Tips and key specs: kvs does not carry them (see command_table).
+    resp::push_array_len(out, 0);
+    resp::push_array_len(out, 0);
+    let subs: Vec<&CommandInfo> = command_table::subcommands_of(c.name).collect();
+    resp::push_array_len(out, subs.len());
+    for sub in subs {
+        push_info(out, sub);
+    }
+}
+
+/// COMMAND DOCS's entry for `c`: its summary, since, group and
+/// complexity, and a container's subcommands' entries.
+fn push_docs(out: &mut Vec<u8>, c: &CommandInfo, proto: u8) {
+    let subs: Vec<&CommandInfo> = command_table::subcommands_of(c.name).collect();
+    resp::push_bulk(out, c.name.as_bytes());
+    resp::push_map_len(out, 4 + usize::from(!subs.is_empty()), proto);
+    for (k, v) in [
+        ("summary", c.summary),
+        ("since", c.since),
+        ("group", c.group),
+        ("complexity", c.complexity),
+    ] {
+        resp::push_bulk(out, k.as_bytes());
+        resp::push_bulk(out, v.as_bytes());
+    }
+    if !subs.is_empty() {
+        resp::push_bulk(out, b"subcommands");
+        resp::push_map_len(out, subs.len(), proto);
+        for sub in subs {
+            push_docs(out, sub, proto);
+        }
+    }
+}
+
+/// A command or subcommand (`container|sub`) by name, any case.
+fn lookup(name: &str) -> Option<&'static CommandInfo> {
+    let lower = name.to_ascii_lowercase();
+    if lower.contains('|') {
+        command_table::find_subcommand(&lower)
+    } else {
+        command_table::find(&lower)
     }
 }
 
@@ -391,10 +494,7 @@ pub(super) fn command_command(out: &mut Vec<u8>, args: &[&[u8]], proto: u8) {
             let wanted: Vec<Option<&CommandInfo>> = if args.len() == 2 {
                 COMMANDS.iter().map(Some).collect()
             } else {
-                args[2..]
-                    .iter()
-                    .map(|a| command_table::find(&name(a)))
-                    .collect()
+                args[2..].iter().map(|a| lookup(&name(a))).collect()
             };
             resp::push_array_len(out, wanted.len());
             for c in wanted {
@@ -408,24 +508,11 @@ pub(super) fn command_command(out: &mut Vec<u8>, args: &[&[u8]], proto: u8) {
             let wanted: Vec<&CommandInfo> = if args.len() == 2 {
                 COMMANDS.iter().collect()
             } else {
-                args[2..]
-                    .iter()
-                    .filter_map(|a| command_table::find(&name(a)))
-                    .collect()
+                args[2..].iter().filter_map(|a| lookup(&name(a))).collect()
             };
             resp::push_map_len(out, wanted.len(), proto);
             for c in wanted {
-                resp::push_bulk(out, c.name.as_bytes());
-                resp::push_map_len(out, 4, proto);
-                for (k, v) in [
-                    ("summary", c.summary),
-                    ("since", c.since),
-                    ("group", c.group),
-                    ("complexity", c.complexity),
-                ] {
-                    resp::push_bulk(out, k.as_bytes());
-                    resp::push_bulk(out, v.as_bytes());
-                }
+                push_docs(out, c, proto);
             }
         }
         Some(b"list") => {
@@ -439,8 +526,10 @@ pub(super) fn command_command(out: &mut Vec<u8>, args: &[&[u8]], proto: u8) {
             let Ok(filter) = filter else {
                 return resp::push_error(out, "ERR syntax error");
             };
+            // Subcommands too, by their full names, as Redis lists them.
             let names: Vec<&str> = COMMANDS
                 .iter()
+                .chain(command_table::SUBCOMMANDS)
                 .filter(|c| match &filter {
                     None => true,
                     Some((kind, v)) => match kind.as_slice() {
