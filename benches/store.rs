@@ -216,6 +216,10 @@ fn main() {
     if std::env::args().any(|a| a == "--kib-memory") {
         return memory_per_kib_value();
     }
+    // `cargo bench --bench store -- --hook`: the change-hook rows alone.
+    if std::env::args().any(|a| a == "--hook") {
+        return hook_cost(&keys());
+    }
     if std::env::args().any(|a| a == "--bench") {
         memory_per_key();
         // In a process of its own: the first store's freed pages would

@@ -470,24 +470,42 @@ impl Store {
             return;
         }
         let all = self.watching_all();
-        let wanted: Vec<Change<'_>> = changes
-            .filter_map(|(key, value, shard)| {
-                shard.touched(key);
-                let watched = shard.watched.contains_key(key);
-                (watched || all).then_some(Change {
-                    key,
-                    value,
-                    event: if value.is_some() {
-                        KeyEvent::Set
-                    } else {
-                        deleted
-                    },
-                    watched,
-                })
-            })
-            .collect();
-        if let (Some(hook), false) = (hook, wanted.is_empty()) {
-            hook(&wanted);
+        // Most writes change one key: it is reported from the stack, so
+        // that a pattern subscriber (which makes every change reported)
+        // costs other writes no allocation.
+        let mut first: Option<Change<'_>> = None;
+        let mut more: Vec<Change<'_>> = Vec::new();
+        for (key, value, shard) in changes {
+            shard.touched(key);
+            let watched = shard.watched.contains_key(key);
+            if !(watched || all) {
+                continue;
+            }
+            let change = Change {
+                key,
+                value,
+                event: if value.is_some() {
+                    KeyEvent::Set
+                } else {
+                    deleted
+                },
+                watched,
+            };
+            match first.take() {
+                None if more.is_empty() => first = Some(change),
+                f => {
+                    more.extend(f);
+                    more.push(change);
+                }
+            }
+        }
+        let Some(hook) = hook else {
+            return;
+        };
+        match first {
+            Some(one) => hook(&[one]),
+            None if !more.is_empty() => hook(&more),
+            None => {}
         }
     }
 
