@@ -4,9 +4,12 @@
 # -t set,get,incr,mset -n 200000 with -c 1, -c 50 and -c 50 -P 16, each with
 # values of redis-benchmark's default 3 bytes, of 1 KiB and of 100 KiB (-d;
 # a fiftieth of the requests at 100 KiB), and the last two again in RESP3
-# (redis-benchmark -3: HELLO 3 first). Prints each pair and the ratio
-# kvs/redis. Rounds alternate between the two servers and
-# the best of each is kept (the machine is shared and noisy).
+# (redis-benchmark -3: HELLO 3 first). Beside them the floor under kvs's
+# rows: examples/resp_floor.rs, a server built as kvs is (one reactor
+# thread, mutations crossing to a thread pool and back) that does nothing
+# else. Prints each row and the ratios kvs/redis and floor/redis. Rounds
+# alternate between the three servers and the best of each is kept (the
+# machine is shared and noisy).
 #
 #   scripts/resp_bench.sh                      # about 10 minutes
 #   KVS_BENCH_ROUNDS=1 KVS_BENCH_N=50000 scripts/resp_bench.sh   # a quick look
@@ -25,7 +28,7 @@ done
 
 rounds=${KVS_BENCH_ROUNDS:-2}
 n=${KVS_BENCH_N:-200000}
-cargo build --release --quiet --bin kvs
+cargo build --release --quiet --bin kvs --example resp_floor
 work=$(mktemp -d /tmp/kvs-resp-bench.XXXXXX)
 pids=()
 cleanup() {
@@ -41,6 +44,7 @@ free_port() {
 
 kvs_port=$(free_port)
 redis_port=$(free_port)
+floor_port=$(free_port)
 mkdir "$work/jobs"
 target/release/kvs "$work/jobs" 2 2 "$work/reg" \
   --resp-socket "$work/kvs.sock" --resp-port "$kvs_port" 2>"$work/kvs.log" &
@@ -48,8 +52,10 @@ pids+=($!)
 redis-server --port "$redis_port" --bind 127.0.0.1 --unixsocket "$work/redis.sock" \
   --save '' --appendonly no --dir "$work" >"$work/redis.log" 2>&1 &
 pids+=($!)
+target/release/examples/resp_floor "$work/floor.sock" "$floor_port" &
+pids+=($!)
 for _ in $(seq 100); do
-  [ -S "$work/kvs.sock" ] && [ -S "$work/redis.sock" ] && break
+  [ -S "$work/kvs.sock" ] && [ -S "$work/redis.sock" ] && [ -S "$work/floor.sock" ] && break
   sleep 0.1
 done
 
@@ -64,9 +70,10 @@ configs=("-c 1" "-c 50" "-c 50 -P 16" "-c 1 -d 1024" "-c 50 -d 1024" "-c 50 -P 1
   "-c 1 -d 102400" "-c 50 -d 102400" "-c 50 -P 16 -d 102400" "-c 50 -3" "-c 50 -P 16 -3")
 for transport in unix tcp; do
   if [ "$transport" = unix ]; then
-    kvs_at=(-s "$work/kvs.sock"); redis_at=(-s "$work/redis.sock")
+    kvs_at=(-s "$work/kvs.sock"); redis_at=(-s "$work/redis.sock"); floor_at=(-s "$work/floor.sock")
   else
     kvs_at=(-h 127.0.0.1 -p "$kvs_port"); redis_at=(-h 127.0.0.1 -p "$redis_port")
+    floor_at=(-h 127.0.0.1 -p "$floor_port")
   fi
   for clients in "${configs[@]}"; do
     # shellcheck disable=SC2206
@@ -76,8 +83,12 @@ for transport in unix tcp; do
     reqs=$n
     [ "$size" -ge 100000 ] && reqs=$((n / 50))
     for _ in $(seq "$rounds"); do
-      for server in kvs redis; do
-        if [ "$server" = kvs ]; then at=("${kvs_at[@]}"); else at=("${redis_at[@]}"); fi
+      for server in kvs redis floor; do
+        case $server in
+          kvs) at=("${kvs_at[@]}") ;;
+          redis) at=("${redis_at[@]}") ;;
+          floor) at=("${floor_at[@]}") ;;
+        esac
         # shellcheck disable=SC2086
         while read -r test rps; do
           key="$transport|$clients|$test|$server"
@@ -91,14 +102,16 @@ done
 
 echo "redis-benchmark -t set,get,incr,mset -n $n (n/50 at -d 102400), best of $rounds alternating rounds"
 echo "($(redis-server --version | cut -d' ' -f1-3); requests per second)"
-printf '%-9s %-22s %-5s %12s %12s %7s\n' transport clients test kvs redis kvs/redis
+printf '%-9s %-22s %-5s %12s %12s %12s %9s %11s\n' transport clients test kvs redis floor kvs/redis floor/redis
 for transport in unix tcp; do
   for clients in "${configs[@]}"; do
     for test in SET GET INCR MSET; do
       k=${best["$transport|$clients|$test|kvs"]:-0}
       r=${best["$transport|$clients|$test|redis"]:-0}
+      f=${best["$transport|$clients|$test|floor"]:-0}
       ratio=$(awk -v a="$k" -v b="$r" 'BEGIN { if (b > 0) printf "%.2fx", a / b; else print "-" }')
-      printf '%-9s %-22s %-5s %12.0f %12.0f %7s\n' "$transport" "$clients" "$test" "$k" "$r" "$ratio"
+      fratio=$(awk -v a="$f" -v b="$r" 'BEGIN { if (b > 0) printf "%.2fx", a / b; else print "-" }')
+      printf '%-9s %-22s %-5s %12.0f %12.0f %12.0f %9s %11s\n' "$transport" "$clients" "$test" "$k" "$r" "$f" "$ratio" "$fratio"
     done
   done
 done

@@ -843,11 +843,22 @@ impl Store {
     /// [`Store::get`], or `Err(WouldBlock)` if the key's shard is locked by
     /// a writer right now: for callers that must never wait on a lock.
     pub fn try_get(&self, key: impl AsRef<[u8]>) -> Result<Option<Vec<u8>>, WouldBlock> {
+        self.try_get_with(key, |v| v.map(<[u8]>::to_vec))
+    }
+
+    /// Runs `f` with `key`'s value while its shard is read-locked, or
+    /// `Err(WouldBlock)` if a writer holds the shard right now: a reader
+    /// that encodes the value where it goes copies it once.
+    pub fn try_get_with<R>(
+        &self,
+        key: impl AsRef<[u8]>,
+        f: impl FnOnce(Option<&[u8]>) -> R,
+    ) -> Result<R, WouldBlock> {
         let key = key.as_ref();
         let (h, shard) = self.shard(key);
         match shard.try_read() {
-            Ok(g) => Ok(g.value(h, key).map(<[u8]>::to_vec)),
-            Err(TryLockError::Poisoned(p)) => Ok(p.into_inner().value(h, key).map(<[u8]>::to_vec)),
+            Ok(g) => Ok(f(g.value(h, key))),
+            Err(TryLockError::Poisoned(p)) => Ok(f(p.into_inner().value(h, key))),
             Err(TryLockError::WouldBlock) => Err(WouldBlock),
         }
     }

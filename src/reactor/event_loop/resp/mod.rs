@@ -24,7 +24,7 @@ pub use command_stats::CommandStats;
 pub use tracking::TrackingTable;
 
 use server_info::command_command;
-use store_commands::{store_command, try_reads};
+use store_commands::{store_command, try_encode_reads};
 
 use super::super::Reactor;
 use crate::protocol::resp::{self, encode_reply, Parsed};
@@ -313,27 +313,20 @@ impl Reactor {
         // hand-offs fewer, and still no waiting on a lock. One busy shard
         // sends the whole batch to the pool, to keep replies in order.
         let started = std::time::Instant::now();
-        if let Some(replies) = try_reads(self.pool.store(), &batch) {
-            let proto = s.proto();
-            let silenced = std::mem::take(&mut s.silenced);
-            for (i, r) in replies.iter().enumerate() {
-                if !silenced.contains(&i) {
-                    encode_reply(s.replies(), r, proto);
-                }
-            }
+        let proto = s.proto();
+        let store = self.pool.store();
+        let silenced = std::mem::take(&mut s.silenced);
+        if try_encode_reads(store, &batch, proto, &silenced, s.replies()) {
             let more = !s.inbuf.is_empty();
-            let each = started.elapsed().as_micros() as u64 / replies.len().max(1) as u64;
-            for (name, r) in names.iter().zip(&replies) {
-                if let Some(name) = name {
-                    let error = match r {
-                        Reply::Error(e) => Some(e.as_str()),
-                        _ => None,
-                    };
-                    self.cmdstats.ran(name, each, error);
-                }
+            let each = started.elapsed().as_micros() as u64 / batch.len().max(1) as u64;
+            // Only GETs (never an error) are counted here: the rest were
+            // at dispatch.
+            for name in names.iter().flatten() {
+                self.cmdstats.ran(name, each, None);
             }
             return more;
         }
+        s.silenced = silenced;
         s.batch_names = names;
         s.busy = true;
         self.stats.batches += 1;

@@ -433,15 +433,43 @@ pub(super) fn store_command(
     })
 }
 
-/// The replies of a batch of GETs (and replies known already), if every
-/// key's shard is free right now; `None` otherwise.
-pub(super) fn try_reads(store: &crate::store::Store, batch: &[BatchItem]) -> Option<Vec<Reply>> {
-    batch
+/// Answers a batch on the reactor when it is GETs (and replies known
+/// already) whose shards are free: each value is encoded straight from the
+/// store into `out`, one copy and no `Vec` on the way (for a large value,
+/// that copy is most of the work). `false`, with `out` as it was, when an
+/// item needs the pool or a shard is locked by a writer: the whole batch
+/// then goes to the pool, to keep replies in order.
+pub(super) fn try_encode_reads(
+    store: &crate::store::Store,
+    batch: &[BatchItem],
+    proto: u8,
+    silenced: &[usize],
+    out: &mut Vec<u8>,
+) -> bool {
+    if !batch
         .iter()
-        .map(|item| match item {
-            Ok(Command::Get(k)) => store.try_get(k).ok().map(Reply::Value),
-            Ok(_) => None,
-            Err(reply) => Some(reply.clone()),
-        })
-        .collect()
+        .all(|item| matches!(item, Ok(Command::Get(_)) | Err(_)))
+    {
+        return false;
+    }
+    let mark = out.len();
+    for (i, item) in batch.iter().enumerate() {
+        let quiet = silenced.contains(&i);
+        match item {
+            Ok(Command::Get(k)) => {
+                let read = store.try_get_with(k, |v| {
+                    if !quiet {
+                        crate::protocol::resp::push_opt_bulk_in(out, v, proto);
+                    }
+                });
+                if read.is_err() {
+                    out.truncate(mark);
+                    return false;
+                }
+            }
+            Err(reply) if !quiet => crate::protocol::resp::encode_reply(out, reply, proto),
+            _ => {}
+        }
+    }
+    true
 }

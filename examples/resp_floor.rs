@@ -1,0 +1,210 @@
+//! The floor under kvs's RESP rows in `scripts/resp_bench.sh`: a server
+//! built as kvs is (one mio reactor thread, a fixed `threadpool` for
+//! mutations, results back through a channel and a `mio::Waker`, the same
+//! request parser) that does nothing else. GETs are answered on the
+//! reactor, as kvs answers reads whose shard is free; SET, INCR and MSET
+//! cross to the pool and back, one job per connection's batch, as kvs's
+//! mutations do. No store, no subscriptions, no log: what this design costs
+//! before kvs does any work, measured by redis-benchmark in the same run as
+//! kvs and redis-server.
+//!
+//!   cargo run --release --example resp_floor -- <unix-socket> <tcp-port>
+
+use kvs::protocol::resp::{self, Parsed};
+use mio::net::{TcpListener, UnixListener};
+use mio::{Events, Interest, Poll, Token, Waker};
+use std::collections::HashMap;
+use std::io::{ErrorKind, Read, Write};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::mpsc;
+use std::sync::Arc;
+
+const UNIX: Token = Token(0);
+const TCP: Token = Token(1);
+const WAKER: Token = Token(2);
+const POOL_THREADS: usize = 2;
+
+trait Stream: Read + Write + mio::event::Source {}
+impl<T: Read + Write + mio::event::Source> Stream for T {}
+
+struct Conn {
+    stream: Box<dyn Stream>,
+    inbuf: Vec<u8>,
+    out: Vec<u8>,
+    /// A batch is on the pool: no more requests are taken until it is back
+    /// (kvs keeps a connection's replies in order the same way).
+    busy: bool,
+}
+
+/// The replies a pool job makes for one batch of mutations.
+fn mutate(names: &[Vec<u8>]) -> Vec<u8> {
+    let mut out = Vec::new();
+    for n in names {
+        if n.eq_ignore_ascii_case(b"incr") {
+            resp::push_int(&mut out, 1);
+        } else {
+            resp::push_ok(&mut out);
+        }
+    }
+    out
+}
+
+fn main() -> std::io::Result<()> {
+    let args: Vec<String> = std::env::args().collect();
+    let (Some(sock), Some(port)) = (args.get(1), args.get(2).and_then(|p| p.parse::<u16>().ok()))
+    else {
+        eprintln!("usage: resp_floor <unix-socket> <tcp-port>");
+        std::process::exit(2);
+    };
+    let mut poll = Poll::new()?;
+    let _ = std::fs::remove_file(sock);
+    let mut unix = UnixListener::bind(sock)?;
+    let mut tcp = TcpListener::bind(([127, 0, 0, 1], port).into())?;
+    poll.registry()
+        .register(&mut unix, UNIX, Interest::READABLE)?;
+    poll.registry().register(&mut tcp, TCP, Interest::READABLE)?;
+    let waker = Arc::new(Waker::new(poll.registry(), WAKER)?);
+    let wake_pending = Arc::new(AtomicBool::new(false));
+    let (tx, rx) = mpsc::channel::<(usize, Vec<u8>)>();
+    let pool = threadpool::ThreadPool::new(POOL_THREADS);
+    let mut conns: HashMap<usize, Conn> = HashMap::new();
+    let mut next = 3usize;
+    let mut events = Events::with_capacity(1024);
+    loop {
+        poll.poll(&mut events, None)?;
+        let mut ready = Vec::new();
+        for ev in events.iter() {
+            match ev.token() {
+                UNIX | TCP => loop {
+                    let accepted: std::io::Result<Box<dyn Stream>> = if ev.token() == UNIX {
+                        unix.accept().map(|(s, _)| Box::new(s) as Box<dyn Stream>)
+                    } else {
+                        tcp.accept().map(|(s, _)| {
+                            let _ = s.set_nodelay(true);
+                            Box::new(s) as Box<dyn Stream>
+                        })
+                    };
+                    match accepted {
+                        Ok(mut stream) => {
+                            poll.registry().register(
+                                &mut stream,
+                                Token(next),
+                                Interest::READABLE | Interest::WRITABLE,
+                            )?;
+                            conns.insert(
+                                next,
+                                Conn {
+                                    stream,
+                                    inbuf: Vec::new(),
+                                    out: Vec::new(),
+                                    busy: false,
+                                },
+                            );
+                            next += 1;
+                        }
+                        Err(e) if e.kind() == ErrorKind::WouldBlock => break,
+                        Err(e) => return Err(e),
+                    }
+                },
+                WAKER => {}
+                Token(t) => ready.push(t),
+            }
+        }
+        wake_pending.store(false, Ordering::SeqCst);
+        for (id, replies) in rx.try_iter() {
+            if let Some(c) = conns.get_mut(&id) {
+                c.out.extend_from_slice(&replies);
+                c.busy = false;
+                ready.push(id);
+            }
+        }
+        ready.sort_unstable();
+        ready.dedup();
+        for id in ready {
+            let Some(c) = conns.get_mut(&id) else {
+                continue;
+            };
+            let mut chunk = [0u8; 65536];
+            let mut closed = false;
+            loop {
+                match c.stream.read(&mut chunk) {
+                    Ok(0) => {
+                        closed = true;
+                        break;
+                    }
+                    Ok(n) => c.inbuf.extend_from_slice(&chunk[..n]),
+                    Err(e) if e.kind() == ErrorKind::WouldBlock => break,
+                    Err(_) => {
+                        closed = true;
+                        break;
+                    }
+                }
+            }
+            if !c.busy {
+                // Take whole requests: reads answered here, mutations
+                // batched for one pool job; a read after a mutation waits
+                // for the batch, to keep replies in order.
+                let mut used = 0;
+                let mut batch: Vec<Vec<u8>> = Vec::new();
+                loop {
+                    let args = match resp::parse(&c.inbuf[used..]) {
+                        Parsed::Request(args, len) => {
+                            let name = args.first().map(|a| a.to_vec());
+                            (name, len)
+                        }
+                        Parsed::Inline(args, len) => (args.into_iter().next(), len),
+                        Parsed::Incomplete | Parsed::Error(_) => break,
+                    };
+                    let (Some(name), len) = args else {
+                        used += args.1;
+                        continue;
+                    };
+                    let read = name.eq_ignore_ascii_case(b"get")
+                        || name.eq_ignore_ascii_case(b"ping")
+                        || name.eq_ignore_ascii_case(b"config");
+                    if read && !batch.is_empty() {
+                        break;
+                    }
+                    used += len;
+                    if name.eq_ignore_ascii_case(b"get") {
+                        resp::push_bulk(&mut c.out, b"xxx");
+                    } else if name.eq_ignore_ascii_case(b"config") {
+                        resp::push_array_len(&mut c.out, 0);
+                    } else if read {
+                        resp::push_simple(&mut c.out, "PONG");
+                    } else {
+                        batch.push(name);
+                    }
+                }
+                c.inbuf.drain(..used);
+                if !batch.is_empty() {
+                    c.busy = true;
+                    let (tx, waker, pending) = (tx.clone(), waker.clone(), wake_pending.clone());
+                    pool.execute(move || {
+                        let replies = mutate(&batch);
+                        if tx.send((id, replies)).is_ok() && !pending.swap(true, Ordering::SeqCst) {
+                            let _ = waker.wake();
+                        }
+                    });
+                }
+            }
+            while !c.out.is_empty() {
+                match c.stream.write(&c.out) {
+                    Ok(n) => {
+                        c.out.drain(..n);
+                    }
+                    Err(e) if e.kind() == ErrorKind::WouldBlock => break,
+                    Err(_) => {
+                        closed = true;
+                        break;
+                    }
+                }
+            }
+            if closed {
+                if let Some(mut c) = conns.remove(&id) {
+                    let _ = poll.registry().deregister(&mut c.stream);
+                }
+            }
+        }
+    }
+}
