@@ -4,9 +4,11 @@
 //! request parser) that does nothing else. GETs are answered on the
 //! reactor, as kvs answers reads whose shard is free; SET, INCR and MSET
 //! cross to the pool and back, one job per connection's batch, as kvs's
-//! mutations do. No store, no subscriptions, no log: what this design costs
-//! before kvs does any work, measured by redis-benchmark in the same run as
-//! kvs and redis-server.
+//! mutations do. No store, no subscriptions, no log: one value is kept (the
+//! last one set, whatever its key), copied in by SET and out by GET, so
+//! that large values cost here what a copy in and out of a store costs.
+//! What this design costs before kvs does any work, measured by
+//! redis-benchmark in the same run as kvs and redis-server.
 //!
 //!   cargo run --release --example resp_floor -- <unix-socket> <tcp-port>
 
@@ -17,7 +19,7 @@ use std::collections::HashMap;
 use std::io::{ErrorKind, Read, Write};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::mpsc;
-use std::sync::Arc;
+use std::sync::{Arc, PoisonError, RwLock};
 
 const UNIX: Token = Token(0);
 const TCP: Token = Token(1);
@@ -36,11 +38,17 @@ struct Conn {
     busy: bool,
 }
 
-/// The replies a pool job makes for one batch of mutations.
-fn mutate(names: &[Vec<u8>]) -> Vec<u8> {
+/// The replies a pool job makes for one batch of mutations (each its
+/// name and, for SET and MSET, the value it sets last).
+fn mutate(batch: &[(Vec<u8>, Option<Vec<u8>>)], last: &RwLock<Vec<u8>>) -> Vec<u8> {
     let mut out = Vec::new();
-    for n in names {
-        if n.eq_ignore_ascii_case(b"incr") {
+    for (name, value) in batch {
+        if let Some(v) = value {
+            let mut held = last.write().unwrap_or_else(PoisonError::into_inner);
+            held.clear();
+            held.extend_from_slice(v);
+        }
+        if name.eq_ignore_ascii_case(b"incr") {
             resp::push_int(&mut out, 1);
         } else {
             resp::push_ok(&mut out);
@@ -67,6 +75,7 @@ fn main() -> std::io::Result<()> {
     let wake_pending = Arc::new(AtomicBool::new(false));
     let (tx, rx) = mpsc::channel::<(usize, Vec<u8>)>();
     let pool = threadpool::ThreadPool::new(POOL_THREADS);
+    let last = Arc::new(RwLock::new(b"xxx".to_vec()));
     let mut conns: HashMap<usize, Conn> = HashMap::new();
     let mut next = 3usize;
     let mut events = Events::with_capacity(1024);
@@ -145,18 +154,19 @@ fn main() -> std::io::Result<()> {
                 // batched for one pool job; a read after a mutation waits
                 // for the batch, to keep replies in order.
                 let mut used = 0;
-                let mut batch: Vec<Vec<u8>> = Vec::new();
+                let mut batch: Vec<(Vec<u8>, Option<Vec<u8>>)> = Vec::new();
                 loop {
                     let args = match resp::parse(&c.inbuf[used..]) {
                         Parsed::Request(args, len) => {
                             let name = args.first().map(|a| a.to_vec());
-                            (name, len)
+                            let value = (args.len() >= 3).then(|| args[args.len() - 1].to_vec());
+                            (name, value, len)
                         }
-                        Parsed::Inline(args, len) => (args.into_iter().next(), len),
+                        Parsed::Inline(args, len) => (args.into_iter().next(), None, len),
                         Parsed::Incomplete | Parsed::Error(_) => break,
                     };
-                    let (Some(name), len) = args else {
-                        used += args.1;
+                    let (Some(name), value, len) = args else {
+                        used += args.2;
                         continue;
                     };
                     let read = name.eq_ignore_ascii_case(b"get")
@@ -167,21 +177,23 @@ fn main() -> std::io::Result<()> {
                     }
                     used += len;
                     if name.eq_ignore_ascii_case(b"get") {
-                        resp::push_bulk(&mut c.out, b"xxx");
+                        let held = last.read().unwrap_or_else(PoisonError::into_inner);
+                        resp::push_bulk(&mut c.out, &held);
                     } else if name.eq_ignore_ascii_case(b"config") {
                         resp::push_array_len(&mut c.out, 0);
                     } else if read {
                         resp::push_simple(&mut c.out, "PONG");
                     } else {
-                        batch.push(name);
+                        batch.push((name, value));
                     }
                 }
                 c.inbuf.drain(..used);
                 if !batch.is_empty() {
                     c.busy = true;
                     let (tx, waker, pending) = (tx.clone(), waker.clone(), wake_pending.clone());
+                    let last = last.clone();
                     pool.execute(move || {
-                        let replies = mutate(&batch);
+                        let replies = mutate(&batch, &last);
                         if tx.send((id, replies)).is_ok() && !pending.swap(true, Ordering::SeqCst) {
                             let _ = waker.wake();
                         }
