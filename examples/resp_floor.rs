@@ -70,7 +70,8 @@ fn main() -> std::io::Result<()> {
     let mut tcp = TcpListener::bind(([127, 0, 0, 1], port).into())?;
     poll.registry()
         .register(&mut unix, UNIX, Interest::READABLE)?;
-    poll.registry().register(&mut tcp, TCP, Interest::READABLE)?;
+    poll.registry()
+        .register(&mut tcp, TCP, Interest::READABLE)?;
     let waker = Arc::new(Waker::new(poll.registry(), WAKER)?);
     let wake_pending = Arc::new(AtomicBool::new(false));
     let (tx, rx) = mpsc::channel::<(usize, Vec<u8>)>();

@@ -9,12 +9,14 @@
 //!   protocol and subscriptions.
 //! - [`client`]: the client side of the wire protocol, used by `kvs-client`.
 //! - [`cli`]: command-line parsing of `kvs`.
+//! - [`etcd`]: the client of etcd, under a dataset shared by many nodes.
 //! - [`safe_file`]: opening files without following links or blocking.
 //! - [`glob`]: Redis's glob patterns; [`sysinfo`]: what the process knows of itself.
 
 pub mod backup;
 pub mod cli;
 pub mod client;
+pub mod etcd;
 pub mod glob;
 pub mod jobs;
 pub mod logging;

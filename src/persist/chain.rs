@@ -268,7 +268,10 @@ mod tests {
             }
         );
         assert_eq!(chain(d2.path()).unwrap().segments, vec![0, 1, 2]);
-        assert_eq!(chain(dir_with(&[]).path()).unwrap().segments, vec![]);
+        assert_eq!(
+            chain(dir_with(&[]).path()).unwrap().segments,
+            Vec::<u64>::new()
+        );
     }
 
     #[test]

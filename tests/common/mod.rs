@@ -494,4 +494,5 @@ impl Session {
 pub fn write(k: &str, v: &str) -> kvs::protocol::fifo::Request {
     kvs::protocol::fifo::Request::Write(k.into(), v.into())
 }
+pub mod etcd;
 pub mod resp;

@@ -118,7 +118,7 @@ impl Reactor {
     /// with ID / ADDR / LADDR / TYPE / SKIPME filters (the count killed).
     pub(super) fn client_kill(&mut self, sid: SessionId, args: &[&[u8]], out: &mut Vec<u8>) {
         let old_form = args.len() == 3;
-        let (mut id, mut addr, mut kind, mut skipme) = (None, None, None, true);
+        let (mut id, mut addr, mut kind, mut skipme) = (None::<u64>, None, None, true);
         if old_form {
             addr = Some(args[2].to_vec());
         } else {

@@ -1,0 +1,480 @@
+//! etcd's v3 API through its JSON gateway (`/v3/kv/...`, `/v3/watch`): the
+//! calls kvs needs (transactions of puts and deletes with compares, a range
+//! over a prefix at one revision, a watch from a revision, the cluster's
+//! status), with the members tried in turn when one does not answer.
+//! Blocking: each call runs on the thread that makes it (a store pool
+//! thread, the watch thread), never on the reactor.
+
+use super::http::{Conn, HttpError, MessageStream};
+use base64::engine::general_purpose::STANDARD as B64;
+use base64::Engine;
+use serde_json::{json, Value};
+use std::sync::{Mutex, PoisonError};
+use std::time::Duration;
+
+/// What went wrong, as kvs tells it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum EtcdError {
+    /// No member answered in time, or the cluster has no quorum: the
+    /// change was not made (or is not known to be: see the caller).
+    Unavailable(String),
+    /// etcd refused the request (too many operations, a value over its
+    /// request limit, ...), with its own words.
+    Refused(String),
+    /// The revision asked for was compacted away; the oldest kept.
+    Compacted(i64),
+    /// The answer was not what etcd's API says.
+    Protocol(String),
+}
+
+impl std::fmt::Display for EtcdError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            EtcdError::Unavailable(why) => write!(f, "etcd unavailable: {why}"),
+            EtcdError::Refused(why) => write!(f, "etcd refused: {why}"),
+            EtcdError::Compacted(r) => write!(f, "etcd history compacted up to revision {r}"),
+            EtcdError::Protocol(why) => write!(f, "unexpected answer from etcd: {why}"),
+        }
+    }
+}
+
+/// A key as etcd holds it, with its revisions.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Kv {
+    pub key: Vec<u8>,
+    pub value: Vec<u8>,
+    pub mod_revision: i64,
+}
+
+/// A condition of a transaction.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Compare {
+    /// The key was last changed at this revision (0: it does not exist).
+    ModRevision(Vec<u8>, i64),
+}
+
+/// One operation of a transaction.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Op {
+    Put(Vec<u8>, Vec<u8>),
+    Delete(Vec<u8>),
+    /// Every key starting with the bytes.
+    DeletePrefix(Vec<u8>),
+}
+
+/// What a transaction did.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct TxnResult {
+    pub succeeded: bool,
+    /// The store's revision after it (its own, when it changed anything).
+    pub revision: i64,
+    /// For each operation that ran: the key's value before it, for a put;
+    /// how many keys went, for a delete.
+    pub results: Vec<OpResult>,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum OpResult {
+    Put { prev: Option<Vec<u8>> },
+    Deleted(i64),
+}
+
+/// One change a watch reports.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Event {
+    Put(Kv),
+    Delete { key: Vec<u8>, mod_revision: i64 },
+}
+
+/// One message of a watch.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum WatchMessage {
+    /// Changes, all of one revision or of consecutive ones, in order.
+    Events { revision: i64, events: Vec<Event> },
+    /// No change, but the store is at `revision` (progress notification).
+    Progress { revision: i64 },
+    /// The revision the watch started from was compacted away.
+    Compacted(i64),
+}
+
+/// The bytes after the last key with `prefix`: the end of its range.
+pub fn prefix_end(prefix: &[u8]) -> Vec<u8> {
+    let mut end = prefix.to_vec();
+    while let Some(last) = end.pop() {
+        if last < 0xff {
+            end.push(last + 1);
+            return end;
+        }
+    }
+    // Every byte 0xff (or empty): to the end of the keyspace.
+    vec![0]
+}
+
+fn b64(b: &[u8]) -> String {
+    B64.encode(b)
+}
+
+fn unb64(v: Option<&Value>) -> Result<Vec<u8>, EtcdError> {
+    match v.and_then(Value::as_str) {
+        None => Ok(Vec::new()),
+        Some(s) => B64
+            .decode(s)
+            .map_err(|e| EtcdError::Protocol(format!("base64: {e}"))),
+    }
+}
+
+/// grpc-gateway writes 64-bit integers as strings, and leaves out zeros.
+fn int(v: Option<&Value>) -> i64 {
+    match v {
+        Some(Value::String(s)) => s.parse().unwrap_or(0),
+        Some(Value::Number(n)) => n.as_i64().unwrap_or(0),
+        _ => 0,
+    }
+}
+
+fn kv(v: &Value) -> Result<Kv, EtcdError> {
+    Ok(Kv {
+        key: unb64(v.get("key"))?,
+        value: unb64(v.get("value"))?,
+        mod_revision: int(v.get("mod_revision")),
+    })
+}
+
+fn revision(v: &Value) -> i64 {
+    int(v.get("header").and_then(|h| h.get("revision")))
+}
+
+/// A client of one cluster, through whichever member answers.
+pub struct Etcd {
+    endpoints: Vec<String>,
+    timeout: Duration,
+    /// The member in use and a kept-alive connection to it.
+    conn: Mutex<Option<(usize, Conn)>>,
+}
+
+impl Etcd {
+    /// `endpoints` as `host:port`; each call waits at most `timeout` for a
+    /// member before it tries the next.
+    pub fn new(endpoints: Vec<String>, timeout: Duration) -> Etcd {
+        Etcd {
+            endpoints,
+            timeout,
+            conn: Mutex::new(None),
+        }
+    }
+
+    pub fn endpoints(&self) -> &[String] {
+        &self.endpoints
+    }
+
+    /// POSTs `body` to `path` on the member in use, or on the others in
+    /// turn if it does not answer; the answer's JSON.
+    fn call(&self, path: &str, body: &Value) -> Result<Value, EtcdError> {
+        let body = body.to_string().into_bytes();
+        let mut slot = self.conn.lock().unwrap_or_else(PoisonError::into_inner);
+        let start = slot.as_ref().map_or(0, |(i, _)| *i);
+        let mut last = String::from("no endpoints");
+        for k in 0..self.endpoints.len() {
+            let i = (start + k) % self.endpoints.len();
+            let conn = match slot.take() {
+                Some((j, c)) if j == i => c,
+                _ => match Conn::connect(&self.endpoints[i], self.timeout) {
+                    Ok(c) => c,
+                    Err(e) => {
+                        last = format!("{}: {e}", self.endpoints[i]);
+                        continue;
+                    }
+                },
+            };
+            let mut conn = conn;
+            match conn.post(path, &body) {
+                Ok((status, answer)) => {
+                    let v: Value = serde_json::from_slice(&answer).map_err(|e| {
+                        EtcdError::Protocol(format!("{}: {e}", String::from_utf8_lossy(&answer)))
+                    })?;
+                    *slot = Some((i, conn));
+                    if status == 200 {
+                        return Ok(v);
+                    }
+                    let message = v
+                        .get("message")
+                        .or_else(|| v.get("error"))
+                        .and_then(Value::as_str)
+                        .unwrap_or("")
+                        .to_string();
+                    // No leader, or a request the member could not finish
+                    // (it lost quorum): another member may do better.
+                    let lost = message.contains("no leader")
+                        || message.contains("timed out")
+                        || message.contains("unavailable")
+                        || v.get("code").and_then(Value::as_i64) == Some(14);
+                    if lost {
+                        last = format!("{}: {message}", self.endpoints[i]);
+                        *slot = None;
+                        continue;
+                    }
+                    if let Some(r) = message
+                        .strip_prefix("etcdserver: mvcc: required revision has been compacted")
+                        .map(|_| 0)
+                    {
+                        return Err(EtcdError::Compacted(r));
+                    }
+                    return Err(EtcdError::Refused(message));
+                }
+                Err(HttpError::Io(e)) => {
+                    last = format!("{}: {e}", self.endpoints[i]);
+                }
+                Err(e) => {
+                    last = format!("{}: {e}", self.endpoints[i]);
+                }
+            }
+        }
+        Err(EtcdError::Unavailable(last))
+    }
+
+    /// A transaction: if every compare holds, `ops` run, all as one
+    /// revision; each put says the value it replaced.
+    pub fn txn(&self, compares: &[Compare], ops: &[Op]) -> Result<TxnResult, EtcdError> {
+        let compare: Vec<Value> = compares
+            .iter()
+            .map(|c| match c {
+                Compare::ModRevision(k, r) => json!({
+                    "key": b64(k), "target": "MOD", "result": "EQUAL", "mod_revision": r.to_string()
+                }),
+            })
+            .collect();
+        let success: Vec<Value> = ops
+            .iter()
+            .map(|op| match op {
+                Op::Put(k, v) => {
+                    json!({"request_put": {"key": b64(k), "value": b64(v), "prev_kv": true}})
+                }
+                Op::Delete(k) => json!({"request_delete_range": {"key": b64(k)}}),
+                Op::DeletePrefix(p) => json!({"request_delete_range": {
+                    "key": b64(p), "range_end": b64(&prefix_end(p))
+                }}),
+            })
+            .collect();
+        let v = self.call(
+            "/v3/kv/txn",
+            &json!({"compare": compare, "success": success}),
+        )?;
+        let succeeded = v.get("succeeded").and_then(Value::as_bool).unwrap_or(false);
+        let mut results = Vec::new();
+        if succeeded {
+            let responses = v
+                .get("responses")
+                .and_then(Value::as_array)
+                .cloned()
+                .unwrap_or_default();
+            for (op, r) in ops
+                .iter()
+                .zip(responses.iter().chain(std::iter::repeat(&Value::Null)))
+            {
+                results.push(match op {
+                    Op::Put(..) => {
+                        let prev = r.get("response_put").and_then(|p| p.get("prev_kv"));
+                        OpResult::Put {
+                            prev: prev.map(|p| unb64(p.get("value"))).transpose()?,
+                        }
+                    }
+                    Op::Delete(_) | Op::DeletePrefix(_) => OpResult::Deleted(int(r
+                        .get("response_delete_range")
+                        .and_then(|d| d.get("deleted")))),
+                });
+            }
+        }
+        Ok(TxnResult {
+            succeeded,
+            revision: revision(&v),
+            results,
+        })
+    }
+
+    /// Every key starting with `prefix`, read at one revision (page by
+    /// page, so a large dataset is not one answer), and that revision.
+    pub fn range_prefix(&self, prefix: &[u8]) -> Result<(i64, Vec<Kv>), EtcdError> {
+        const PAGE: i64 = 10_000;
+        let end = prefix_end(prefix);
+        let mut from = prefix.to_vec();
+        let mut at = 0i64;
+        let mut all = Vec::new();
+        loop {
+            let mut req =
+                json!({"key": b64(&from), "range_end": b64(&end), "limit": PAGE.to_string()});
+            if at > 0 {
+                req["revision"] = json!(at.to_string());
+            }
+            let v = self.call("/v3/kv/range", &req)?;
+            if at == 0 {
+                at = revision(&v);
+            }
+            let kvs = v
+                .get("kvs")
+                .and_then(Value::as_array)
+                .cloned()
+                .unwrap_or_default();
+            for k in &kvs {
+                all.push(kv(k)?);
+            }
+            let more = v.get("more").and_then(Value::as_bool).unwrap_or(false);
+            match all.last() {
+                Some(last) if more => {
+                    from = last.key.clone();
+                    from.push(0);
+                }
+                _ => return Ok((at, all)),
+            }
+        }
+    }
+
+    /// The value of one key now (linearizable), and its revision.
+    pub fn get(&self, key: &[u8]) -> Result<Option<Kv>, EtcdError> {
+        let v = self.call("/v3/kv/range", &json!({"key": b64(key)}))?;
+        v.get("kvs")
+            .and_then(Value::as_array)
+            .and_then(|a| a.first())
+            .map(kv)
+            .transpose()
+    }
+
+    /// Whether the cluster takes transactions of `n` operations (etcd's
+    /// `--max-txn-ops`, 128 by default); the refusal in etcd's words if not.
+    pub fn check_txn_ops(&self, n: usize, probe_key: &[u8]) -> Result<(), EtcdError> {
+        // The compare never holds (no key is at revision -1): nothing runs,
+        // but etcd checks the transaction's size first.
+        let success: Vec<Value> = (0..n)
+            .map(|i| {
+                let mut k = probe_key.to_vec();
+                k.extend_from_slice(format!("/{i}").as_bytes());
+                json!({"request_delete_range": {"key": b64(&k)}})
+            })
+            .collect();
+        let compare = json!([{
+            "key": b64(probe_key), "target": "MOD", "result": "EQUAL", "mod_revision": "-1"
+        }]);
+        self.call(
+            "/v3/kv/txn",
+            &json!({"compare": compare, "success": success}),
+        )
+        .map(|_| ())
+    }
+
+    /// Starts a watch of every key with `prefix` from revision `from`, on
+    /// a connection of its own (to the first member that accepts it).
+    pub fn watch(&self, prefix: &[u8], from: i64) -> Result<Watch, EtcdError> {
+        let body = json!({"create_request": {
+            "key": b64(prefix),
+            "range_end": b64(&prefix_end(prefix)),
+            "start_revision": from.to_string(),
+            "progress_notify": true,
+        }})
+        .to_string();
+        let mut last = String::new();
+        for e in &self.endpoints {
+            let attempt = Conn::connect(e, self.timeout)
+                .and_then(|c| c.post_stream("/v3/watch", body.as_bytes()));
+            match attempt {
+                Ok(stream) => {
+                    let mut w = Watch { stream };
+                    // The first message confirms the watch (or says why not).
+                    match w.next_message()? {
+                        Some(WatchMessage::Compacted(r)) => return Err(EtcdError::Compacted(r)),
+                        Some(_) => return Ok(w),
+                        None => last = format!("{e}: the watch ended at once"),
+                    }
+                }
+                Err(err) => last = format!("{e}: {err}"),
+            }
+        }
+        Err(EtcdError::Unavailable(last))
+    }
+}
+
+/// A watch's stream of messages.
+pub struct Watch {
+    stream: MessageStream,
+}
+
+impl Watch {
+    /// The next message; `None` when the member ended the watch.
+    pub fn next_message(&mut self) -> Result<Option<WatchMessage>, EtcdError> {
+        let msg = match self.stream.next_message() {
+            Ok(Some(m)) => m,
+            Ok(None) => return Ok(None),
+            Err(e) => return Err(EtcdError::Unavailable(e.to_string())),
+        };
+        let v: Value = serde_json::from_slice(&msg)
+            .map_err(|e| EtcdError::Protocol(format!("watch message: {e}")))?;
+        if let Some(err) = v.get("error") {
+            return Err(EtcdError::Unavailable(err.to_string()));
+        }
+        let Some(r) = v.get("result") else {
+            return Err(EtcdError::Protocol(format!(
+                "watch message without result: {v}"
+            )));
+        };
+        let compacted = int(r.get("compact_revision"));
+        if compacted > 0 {
+            return Ok(Some(WatchMessage::Compacted(compacted)));
+        }
+        let rev = revision(r);
+        let events = r
+            .get("events")
+            .and_then(Value::as_array)
+            .cloned()
+            .unwrap_or_default();
+        if events.is_empty() {
+            return Ok(Some(WatchMessage::Progress { revision: rev }));
+        }
+        let mut out = Vec::with_capacity(events.len());
+        for e in &events {
+            let Some(k) = e.get("kv") else {
+                return Err(EtcdError::Protocol(format!("event without kv: {e}")));
+            };
+            let kv = kv(k)?;
+            out.push(match e.get("type").and_then(Value::as_str) {
+                Some("DELETE") => Event::Delete {
+                    key: kv.key,
+                    mod_revision: kv.mod_revision,
+                },
+                _ => Event::Put(kv),
+            });
+        }
+        Ok(Some(WatchMessage::Events {
+            revision: rev,
+            events: out,
+        }))
+    }
+
+    /// How long [`Watch::next_message`] may wait (progress notifications come
+    /// about every ten minutes by default; a keepalive bound).
+    pub fn set_read_timeout(&self, t: Option<Duration>) {
+        let _ = self.stream.set_read_timeout(t);
+    }
+
+    /// Ends the watch from another thread.
+    pub fn closer(&self) -> Option<std::net::TcpStream> {
+        self.stream.shutdown_handle().ok()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_prefix_ends_where_its_keys_do() {
+        assert_eq!(prefix_end(b"kvs/"), b"kvs0".to_vec());
+        assert_eq!(prefix_end(b"a\xff"), b"b".to_vec());
+        assert_eq!(prefix_end(b"\xff\xff"), vec![0]);
+    }
+
+    #[test]
+    fn gateway_numbers_are_strings_or_missing() {
+        assert_eq!(int(Some(&json!("42"))), 42);
+        assert_eq!(int(Some(&json!(7))), 7);
+        assert_eq!(int(None), 0);
+        assert_eq!(int(Some(&json!("x"))), 0);
+    }
+}

@@ -1,0 +1,321 @@
+//! A small blocking HTTP/1.1 client, just enough for etcd's JSON gateway:
+//! POST a JSON body on a kept-alive connection and read the answer (by
+//! Content-Length or chunked), or keep reading a chunked answer that never
+//! ends (a watch), one newline-separated JSON message at a time. Every read
+//! and write has a deadline, so a member that stops answering is found out
+//! instead of waited on.
+
+use std::io::{self, Read, Write};
+use std::net::{TcpStream, ToSocketAddrs};
+use std::time::Duration;
+
+/// What went wrong talking to one member.
+#[derive(Debug)]
+pub enum HttpError {
+    /// The connection failed, broke or timed out: try another member.
+    Io(io::Error),
+    /// The member answered something that is not HTTP as etcd speaks it.
+    Protocol(String),
+}
+
+impl std::fmt::Display for HttpError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            HttpError::Io(e) => write!(f, "{e}"),
+            HttpError::Protocol(why) => write!(f, "bad HTTP answer: {why}"),
+        }
+    }
+}
+
+impl From<io::Error> for HttpError {
+    fn from(e: io::Error) -> Self {
+        HttpError::Io(e)
+    }
+}
+
+fn bad(why: impl Into<String>) -> HttpError {
+    HttpError::Protocol(why.into())
+}
+
+/// Most bytes of headers or of one message kvs accepts from a member.
+const MAX_HEADERS: usize = 64 * 1024;
+const MAX_MESSAGE: usize = 1 << 30;
+
+/// One kept-alive connection to one member (`host:port`).
+pub struct Conn {
+    stream: TcpStream,
+    host: String,
+    /// Bytes read past what was taken.
+    buf: Vec<u8>,
+}
+
+impl Conn {
+    pub fn connect(host: &str, timeout: Duration) -> Result<Conn, HttpError> {
+        let addr = host
+            .to_socket_addrs()?
+            .next()
+            .ok_or_else(|| bad(format!("{host} names no address")))?;
+        let stream = TcpStream::connect_timeout(&addr, timeout)?;
+        stream.set_nodelay(true)?;
+        stream.set_read_timeout(Some(timeout))?;
+        stream.set_write_timeout(Some(timeout))?;
+        Ok(Conn {
+            stream,
+            host: host.to_string(),
+            buf: Vec::new(),
+        })
+    }
+
+    /// How long a read may wait (a watch waits longer than a request).
+    pub fn set_read_timeout(&self, t: Option<Duration>) -> io::Result<()> {
+        self.stream.set_read_timeout(t)
+    }
+
+    fn send(&mut self, path: &str, body: &[u8]) -> Result<(), HttpError> {
+        let head = format!(
+            "POST {path} HTTP/1.1\r\nHost: {}\r\nContent-Type: application/json\r\nContent-Length: {}\r\n\r\n",
+            self.host,
+            body.len()
+        );
+        let mut msg = head.into_bytes();
+        msg.extend_from_slice(body);
+        self.stream.write_all(&msg)?;
+        Ok(())
+    }
+
+    /// POSTs `body` to `path`; the status and the whole body of the answer.
+    pub fn post(&mut self, path: &str, body: &[u8]) -> Result<(u16, Vec<u8>), HttpError> {
+        self.send(path, body)?;
+        let head = self.read_head()?;
+        let body = match head.framing {
+            Framing::Length(n) => self.take_exact(n)?,
+            Framing::Chunked => {
+                let mut all = Vec::new();
+                while let Some(chunk) = self.read_chunk()? {
+                    all.extend_from_slice(&chunk);
+                }
+                all
+            }
+        };
+        Ok((head.status, body))
+    }
+
+    /// POSTs `body` to `path` and turns the connection into a reader of
+    /// the answer's messages (a watch).
+    pub fn post_stream(mut self, path: &str, body: &[u8]) -> Result<MessageStream, HttpError> {
+        self.send(path, body)?;
+        let head = self.read_head()?;
+        if head.status != 200 {
+            let body = match head.framing {
+                Framing::Length(n) => self.take_exact(n)?,
+                Framing::Chunked => self.read_chunk()?.unwrap_or_default(),
+            };
+            return Err(bad(format!(
+                "status {}: {}",
+                head.status,
+                String::from_utf8_lossy(&body)
+            )));
+        }
+        if !matches!(head.framing, Framing::Chunked) {
+            return Err(bad("a stream that is not chunked"));
+        }
+        Ok(MessageStream {
+            conn: self,
+            pending: Vec::new(),
+        })
+    }
+
+    fn fill(&mut self) -> Result<(), HttpError> {
+        let mut chunk = [0u8; 16 * 1024];
+        let n = self.stream.read(&mut chunk)?;
+        if n == 0 {
+            return Err(HttpError::Io(io::Error::new(
+                io::ErrorKind::UnexpectedEof,
+                "the member closed the connection",
+            )));
+        }
+        self.buf.extend_from_slice(&chunk[..n]);
+        Ok(())
+    }
+
+    /// The next line (without its CRLF).
+    fn line(&mut self) -> Result<Vec<u8>, HttpError> {
+        loop {
+            if let Some(at) = memchr::memmem::find(&self.buf, b"\r\n") {
+                let line = self.buf[..at].to_vec();
+                self.buf.drain(..at + 2);
+                return Ok(line);
+            }
+            if self.buf.len() > MAX_HEADERS {
+                return Err(bad("a line too long"));
+            }
+            self.fill()?;
+        }
+    }
+
+    fn take_exact(&mut self, n: usize) -> Result<Vec<u8>, HttpError> {
+        if n > MAX_MESSAGE {
+            return Err(bad(format!("a body of {n} bytes")));
+        }
+        while self.buf.len() < n {
+            self.fill()?;
+        }
+        Ok(self.buf.drain(..n).collect())
+    }
+
+    fn read_head(&mut self) -> Result<Head, HttpError> {
+        let status_line = self.line()?;
+        let status = std::str::from_utf8(&status_line)
+            .ok()
+            .and_then(|l| l.strip_prefix("HTTP/1.1 "))
+            .and_then(|l| l.get(..3))
+            .and_then(|c| c.parse::<u16>().ok())
+            .ok_or_else(|| {
+                bad(format!(
+                    "status line {:?}",
+                    String::from_utf8_lossy(&status_line)
+                ))
+            })?;
+        let mut framing = Framing::Length(0);
+        loop {
+            let line = self.line()?;
+            if line.is_empty() {
+                break;
+            }
+            let text = String::from_utf8_lossy(&line).to_ascii_lowercase();
+            if let Some(v) = text.strip_prefix("content-length:") {
+                let n = v.trim().parse().map_err(|_| bad("content-length"))?;
+                framing = Framing::Length(n);
+            } else if text.starts_with("transfer-encoding:") && text.contains("chunked") {
+                framing = Framing::Chunked;
+            }
+        }
+        Ok(Head { status, framing })
+    }
+
+    /// The next chunk of a chunked body; `None` at its end.
+    fn read_chunk(&mut self) -> Result<Option<Vec<u8>>, HttpError> {
+        let size_line = self.line()?;
+        let size_text = String::from_utf8_lossy(&size_line);
+        let size_text = size_text.split(';').next().unwrap_or("").trim();
+        let size = usize::from_str_radix(size_text, 16)
+            .map_err(|_| bad(format!("chunk size {size_text:?}")))?;
+        if size == 0 {
+            // The (empty) trailer.
+            while !self.line()?.is_empty() {}
+            return Ok(None);
+        }
+        let data = self.take_exact(size)?;
+        if !self.line()?.is_empty() {
+            return Err(bad("a chunk not followed by CRLF"));
+        }
+        Ok(Some(data))
+    }
+}
+
+struct Head {
+    status: u16,
+    framing: Framing,
+}
+
+enum Framing {
+    Length(usize),
+    Chunked,
+}
+
+/// The messages of a streamed answer, each a line of JSON (the gateway
+/// ends each with a newline; chunks need not follow message boundaries).
+pub struct MessageStream {
+    conn: Conn,
+    pending: Vec<u8>,
+}
+
+impl MessageStream {
+    /// The next message; `Ok(None)` when the member ended the stream.
+    pub fn next_message(&mut self) -> Result<Option<Vec<u8>>, HttpError> {
+        loop {
+            if let Some(at) = memchr::memchr(b'\n', &self.pending) {
+                let msg: Vec<u8> = self.pending.drain(..=at).collect();
+                let msg = msg.trim_ascii().to_vec();
+                if msg.is_empty() {
+                    continue;
+                }
+                return Ok(Some(msg));
+            }
+            if self.pending.len() > MAX_MESSAGE {
+                return Err(bad("a message too long"));
+            }
+            match self.conn.read_chunk()? {
+                Some(chunk) => self.pending.extend_from_slice(&chunk),
+                None => return Ok(None),
+            }
+        }
+    }
+
+    /// How long a read may wait for the next message.
+    pub fn set_read_timeout(&self, t: Option<Duration>) -> io::Result<()> {
+        self.conn.set_read_timeout(t)
+    }
+
+    /// A handle that can end the stream from another thread.
+    pub fn shutdown_handle(&self) -> io::Result<TcpStream> {
+        self.conn.stream.try_clone()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::net::TcpListener;
+
+    /// A one-shot server answering with `answer` whatever it is asked.
+    fn serve(answer: &'static [u8]) -> String {
+        let l = TcpListener::bind("127.0.0.1:0").unwrap();
+        let addr = l.local_addr().unwrap().to_string();
+        std::thread::spawn(move || {
+            let (mut s, _) = l.accept().unwrap();
+            let mut req = [0u8; 4096];
+            let _ = s.read(&mut req);
+            let _ = s.write_all(answer);
+        });
+        addr
+    }
+
+    #[test]
+    fn a_body_by_length_and_a_chunked_one() {
+        let t = Duration::from_secs(5);
+        let addr = serve(b"HTTP/1.1 200 OK\r\nContent-Length: 7\r\n\r\n{\"a\":1}");
+        let mut c = Conn::connect(&addr, t).unwrap();
+        assert_eq!(c.post("/x", b"{}").unwrap(), (200, b"{\"a\":1}".to_vec()));
+        let addr = serve(b"HTTP/1.1 404 Not Found\r\nTransfer-Encoding: chunked\r\n\r\n3\r\nabc\r\n2\r\nde\r\n0\r\n\r\n");
+        let mut c = Conn::connect(&addr, t).unwrap();
+        assert_eq!(c.post("/x", b"{}").unwrap(), (404, b"abcde".to_vec()));
+    }
+
+    #[test]
+    fn a_stream_is_read_message_by_message_across_chunks() {
+        let t = Duration::from_secs(5);
+        let addr = serve(
+            b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n5\r\n{\"a\":\r\n5\r\n1}\n{\"\r\n5\r\nb\":2}\r\n1\r\n\n\r\n0\r\n\r\n",
+        );
+        let c = Conn::connect(&addr, t).unwrap();
+        let mut s = c.post_stream("/w", b"{}").unwrap();
+        assert_eq!(s.next_message().unwrap(), Some(b"{\"a\":1}".to_vec()));
+        assert_eq!(s.next_message().unwrap(), Some(b"{\"b\":2}".to_vec()));
+        assert_eq!(s.next_message().unwrap(), None);
+    }
+
+    #[test]
+    fn garbage_is_an_error_not_a_panic() {
+        let t = Duration::from_secs(5);
+        for answer in [
+            &b"SMTP ready\r\n\r\n"[..],
+            b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\nzz\r\n",
+            b"HTTP/1.1 200 OK\r\nContent-Length: nine\r\n\r\n",
+        ] {
+            let addr = serve(answer);
+            let mut c = Conn::connect(&addr, t).unwrap();
+            assert!(c.post("/x", b"{}").is_err());
+        }
+    }
+}

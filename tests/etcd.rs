@@ -1,0 +1,170 @@
+//! kvs's etcd client (`kvs::etcd`) against a real three-member cluster:
+//! transactions with compares, a paged range at one revision, a watch from
+//! a revision that sees every change in order, the cluster's refusal of
+//! transactions over `--max-txn-ops`, and a leader killed during writes
+//! (no acknowledged write lost, the client moves to another member).
+//! Each test says SKIPPED where etcd is not installed.
+
+mod common;
+
+use common::etcd::Cluster;
+use kvs::etcd::{Compare, Etcd, Event, Op, OpResult, WatchMessage};
+use std::time::Duration;
+
+fn client(c: &Cluster) -> Etcd {
+    Etcd::new(c.endpoint_list(), Duration::from_secs(2))
+}
+
+#[test]
+fn transactions_ranges_and_watches_on_a_real_cluster() {
+    let Some(cluster) = Cluster::start("transactions_ranges_and_watches_on_a_real_cluster", 3, &[])
+    else {
+        return;
+    };
+    let etcd = client(&cluster);
+    let put = |k: &str, v: &str| Op::Put(k.as_bytes().to_vec(), v.as_bytes().to_vec());
+    let first = etcd
+        .txn(&[], &[put("t/a", "1"), put("t/b", "2"), put("other", "x")])
+        .unwrap();
+    assert!(first.succeeded);
+    assert_eq!(first.results[0], OpResult::Put { prev: None });
+    let watch_from = first.revision + 1;
+    let mut watch = etcd.watch(b"t/", watch_from).unwrap();
+    watch.set_read_timeout(Some(Duration::from_secs(10)));
+
+    // A compare on the revision a key was last changed at.
+    let a = etcd.get(b"t/a").unwrap().unwrap();
+    assert_eq!(a.mod_revision, first.revision);
+    let stale = etcd
+        .txn(
+            &[Compare::ModRevision(b"t/a".to_vec(), a.mod_revision - 1)],
+            &[put("t/a", "never")],
+        )
+        .unwrap();
+    assert!(!stale.succeeded);
+    let cas = etcd
+        .txn(
+            &[Compare::ModRevision(b"t/a".to_vec(), a.mod_revision)],
+            &[
+                put("t/a", "3"),
+                Op::Delete(b"t/b".to_vec()),
+                Op::Delete(b"t/none".to_vec()),
+            ],
+        )
+        .unwrap();
+    assert!(cas.succeeded);
+    assert_eq!(
+        cas.results,
+        vec![
+            OpResult::Put {
+                prev: Some(b"1".to_vec())
+            },
+            OpResult::Deleted(1),
+            OpResult::Deleted(0)
+        ]
+    );
+    // Absent: compared at revision 0.
+    let created = etcd
+        .txn(
+            &[Compare::ModRevision(b"t/c".to_vec(), 0)],
+            &[put("t/c", "4")],
+        )
+        .unwrap();
+    assert!(created.succeeded);
+
+    // The watch tells both transactions, in order, each whole.
+    let mut seen = Vec::new();
+    while seen.len() < 3 {
+        match watch.next_message().unwrap() {
+            Some(WatchMessage::Events { events, .. }) => seen.extend(events),
+            Some(_) => {}
+            None => panic!("the watch ended"),
+        }
+    }
+    let shown: Vec<String> = seen
+        .iter()
+        .map(|e| match e {
+            Event::Put(kv) => format!(
+                "put {}={}",
+                String::from_utf8_lossy(&kv.key),
+                String::from_utf8_lossy(&kv.value)
+            ),
+            Event::Delete { key, .. } => format!("del {}", String::from_utf8_lossy(key)),
+        })
+        .collect();
+    assert_eq!(shown, ["put t/a=3", "del t/b", "put t/c=4"]);
+
+    // A range of the prefix at one revision, paged.
+    let many: Vec<Op> = (0..300)
+        .map(|i| put(&format!("p/{i:04}"), &i.to_string()))
+        .collect();
+    for chunk in many.chunks(100) {
+        assert!(etcd.txn(&[], chunk).unwrap().succeeded);
+    }
+    let (at, kvs) = etcd.range_prefix(b"p/").unwrap();
+    assert_eq!(kvs.len(), 300);
+    assert!(kvs.windows(2).all(|w| w[0].key < w[1].key));
+    assert!(at >= kvs.iter().map(|k| k.mod_revision).max().unwrap());
+    assert_eq!(etcd.range_prefix(b"t/").unwrap().1.len(), 2);
+    // Every key of a prefix at once.
+    let gone = etcd.txn(&[], &[Op::DeletePrefix(b"p/".to_vec())]).unwrap();
+    assert_eq!(gone.results, vec![OpResult::Deleted(300)]);
+}
+
+#[test]
+fn the_cluster_must_take_transactions_of_256_operations() {
+    let Some(small) = Cluster::start(
+        "the_cluster_must_take_transactions_of_256_operations",
+        1,
+        &[],
+    ) else {
+        return;
+    };
+    let e = client(&small).check_txn_ops(256, b"kvs-probe").unwrap_err();
+    assert!(e.to_string().contains("too many operations"), "{e}");
+    drop(small);
+    let Some(big) = Cluster::start(
+        "the_cluster_must_take_transactions_of_256_operations",
+        1,
+        &["--max-txn-ops", "256"],
+    ) else {
+        return;
+    };
+    client(&big).check_txn_ops(256, b"kvs-probe").unwrap();
+}
+
+#[test]
+fn a_killed_member_loses_no_acknowledged_write() {
+    let Some(mut cluster) = Cluster::start("a_killed_member_loses_no_acknowledged_write", 3, &[])
+    else {
+        return;
+    };
+    let etcd = client(&cluster);
+    let mut acked = Vec::new();
+    let mut refused = 0;
+    for i in 0..300 {
+        if i == 100 {
+            // The member the client talks to first (and maybe the leader).
+            cluster.kill(0);
+        }
+        let k = format!("w/{i:04}").into_bytes();
+        match etcd.txn(&[], &[Op::Put(k.clone(), b"v".to_vec())]) {
+            Ok(r) if r.succeeded => acked.push(k),
+            _ => refused += 1,
+        }
+    }
+    // An election takes about a second: a few writes may be refused, none
+    // acknowledged and then lost.
+    assert!(
+        acked.len() >= 250,
+        "{} acknowledged, {refused} refused",
+        acked.len()
+    );
+    let (_, kvs) = etcd.range_prefix(b"w/").unwrap();
+    let stored: std::collections::HashSet<Vec<u8>> = kvs.into_iter().map(|k| k.key).collect();
+    for k in &acked {
+        assert!(stored.contains(k), "lost {}", String::from_utf8_lossy(k));
+    }
+    cluster.restart(0);
+    cluster.wait_ready(0);
+}
