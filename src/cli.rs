@@ -25,6 +25,13 @@ Data options (both modes; without --data-dir the store lives in memory only):
   --compact-at <bytes>      snapshot the store once the log passes this (default 67108864)
   --repair                  start with what comes before damage or a missing file (written
                             anew; the damaged and later files are set aside as .dropped)
+  --store etcd://<host:port>[,<host:port>...]
+                            keep the dataset in an etcd cluster, shared by every kvs node
+                            started with the same members and prefix: changes are made there
+                            first, and every node hears every change (not with --data-dir:
+                            etcd is the durability; its members need --max-txn-ops 256).
+                            Transactions, counters and expiry are not available there yet
+  --store-prefix <p>        what this dataset's keys start with in etcd (default kvs/)
 
 Server options:
   --max-sessions <n>        sessions at once (default 1024)
@@ -62,6 +69,8 @@ pub enum Mode {
         max_backups: usize,
         max_threads: usize,
         data: Option<DataDirOptions>,
+        /// `--store etcd://...`: the dataset is shared through etcd.
+        etcd: Option<crate::etcd::EtcdOptions>,
         /// Print the one-line summary even when stderr is not a terminal.
         summary: bool,
     },
@@ -124,11 +133,13 @@ pub fn parse_args<I: IntoIterator<Item = String>>(args: I) -> Result<Mode, Usage
                     )));
                 }
             }
+            let (data, etcd) = data.finish()?;
             Ok(Mode::Batch {
                 jobs_dir: PathBuf::from(&pos[0]),
                 max_backups: positive("max_backups", &pos[1])?,
                 max_threads: positive("max_threads", &pos[2])?,
-                data: data.finish()?,
+                data,
+                etcd,
                 summary,
             })
         }
@@ -152,6 +163,8 @@ struct DataFlags {
     fsync: Option<Fsync>,
     repair: bool,
     compact_at: Option<u64>,
+    store: Option<String>,
+    store_prefix: Option<String>,
 }
 
 impl DataFlags {
@@ -165,7 +178,10 @@ impl DataFlags {
             self.repair = true;
             return Ok(true);
         }
-        if !matches!(flag, "--data-dir" | "--fsync" | "--compact-at") {
+        if !matches!(
+            flag,
+            "--data-dir" | "--fsync" | "--compact-at" | "--store" | "--store-prefix"
+        ) {
             return Ok(false);
         }
         let value = rest
@@ -173,6 +189,8 @@ impl DataFlags {
             .ok_or_else(|| UsageError(format!("option {flag} needs a value")))?;
         match flag {
             "--data-dir" => self.dir = Some(PathBuf::from(value)),
+            "--store" => self.store = Some(value.clone()),
+            "--store-prefix" => self.store_prefix = Some(value.clone()),
             "--fsync" => {
                 self.fsync = Some(Fsync::parse(value).ok_or_else(|| {
                     UsageError(format!(
@@ -185,21 +203,41 @@ impl DataFlags {
         Ok(true)
     }
 
-    fn finish(self) -> Result<Option<DataDirOptions>, UsageError> {
+    fn finish(
+        self,
+    ) -> Result<(Option<DataDirOptions>, Option<crate::etcd::EtcdOptions>), UsageError> {
+        let etcd = match &self.store {
+            Some(url) => Some(
+                crate::etcd::EtcdOptions::parse(url, self.store_prefix.as_deref())
+                    .map_err(UsageError)?,
+            ),
+            None if self.store_prefix.is_some() => {
+                return Err(UsageError("--store-prefix needs --store".into()))
+            }
+            None => None,
+        };
+        if etcd.is_some() && self.dir.is_some() {
+            return Err(UsageError(
+                "--data-dir and --store etcd:// do not go together: etcd keeps the data (on a majority of its members' disks before a change is answered)".into(),
+            ));
+        }
         let Some(dir) = self.dir else {
             if self.fsync.is_some() || self.repair || self.compact_at.is_some() {
                 return Err(UsageError(
                     "--fsync, --repair and --compact-at need --data-dir".into(),
                 ));
             }
-            return Ok(None);
+            return Ok((None, etcd));
         };
-        Ok(Some(DataDirOptions {
-            dir,
-            fsync: self.fsync.unwrap_or(Fsync::EverySec),
-            repair: self.repair,
-            compact_at: self.compact_at.unwrap_or(DEFAULT_COMPACT_AT),
-        }))
+        Ok((
+            Some(DataDirOptions {
+                dir,
+                fsync: self.fsync.unwrap_or(Fsync::EverySec),
+                repair: self.repair,
+                compact_at: self.compact_at.unwrap_or(DEFAULT_COMPACT_AT),
+            }),
+            etcd,
+        ))
     }
 }
 
@@ -260,7 +298,7 @@ fn parse_server_options(flags: &[String]) -> Result<Settings, UsageError> {
             _ => return Err(UsageError(format!("unknown option '{flag}'"))),
         }
     }
-    o.data = data.finish()?;
+    (o.data, o.etcd) = data.finish()?;
     if o.resp_bind.is_some() && o.resp_port.is_none() {
         return Err(UsageError("--resp-bind needs --resp-port".into()));
     }
@@ -290,6 +328,34 @@ mod tests {
     }
 
     #[test]
+    fn store_options_are_checked() {
+        let err = |v: &[&str]| parse(v).unwrap_err().0;
+        assert!(
+            err(&["d", "1", "1", "--store", "etcd://a:1", "--data-dir", "x"])
+                .contains("do not go together")
+        );
+        assert!(err(&["d", "1", "1", "--store-prefix", "p/"]).contains("needs --store"));
+        assert!(err(&["d", "1", "1", "--store", "http://a:1"]).contains("etcd://"));
+        match parse(&[
+            "d",
+            "1",
+            "1",
+            "r",
+            "--store",
+            "etcd://a:1,b:2",
+            "--store-prefix",
+            "t/",
+        ]) {
+            Ok(Mode::Server { options, .. }) => {
+                let e = options.etcd.unwrap();
+                assert_eq!(e.endpoints, ["a:1", "b:2"]);
+                assert_eq!(e.prefix, b"t/");
+            }
+            other => panic!("{other:?}"),
+        }
+    }
+
+    #[test]
     fn modes_by_argument_count() {
         assert_eq!(
             parse(&["d", "2", "4"]),
@@ -298,6 +364,7 @@ mod tests {
                 max_backups: 2,
                 max_threads: 4,
                 data: None,
+                etcd: None,
                 summary: false,
             })
         );

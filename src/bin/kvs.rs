@@ -28,8 +28,16 @@ fn main() -> ExitCode {
             max_backups,
             max_threads,
             data,
+            etcd,
             summary,
-        }) => batch(&jobs_dir, max_backups, max_threads, data.as_ref(), summary),
+        }) => batch(
+            &jobs_dir,
+            max_backups,
+            max_threads,
+            data.as_ref(),
+            etcd.as_ref(),
+            summary,
+        ),
         Ok(Mode::Server {
             jobs_dir,
             max_threads,
@@ -67,9 +75,18 @@ fn batch(
     max_backups: usize,
     max_threads: usize,
     data: Option<&DataDirOptions>,
+    etcd: Option<&kvs::etcd::EtcdOptions>,
     summary: bool,
 ) -> ExitCode {
     let store = Arc::new(Store::new());
+    // With --store etcd, the job files read and change the shared dataset.
+    let mirror = match etcd.map(|e| e.attach(&store)).transpose() {
+        Ok(m) => m,
+        Err(e) => {
+            kvs::log_error!("--store etcd: {e}");
+            return ExitCode::from(1);
+        }
+    };
     let data_dir = match data.map(|d| DataDir::open(d, &store)).transpose() {
         Ok(d) => d,
         Err(e) => {
@@ -102,6 +119,9 @@ fn batch(
         eprintln!("kvs: {}", progress.summary(backups.started()));
     }
     drop(expiry);
+    if let Some(m) = mirror {
+        m.stop();
+    }
     if let Some(d) = data_dir {
         d.close();
     }

@@ -102,7 +102,10 @@ pub fn run_job(
         }
         buf.clear();
         match cmd {
-            LineCommand::Write(pairs) => store.write(&pairs),
+            LineCommand::Write(pairs) => {
+                store.write(&pairs);
+                failed_remotely(store, job, line_no, progress);
+            }
             LineCommand::Read(mut keys) => {
                 // READ's line is sorted by key: sort first, then render each
                 // value straight from the store.
@@ -115,7 +118,11 @@ pub fn run_job(
                 });
                 buf.extend_from_slice(b"]\n");
             }
-            LineCommand::Delete(keys) => render_delete(&keys, &store.delete(&keys), &mut buf),
+            LineCommand::Delete(keys) => {
+                let existed = store.delete(&keys);
+                failed_remotely(store, job, line_no, progress);
+                render_delete(&keys, &existed, &mut buf)
+            }
             LineCommand::Show => store.snapshot().render_into(&mut buf),
             LineCommand::Help => buf.extend_from_slice(HELP_TEXT.as_bytes()),
             LineCommand::Wait(0) => {}
@@ -145,6 +152,17 @@ pub fn run_job(
 /// left at that name with nobody reading it would stall the worker forever,
 /// so it is opened non-blocking (and fails with ENXIO); writes then block
 /// as usual. A symlink is followed, as a user may point an `.out` elsewhere.
+/// With a shared dataset (`--store etcd`), a change the dataset refused or
+/// could not confirm was not made: the job's line says so where invalid
+/// lines are told, and the job goes on.
+fn failed_remotely(store: &Store, job: &Path, line_no: usize, progress: &Progress) {
+    if store.is_remote() {
+        if let Some(why) = crate::store::remote::take_failure() {
+            progress.println(&format!("{}:{line_no}: not done: {why}", job.display()));
+        }
+    }
+}
+
 fn create_out(path: &Path) -> io::Result<File> {
     use nix::fcntl::{fcntl, FcntlArg, OFlag};
     use std::os::unix::fs::OpenOptionsExt;

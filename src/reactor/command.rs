@@ -440,8 +440,26 @@ fn info_text(
     text
 }
 
-/// Runs one command. On the store pool only: it takes shard locks.
+/// Runs one command. On the store pool only: it takes shard locks. With a
+/// shared dataset (`--store etcd`), a change it refused or could not
+/// confirm answers `-TRYAGAIN` with the reason (`'1'` to a FIFO client).
 pub fn execute(store: &Store, cmd: Command) -> Reply {
+    let reply = execute_here(store, cmd);
+    if store.is_remote() {
+        if let Some(why) = crate::store::remote::take_failure() {
+            return Reply::Error(format!("TRYAGAIN {why}"));
+        }
+    }
+    reply
+}
+
+/// What kvs cannot yet do on a shared dataset: a transaction or a
+/// read-modify-write command needs compare-and-swap on etcd's revisions,
+/// which is not built yet.
+const NOT_ON_ETCD: &str =
+    "ERR kvs does not run this command with --store etcd yet (transactions, counters, APPEND, expiry and the other read-modify-write commands); SET, GET, MSET, DEL and the like work";
+
+fn execute_here(store: &Store, cmd: Command) -> Reply {
     match cmd {
         Command::Get(k) => Reply::Value(store.get(&k)),
         Command::Set {
@@ -514,8 +532,12 @@ pub fn execute(store: &Store, cmd: Command) -> Reply {
                 .map(<[u8]>::to_vec)
                 .collect();
             let keys: Vec<&[u8]> = keys.iter().map(Vec::as_slice).collect();
+            if store.is_remote() {
+                return Reply::Error(NOT_ON_ETCD.into());
+            }
             store.transaction(Some(&keys), |tx| execute_in(tx, cmd))
         }
+        Command::Exec { .. } if store.is_remote() => Reply::Error(NOT_ON_ETCD.into()),
         Command::Exec { watched, queued } => {
             // The shards of the keys it names, or all of them for a command
             // that looks at every key. Owned: the commands move on into

@@ -50,6 +50,8 @@ pub enum ServerError {
     Listen(event_loop::streams::ListenError),
     Data(persist::PersistError),
     Password(PathBuf, String),
+    /// `--store etcd`: the cluster cannot be used (with the reason).
+    Etcd(String),
     Io(&'static str, io::Error),
 }
 
@@ -63,6 +65,7 @@ impl fmt::Display for ServerError {
             ServerError::Listen(e) => write!(f, "RESP listener: {e}"),
             ServerError::Data(e) => write!(f, "{e}"),
             ServerError::Password(p, why) => write!(f, "password file {}: {why}", p.display()),
+            ServerError::Etcd(why) => write!(f, "--store etcd: {why}"),
             ServerError::Io(what, e) => write!(f, "{what}: {e}"),
         }
     }
@@ -122,6 +125,13 @@ pub fn run_server(cfg: ServerConfig<'_>) -> Result<(), ServerError> {
     let hook = change_hook(mailbox.clone(), filter.clone());
     // A fresh store has no hook yet.
     let _ = store.set_change_hook(hook);
+    // With --store etcd: the dataset loaded, and its feed running, before
+    // any client comes (the feed's changes reach subscribers through the
+    // hook, as every change does).
+    let mirror = match &cfg.options.etcd {
+        Some(e) => Some(e.attach(&store).map_err(ServerError::Etcd)?),
+        None => None,
+    };
 
     let pool = StorePool::new(
         cfg.options.store_threads,
@@ -173,9 +183,15 @@ pub fn run_server(cfg: ServerConfig<'_>) -> Result<(), ServerError> {
         o.store_threads,
         cfg.max_threads,
         cfg.max_backups,
-        match &o.data {
-            Some(d) => format!("{} (--fsync {})", d.dir.display(), d.fsync.name()),
-            None => "in memory only".into(),
+        match (&o.data, &mirror) {
+            (Some(d), _) => format!("{} (--fsync {})", d.dir.display(), d.fsync.name()),
+            (None, Some(m)) => format!(
+                "etcd at {} (prefix {}), revision {}",
+                m.endpoints().join(","),
+                String::from_utf8_lossy(o.etcd.as_ref().map_or(&[][..], |e| &e.prefix[..])),
+                m.revision()
+            ),
+            (None, None) => "in memory only".into(),
         }
     );
     let expiry = crate::store::expiry::ExpiryCycle::start(store.clone())
@@ -216,6 +232,9 @@ pub fn run_server(cfg: ServerConfig<'_>) -> Result<(), ServerError> {
     if let Some(d) = data_dir {
         // Everything logged is written and synced before exit.
         d.close();
+    }
+    if let Some(m) = mirror {
+        m.stop();
     }
     let closed = result.map_err(|e| ServerError::Io("reactor failed", e))?;
     crate::log_info!("stopped: closed {closed} sessions; {skipped} job files were not started");

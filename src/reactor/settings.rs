@@ -24,6 +24,8 @@ pub struct Settings {
     pub resp_bind: Option<IpAddr>,
     pub requirepass_file: Option<PathBuf>,
     pub data: Option<DataDirOptions>,
+    /// `--store etcd://...`: the dataset is shared through etcd.
+    pub etcd: Option<crate::etcd::EtcdOptions>,
     pub log_level: Level,
 }
 
@@ -42,6 +44,7 @@ impl Default for Settings {
             resp_bind: None,
             requirepass_file: None,
             data: None,
+            etcd: None,
             log_level: Level::Info,
         }
     }

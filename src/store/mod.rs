@@ -19,6 +19,7 @@
 pub mod event;
 pub mod expiry;
 mod held;
+pub mod remote;
 mod snapshot;
 mod table;
 mod transaction;
@@ -226,6 +227,8 @@ pub struct Store {
     /// `set` (notify-keyspace-events with `n`; off by default, as in Redis,
     /// since it doubles the changes of every write of a new key).
     new_events: AtomicBool,
+    /// The shared dataset this table caches, if any (see [`remote`]).
+    remote: OnceLock<std::sync::Arc<dyn remote::Remote>>,
 }
 
 impl Default for Store {
@@ -254,6 +257,30 @@ impl Store {
             watch_all: AtomicBool::new(false),
             versions_live: AtomicUsize::new(0),
             new_events: AtomicBool::new(false),
+            remote: OnceLock::new(),
+        }
+    }
+
+    /// Makes this table a cache of `remote`: changes are made there first
+    /// (see [`remote`]). Only once; a second call gives `remote` back.
+    pub fn set_remote(
+        &self,
+        remote: std::sync::Arc<dyn remote::Remote>,
+    ) -> Result<(), std::sync::Arc<dyn remote::Remote>> {
+        self.remote.set(remote)
+    }
+
+    /// Whether this table caches a shared dataset.
+    pub fn is_remote(&self) -> bool {
+        self.remote.get().is_some()
+    }
+
+    /// The shared dataset to make a change in, unless this thread is the
+    /// one applying that dataset's changes to the table.
+    fn remote(&self) -> Option<&dyn remote::Remote> {
+        match self.remote.get() {
+            Some(r) if !remote::is_applying() => Some(&**r),
+            _ => None,
         }
     }
 
@@ -356,6 +383,9 @@ impl Store {
     /// Sets each key to its value, in order (a key given twice ends with its
     /// last value). Atomic: no reader sees some of the pairs and not others.
     pub fn write<K: AsRef<[u8]>, V: AsRef<[u8]>>(&self, pairs: &[(K, V)]) {
+        if let Some(r) = self.remote() {
+            return remote::write(r, pairs);
+        }
         if let [(k, v)] = pairs {
             let (k, v) = (k.as_ref(), v.as_ref());
             let (h, shard) = self.shard(k);
@@ -563,6 +593,9 @@ impl Store {
         want_old: bool,
     ) -> (bool, Option<Vec<u8>>) {
         let (key, value) = (key.as_ref(), value.as_ref());
+        if let Some(r) = self.remote() {
+            return remote::set(r, key, value, cond, want_old, || self.get(key));
+        }
         let (h, shard) = self.shard(key);
         let mut g = shard.write().unwrap_or_else(PoisonError::into_inner);
         self.reap(&mut g, h, key);
@@ -580,6 +613,9 @@ impl Store {
     /// Deletes every key, reporting each deletion; returns how many there
     /// were. Atomic: all shards are locked for the duration.
     pub fn clear(&self) -> usize {
+        if let Some(r) = self.remote() {
+            return remote::clear(r);
+        }
         let all: Vec<usize> = (0..self.shards.len()).collect();
         let mut guards = self.write_locks(&all);
         let taken: Vec<Table> = guards
@@ -768,6 +804,9 @@ impl Store {
     /// Deletes the keys in order; for each, whether it existed at that point
     /// (so a key given twice reports `false` the second time). Atomic.
     pub fn delete<K: AsRef<[u8]>>(&self, keys: &[K]) -> Vec<bool> {
+        if let Some(r) = self.remote() {
+            return remote::delete(r, keys);
+        }
         if self.can_mask(keys.len()) {
             let m = self.masked(keys.iter().map(AsRef::as_ref));
             let mut guards = m.lock(|s| {

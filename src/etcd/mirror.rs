@@ -1,0 +1,338 @@
+//! This node's table as a cache of the dataset in etcd, fed in revision
+//! order: everything under the prefix is read at one revision R, then a
+//! watch from R + 1 applies each change as it comes (no gap by
+//! construction), through the store's own methods, so the change hook
+//! tells subscribers here of every change made through any node, this
+//! one's included, in etcd's one order. Changes made through this node go
+//! to etcd first ([`Remote::commit`]) and are answered once the feed has
+//! applied them here. A watch that breaks is started again from the last
+//! revision applied, on whichever member answers; one whose history was
+//! compacted away reloads the prefix and applies the difference.
+
+use super::client::{Compare, Etcd, EtcdError, Event, Op, OpResult, WatchMessage};
+use crate::store::remote::{applying, Commit, CommitResult, Remote, RemoteOp};
+use crate::store::Store;
+use std::collections::HashMap;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Condvar, Mutex, PoisonError};
+use std::time::{Duration, Instant};
+
+/// Operations kvs may put in one transaction (a 256-pair WRITE), which the
+/// cluster must accept (etcd's `--max-txn-ops`, 128 by default).
+pub const TXN_OPS: usize = 256;
+
+/// How long a change waits for the feed to bring it back before it is
+/// answered anyway (with a warning): the change is made in etcd.
+const APPLY_WAIT: Duration = Duration::from_secs(10);
+
+struct Applied {
+    revision: i64,
+    /// Each key's last change, as etcd numbers it (its mod revision).
+    versions: HashMap<Vec<u8>, i64>,
+}
+
+pub struct Mirror {
+    etcd: Etcd,
+    prefix: Vec<u8>,
+    store: Arc<Store>,
+    applied: Mutex<Applied>,
+    moved: Condvar,
+    stop: AtomicBool,
+}
+
+fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
+    m.lock().unwrap_or_else(PoisonError::into_inner)
+}
+
+impl Mirror {
+    /// Checks the cluster, loads the prefix into `store` and starts the
+    /// feed's thread. The store's changes go to etcd from then on.
+    pub fn start(etcd: Etcd, prefix: &[u8], store: Arc<Store>) -> Result<Arc<Mirror>, String> {
+        let mut probe = prefix.to_vec();
+        probe.extend_from_slice(b"\0kvs-txn-probe");
+        etcd.check_txn_ops(TXN_OPS, &probe).map_err(|e| match e {
+            EtcdError::Refused(why) if why.contains("too many operations") => format!(
+                "the etcd cluster refuses transactions of {TXN_OPS} operations ({why}): start its members with --max-txn-ops {TXN_OPS} or more"
+            ),
+            e => e.to_string(),
+        })?;
+        let mirror = Arc::new(Mirror {
+            etcd,
+            prefix: prefix.to_vec(),
+            store,
+            applied: Mutex::new(Applied {
+                revision: 0,
+                versions: HashMap::new(),
+            }),
+            moved: Condvar::new(),
+            stop: AtomicBool::new(false),
+        });
+        mirror.reload().map_err(|e| e.to_string())?;
+        let feed = mirror.clone();
+        std::thread::Builder::new()
+            .name("kvs-etcd-feed".into())
+            .spawn(move || feed.follow())
+            .map_err(|e| format!("cannot start the etcd feed: {e}"))?;
+        Ok(mirror)
+    }
+
+    /// The revision the table has reached.
+    pub fn revision(&self) -> i64 {
+        lock(&self.applied).revision
+    }
+
+    pub fn endpoints(&self) -> &[String] {
+        self.etcd.endpoints()
+    }
+
+    /// Ends the feed (at its next message or read timeout).
+    pub fn stop(&self) {
+        self.stop.store(true, Ordering::SeqCst);
+    }
+
+    fn key_of(&self, full: &[u8]) -> Option<Vec<u8>> {
+        full.strip_prefix(self.prefix.as_slice())
+            .map(<[u8]>::to_vec)
+    }
+
+    fn full(&self, key: &[u8]) -> Vec<u8> {
+        let mut k = self.prefix.clone();
+        k.extend_from_slice(key);
+        k
+    }
+
+    /// Reads the whole prefix at one revision and makes the table what it
+    /// says: keys it lacks deleted, the rest set (each a change the hook
+    /// tells, if it changes anything).
+    fn reload(&self) -> Result<(), EtcdError> {
+        let (revision, kvs) = self.etcd.range_prefix(&self.prefix)?;
+        let mut versions = HashMap::with_capacity(kvs.len());
+        let mut pairs = Vec::with_capacity(kvs.len());
+        for kv in kvs {
+            if let Some(k) = self.key_of(&kv.key) {
+                versions.insert(k.clone(), kv.mod_revision);
+                pairs.push((k, kv.value));
+            }
+        }
+        applying(|| {
+            let gone: Vec<Vec<u8>> = self
+                .store
+                .keys(b"*")
+                .into_iter()
+                .filter(|k| !versions.contains_key(k))
+                .collect();
+            if !gone.is_empty() {
+                self.store.delete(&gone);
+            }
+            let changed: Vec<&(Vec<u8>, Vec<u8>)> = pairs
+                .iter()
+                .filter(|(k, v)| self.store.get(k).as_ref() != Some(v))
+                .collect();
+            for chunk in changed.chunks(1024) {
+                let chunk: Vec<(&[u8], &[u8])> = chunk
+                    .iter()
+                    .map(|(k, v)| (k.as_slice(), v.as_slice()))
+                    .collect();
+                self.store.write(&chunk);
+            }
+        });
+        let mut a = lock(&self.applied);
+        a.revision = revision;
+        a.versions = versions;
+        self.moved.notify_all();
+        Ok(())
+    }
+
+    /// The feed: watches from the last revision applied, for as long as
+    /// the server runs, starting again on another member when a watch
+    /// breaks.
+    fn follow(self: Arc<Self>) {
+        let mut warned = false;
+        while !self.stop.load(Ordering::SeqCst) {
+            let from = self.revision() + 1;
+            match self.etcd.watch(&self.prefix, from) {
+                Ok(mut w) => {
+                    warned = false;
+                    w.set_read_timeout(Some(Duration::from_secs(1)));
+                    loop {
+                        if self.stop.load(Ordering::SeqCst) {
+                            return;
+                        }
+                        match w.next_message() {
+                            Ok(Some(WatchMessage::Events { revision, events })) => {
+                                self.apply(revision, events)
+                            }
+                            Ok(Some(WatchMessage::Progress { revision })) => {
+                                let mut a = lock(&self.applied);
+                                a.revision = a.revision.max(revision);
+                                self.moved.notify_all();
+                            }
+                            Ok(Some(WatchMessage::Compacted(r))) => {
+                                self.compacted(from, r);
+                                break;
+                            }
+                            Err(EtcdError::Unavailable(why))
+                                if why.contains("timed out")
+                                    || why.contains("would block")
+                                    || why.contains("Resource temporarily unavailable") =>
+                            {
+                                // A quiet second: look at the stop flag.
+                                continue;
+                            }
+                            Ok(None) | Err(_) => break,
+                        }
+                    }
+                }
+                Err(EtcdError::Compacted(r)) => self.compacted(from, r),
+                Err(e) => {
+                    if !warned {
+                        crate::log_warn!("etcd watch from revision {from}: {e}; retrying");
+                        warned = true;
+                    }
+                    std::thread::sleep(Duration::from_millis(200));
+                }
+            }
+        }
+    }
+
+    fn compacted(&self, from: i64, oldest: i64) {
+        crate::log_warn!(
+            "etcd compacted its history past revision {from} (oldest kept: {oldest}): reloading, subscribers hear the keys that differ"
+        );
+        while let Err(e) = self.reload() {
+            crate::log_warn!("reload from etcd: {e}; retrying");
+            std::thread::sleep(Duration::from_millis(200));
+            if self.stop.load(Ordering::SeqCst) {
+                return;
+            }
+        }
+    }
+
+    /// Applies one message's events to the table, a revision at a time
+    /// (a transaction's changes together), then says the table is there.
+    fn apply(&self, revision: i64, events: Vec<Event>) {
+        let mut i = 0;
+        while i < events.len() {
+            let rev = event_revision(&events[i]);
+            let mut j = i;
+            while j < events.len() && event_revision(&events[j]) == rev {
+                j += 1;
+            }
+            self.apply_revision(&events[i..j]);
+            let mut a = lock(&self.applied);
+            for e in &events[i..j] {
+                let (full, r) = match e {
+                    Event::Put(kv) => (&kv.key, kv.mod_revision),
+                    Event::Delete { key, .. } => (key, 0),
+                };
+                if let Some(k) = self.key_of(full) {
+                    if r == 0 {
+                        a.versions.remove(&k);
+                    } else {
+                        a.versions.insert(k, r);
+                    }
+                }
+            }
+            a.revision = a.revision.max(rev);
+            drop(a);
+            self.moved.notify_all();
+            i = j;
+        }
+        let mut a = lock(&self.applied);
+        a.revision = a.revision.max(revision);
+        self.moved.notify_all();
+    }
+
+    fn apply_revision(&self, events: &[Event]) {
+        applying(|| {
+            // Runs of puts as one write, runs of deletes as one delete,
+            // in order.
+            let mut k = 0;
+            while k < events.len() {
+                if let Event::Put(_) = events[k] {
+                    let mut pairs = Vec::new();
+                    while let Some(Event::Put(kv)) = events.get(k) {
+                        if let Some(key) = self.key_of(&kv.key) {
+                            pairs.push((key, kv.value.clone()));
+                        }
+                        k += 1;
+                    }
+                    self.store.write(&pairs);
+                } else {
+                    let mut keys = Vec::new();
+                    while let Some(Event::Delete { key, .. }) = events.get(k) {
+                        if let Some(key) = self.key_of(key) {
+                            keys.push(key);
+                        }
+                        k += 1;
+                    }
+                    self.store.delete(&keys);
+                }
+            }
+        });
+    }
+}
+
+fn event_revision(e: &Event) -> i64 {
+    match e {
+        Event::Put(kv) => kv.mod_revision,
+        Event::Delete { mod_revision, .. } => *mod_revision,
+    }
+}
+
+impl Remote for Mirror {
+    fn commit(&self, expect: &[(Vec<u8>, i64)], ops: &[RemoteOp]) -> Result<Commit, String> {
+        let compares: Vec<Compare> = expect
+            .iter()
+            .map(|(k, v)| Compare::ModRevision(self.full(k), *v))
+            .collect();
+        let etcd_ops: Vec<Op> = ops
+            .iter()
+            .map(|op| match op {
+                RemoteOp::Put(k, v) => Op::Put(self.full(k), v.clone()),
+                RemoteOp::Delete(k) => Op::Delete(self.full(k)),
+                RemoteOp::DeleteAll => Op::DeletePrefix(self.prefix.clone()),
+            })
+            .collect();
+        let r = self
+            .etcd
+            .txn(&compares, &etcd_ops)
+            .map_err(|e| e.to_string())?;
+        Ok(Commit {
+            applied: r.succeeded,
+            revision: r.revision,
+            results: r
+                .results
+                .into_iter()
+                .map(|o| match o {
+                    OpResult::Put { prev } => CommitResult::Put(prev),
+                    OpResult::Deleted(n) => CommitResult::Deleted(n),
+                })
+                .collect(),
+        })
+    }
+
+    fn version(&self, key: &[u8]) -> i64 {
+        lock(&self.applied).versions.get(key).copied().unwrap_or(0)
+    }
+
+    fn wait_applied(&self, revision: i64) {
+        let deadline = Instant::now() + APPLY_WAIT;
+        let mut a = lock(&self.applied);
+        while a.revision < revision {
+            let left = deadline.saturating_duration_since(Instant::now());
+            if left.is_zero() {
+                crate::log_warn!(
+                    "the etcd feed has not brought revision {revision} back within {APPLY_WAIT:?} (at {}); answering anyway",
+                    a.revision
+                );
+                return;
+            }
+            a = self
+                .moved
+                .wait_timeout(a, left)
+                .unwrap_or_else(PoisonError::into_inner)
+                .0;
+        }
+    }
+}
