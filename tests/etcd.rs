@@ -271,3 +271,104 @@ fn a_node_refuses_a_cluster_without_max_txn_ops() {
     assert_eq!(out.status.code(), Some(1), "{}", out.stderr);
     assert!(out.stderr.contains("--max-txn-ops 256"), "{}", out.stderr);
 }
+
+/// kill -9 of a kvs node while it writes: every write it acknowledged is in
+/// the dataset (etcd had it before the answer), a node started in its
+/// place has all of it, and its new subscribers hear changes made on
+/// another node. SIGUSR1 on one node disconnects only its own clients.
+#[test]
+fn a_killed_node_loses_no_acknowledged_write_and_its_replacement_catches_up() {
+    let Some(cluster) = Cluster::start(
+        "a_killed_node_loses_no_acknowledged_write_and_its_replacement_catches_up",
+        3,
+        &["--max-txn-ops", "256"],
+    ) else {
+        return;
+    };
+    let url = format!("etcd://{}", cluster.endpoints());
+    let a = RespServer::start(&[], &["--store", &url]);
+    let mut b = RespServer::start(&[], &["--store", &url]);
+    let mut writer = b.raw();
+    let mut acked = Vec::new();
+    // Pipelined, so that some are in flight when the node dies.
+    for i in 0..200 {
+        writer.cmd(&["SET", &format!("w{i:03}"), "v"]);
+    }
+    for i in 0..200 {
+        if i == 120 {
+            b.server.child.kill().unwrap();
+            let _ = b.server.child.wait();
+            break;
+        }
+        assert_eq!(writer.reply(), b"+OK\r\n");
+        acked.push(format!("w{i:03}"));
+    }
+    // A node in its place has every acknowledged write.
+    let b2 = RespServer::start(&[], &["--store", &url]);
+    let mut on_b2 = b2.raw();
+    for k in &acked {
+        assert_eq!(on_b2.ask(&["GET", k]), "$1\r\nv\r\n", "{k}");
+    }
+    // Its new subscribers hear changes made on A.
+    let mut fifo_b2 = session("sb", &b2.server.fifo);
+    assert_eq!(fifo_b2.ask(Request::Subscribe("w000".into())), b'1');
+    let mut on_a = a.raw();
+    assert_eq!(on_a.ask(&["SET", "w000", "changed"]), "+OK\r\n");
+    assert_eq!(fifo_b2.note(), ("w000".into(), "changed".into()));
+    // SIGUSR1 on A: A's clients go, B2's stay.
+    a.server.signal(nix::sys::signal::Signal::SIGUSR1);
+    assert!(on_a.closed_by_server());
+    assert_eq!(on_b2.ask(&["GET", "w000"]), "$7\r\nchanged\r\n");
+    assert_eq!(on_a_fresh(&a), "$7\r\nchanged\r\n");
+}
+
+fn on_a_fresh(a: &RespServer) -> String {
+    a.raw().ask(&["GET", "w000"])
+}
+
+/// With two of three members stopped there is no quorum: a change is
+/// refused (RESP -TRYAGAIN, FIFO '1') within a bound, not made, and reads
+/// go on from the node's copy; with the members back, changes are taken
+/// again.
+#[test]
+fn without_quorum_changes_are_refused_and_reads_go_on() {
+    let Some(mut cluster) = Cluster::start(
+        "without_quorum_changes_are_refused_and_reads_go_on",
+        3,
+        &["--max-txn-ops", "256"],
+    ) else {
+        return;
+    };
+    let url = format!("etcd://{}", cluster.endpoints());
+    let a = RespServer::start(&[], &["--store", &url]);
+    let mut on_a = a.raw();
+    assert_eq!(on_a.ask(&["SET", "k", "before"]), "+OK\r\n");
+    let mut fifo = session("q", &a.server.fifo);
+    cluster.kill(1);
+    cluster.kill(2);
+    let start = Instant::now();
+    on_a.cmd(&["SET", "k", "lost"]);
+    let r = on_a
+        .reply_within(Duration::from_secs(30))
+        .expect("an answer within 30 s");
+    let r = String::from_utf8_lossy(&r).into_owned();
+    assert!(r.starts_with("-TRYAGAIN"), "{r}");
+    eprintln!("refused after {:?}: {r}", start.elapsed());
+    assert_eq!(fifo.ask(common::write("k", "lost")), b'1');
+    assert_eq!(on_a.ask(&["GET", "k"]), "$6\r\nbefore\r\n");
+    cluster.restart(1);
+    cluster.restart(2);
+    cluster.wait_ready(1);
+    let start = Instant::now();
+    loop {
+        if on_a.ask(&["SET", "k", "after"]) == "+OK\r\n" {
+            break;
+        }
+        assert!(
+            start.elapsed() < Duration::from_secs(30),
+            "changes never taken again"
+        );
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    assert_eq!(on_a.ask(&["GET", "k"]), "$5\r\nafter\r\n");
+}

@@ -173,7 +173,9 @@ impl Etcd {
         let body = body.to_string().into_bytes();
         let mut slot = self.conn.lock().unwrap_or_else(PoisonError::into_inner);
         let start = slot.as_ref().map_or(0, |(i, _)| *i);
-        let mut last = String::from("no endpoints");
+        // Why each member failed, all told: the one that answered "no
+        // leader" says more than the ones that were down.
+        let mut why: Vec<String> = Vec::new();
         for k in 0..self.endpoints.len() {
             let i = (start + k) % self.endpoints.len();
             let conn = match slot.take() {
@@ -181,7 +183,7 @@ impl Etcd {
                 _ => match Conn::connect(&self.endpoints[i], self.timeout) {
                     Ok(c) => c,
                     Err(e) => {
-                        last = format!("{}: {e}", self.endpoints[i]);
+                        why.push(format!("{}: {e}", self.endpoints[i]));
                         continue;
                     }
                 },
@@ -209,7 +211,7 @@ impl Etcd {
                         || message.contains("unavailable")
                         || v.get("code").and_then(Value::as_i64) == Some(14);
                     if lost {
-                        last = format!("{}: {message}", self.endpoints[i]);
+                        why.push(format!("{}: {message}", self.endpoints[i]));
                         *slot = None;
                         continue;
                     }
@@ -221,15 +223,26 @@ impl Etcd {
                     }
                     return Err(EtcdError::Refused(message));
                 }
-                Err(HttpError::Io(e)) => {
-                    last = format!("{}: {e}", self.endpoints[i]);
+                Err(HttpError::Io(e))
+                    if matches!(
+                        e.kind(),
+                        std::io::ErrorKind::WouldBlock | std::io::ErrorKind::TimedOut
+                    ) =>
+                {
+                    // A member cut off from the others holds the request
+                    // until it gives up: without quorum, nothing is made.
+                    why.push(format!(
+                        "{}: no answer within {:?} (is a majority of the members up?)",
+                        self.endpoints[i], self.timeout
+                    ));
                 }
-                Err(e) => {
-                    last = format!("{}: {e}", self.endpoints[i]);
-                }
+                Err(e) => why.push(format!("{}: {e}", self.endpoints[i])),
             }
         }
-        Err(EtcdError::Unavailable(last))
+        if why.is_empty() {
+            why.push("no endpoints".into());
+        }
+        Err(EtcdError::Unavailable(why.join("; ")))
     }
 
     /// A transaction: if every compare holds, `ops` run, all as one
