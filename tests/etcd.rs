@@ -250,6 +250,13 @@ fn nodes_on_one_cluster_share_the_dataset_and_hear_every_change() {
     assert_eq!(on_a.ask(&["FLUSHALL"]), "+OK\r\n");
     assert_eq!(on_a.ask(&["DBSIZE"]), ":0\r\n");
     assert!(a.server.log().contains("etcd at"), "{}", a.server.log());
+    let info = on_a.ask(&["INFO", "server"]);
+    assert!(info.contains("kvs_store:etcd\r\n"), "{info}");
+    assert!(info.contains("kvs_store_prefix:kvs/\r\n"), "{info}");
+    assert!(
+        info.contains("kvs_store_feed_lag_revisions:0\r\n"),
+        "{info}"
+    );
 }
 
 /// A cluster that refuses 256-operation transactions is named, with the

@@ -13,7 +13,7 @@ use super::client::{Compare, Etcd, EtcdError, Event, Op, OpResult, WatchMessage}
 use crate::store::remote::{applying, Commit, CommitResult, Remote, RemoteOp};
 use crate::store::Store;
 use std::collections::HashMap;
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicI64, Ordering};
 use std::sync::{Arc, Condvar, Mutex, PoisonError};
 use std::time::{Duration, Instant};
 
@@ -38,6 +38,9 @@ pub struct Mirror {
     applied: Mutex<Applied>,
     moved: Condvar,
     stop: AtomicBool,
+    /// The highest revision etcd has answered this node with: how far the
+    /// feed is behind is this less the revision applied.
+    seen: AtomicI64,
 }
 
 fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
@@ -66,6 +69,7 @@ impl Mirror {
             }),
             moved: Condvar::new(),
             stop: AtomicBool::new(false),
+            seen: AtomicI64::new(0),
         });
         mirror.reload().map_err(|e| e.to_string())?;
         let feed = mirror.clone();
@@ -83,6 +87,16 @@ impl Mirror {
 
     pub fn endpoints(&self) -> &[String] {
         self.etcd.endpoints()
+    }
+
+    pub fn prefix(&self) -> &[u8] {
+        &self.prefix
+    }
+
+    /// Revisions etcd has made known to this node that the table has not
+    /// applied yet (INFO's watch lag).
+    pub fn lag(&self) -> i64 {
+        (self.seen.load(Ordering::Relaxed) - self.revision()).max(0)
     }
 
     /// Ends the feed (at its next message or read timeout).
@@ -298,6 +312,7 @@ impl Remote for Mirror {
             .etcd
             .txn(&compares, &etcd_ops)
             .map_err(|e| e.to_string())?;
+        self.seen.fetch_max(r.revision, Ordering::Relaxed);
         Ok(Commit {
             applied: r.succeeded,
             revision: r.revision,

@@ -129,6 +129,8 @@ pub struct Reactor {
     streams: StreamListeners,
     /// The password RESP clients must AUTH with, if any.
     password: Option<Vec<u8>>,
+    /// `--store etcd`: the feed of the shared dataset (for INFO).
+    mirror: Option<Arc<crate::etcd::Mirror>>,
     /// Sessions that sent MONITOR.
     monitors: Vec<SessionId>,
     /// CLIENT TRACKING: who may have cached what.
@@ -178,6 +180,8 @@ pub struct ReactorParts {
     pub pool: StorePool,
     pub opts: Settings,
     pub password: Option<Vec<u8>>,
+    /// `--store etcd`: the feed of the shared dataset (for INFO).
+    pub mirror: Option<Arc<crate::etcd::Mirror>>,
 }
 
 /// Counters for INFO.
@@ -203,6 +207,7 @@ impl Reactor {
             pool,
             opts,
             password,
+            mirror,
         } = parts;
         let mut signals = Signals::new([SIGUSR1, SIGINT, SIGTERM])?;
         poll.registry()
@@ -221,6 +226,7 @@ impl Reactor {
             filter_generation: 0,
             streams: StreamListeners::default(),
             password,
+            mirror,
             notify_flags: Default::default(),
             monitors: Vec::new(),
             tracking: Default::default(),

@@ -150,6 +150,7 @@ pub fn run_server(cfg: ServerConfig<'_>) -> Result<(), ServerError> {
         pool,
         opts: cfg.options.clone(),
         password,
+        mirror: mirror.clone(),
     })
     .map_err(|e| ServerError::Io("cannot start the reactor", e))?;
     let mut listening = streams.describe();

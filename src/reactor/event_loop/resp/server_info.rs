@@ -289,6 +289,21 @@ impl Reactor {
                     ("uptime_in_days", (uptime / 86400).to_string()),
                 ],
             );
+            // Where the dataset is: this process, or etcd (kvs's fields).
+            let store = match &self.mirror {
+                None => vec![("kvs_store", "memory".to_string())],
+                Some(m) => vec![
+                    ("kvs_store", "etcd".to_string()),
+                    ("kvs_store_endpoints", m.endpoints().join(",")),
+                    (
+                        "kvs_store_prefix",
+                        String::from_utf8_lossy(m.prefix()).into_owned(),
+                    ),
+                    ("kvs_store_revision", m.revision().to_string()),
+                    ("kvs_store_feed_lag_revisions", m.lag().to_string()),
+                ],
+            };
+            section("Store", store);
         }
         if want("clients") {
             let pubsub = self
