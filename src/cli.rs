@@ -30,7 +30,7 @@ Data options (both modes; without --data-dir the store lives in memory only):
                             started with the same members and prefix: changes are made there
                             first, and every node hears every change (not with --data-dir:
                             etcd is the durability; its members need --max-txn-ops 256).
-                            Transactions, counters and expiry are not available there yet
+                            MULTI/EXEC and expiry are not available there yet
   --store-prefix <p>        what this dataset's keys start with in etcd (default kvs/)
 
 Server options:

@@ -453,11 +453,29 @@ pub fn execute(store: &Store, cmd: Command) -> Reply {
     reply
 }
 
-/// What kvs cannot yet do on a shared dataset: a transaction or a
-/// read-modify-write command needs compare-and-swap on etcd's revisions,
-/// which is not built yet.
+/// What kvs cannot yet do on a shared dataset: MULTI/EXEC (a transaction
+/// of many commands with WATCH) and expiry.
 const NOT_ON_ETCD: &str =
-    "ERR kvs does not run this command with --store etcd yet (transactions, counters, APPEND, expiry and the other read-modify-write commands); SET, GET, MSET, DEL and the like work";
+    "ERR kvs does not run MULTI/EXEC with --store etcd yet; single commands, counters included, work";
+
+/// A read-modify-write command (INCR, APPEND, SET with options, RENAME,
+/// ...) on a shared dataset: computed on this node's copy, made in the
+/// dataset only if none of its keys changed meanwhile (compare-and-swap on
+/// their revisions), computed again if one did. However many nodes race,
+/// no change is lost.
+fn on_shared_dataset(store: &Store, keys: &[&[u8]], cmd: Command) -> Reply {
+    const TRIES: usize = 1000;
+    for _ in 0..TRIES {
+        let attempt = cmd.clone();
+        match store.attempt_remote(keys, |tx| execute_in(tx, attempt)) {
+            crate::store::Attempt::Done(reply) => return reply,
+            crate::store::Attempt::Again => continue,
+        }
+    }
+    Reply::Error(format!(
+        "TRYAGAIN its keys kept changing on other nodes ({TRIES} tries)"
+    ))
+}
 
 fn execute_here(store: &Store, cmd: Command) -> Reply {
     match cmd {
@@ -533,7 +551,7 @@ fn execute_here(store: &Store, cmd: Command) -> Reply {
                 .collect();
             let keys: Vec<&[u8]> = keys.iter().map(Vec::as_slice).collect();
             if store.is_remote() {
-                return Reply::Error(NOT_ON_ETCD.into());
+                return on_shared_dataset(store, &keys, cmd);
             }
             store.transaction(Some(&keys), |tx| execute_in(tx, cmd))
         }

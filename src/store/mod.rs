@@ -26,7 +26,7 @@ mod transaction;
 
 pub use event::{EventClass, KeyEvent};
 pub use snapshot::Snapshot;
-pub use transaction::Transaction;
+pub use transaction::{Attempt, Transaction};
 
 use expiry::{now_ms, Deadlines};
 use std::collections::HashMap;

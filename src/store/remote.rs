@@ -77,6 +77,11 @@ fn fail(why: String) {
     FAILED.with(|f| *f.borrow_mut() = Some(why));
 }
 
+/// Records why the change being made on this thread was not made.
+pub(super) fn fail_with(why: String) {
+    fail(why);
+}
+
 /// A key given twice in one change keeps its last value (etcd takes a key
 /// once per transaction; the table keeps the last as well).
 fn puts<K: AsRef<[u8]>, V: AsRef<[u8]>>(pairs: &[(K, V)]) -> Vec<RemoteOp> {

@@ -62,6 +62,142 @@ impl Store {
     }
 }
 
+/// A key, its value and its deadline, as they were before an attempt.
+type Held = (Vec<u8>, Option<Vec<u8>>, Option<u64>);
+
+/// What one attempt of a transaction on a shared dataset came to.
+pub enum Attempt<R> {
+    /// Made (or it changed nothing), with what `f` returned.
+    Done(R),
+    /// A key it read changed elsewhere first: run it again.
+    Again,
+}
+
+impl Store {
+    /// One attempt of a transaction on the shared dataset this table
+    /// caches (see [`super::remote`]): `f` runs on the table under the
+    /// locks of `keys`, as always, but what it changes is put back at once
+    /// and told to no one; its changes are then made in the dataset, if
+    /// every key is still at the version the table had (compare-and-swap),
+    /// and come back through the feed. [`Attempt::Again`] when a key moved
+    /// first (the table has caught up by then). A change the dataset
+    /// refused, or one it cannot take (a deadline: no expiry there yet), is
+    /// a failure for [`super::remote::take_failure`].
+    pub fn attempt_remote<R>(
+        &self,
+        keys: &[&[u8]],
+        f: impl FnOnce(&mut Transaction<'_>) -> R,
+    ) -> Attempt<R> {
+        let Some(remote) = self.remote.get() else {
+            return Attempt::Done(self.transaction(Some(keys), f));
+        };
+        let order = self.shards_of(keys.iter().copied());
+        let guards = order
+            .into_iter()
+            .map(|i| {
+                let g = self.shards[i]
+                    .write()
+                    .unwrap_or_else(PoisonError::into_inner);
+                (i, g)
+            })
+            .collect();
+        let mut tx = Transaction {
+            store: self,
+            guards,
+            mutations: Vec::new(),
+        };
+        let expect: Vec<(Vec<u8>, i64)> = keys
+            .iter()
+            .map(|k| (k.to_vec(), remote.version(k)))
+            .collect();
+        // What the keys hold now, to put back after `f`.
+        let before: Vec<Held> = keys
+            .iter()
+            .map(|k| (k.to_vec(), tx.get(k).map(<[u8]>::to_vec), tx.deadline(k)))
+            .collect();
+        let hold = super::held::Hold::start();
+        let r = f(&mut tx);
+        // Told to no one: the feed tells the change when it is made.
+        drop(hold);
+        for (k, v, at) in &before {
+            let (h, s) = tx.locate(k);
+            let g = tx.shard_mut(s);
+            match v {
+                Some(v) => {
+                    g.map.set(h, k, v);
+                    match at {
+                        Some(at) => g.deadlines.set(k, *at),
+                        None => {
+                            g.deadlines.remove(k);
+                        }
+                    }
+                }
+                None => {
+                    g.remove(h, k);
+                }
+            }
+        }
+        let mutations = std::mem::take(&mut tx.mutations);
+        drop(tx);
+        let mut ops: Vec<super::remote::RemoteOp> = Vec::new();
+        for m in &mutations {
+            match m {
+                Mutation::Set(pairs) => ops.extend(
+                    pairs
+                        .iter()
+                        .map(|(k, v)| super::remote::RemoteOp::Put(k.clone(), v.clone())),
+                ),
+                Mutation::Del(keys) => ops.extend(
+                    keys.iter()
+                        .map(|k| super::remote::RemoteOp::Delete(k.clone())),
+                ),
+                Mutation::Clear => ops.push(super::remote::RemoteOp::DeleteAll),
+                Mutation::Expire(..) => {
+                    super::remote::fail_with(
+                        "expiry is not available with --store etcd yet".into(),
+                    );
+                    return Attempt::Done(r);
+                }
+            }
+        }
+        if ops.is_empty() {
+            return Attempt::Done(r);
+        }
+        // A key changed twice in one transaction: its last change.
+        let mut last: std::collections::HashMap<Vec<u8>, usize> = Default::default();
+        for (i, op) in ops.iter().enumerate() {
+            if let super::remote::RemoteOp::Put(k, _) | super::remote::RemoteOp::Delete(k) = op {
+                last.insert(k.clone(), i);
+            }
+        }
+        let ops: Vec<super::remote::RemoteOp> = ops
+            .into_iter()
+            .enumerate()
+            .filter(|(i, op)| match op {
+                super::remote::RemoteOp::Put(k, _) | super::remote::RemoteOp::Delete(k) => {
+                    last.get(k) == Some(i)
+                }
+                super::remote::RemoteOp::DeleteAll => true,
+            })
+            .map(|(_, op)| op)
+            .collect();
+        match remote.commit(&expect, &ops) {
+            Ok(c) if c.applied => {
+                remote.wait_applied(c.revision);
+                Attempt::Done(r)
+            }
+            Ok(c) => {
+                remote.wait_applied(c.revision);
+                Attempt::Again
+            }
+            Err(why) => {
+                super::remote::fail_with(why);
+                Attempt::Done(r)
+            }
+        }
+    }
+}
+
 /// Records a transaction's mutations: one as itself (an INCR is one set
 /// record, as a SET is), more as one group, replayed all or none.
 fn journal(j: &dyn Journal, mutations: &[Mutation]) {
