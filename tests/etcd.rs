@@ -15,6 +15,14 @@ use kvs::etcd::{Compare, Etcd, Event, Op, OpResult, WatchMessage};
 use kvs::protocol::fifo::Request;
 use std::time::{Duration, Instant};
 
+/// A three-member cluster taking 256-operation transactions and the
+/// `--store` URL of it; `None` (SKIPPED) where etcd is missing.
+fn shared(test: &str) -> Option<(Cluster, String)> {
+    let cluster = Cluster::start(test, 3, &["--max-txn-ops", "256"])?;
+    let url = format!("etcd://{}", cluster.endpoints());
+    Some((cluster, url))
+}
+
 fn client(c: &Cluster) -> Etcd {
     Etcd::new(c.endpoint_list(), Duration::from_secs(2))
 }
@@ -181,14 +189,11 @@ fn a_killed_member_loses_no_acknowledged_write() {
 /// is on B whole; what kvs cannot run on etcd yet says so.
 #[test]
 fn nodes_on_one_cluster_share_the_dataset_and_hear_every_change() {
-    let Some(cluster) = Cluster::start(
-        "nodes_on_one_cluster_share_the_dataset_and_hear_every_change",
-        3,
-        &["--max-txn-ops", "256"],
-    ) else {
+    let Some((_cluster, url)) =
+        shared("nodes_on_one_cluster_share_the_dataset_and_hear_every_change")
+    else {
         return;
     };
-    let url = format!("etcd://{}", cluster.endpoints());
     let a = RespServer::start(&[], &["--store", &url]);
     let b = RespServer::start(&[], &["--store", &url]);
     let mut on_b = b.raw();
@@ -285,14 +290,11 @@ fn a_node_refuses_a_cluster_without_max_txn_ops() {
 /// another node. SIGUSR1 on one node disconnects only its own clients.
 #[test]
 fn a_killed_node_loses_no_acknowledged_write_and_its_replacement_catches_up() {
-    let Some(cluster) = Cluster::start(
-        "a_killed_node_loses_no_acknowledged_write_and_its_replacement_catches_up",
-        3,
-        &["--max-txn-ops", "256"],
-    ) else {
+    let Some((_cluster, url)) =
+        shared("a_killed_node_loses_no_acknowledged_write_and_its_replacement_catches_up")
+    else {
         return;
     };
-    let url = format!("etcd://{}", cluster.endpoints());
     let a = RespServer::start(&[], &["--store", &url]);
     let mut b = RespServer::start(&[], &["--store", &url]);
     let mut writer = b.raw();
@@ -339,14 +341,10 @@ fn on_a_fresh(a: &RespServer) -> String {
 /// again.
 #[test]
 fn without_quorum_changes_are_refused_and_reads_go_on() {
-    let Some(mut cluster) = Cluster::start(
-        "without_quorum_changes_are_refused_and_reads_go_on",
-        3,
-        &["--max-txn-ops", "256"],
-    ) else {
+    let Some((mut cluster, url)) = shared("without_quorum_changes_are_refused_and_reads_go_on")
+    else {
         return;
     };
-    let url = format!("etcd://{}", cluster.endpoints());
     let a = RespServer::start(&[], &["--store", &url]);
     let mut on_a = a.raw();
     assert_eq!(on_a.ask(&["SET", "k", "before"]), "+OK\r\n");
@@ -385,14 +383,9 @@ fn without_quorum_changes_are_refused_and_reads_go_on() {
 /// APPEND and SET's options too; what is not there yet says so.
 #[test]
 fn counters_racing_on_two_nodes_lose_nothing() {
-    let Some(cluster) = Cluster::start(
-        "counters_racing_on_two_nodes_lose_nothing",
-        3,
-        &["--max-txn-ops", "256"],
-    ) else {
+    let Some((_cluster, url)) = shared("counters_racing_on_two_nodes_lose_nothing") else {
         return;
     };
-    let url = format!("etcd://{}", cluster.endpoints());
     let a = RespServer::start(&[], &["--store", &url]);
     let b = RespServer::start(&[], &["--store", &url]);
     let workers: Vec<_> = [&a, &b, &a, &b]

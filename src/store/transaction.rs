@@ -21,6 +21,29 @@ pub struct Transaction<'a> {
 }
 
 impl Store {
+    /// The shards of `keys` (every shard for `None`) write-locked, in
+    /// ascending order as every multi-shard lock in the store is taken.
+    fn locked(&self, keys: Option<&[&[u8]]>) -> Transaction<'_> {
+        let order: Vec<usize> = match keys {
+            None => (0..self.shards.len()).collect(),
+            Some(keys) => self.shards_of(keys.iter().copied()),
+        };
+        let guards = order
+            .into_iter()
+            .map(|i| {
+                let g = self.shards[i]
+                    .write()
+                    .unwrap_or_else(PoisonError::into_inner);
+                (i, g)
+            })
+            .collect();
+        Transaction {
+            store: self,
+            guards,
+            mutations: Vec::new(),
+        }
+    }
+
     /// Runs `f` with the shards of `keys` write-locked (in ascending
     /// order), or every shard if `keys` is `None`: a transaction that names
     /// its keys leaves writers of other shards alone, which changes nothing
@@ -33,25 +56,7 @@ impl Store {
         keys: Option<&[&[u8]]>,
         f: impl FnOnce(&mut Transaction<'_>) -> R,
     ) -> R {
-        let order: Vec<usize> = match keys {
-            None => (0..self.shards.len()).collect(),
-            Some(keys) => self.shards_of(keys.iter().copied()),
-        };
-        // Ascending, as every multi-shard lock in the store is taken.
-        let guards = order
-            .into_iter()
-            .map(|i| {
-                let g = self.shards[i]
-                    .write()
-                    .unwrap_or_else(PoisonError::into_inner);
-                (i, g)
-            })
-            .collect();
-        let mut tx = Transaction {
-            store: self,
-            guards,
-            mutations: Vec::new(),
-        };
+        let mut tx = self.locked(keys);
         let hold = super::held::Hold::start();
         let r = f(&mut tx);
         hold.release(self.hook.get());
@@ -91,21 +96,7 @@ impl Store {
         let Some(remote) = self.remote.get() else {
             return Attempt::Done(self.transaction(Some(keys), f));
         };
-        let order = self.shards_of(keys.iter().copied());
-        let guards = order
-            .into_iter()
-            .map(|i| {
-                let g = self.shards[i]
-                    .write()
-                    .unwrap_or_else(PoisonError::into_inner);
-                (i, g)
-            })
-            .collect();
-        let mut tx = Transaction {
-            store: self,
-            guards,
-            mutations: Vec::new(),
-        };
+        let mut tx = self.locked(Some(keys));
         let expect: Vec<(Vec<u8>, i64)> = keys
             .iter()
             .map(|k| (k.to_vec(), remote.version(k)))
