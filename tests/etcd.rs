@@ -424,3 +424,87 @@ fn counters_racing_on_two_nodes_lose_nothing() {
     assert_eq!(on_a.ask(&["INCR", "counter"]), "+QUEUED\r\n");
     assert!(on_a.ask(&["EXEC"]).contains("MULTI/EXEC"));
 }
+
+/// Writers on two nodes racing on one key: FIFO subscribers on both nodes
+/// hear every change, in the same order (etcd's), and the last value they
+/// hear is the key's value on both nodes.
+#[test]
+fn every_node_tells_one_keys_changes_in_one_order() {
+    let Some((_cluster, url)) = shared("every_node_tells_one_keys_changes_in_one_order") else {
+        return;
+    };
+    let a = RespServer::start(&[], &["--store", &url]);
+    let b = RespServer::start(&[], &["--store", &url]);
+    assert_eq!(a.raw().ask(&["SET", "k", "start"]), "+OK\r\n");
+    let mut subs = Vec::new();
+    for (i, node) in [&a, &b].iter().enumerate() {
+        let mut s = session(&format!("o{i}"), &node.server.fifo);
+        let start = Instant::now();
+        while s.ask(Request::Subscribe("k".into())) != b'1' {
+            // B's copy may not have the key yet.
+            assert!(start.elapsed() < Duration::from_secs(10));
+            std::thread::sleep(Duration::from_millis(10));
+        }
+        subs.push(s);
+    }
+    const EACH: usize = 40;
+    let writers: Vec<_> = [("a1", &a), ("b1", &b), ("a2", &a), ("b2", &b)]
+        .iter()
+        .map(|(name, node)| {
+            let mut c = node.raw();
+            let name = name.to_string();
+            std::thread::spawn(move || {
+                for i in 0..EACH {
+                    assert_eq!(c.ask(&["SET", "k", &format!("{name}-{i}")]), "+OK\r\n");
+                }
+            })
+        })
+        .collect();
+    for w in writers {
+        w.join().unwrap();
+    }
+    let heard: Vec<Vec<String>> = subs
+        .iter_mut()
+        .map(|s| (0..4 * EACH).map(|_| s.note().1).collect())
+        .collect();
+    assert_eq!(heard[0], heard[1], "the two nodes told different orders");
+    let last = heard[0].last().unwrap().clone();
+    for node in [&a, &b] {
+        assert_eq!(
+            node.raw().ask(&["GET", "k"]),
+            format!("${}\r\n{last}\r\n", last.len())
+        );
+    }
+}
+
+/// The etcd leader is killed while clients of a node write: writes stall
+/// for the election and go on, and no write the node acknowledged is
+/// missing afterwards (read on another node).
+#[test]
+fn a_killed_member_under_a_node_loses_no_acknowledged_write() {
+    let Some((mut cluster, url)) =
+        shared("a_killed_member_under_a_node_loses_no_acknowledged_write")
+    else {
+        return;
+    };
+    let a = RespServer::start(&[], &["--store", &url]);
+    let mut c = a.raw();
+    let mut acked = Vec::new();
+    for i in 0..300 {
+        if i == 100 {
+            let leader = cluster.leader();
+            cluster.kill(leader);
+        }
+        let k = format!("x{i:03}");
+        c.cmd(&["SET", &k, "v"]);
+        if c.reply_within(Duration::from_secs(30)).as_deref() == Some(&b"+OK\r\n"[..]) {
+            acked.push(k);
+        }
+    }
+    assert!(acked.len() >= 250, "only {} acknowledged", acked.len());
+    let b = RespServer::start(&[], &["--store", &url]);
+    let mut on_b = b.raw();
+    for k in &acked {
+        assert_eq!(on_b.ask(&["GET", k]), "$1\r\nv\r\n", "{k} lost");
+    }
+}

@@ -351,6 +351,22 @@ impl Etcd {
             .transpose()
     }
 
+    /// The answering member's id and the id of the leader it knows (0: it
+    /// knows none).
+    pub fn status(&self) -> Result<(u64, u64), EtcdError> {
+        let v = self.call("/v3/maintenance/status", &json!({}))?;
+        // Member ids use all 64 bits.
+        let id = |x: Option<&Value>| match x {
+            Some(Value::String(s)) => s.parse::<u64>().unwrap_or(0),
+            Some(Value::Number(n)) => n.as_u64().unwrap_or(0),
+            _ => 0,
+        };
+        Ok((
+            id(v.get("header").and_then(|h| h.get("member_id"))),
+            id(v.get("leader")),
+        ))
+    }
+
     /// Whether the cluster takes transactions of `n` operations (etcd's
     /// `--max-txn-ops`, 128 by default); the refusal in etcd's words if not.
     pub fn check_txn_ops(&self, n: usize, probe_key: &[u8]) -> Result<(), EtcdError> {

@@ -142,6 +142,29 @@ impl Cluster {
         (0..self.members.len()).map(|i| self.endpoint(i)).collect()
     }
 
+    /// The member that leads now (bounded wait for one to be elected).
+    pub fn leader(&self) -> usize {
+        let start = Instant::now();
+        loop {
+            for i in 0..self.members.len() {
+                if self.members[i].child.is_none() {
+                    continue;
+                }
+                let c = kvs::etcd::Etcd::new(vec![self.endpoint(i)], Duration::from_millis(500));
+                if let Ok((me, leader)) = c.status() {
+                    if me != 0 && me == leader {
+                        return i;
+                    }
+                }
+            }
+            assert!(
+                start.elapsed() < Duration::from_secs(30),
+                "no leader elected"
+            );
+            std::thread::sleep(Duration::from_millis(50));
+        }
+    }
+
     /// kill -9 of member `i`.
     pub fn kill(&mut self, i: usize) {
         if let Some(mut c) = self.members[i].child.take() {
