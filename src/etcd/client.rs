@@ -95,6 +95,8 @@ pub enum WatchMessage {
     Progress { revision: i64 },
     /// The revision the watch started from was compacted away.
     Compacted(i64),
+    /// Nothing came within the read timeout (the stream reads on).
+    Quiet,
 }
 
 /// The bytes after the last key with `prefix`: the end of its range.
@@ -431,6 +433,14 @@ impl Watch {
         let msg = match self.stream.next_message() {
             Ok(Some(m)) => m,
             Ok(None) => return Ok(None),
+            Err(HttpError::Io(e))
+                if matches!(
+                    e.kind(),
+                    std::io::ErrorKind::WouldBlock | std::io::ErrorKind::TimedOut
+                ) =>
+            {
+                return Ok(Some(WatchMessage::Quiet))
+            }
             Err(e) => return Err(EtcdError::Unavailable(e.to_string())),
         };
         let v: Value = serde_json::from_slice(&msg)

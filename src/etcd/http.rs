@@ -193,24 +193,66 @@ impl Conn {
         Ok(Head { status, framing })
     }
 
-    /// The next chunk of a chunked body; `None` at its end.
+    /// The next chunk of a chunked body; `None` at its end. Nothing is
+    /// taken from the buffer until the whole chunk is in it, so a read that
+    /// times out midway (a watch waiting for news) leaves the stream where
+    /// it was, to be read on.
     fn read_chunk(&mut self) -> Result<Option<Vec<u8>>, HttpError> {
-        let size_line = self.line()?;
-        let size_text = String::from_utf8_lossy(&size_line);
-        let size_text = size_text.split(';').next().unwrap_or("").trim();
-        let size = usize::from_str_radix(size_text, 16)
-            .map_err(|_| bad(format!("chunk size {size_text:?}")))?;
-        if size == 0 {
-            // The (empty) trailer.
-            while !self.line()?.is_empty() {}
-            return Ok(None);
+        loop {
+            if let Some((chunk, used)) = whole_chunk(&self.buf)? {
+                self.buf.drain(..used);
+                return Ok(chunk);
+            }
+            if self.buf.len() > MAX_MESSAGE {
+                return Err(bad("a chunk too long"));
+            }
+            self.fill()?;
         }
-        let data = self.take_exact(size)?;
-        if !self.line()?.is_empty() {
-            return Err(bad("a chunk not followed by CRLF"));
-        }
-        Ok(Some(data))
     }
+}
+
+/// A chunk's data (`None`: the last, empty one) and the bytes it took.
+type Chunk = (Option<Vec<u8>>, usize);
+
+/// The chunk at the front of `buf` and the bytes it takes, if it is all
+/// there: `Some((None, n))` for the last (empty) chunk and its trailer.
+fn whole_chunk(buf: &[u8]) -> Result<Option<Chunk>, HttpError> {
+    let Some(line_end) = memchr::memmem::find(buf, b"\r\n") else {
+        return if buf.len() > MAX_HEADERS {
+            Err(bad("a chunk size line too long"))
+        } else {
+            Ok(None)
+        };
+    };
+    let size_text = String::from_utf8_lossy(&buf[..line_end]);
+    let size_text = size_text.split(';').next().unwrap_or("").trim();
+    let size = usize::from_str_radix(size_text, 16)
+        .map_err(|_| bad(format!("chunk size {size_text:?}")))?;
+    let data = line_end + 2;
+    if size == 0 {
+        // The trailer: header lines, if any, up to an empty one.
+        let mut at = data;
+        loop {
+            match memchr::memmem::find(&buf[at..], b"\r\n") {
+                None => return Ok(None),
+                Some(0) => return Ok(Some((None, at + 2))),
+                Some(n) => at += n + 2,
+            }
+        }
+    }
+    if size > MAX_MESSAGE {
+        return Err(bad(format!("a chunk of {size} bytes")));
+    }
+    if buf.len() < data + size + 2 {
+        return Ok(None);
+    }
+    if &buf[data + size..data + size + 2] != b"\r\n" {
+        return Err(bad("a chunk not followed by CRLF"));
+    }
+    Ok(Some((
+        Some(buf[data..data + size].to_vec()),
+        data + size + 2,
+    )))
 }
 
 struct Head {
@@ -303,6 +345,49 @@ mod tests {
         assert_eq!(s.next_message().unwrap(), Some(b"{\"a\":1}".to_vec()));
         assert_eq!(s.next_message().unwrap(), Some(b"{\"b\":2}".to_vec()));
         assert_eq!(s.next_message().unwrap(), None);
+    }
+
+    #[test]
+    fn a_chunk_is_taken_only_whole() {
+        assert_eq!(whole_chunk(b"5\r\nab").unwrap(), None);
+        assert_eq!(whole_chunk(b"5").unwrap(), None);
+        assert_eq!(
+            whole_chunk(b"5\r\nabcde\r\nrest").unwrap(),
+            Some((Some(b"abcde".to_vec()), 10))
+        );
+        assert_eq!(whole_chunk(b"0\r\n").unwrap(), None);
+        assert_eq!(whole_chunk(b"0\r\n\r\n").unwrap(), Some((None, 5)));
+        assert!(whole_chunk(b"5\r\nabcdeXY").is_err());
+        assert!(whole_chunk(b"zz\r\n").is_err());
+    }
+
+    #[test]
+    fn a_stream_read_on_after_a_timeout_midway_through_a_chunk() {
+        let l = TcpListener::bind("127.0.0.1:0").unwrap();
+        let addr = l.local_addr().unwrap().to_string();
+        std::thread::spawn(move || {
+            let (mut s, _) = l.accept().unwrap();
+            let mut req = [0u8; 4096];
+            let _ = s.read(&mut req);
+            let _ =
+                s.write_all(b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n8\r\n{\"a\"");
+            std::thread::sleep(Duration::from_millis(400));
+            let _ = s.write_all(b":1}\n\r\n0\r\n\r\n");
+        });
+        let c = Conn::connect(&addr, Duration::from_secs(5)).unwrap();
+        let mut s = c.post_stream("/w", b"{}").unwrap();
+        s.set_read_timeout(Some(Duration::from_millis(100)))
+            .unwrap();
+        let mut timeouts = 0;
+        let msg = loop {
+            match s.next_message() {
+                Ok(m) => break m,
+                Err(HttpError::Io(e)) if e.kind() == io::ErrorKind::WouldBlock => timeouts += 1,
+                Err(e) => panic!("{e}"),
+            }
+        };
+        assert!(timeouts > 0);
+        assert_eq!(msg, Some(b"{\"a\":1}".to_vec()));
     }
 
     #[test]

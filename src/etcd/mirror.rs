@@ -185,14 +185,8 @@ impl Mirror {
                                 self.compacted(from, r);
                                 break;
                             }
-                            Err(EtcdError::Unavailable(why))
-                                if why.contains("timed out")
-                                    || why.contains("would block")
-                                    || why.contains("Resource temporarily unavailable") =>
-                            {
-                                // A quiet second: look at the stop flag.
-                                continue;
-                            }
+                            // A quiet second: look at the stop flag.
+                            Ok(Some(WatchMessage::Quiet)) => continue,
                             Ok(None) | Err(_) => break,
                         }
                     }
