@@ -374,21 +374,15 @@ impl Etcd {
     pub fn check_txn_ops(&self, n: usize, probe_key: &[u8]) -> Result<(), EtcdError> {
         // The compare never holds (no key is at revision -1): nothing runs,
         // but etcd checks the transaction's size first.
-        let success: Vec<Value> = (0..n)
+        let ops: Vec<Op> = (0..n)
             .map(|i| {
                 let mut k = probe_key.to_vec();
                 k.extend_from_slice(format!("/{i}").as_bytes());
-                json!({"request_delete_range": {"key": b64(&k)}})
+                Op::Delete(k)
             })
             .collect();
-        let compare = json!([{
-            "key": b64(probe_key), "target": "MOD", "result": "EQUAL", "mod_revision": "-1"
-        }]);
-        self.call(
-            "/v3/kv/txn",
-            &json!({"compare": compare, "success": success}),
-        )
-        .map(|_| ())
+        self.txn(&[Compare::ModRevision(probe_key.to_vec(), -1)], &ops)
+            .map(|_| ())
     }
 
     /// Starts a watch of every key with `prefix` from revision `from`, on

@@ -312,13 +312,23 @@ mod tests {
 
     /// A one-shot server answering with `answer` whatever it is asked.
     fn serve(answer: &'static [u8]) -> String {
+        serve_in_parts(vec![answer])
+    }
+
+    /// A one-shot server answering with `parts`, 400 ms apart.
+    fn serve_in_parts(parts: Vec<&'static [u8]>) -> String {
         let l = TcpListener::bind("127.0.0.1:0").unwrap();
         let addr = l.local_addr().unwrap().to_string();
         std::thread::spawn(move || {
             let (mut s, _) = l.accept().unwrap();
             let mut req = [0u8; 4096];
             let _ = s.read(&mut req);
-            let _ = s.write_all(answer);
+            for (i, part) in parts.iter().enumerate() {
+                if i > 0 {
+                    std::thread::sleep(Duration::from_millis(400));
+                }
+                let _ = s.write_all(part);
+            }
         });
         addr
     }
@@ -363,17 +373,10 @@ mod tests {
 
     #[test]
     fn a_stream_read_on_after_a_timeout_midway_through_a_chunk() {
-        let l = TcpListener::bind("127.0.0.1:0").unwrap();
-        let addr = l.local_addr().unwrap().to_string();
-        std::thread::spawn(move || {
-            let (mut s, _) = l.accept().unwrap();
-            let mut req = [0u8; 4096];
-            let _ = s.read(&mut req);
-            let _ =
-                s.write_all(b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n8\r\n{\"a\"");
-            std::thread::sleep(Duration::from_millis(400));
-            let _ = s.write_all(b":1}\n\r\n0\r\n\r\n");
-        });
+        let addr = serve_in_parts(vec![
+            b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n8\r\n{\"a\"",
+            b":1}\n\r\n0\r\n\r\n",
+        ]);
         let c = Conn::connect(&addr, Duration::from_secs(5)).unwrap();
         let mut s = c.post_stream("/w", b"{}").unwrap();
         s.set_read_timeout(Some(Duration::from_millis(100)))

@@ -73,13 +73,9 @@ pub fn take_failure() -> Option<String> {
     FAILED.with(|f| f.borrow_mut().take())
 }
 
-fn fail(why: String) {
-    FAILED.with(|f| *f.borrow_mut() = Some(why));
-}
-
 /// Records why the change being made on this thread was not made.
-pub(super) fn fail_with(why: String) {
-    fail(why);
+pub(super) fn fail(why: String) {
+    FAILED.with(|f| *f.borrow_mut() = Some(why));
 }
 
 /// A key given twice in one change keeps its last value (etcd takes a key

@@ -144,9 +144,7 @@ impl Store {
                 ),
                 Mutation::Clear => ops.push(super::remote::RemoteOp::DeleteAll),
                 Mutation::Expire(..) => {
-                    super::remote::fail_with(
-                        "expiry is not available with --store etcd yet".into(),
-                    );
+                    super::remote::fail("expiry is not available with --store etcd yet".into());
                     return Attempt::Done(r);
                 }
             }
@@ -182,7 +180,7 @@ impl Store {
                 Attempt::Again
             }
             Err(why) => {
-                super::remote::fail_with(why);
+                super::remote::fail(why);
                 Attempt::Done(r)
             }
         }

@@ -98,6 +98,22 @@ fn check_prefixes(had: &[Vec<u8>], new: &[Vec<u8>]) -> Result<(), String> {
 }
 
 impl Reactor {
+    /// Every session with CLIENT TRACKING on, and its settings.
+    fn tracking_clients(&self) -> impl Iterator<Item = (SessionId, &Tracking)> + '_ {
+        self.sessions.iter().filter_map(|(sid, s)| match &s.link {
+            Link::Stream { resp, .. } => resp.tracking.as_ref().map(|t| (sid, t)),
+            _ => None,
+        })
+    }
+
+    /// The session whose CLIENT ID is `id`, if it is still connected.
+    fn session_of_client(&self, id: u64) -> Option<SessionId> {
+        self.sessions
+            .iter()
+            .find(|(_, s)| s.generation + 1 == id)
+            .map(|(sid, _)| sid)
+    }
+
     fn tracking_of(&self, sid: SessionId) -> Option<&Tracking> {
         match self.sessions.get(sid).map(|s| &s.link) {
             Some(Link::Stream { resp, .. }) => resp.tracking.as_ref(),
@@ -169,9 +185,7 @@ impl Reactor {
                 }
             }
         }
-        let any_bcast = self.sessions.iter().any(|(_, s)| {
-            matches!(&s.link, Link::Stream { resp, .. } if resp.tracking.as_ref().is_some_and(|t| t.bcast))
-        });
+        let any_bcast = self.tracking_clients().any(|(_, t)| t.bcast);
         if any_bcast {
             self.tracking
                 .broadcast
@@ -183,13 +197,9 @@ impl Reactor {
     /// counted once however many clients have it.
     pub(super) fn tracking_prefixes(&self) -> usize {
         let mut all: Vec<&[u8]> = self
-            .sessions
-            .iter()
-            .filter_map(|(_, s)| match &s.link {
-                Link::Stream { resp, .. } => resp.tracking.as_ref().filter(|t| t.bcast),
-                _ => None,
-            })
-            .flat_map(|t| t.prefixes.iter().map(Vec::as_slice))
+            .tracking_clients()
+            .filter(|(_, t)| t.bcast)
+            .flat_map(|(_, t)| t.prefixes.iter().map(Vec::as_slice))
             .collect();
         all.sort_unstable();
         all.dedup();
@@ -203,14 +213,7 @@ impl Reactor {
     pub(in crate::reactor::event_loop) fn tracking_flushed(&mut self, by: Option<SessionId>) {
         self.tracking.keys.clear();
         self.tracking.broadcast.clear();
-        let tracking: Vec<SessionId> = self
-            .sessions
-            .iter()
-            .filter(
-                |(_, s)| matches!(&s.link, Link::Stream { resp, .. } if resp.tracking.is_some()),
-            )
-            .map(|(sid, _)| sid)
-            .collect();
+        let tracking: Vec<SessionId> = self.tracking_clients().map(|(sid, _)| sid).collect();
         for sid in tracking {
             self.send_invalidation(sid, None, by);
         }
@@ -245,16 +248,9 @@ impl Reactor {
                 .into_iter()
                 .collect();
         let bcast: Vec<(SessionId, Vec<Vec<u8>>, bool)> = self
-            .sessions
-            .iter()
-            .filter_map(|(sid, s)| match &s.link {
-                Link::Stream { resp, .. } => resp
-                    .tracking
-                    .as_ref()
-                    .filter(|t| t.bcast)
-                    .map(|t| (sid, t.prefixes.clone(), t.noloop)),
-                _ => None,
-            })
+            .tracking_clients()
+            .filter(|(_, t)| t.bcast)
+            .map(|(sid, t)| (sid, t.prefixes.clone(), t.noloop))
             .collect();
         for (sid, prefixes, noloop) in bcast {
             for p in &prefixes {
@@ -296,17 +292,10 @@ impl Reactor {
         let client_proto = self.sessions.get(sid).map_or(2, |s| s.proto());
         let target = match t.redirect {
             None => sid,
-            Some(id) => {
-                let found = self
-                    .sessions
-                    .iter()
-                    .find(|(_, s)| s.generation + 1 == id)
-                    .map(|(t, _)| t);
-                match found {
-                    Some(t) => t,
-                    None => return self.redirect_broken(sid, id),
-                }
-            }
+            Some(id) => match self.session_of_client(id) {
+                Some(t) => t,
+                None => return self.redirect_broken(sid, id),
+            },
         };
         let Some(s) = self.sessions.get_mut(target) else {
             return;
@@ -493,10 +482,10 @@ impl Reactor {
                             "ERR value is not an integer or out of range",
                         );
                     };
-                    let exists = self
-                        .sessions
-                        .iter()
-                        .any(|(_, s)| s.generation as i64 + 1 == id);
+                    let exists = u64::try_from(id)
+                        .ok()
+                        .and_then(|id| self.session_of_client(id))
+                        .is_some();
                     if !exists {
                         return resp::push_error(
                             out,
