@@ -12,7 +12,7 @@
 //! the change is worth a trip to the reactor.
 
 use crate::glob;
-use crate::store::{KeyEvent, Store};
+use crate::store::{KeyEvent, KeyScreen, Store};
 use std::borrow::Borrow;
 use std::cell::RefCell;
 use std::collections::HashMap;
@@ -253,6 +253,19 @@ impl FilterList {
         self.patterns.is_empty() && self.events == 0 && !self.everything
     }
 
+    /// What the store may report to the hook, which then asks [`Self::wants`].
+    pub fn screen(&self) -> KeyScreen {
+        if self.everything {
+            return KeyScreen::everything();
+        }
+        let mut s = KeyScreen::none();
+        s.add_events(self.events);
+        for p in &self.patterns {
+            s.add_prefix(&p.key_prefix);
+        }
+        s
+    }
+
     /// The list with every change wanted too (CLIENT TRACKING), or not.
     pub fn with_everything(mut self, on: bool) -> Self {
         self.everything = on;
@@ -303,10 +316,10 @@ impl ChangeFilter {
         if generation <= cur.0 {
             return;
         }
-        let everything = !list.is_empty();
+        let screen = list.screen();
         *cur = (generation, Arc::new(list));
         self.generation.store(generation, Ordering::Release);
-        store.set_watch_all(everything);
+        store.set_screen(screen);
     }
 
     /// Whether a change to `key` may interest a pattern or key-event
@@ -398,6 +411,28 @@ mod tests {
         assert!(SpacePattern::new(b"__keyevent@0__:*").is_none());
         let events = FilterList::new([&b"__keyevent@0__:d*"[..]].into_iter(), 0);
         assert!(events.wants(b"any", KeyEvent::Del) && !events.wants(b"any", KeyEvent::Set));
+    }
+
+    #[test]
+    fn the_screen_lets_through_all_a_list_wants() {
+        let mut s = Subscriptions::default();
+        s.psubscribe(b"__keyspace@0__:user:*", 1);
+        s.subscribe(b"__keyevent@0__:del", 2);
+        let list = s.filter_list();
+        let store = Store::new();
+        let seen = Arc::new(Mutex::new(Vec::new()));
+        let log = seen.clone();
+        let _ = store.set_change_hook(Box::new(move |changes| {
+            let mut log = log.lock().unwrap();
+            log.extend(changes.iter().map(|c| c.key.to_vec()));
+        }));
+        store.set_screen(list.screen());
+        for key in ["user:1", "session:1", "usage:1", "x"] {
+            store.write(&[(key, "v")]);
+        }
+        store.delete(&["session:1"]);
+        let got = seen.lock().unwrap().clone();
+        assert_eq!(got, [&b"user:1"[..], b"session:1"]);
     }
 
     #[test]

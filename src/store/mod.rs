@@ -20,11 +20,13 @@ pub mod event;
 pub mod expiry;
 mod held;
 pub mod remote;
+mod screen;
 mod snapshot;
 mod table;
 mod transaction;
 
 pub use event::{EventClass, KeyEvent};
+pub use screen::KeyScreen;
 pub use snapshot::Snapshot;
 pub use transaction::{Attempt, Transaction};
 
@@ -57,7 +59,7 @@ pub struct Change<'a> {
     /// What the change was, by Redis's name for it.
     pub event: KeyEvent,
     /// Someone watches this very key (see [`Store::watch`]); when false,
-    /// the change is reported only because [`Store::set_watch_all`] is on.
+    /// the change is reported only because [`Store::set_screen`] let it through.
     pub watched: bool,
 }
 
@@ -217,9 +219,9 @@ pub struct Store {
     hasher: Hasher,
     hook: OnceLock<ChangeHook>,
     journal: OnceLock<Box<dyn Journal>>,
-    /// While above zero, every change goes to the hook (pattern and
-    /// key-event subscribers may want any key; the hook filters).
-    watch_all: AtomicBool,
+    /// Which changes of unwatched keys go to the hook (pattern and
+    /// key-event subscribers may want any key; the hook filters exactly).
+    screen: screen::AtomicScreen,
     /// Keys WATCHed by transactions, over all shards: while zero, a store
     /// without a hook skips reporting altogether (batch mode).
     versions_live: AtomicUsize,
@@ -254,7 +256,7 @@ impl Store {
             hasher: Hasher::default(),
             hook: OnceLock::new(),
             journal: OnceLock::new(),
-            watch_all: AtomicBool::new(false),
+            screen: screen::AtomicScreen::default(),
             versions_live: AtomicUsize::new(0),
             new_events: AtomicBool::new(false),
             remote: OnceLock::new(),
@@ -481,7 +483,7 @@ impl Store {
 
     /// Reports the changes of one operation, each a key, its new value (or
     /// `None`, deleted) and its locked shard, to the hook: those of watched
-    /// keys, or all of them while [`Store::set_watch_all`] is on.
+    /// keys, and those [`Store::set_screen`] lets through.
     fn report_many<'k>(
         &self,
         changes: impl Iterator<Item = (&'k [u8], Option<&'k [u8]>, &'k Shard)>,
@@ -499,7 +501,6 @@ impl Store {
         if hook.is_none() && self.versions_live.load(Ordering::Acquire) == 0 {
             return;
         }
-        let all = self.watching_all();
         // Most writes change one key: it is reported from the stack, so
         // that a pattern subscriber (which makes every change reported)
         // costs other writes no allocation.
@@ -507,18 +508,19 @@ impl Store {
         let mut more: Vec<Change<'_>> = Vec::new();
         for (key, value, shard) in changes {
             shard.touched(key);
+            let event = if value.is_some() {
+                KeyEvent::Set
+            } else {
+                deleted
+            };
             let watched = shard.watched.contains_key(key);
-            if !(watched || all) {
+            if !(watched || self.screen.admits(key, event)) {
                 continue;
             }
             let change = Change {
                 key,
                 value,
-                event: if value.is_some() {
-                    KeyEvent::Set
-                } else {
-                    deleted
-                },
+                event,
                 watched,
             };
             match first.take() {
@@ -545,7 +547,7 @@ impl Store {
         g.touched(key);
         if let Some(hook) = self.hook.get() {
             let watched = g.watched.contains_key(key);
-            if watched || self.watching_all() {
+            if watched || self.screen.admits(key, event) {
                 let change = Change {
                     key,
                     value,
@@ -573,14 +575,20 @@ impl Store {
         self.new_events.store(on, Ordering::Relaxed);
     }
 
-    fn watching_all(&self) -> bool {
-        self.watch_all.load(Ordering::Acquire)
-    }
-
     /// Turns reporting of every change to the hook on or off (the hook then
     /// filters; see [`Change::watched`]).
     pub fn set_watch_all(&self, on: bool) {
-        self.watch_all.store(on, Ordering::Release);
+        self.set_screen(if on {
+            KeyScreen::everything()
+        } else {
+            KeyScreen::none()
+        });
+    }
+
+    /// Reports to the hook the changes of unwatched keys that `screen`
+    /// lets through (the hook then filters; see [`Change::watched`]).
+    pub fn set_screen(&self, screen: KeyScreen) {
+        self.screen.set(&screen);
     }
 
     /// Sets `key` to `value` if `cond` holds; returns whether it was set and,
