@@ -254,10 +254,11 @@ impl Context<'_> {
         let refusing = self.log.is_some_and(Log::failing);
         let mut mutated = false;
         let mut micros = Vec::with_capacity(items.len());
+        // One clock reading per command: each ends where the next begins.
+        let mut started = std::time::Instant::now();
         let replies: Vec<Reply> = items
             .into_iter()
             .map(|item| {
-                let started = std::time::Instant::now();
                 let reply = match item {
                     Ok(cmd) if cmd.is_mutation() && refusing => {
                         // A refused EXEC still ends its watches.
@@ -274,7 +275,10 @@ impl Context<'_> {
                     }
                     Err(reply) => reply,
                 };
-                micros.push(u32::try_from(started.elapsed().as_micros()).unwrap_or(u32::MAX));
+                let ended = std::time::Instant::now();
+                let took = ended.duration_since(started).as_micros();
+                micros.push(u32::try_from(took).unwrap_or(u32::MAX));
+                started = ended;
                 reply
             })
             .collect();

@@ -94,6 +94,20 @@ const STORE_COMMANDS: &[&str] = &[
     "lcs",
 ];
 
+/// Whether the command at `index` of the command table is one of
+/// [`STORE_COMMANDS`]: settled once, so that a request's name is looked up
+/// once (a scan of the list cost as much as parsing the request).
+fn runs_on_store(index: usize) -> bool {
+    static STORED: std::sync::OnceLock<Vec<bool>> = std::sync::OnceLock::new();
+    let stored = STORED.get_or_init(|| {
+        command_table::COMMANDS
+            .iter()
+            .map(|c| STORE_COMMANDS.contains(&c.name))
+            .collect()
+    });
+    stored.get(index).copied().unwrap_or(false)
+}
+
 /// Commands answered on the reactor.
 const LOCAL_COMMANDS: &[&str] = &[
     "ping",
@@ -252,7 +266,8 @@ impl Reactor {
                     None => {}
                 }
             }
-            let stored = STORE_COMMANDS.contains(&name.as_str()) && self.may_run(sid);
+            let index = command_table::find_index(&name);
+            let stored = index.is_some_and(runs_on_store) && self.may_run(sid);
             if !stored && !batch.is_empty() {
                 // Its answer must follow the batch's.
                 break;
@@ -261,7 +276,8 @@ impl Reactor {
             self.taken(sid, &args);
             if stored {
                 self.silence_in_batch(sid, silent, batch.len());
-                let item = store_command(&name, &args, || self.info_command(&args));
+                let info = index.map(|i| &command_table::COMMANDS[i]);
+                let item = store_command(&name, info, &args, || self.info_command(&args));
                 if matches!(item, Ok(crate::reactor::command::Command::Flush)) {
                     if let Some(st) = self.resp_state(sid) {
                         st.flushing = true;
@@ -271,11 +287,9 @@ impl Reactor {
                     Ok(cmd) => {
                         self.track_read(sid, cmd);
                         // The table's own name: no copy per command.
-                        names.push(command_table::find(&name).map(|c| c.name));
+                        names.push(info.map(|c| c.name));
                     }
-                    Err(Reply::Error(e))
-                        if command_table::arity_fits(&name, args.len()) == Some(false) =>
-                    {
+                    Err(Reply::Error(e)) if info.is_some_and(|c| !c.fits(args.len())) => {
                         self.cmdstats.rejected(Some(&name), e);
                         names.push(None);
                     }
@@ -644,17 +658,27 @@ mod tests {
     fn store_commands_check_arity_and_values() {
         let info = || Command::DbSize;
         assert_eq!(
-            store_command("get", &[b"get"], info),
+            store_command("get", command_table::find("get"), &[b"get"], info),
             Err(arity_error("get"))
         );
         assert_eq!(
-            store_command("mset", &[b"mset", b"a", b"1", b"b"], info),
+            store_command(
+                "mset",
+                command_table::find("mset"),
+                &[b"mset", b"a", b"1", b"b"],
+                info
+            ),
             Err(arity_error("mset"))
         );
         // Any bytes are a key or value, as in Redis.
         let long = [b'k'; 41];
         assert_eq!(
-            store_command("set", &[b"set", b"a b", b"\0\xff"], info),
+            store_command(
+                "set",
+                command_table::find("set"),
+                &[b"set", b"a b", b"\0\xff"],
+                info
+            ),
             Ok(Command::Set {
                 key: b"a b".to_vec(),
                 value: b"\0\xff".to_vec(),
@@ -663,28 +687,39 @@ mod tests {
             })
         );
         assert!(matches!(
-            store_command("set", &[b"set", b"k", b"v", b"EX", b"10"], info),
+            store_command(
+                "set",
+                command_table::find("set"),
+                &[b"set", b"k", b"v", b"EX", b"10"],
+                info
+            ),
             Ok(Command::SetTtl { .. })
         ));
         assert!(matches!(
-            store_command("set", &[b"set", b"k", b"v", b"EX", b"0"], info),
+            store_command("set", command_table::find("set"), &[b"set", b"k", b"v", b"EX", b"0"], info),
             Err(Reply::Error(e)) if e == "ERR invalid expire time in 'set' command"
         ));
         assert_eq!(
-            store_command("set", &[b"set", b"k", b"v", b"nx", b"xx"], info),
+            store_command(
+                "set",
+                command_table::find("set"),
+                &[b"set", b"k", b"v", b"nx", b"xx"],
+                info
+            ),
             Err(syntax_error())
         );
         assert_eq!(
-            store_command("get", &[b"get", &long], info),
+            store_command("get", command_table::find("get"), &[b"get", &long], info),
             Ok(Command::Get(long.to_vec()))
         );
         assert_eq!(
-            store_command("scan", &[b"scan", b"x"], info),
+            store_command("scan", command_table::find("scan"), &[b"scan", b"x"], info),
             Err(Reply::Error("ERR invalid cursor".into()))
         );
         assert_eq!(
             store_command(
                 "scan",
+                command_table::find("scan"),
                 &[b"scan", b"0", b"count", b"5", b"match", b"a*"],
                 info
             ),

@@ -307,13 +307,14 @@ fn scan_command(args: &[&[u8]]) -> BatchItem {
 /// or the reply it gets without the store.
 pub(super) fn store_command(
     name: &str,
+    entry: Option<&command_table::CommandInfo>,
     args: &[&[u8]],
     info: impl FnOnce() -> Command,
 ) -> BatchItem {
     let n = args.len();
     // Redis's arity rule: exactly N, or at least -N.
-    let arity_ok = command_table::arity_fits(name, n) != Some(false)
-        && !(matches!(name, "mset" | "msetnx") && n % 2 == 0);
+    let arity_ok =
+        entry.is_none_or(|c| c.fits(n)) && !(matches!(name, "mset" | "msetnx") && n % 2 == 0);
     if !arity_ok {
         return Err(arity_error(name));
     }
