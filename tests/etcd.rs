@@ -420,9 +420,74 @@ fn counters_racing_on_two_nodes_lose_nothing() {
     let ex = on_a.ask(&["SET", "t", "1", "EX", "100"]);
     assert!(ex.starts_with("-TRYAGAIN") && ex.contains("expiry"), "{ex}");
     assert_eq!(on_a.ask(&["GET", "t"]), "$-1\r\n");
+}
+
+/// MULTI/EXEC on a shared dataset: one etcd transaction, atomic against
+/// EXECs racing on another node; WATCH sees a change made through another
+/// node; a command that needs every key is refused with its reason.
+#[test]
+fn transactions_span_nodes() {
+    let Some((_cluster, url)) = shared("transactions_span_nodes") else {
+        return;
+    };
+    let a = RespServer::start(&[], &["--store", &url]);
+    let b = RespServer::start(&[], &["--store", &url]);
+    // Racing EXECs of two INCRs each: every pair of replies is n, n + 1.
+    let workers: Vec<_> = [&a, &b, &a, &b]
+        .iter()
+        .map(|node| {
+            let mut c = node.raw();
+            std::thread::spawn(move || {
+                for _ in 0..25 {
+                    assert_eq!(c.ask(&["MULTI"]), "+OK\r\n");
+                    assert_eq!(c.ask(&["INCR", "c"]), "+QUEUED\r\n");
+                    assert_eq!(c.ask(&["INCR", "c"]), "+QUEUED\r\n");
+                    let r = c.ask(&["EXEC"]);
+                    let n: Vec<i64> = r
+                        .split("\r\n")
+                        .filter_map(|l| l.strip_prefix(':'))
+                        .map(|n| n.parse().unwrap())
+                        .collect();
+                    assert!(r.starts_with("*2\r\n") && n[1] == n[0] + 1, "{r}");
+                }
+            })
+        })
+        .collect();
+    for w in workers {
+        w.join().unwrap();
+    }
+    let (mut on_a, mut on_b) = (a.raw(), b.raw());
+    assert_eq!(on_a.ask(&["GET", "c"]), "$3\r\n200\r\n");
+    // Several keys at once, seen whole on the other node.
     assert_eq!(on_a.ask(&["MULTI"]), "+OK\r\n");
-    assert_eq!(on_a.ask(&["INCR", "counter"]), "+QUEUED\r\n");
-    assert!(on_a.ask(&["EXEC"]).contains("MULTI/EXEC"));
+    for cmd in [&["SET", "x", "1"][..], &["SET", "y", "2"], &["DEL", "c"]] {
+        assert_eq!(on_a.ask(cmd), "+QUEUED\r\n");
+    }
+    assert_eq!(on_a.ask(&["EXEC"]), "*3\r\n+OK\r\n+OK\r\n:1\r\n");
+    let start = Instant::now();
+    while on_b.ask(&["MGET", "x", "y", "c"]) != "*3\r\n$1\r\n1\r\n$1\r\n2\r\n$-1\r\n" {
+        assert!(start.elapsed() < Duration::from_secs(10));
+        std::thread::sleep(Duration::from_millis(10));
+    }
+    // WATCH: a change made through B (read at once, before A's copy may
+    // have it) makes A's EXEC null; without one, it runs.
+    assert_eq!(on_a.ask(&["WATCH", "w"]), "+OK\r\n");
+    assert_eq!(on_b.ask(&["SET", "w", "from-b"]), "+OK\r\n");
+    assert_eq!(on_a.ask(&["MULTI"]), "+OK\r\n");
+    assert_eq!(on_a.ask(&["SET", "w", "from-a"]), "+QUEUED\r\n");
+    assert_eq!(on_a.ask(&["EXEC"]), "*-1\r\n");
+    assert_eq!(on_a.ask(&["GET", "w"]), "$6\r\nfrom-b\r\n");
+    assert_eq!(on_a.ask(&["WATCH", "w"]), "+OK\r\n");
+    assert_eq!(on_a.ask(&["MULTI"]), "+OK\r\n");
+    assert_eq!(on_a.ask(&["SET", "w", "from-a"]), "+QUEUED\r\n");
+    assert_eq!(on_a.ask(&["EXEC"]), "*1\r\n+OK\r\n");
+    // Every key: refused, and nothing of it made.
+    assert_eq!(on_a.ask(&["MULTI"]), "+OK\r\n");
+    assert_eq!(on_a.ask(&["SET", "z", "1"]), "+QUEUED\r\n");
+    assert_eq!(on_a.ask(&["KEYS", "*"]), "+QUEUED\r\n");
+    let r = on_a.ask(&["EXEC"]);
+    assert!(r.starts_with("-ERR") && r.contains("KEYS"), "{r}");
+    assert_eq!(on_a.ask(&["EXISTS", "z"]), ":0\r\n");
 }
 
 /// Writers on two nodes racing on one key: FIFO subscribers on both nodes

@@ -453,10 +453,68 @@ pub fn execute(store: &Store, cmd: Command) -> Reply {
     reply
 }
 
-/// What kvs cannot yet do on a shared dataset: MULTI/EXEC (a transaction
-/// of many commands with WATCH) and expiry.
+/// What EXEC cannot run on a shared dataset: a command that reads or
+/// changes every key (the compare-and-swap covers named keys only).
 const NOT_ON_ETCD: &str =
-    "ERR kvs does not run MULTI/EXEC with --store etcd yet; single commands, counters included, work";
+    "ERR with --store etcd, MULTI/EXEC takes commands that name their keys (not FLUSHALL, KEYS, SCAN, DBSIZE, RANDOMKEY or INFO)";
+
+/// EXEC on a shared dataset: one compare-and-swap transaction over every
+/// key it names. The watches are checked first on this node's copy (which
+/// every change reaches through the feed), and the watched keys are then
+/// pinned at the versions they had: if one moves before the transaction
+/// is made, etcd refuses it and EXEC answers null. A key it does not
+/// watch that moved meanwhile only makes it run again on the new values,
+/// as Redis would have run it after that change.
+fn exec_on_shared_dataset(
+    store: &Store,
+    keys: Option<&[&[u8]]>,
+    watched: Vec<(Vec<u8>, u64)>,
+    queued: Vec<Result<Command, Reply>>,
+) -> Reply {
+    let watched_keys: Vec<&[u8]> = watched.iter().map(|(k, _)| k.as_slice()).collect();
+    let Some(keys) = keys else {
+        store.unwatch_versions(&watched_keys);
+        return Reply::Error(NOT_ON_ETCD.into());
+    };
+    // Read before the watches are checked: a change between the two shows
+    // in the check.
+    let pinned: Vec<(Vec<u8>, i64)> = watched
+        .iter()
+        .map(|(k, _)| (k.clone(), store.remote_version(k).unwrap_or(0)))
+        .collect();
+    const TRIES: usize = 1000;
+    let mut watches = Some(watched);
+    for _ in 0..TRIES {
+        if watches.is_none()
+            && pinned
+                .iter()
+                .any(|(k, v)| store.remote_version(k) != Some(*v))
+        {
+            return Reply::Exec(None);
+        }
+        let queued = queued.clone();
+        let first = watches.take();
+        let attempt = store.attempt_remote(keys, &pinned, |tx| {
+            if let Some(watched) = first {
+                let mut changed = false;
+                for (key, version) in &watched {
+                    changed |= tx.changed_since(key, *version);
+                }
+                if changed {
+                    return Reply::Exec(None);
+                }
+            }
+            run_queued(tx, queued)
+        });
+        match attempt {
+            crate::store::Attempt::Done(reply) => return reply,
+            crate::store::Attempt::Again => continue,
+        }
+    }
+    Reply::Error(format!(
+        "TRYAGAIN its keys kept changing on other nodes ({TRIES} tries)"
+    ))
+}
 
 /// A read-modify-write command (INCR, APPEND, SET with options, RENAME,
 /// ...) on a shared dataset: computed on this node's copy, made in the
@@ -467,7 +525,7 @@ fn on_shared_dataset(store: &Store, keys: &[&[u8]], cmd: Command) -> Reply {
     const TRIES: usize = 1000;
     for _ in 0..TRIES {
         let attempt = cmd.clone();
-        match store.attempt_remote(keys, |tx| execute_in(tx, attempt)) {
+        match store.attempt_remote(keys, &[], |tx| execute_in(tx, attempt)) {
             crate::store::Attempt::Done(reply) => return reply,
             crate::store::Attempt::Again => continue,
         }
@@ -555,7 +613,6 @@ fn execute_here(store: &Store, cmd: Command) -> Reply {
             }
             store.transaction(Some(&keys), |tx| execute_in(tx, cmd))
         }
-        Command::Exec { .. } if store.is_remote() => Reply::Error(NOT_ON_ETCD.into()),
         Command::Exec { watched, queued } => {
             // The shards of the keys it names, or all of them for a command
             // that looks at every key. Owned: the commands move on into
@@ -570,6 +627,9 @@ fn execute_here(store: &Store, cmd: Command) -> Reply {
             }
             let keys: Option<Vec<&[u8]>> =
                 keys.as_ref().map(|k| k.iter().map(Vec::as_slice).collect());
+            if store.is_remote() {
+                return exec_on_shared_dataset(store, keys.as_deref(), watched, queued);
+            }
             exec(store, keys.as_deref(), watched, queued)
         }
     }
@@ -591,16 +651,21 @@ fn exec(
         if changed {
             return Reply::Exec(None);
         }
-        Reply::Exec(Some(
-            queued
-                .into_iter()
-                .map(|c| match c {
-                    Ok(cmd) => execute_in(tx, cmd),
-                    Err(reply) => reply,
-                })
-                .collect(),
-        ))
+        run_queued(tx, queued)
     })
+}
+
+/// EXEC's commands, in order, on one transaction.
+fn run_queued(tx: &mut Transaction<'_>, queued: Vec<Result<Command, Reply>>) -> Reply {
+    Reply::Exec(Some(
+        queued
+            .into_iter()
+            .map(|c| match c {
+                Ok(cmd) => execute_in(tx, cmd),
+                Err(reply) => reply,
+            })
+            .collect(),
+    ))
 }
 
 #[cfg(test)]

@@ -277,6 +277,12 @@ impl Store {
         self.remote.get().is_some()
     }
 
+    /// The version of `key` in the shared dataset this table has applied
+    /// (0: absent), or `None` for a table of its own.
+    pub fn remote_version(&self, key: &[u8]) -> Option<i64> {
+        self.remote.get().map(|r| r.version(key))
+    }
+
     /// The shared dataset to make a change in, unless this thread is the
     /// one applying that dataset's changes to the table.
     fn remote(&self) -> Option<&dyn remote::Remote> {

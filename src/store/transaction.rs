@@ -88,19 +88,30 @@ impl Store {
     /// first (the table has caught up by then). A change the dataset
     /// refused, or one it cannot take (a deadline: no expiry there yet), is
     /// a failure for [`super::remote::take_failure`].
+    ///
+    /// A key of `pinned` is expected at the version given there instead of
+    /// the table's (EXEC's watched keys: at the version they had when the
+    /// transaction began).
     pub fn attempt_remote<R>(
         &self,
         keys: &[&[u8]],
+        pinned: &[(Vec<u8>, i64)],
         f: impl FnOnce(&mut Transaction<'_>) -> R,
     ) -> Attempt<R> {
         let Some(remote) = self.remote.get() else {
             return Attempt::Done(self.transaction(Some(keys), f));
         };
         let mut tx = self.locked(Some(keys));
-        let expect: Vec<(Vec<u8>, i64)> = keys
+        let mut expect: Vec<(Vec<u8>, i64)> = keys
             .iter()
-            .map(|k| (k.to_vec(), remote.version(k)))
+            .map(|k| {
+                let at = pinned.iter().find(|(p, _)| p == k).map(|(_, v)| *v);
+                (k.to_vec(), at.unwrap_or_else(|| remote.version(k)))
+            })
             .collect();
+        // A key named twice is compared once.
+        expect.sort_unstable();
+        expect.dedup_by(|a, b| a.0 == b.0);
         // What the keys hold now, to put back after `f`.
         let before: Vec<Held> = keys
             .iter()
@@ -144,7 +155,9 @@ impl Store {
                 ),
                 Mutation::Clear => ops.push(super::remote::RemoteOp::DeleteAll),
                 Mutation::Expire(..) => {
-                    super::remote::fail("expiry is not available with --store etcd yet".into());
+                    super::remote::fail(
+                        "expiry is not available with --store etcd (see README)".into(),
+                    );
                     return Attempt::Done(r);
                 }
             }
