@@ -495,16 +495,7 @@ fn exec_on_shared_dataset(
         let queued = queued.clone();
         let first = watches.take();
         let attempt = store.attempt_remote(keys, &pinned, |tx| {
-            if let Some(watched) = first {
-                let mut changed = false;
-                for (key, version) in &watched {
-                    changed |= tx.changed_since(key, *version);
-                }
-                if changed {
-                    return Reply::Exec(None);
-                }
-            }
-            run_queued(tx, queued)
+            exec_in(tx, first.as_deref().unwrap_or_default(), queued)
         });
         match attempt {
             crate::store::Attempt::Done(reply) => return reply,
@@ -642,21 +633,24 @@ fn exec(
     watched: Vec<(Vec<u8>, u64)>,
     queued: Vec<Result<Command, Reply>>,
 ) -> Reply {
-    store.transaction(keys, |tx| {
-        // Every watch ends here, changed or not.
-        let mut changed = false;
-        for (key, version) in &watched {
-            changed |= tx.changed_since(key, *version);
-        }
-        if changed {
-            return Reply::Exec(None);
-        }
-        run_queued(tx, queued)
-    })
+    store.transaction(keys, |tx| exec_in(tx, &watched, queued))
 }
 
-/// EXEC's commands, in order, on one transaction.
-fn run_queued(tx: &mut Transaction<'_>, queued: Vec<Result<Command, Reply>>) -> Reply {
+/// EXEC's commands, in order, on one transaction, unless a key of
+/// `watched` changed since it was watched (null). Every watch ends here,
+/// changed or not.
+fn exec_in(
+    tx: &mut Transaction<'_>,
+    watched: &[(Vec<u8>, u64)],
+    queued: Vec<Result<Command, Reply>>,
+) -> Reply {
+    let mut changed = false;
+    for (key, version) in watched {
+        changed |= tx.changed_since(key, *version);
+    }
+    if changed {
+        return Reply::Exec(None);
+    }
     Reply::Exec(Some(
         queued
             .into_iter()
