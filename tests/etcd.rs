@@ -573,3 +573,65 @@ fn a_killed_member_under_a_node_loses_no_acknowledged_write() {
         assert_eq!(on_b.ask(&["GET", k]), "$1\r\nv\r\n", "{k} lost");
     }
 }
+
+/// A node whose etcd member was down while the history it needs was
+/// compacted away: its watch cannot resume, so it reloads the dataset,
+/// tells its subscribers of the keys that changed meanwhile (and only of
+/// those), logs a WARN with the gap, and follows changes again.
+#[test]
+fn a_node_behind_a_compacted_history_reloads_and_tells_what_changed() {
+    let Some((mut cluster, _)) =
+        shared("a_node_behind_a_compacted_history_reloads_and_tells_what_changed")
+    else {
+        return;
+    };
+    // A talks to member 0 alone; B to the other two.
+    let a = RespServer::start(
+        &[],
+        &["--store", &format!("etcd://{}", cluster.endpoint(0))],
+    );
+    let b_url = format!("etcd://{},{}", cluster.endpoint(1), cluster.endpoint(2));
+    let b = RespServer::start(&[], &["--store", &b_url]);
+    let (mut on_a, mut on_b) = (a.raw(), b.raw());
+    for (k, v) in [("k1", "a"), ("k2", "b"), ("k3", "c")] {
+        assert_eq!(on_b.ask(&["SET", k, v]), "+OK\r\n");
+    }
+    let start = Instant::now();
+    while on_a.ask(&["MGET", "k1", "k2", "k3"]) != "*3\r\n$1\r\na\r\n$1\r\nb\r\n$1\r\nc\r\n" {
+        assert!(start.elapsed() < Duration::from_secs(10));
+        std::thread::sleep(Duration::from_millis(10));
+    }
+    let mut sub = session("compacted", &a.server.fifo);
+    for k in ["k1", "k2", "k3"] {
+        assert_eq!(sub.ask(Request::Subscribe(k.into())), b'1', "{k}");
+    }
+    cluster.kill(0);
+    assert_eq!(on_b.ask(&["SET", "k1", "a2"]), "+OK\r\n");
+    assert_eq!(on_b.ask(&["DEL", "k2"]), ":1\r\n");
+    // k3 changes and changes back: the same value, nothing to tell.
+    assert_eq!(on_b.ask(&["SET", "k3", "c2"]), "+OK\r\n");
+    assert_eq!(on_b.ask(&["SET", "k3", "c"]), "+OK\r\n");
+    let etcd = Etcd::new(
+        vec![cluster.endpoint(1), cluster.endpoint(2)],
+        Duration::from_secs(2),
+    );
+    let (revision, _) = etcd.range_prefix(b"kvs/").expect("range");
+    etcd.compact(revision).expect("compact");
+    cluster.restart(0);
+    cluster.wait_ready(0);
+    a.server
+        .wait_log_within("compacted its history", Duration::from_secs(20));
+    let mut heard = vec![sub.note(), sub.note()];
+    heard.sort();
+    assert_eq!(
+        heard,
+        [
+            ("k1".to_string(), "a2".to_string()),
+            ("k2".to_string(), "DELETED".to_string())
+        ]
+    );
+    // Following again: the next thing heard is a change made now.
+    assert_eq!(on_b.ask(&["SET", "k1", "a3"]), "+OK\r\n");
+    assert_eq!(sub.note(), ("k1".into(), "a3".into()));
+    assert_eq!(on_a.ask(&["GET", "k2"]), "$-1\r\n");
+}

@@ -353,6 +353,15 @@ impl Etcd {
             .transpose()
     }
 
+    /// Drops the history before `revision` (etcd's compaction, physical:
+    /// answered once the members have dropped it). Operators do this; kvs
+    /// itself never does, and its tests use it to make a node's feed fall
+    /// behind the history.
+    pub fn compact(&self, revision: i64) -> Result<(), EtcdError> {
+        let body = json!({"revision": revision.to_string(), "physical": true});
+        self.call("/v3/kv/compaction", &body).map(|_| ())
+    }
+
     /// The answering member's id and the id of the leader it knows (0: it
     /// knows none).
     pub fn status(&self) -> Result<(u64, u64), EtcdError> {
