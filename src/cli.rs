@@ -30,8 +30,13 @@ Data options (both modes; without --data-dir the store lives in memory only):
                             started with the same members and prefix: changes are made there
                             first, and every node hears every change (not with --data-dir:
                             etcd is the durability; its members need --max-txn-ops 256).
-                            MULTI/EXEC and expiry are not available there yet
+                            Expiry is refused there (see README)
   --store-prefix <p>        what this dataset's keys start with in etcd (default kvs/)
+  --store-reads cache|linearizable
+                            cache (default): reads from this node's copy (a session reads its
+                            own writes; others' changes once the feed brings them);
+                            linearizable: each read first waits for every change etcd had
+                            made when it came (one etcd round trip), refused without quorum
 
 Server options:
   --max-sessions <n>        sessions at once (default 1024)
@@ -165,6 +170,7 @@ struct DataFlags {
     compact_at: Option<u64>,
     store: Option<String>,
     store_prefix: Option<String>,
+    store_reads: Option<String>,
 }
 
 impl DataFlags {
@@ -180,7 +186,12 @@ impl DataFlags {
         }
         if !matches!(
             flag,
-            "--data-dir" | "--fsync" | "--compact-at" | "--store" | "--store-prefix"
+            "--data-dir"
+                | "--fsync"
+                | "--compact-at"
+                | "--store"
+                | "--store-prefix"
+                | "--store-reads"
         ) {
             return Ok(false);
         }
@@ -191,6 +202,7 @@ impl DataFlags {
             "--data-dir" => self.dir = Some(PathBuf::from(value)),
             "--store" => self.store = Some(value.clone()),
             "--store-prefix" => self.store_prefix = Some(value.clone()),
+            "--store-reads" => self.store_reads = Some(value.clone()),
             "--fsync" => {
                 self.fsync = Some(Fsync::parse(value).ok_or_else(|| {
                     UsageError(format!(
@@ -207,12 +219,19 @@ impl DataFlags {
         self,
     ) -> Result<(Option<DataDirOptions>, Option<crate::etcd::EtcdOptions>), UsageError> {
         let etcd = match &self.store {
-            Some(url) => Some(
-                crate::etcd::EtcdOptions::parse(url, self.store_prefix.as_deref())
-                    .map_err(UsageError)?,
-            ),
-            None if self.store_prefix.is_some() => {
-                return Err(UsageError("--store-prefix needs --store".into()))
+            Some(url) => {
+                let mut o = crate::etcd::EtcdOptions::parse(url, self.store_prefix.as_deref())
+                    .map_err(UsageError)?;
+                if let Some(reads) = &self.store_reads {
+                    o.linearizable =
+                        crate::etcd::EtcdOptions::parse_reads(reads).map_err(UsageError)?;
+                }
+                Some(o)
+            }
+            None if self.store_prefix.is_some() || self.store_reads.is_some() => {
+                return Err(UsageError(
+                    "--store-prefix and --store-reads need --store".into(),
+                ))
             }
             None => None,
         };
@@ -334,7 +353,12 @@ mod tests {
             err(&["d", "1", "1", "--store", "etcd://a:1", "--data-dir", "x"])
                 .contains("do not go together")
         );
-        assert!(err(&["d", "1", "1", "--store-prefix", "p/"]).contains("needs --store"));
+        assert!(err(&["d", "1", "1", "--store-prefix", "p/"]).contains("need --store"));
+        assert!(err(&["d", "1", "1", "--store-reads", "cache"]).contains("need --store"));
+        let url = "etcd://127.0.0.1:2379";
+        assert!(
+            err(&["d", "1", "1", "--store", url, "--store-reads", "x"]).contains("linearizable")
+        );
         assert!(err(&["d", "1", "1", "--store", "http://a:1"]).contains("etcd://"));
         match parse(&[
             "d",

@@ -353,6 +353,17 @@ impl Etcd {
             .transpose()
     }
 
+    /// The cluster's revision now, as a linearizable read sees it (etcd
+    /// asks the leader's quorum): every change made before this call is at
+    /// or below it. `key` is read with `count_only`, so nothing else comes.
+    pub fn current_revision(&self, key: &[u8]) -> Result<i64, EtcdError> {
+        let v = self.call(
+            "/v3/kv/range",
+            &json!({"key": b64(key), "count_only": true}),
+        )?;
+        Ok(revision(&v))
+    }
+
     /// Drops the history before `revision` (etcd's compaction, physical:
     /// answered once the members have dropped it). Operators do this; kvs
     /// itself never does, and its tests use it to make a node's feed fall

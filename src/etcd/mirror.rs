@@ -41,6 +41,8 @@ pub struct Mirror {
     /// The highest revision etcd has answered this node with: how far the
     /// feed is behind is this less the revision applied.
     seen: AtomicI64,
+    /// `--store-reads linearizable` (see [`Remote::fence`]).
+    linearizable: bool,
 }
 
 fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
@@ -50,7 +52,12 @@ fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
 impl Mirror {
     /// Checks the cluster, loads the prefix into `store` and starts the
     /// feed's thread. The store's changes go to etcd from then on.
-    pub fn start(etcd: Etcd, prefix: &[u8], store: Arc<Store>) -> Result<Arc<Mirror>, String> {
+    pub fn start(
+        etcd: Etcd,
+        prefix: &[u8],
+        store: Arc<Store>,
+        linearizable: bool,
+    ) -> Result<Arc<Mirror>, String> {
         let mut probe = prefix.to_vec();
         probe.extend_from_slice(b"\0kvs-txn-probe");
         etcd.check_txn_ops(TXN_OPS, &probe).map_err(|e| match e {
@@ -70,6 +77,7 @@ impl Mirror {
             moved: Condvar::new(),
             stop: AtomicBool::new(false),
             seen: AtomicI64::new(0),
+            linearizable,
         });
         mirror.reload().map_err(|e| e.to_string())?;
         let feed = mirror.clone();
@@ -87,6 +95,11 @@ impl Mirror {
 
     pub fn endpoints(&self) -> &[String] {
         self.etcd.endpoints()
+    }
+
+    /// Whether reads are linearizable (`--store-reads`).
+    pub fn linearizable(&self) -> bool {
+        self.linearizable
     }
 
     pub fn prefix(&self) -> &[u8] {
@@ -326,16 +339,41 @@ impl Remote for Mirror {
     }
 
     fn wait_applied(&self, revision: i64) {
+        if let Err(at) = self.wait_for(revision) {
+            crate::log_warn!(
+                "the etcd feed has not brought revision {revision} back within {APPLY_WAIT:?} (at {at}); answering anyway"
+            );
+        }
+    }
+
+    fn linearizable_reads(&self) -> bool {
+        self.linearizable
+    }
+
+    /// A read index: the revision etcd is at now (a quorum read), then
+    /// the table is waited for until it has applied it.
+    fn fence(&self) -> Result<(), String> {
+        let revision = self
+            .etcd
+            .current_revision(&self.prefix)
+            .map_err(|e| e.to_string())?;
+        self.seen.fetch_max(revision, Ordering::Relaxed);
+        self.wait_for(revision).map_err(|at| {
+            format!("this node's copy has not reached etcd's revision {revision} within {APPLY_WAIT:?} (at {at})")
+        })
+    }
+}
+
+impl Mirror {
+    /// Waits, bounded, until the table has applied `revision`; `Err` with
+    /// the revision it is at if it does not get there in time.
+    fn wait_for(&self, revision: i64) -> Result<(), i64> {
         let deadline = Instant::now() + APPLY_WAIT;
         let mut a = lock(&self.applied);
         while a.revision < revision {
             let left = deadline.saturating_duration_since(Instant::now());
             if left.is_zero() {
-                crate::log_warn!(
-                    "the etcd feed has not brought revision {revision} back within {APPLY_WAIT:?} (at {}); answering anyway",
-                    a.revision
-                );
-                return;
+                return Err(a.revision);
             }
             a = self
                 .moved
@@ -343,5 +381,6 @@ impl Remote for Mirror {
                 .unwrap_or_else(PoisonError::into_inner)
                 .0;
         }
+        Ok(())
     }
 }

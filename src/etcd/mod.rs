@@ -23,6 +23,9 @@ pub struct EtcdOptions {
     /// What every key of this dataset starts with in etcd, so that
     /// several datasets can share a cluster.
     pub prefix: Vec<u8>,
+    /// `--store-reads linearizable`: each read waits for every change
+    /// etcd had made when the read came (see [`Mirror`]).
+    pub linearizable: bool,
 }
 
 /// The prefix when `--store-prefix` is not given.
@@ -60,7 +63,19 @@ impl EtcdOptions {
         Ok(EtcdOptions {
             endpoints,
             prefix: prefix.as_bytes().to_vec(),
+            linearizable: false,
         })
+    }
+
+    /// `--store-reads`: whether reads are linearizable.
+    pub fn parse_reads(value: &str) -> Result<bool, String> {
+        match value {
+            "cache" => Ok(false),
+            "linearizable" => Ok(true),
+            _ => Err(format!(
+                "--store-reads: '{value}' is not one of cache, linearizable"
+            )),
+        }
     }
 
     /// Connects, checks the cluster, loads the dataset into `store` and
@@ -70,7 +85,7 @@ impl EtcdOptions {
         store: &std::sync::Arc<crate::store::Store>,
     ) -> Result<std::sync::Arc<Mirror>, String> {
         let etcd = Etcd::new(self.endpoints.clone(), std::time::Duration::from_secs(2));
-        let mirror = Mirror::start(etcd, &self.prefix, store.clone())?;
+        let mirror = Mirror::start(etcd, &self.prefix, store.clone(), self.linearizable)?;
         let remote: std::sync::Arc<dyn crate::store::remote::Remote> = mirror.clone();
         store
             .set_remote(remote)

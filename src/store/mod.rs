@@ -277,6 +277,26 @@ impl Store {
         self.remote.get().is_some()
     }
 
+    /// With `--store-reads linearizable`, waits until the table has every
+    /// change the shared dataset had made when the read came (a failure
+    /// for [`remote::take_failure`] if that cannot be known: the read
+    /// then answers from the table as it is, and the caller refuses it).
+    fn read_fence(&self) {
+        if let Some(r) = self.remote() {
+            if r.linearizable_reads() {
+                if let Err(why) = r.fence() {
+                    remote::fail(why);
+                }
+            }
+        }
+    }
+
+    /// Whether reads wait on the shared dataset ([`Store::read_fence`]):
+    /// then they are not for the reactor's non-blocking `try_` reads.
+    fn fenced_reads(&self) -> bool {
+        self.remote().is_some_and(|r| r.linearizable_reads())
+    }
+
     /// The version of `key` in the shared dataset this table has applied
     /// (0: absent), or `None` for a table of its own.
     pub fn remote_version(&self, key: &[u8]) -> Option<i64> {
@@ -655,6 +675,7 @@ impl Store {
 
     /// Every key matching the glob `pattern`, at one instant.
     pub fn keys(&self, pattern: &[u8]) -> Vec<Vec<u8>> {
+        self.read_fence();
         let all: Vec<usize> = (0..self.shards.len()).collect();
         let guards = self.read_locks(&all);
         let mut keys = Vec::new();
@@ -683,6 +704,7 @@ impl Store {
     /// read lock for a pass over its index instead of copying the whole
     /// shard out. A cursor past the last shard ends the walk.
     pub fn scan(&self, cursor: u64, count: usize, pattern: Option<&[u8]>) -> (u64, Vec<Vec<u8>>) {
+        self.read_fence();
         let mut keys = Vec::new();
         let first = (cursor >> 32) as usize;
         let mut shard = first;
@@ -788,6 +810,7 @@ impl Store {
     /// Values are the bytes of the `&str`s they were set to: handing back
     /// a `&str` would mean checking them again (see `table`).
     pub fn read_with<K: AsRef<[u8]>>(&self, keys: &[K], mut f: impl FnMut(Option<&[u8]>)) {
+        self.read_fence();
         if let [k] = keys {
             let k = k.as_ref();
             let (h, shard) = self.shard(k);
@@ -884,6 +907,7 @@ impl Store {
 
     /// The value of one key.
     pub fn get(&self, key: impl AsRef<[u8]>) -> Option<Vec<u8>> {
+        self.read_fence();
         let key = key.as_ref();
         let (h, shard) = self.shard(key);
         shard
@@ -907,6 +931,10 @@ impl Store {
         key: impl AsRef<[u8]>,
         f: impl FnOnce(Option<&[u8]>) -> R,
     ) -> Result<R, WouldBlock> {
+        if self.fenced_reads() {
+            // It would wait on etcd: the pool's to do.
+            return Err(WouldBlock);
+        }
         let key = key.as_ref();
         let (h, shard) = self.shard(key);
         match shard.try_read() {
@@ -950,6 +978,7 @@ impl Store {
 
     /// Whether `key` is present right now.
     pub fn contains(&self, key: impl AsRef<[u8]>) -> bool {
+        self.read_fence();
         let key = key.as_ref();
         let (h, shard) = self.shard(key);
         shard
@@ -995,6 +1024,7 @@ impl Store {
     /// empty. A shard is picked by chance, then a key in it: good enough
     /// for what RANDOMKEY is used for (sampling), and no copy of the keys.
     pub fn random_key(&self) -> Option<Vec<u8>> {
+        self.read_fence();
         let n = self.shards.len();
         let first = random_below(n);
         (0..n).find_map(|i| {
@@ -1068,6 +1098,7 @@ impl Store {
 
     /// Number of keys (not atomic across shards; for statistics only).
     pub fn len(&self) -> usize {
+        self.read_fence();
         self.shards
             .iter()
             .map(|s| s.read().unwrap_or_else(PoisonError::into_inner).map.len())

@@ -47,6 +47,15 @@ pub trait Remote: Send + Sync {
     fn version(&self, key: &[u8]) -> i64;
     /// Waits (bounded) until the table has applied revision `revision`.
     fn wait_applied(&self, revision: i64);
+    /// Whether reads must first [`Remote::fence`].
+    fn linearizable_reads(&self) -> bool {
+        false
+    }
+    /// Waits until the table has every change the dataset had made when
+    /// called; `Err` (why) if that cannot be known.
+    fn fence(&self) -> Result<(), String> {
+        Ok(())
+    }
 }
 
 thread_local! {

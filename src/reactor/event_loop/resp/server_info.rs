@@ -301,6 +301,15 @@ impl Reactor {
                     ),
                     ("kvs_store_revision", m.revision().to_string()),
                     ("kvs_store_feed_lag_revisions", m.lag().to_string()),
+                    (
+                        "kvs_store_reads",
+                        if m.linearizable() {
+                            "linearizable"
+                        } else {
+                            "cache"
+                        }
+                        .into(),
+                    ),
                 ],
             };
             section("Store", store);
