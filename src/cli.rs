@@ -46,7 +46,8 @@ Server options:
                             and it is served again once it has read them
   --timeout <seconds>       close clients with no request for this long (default 0: never;
                             subscribers and clients waiting for an answer are kept)
-  --store-threads <n>       threads running client store operations (default 2)
+  --store-threads <n>       threads running client store operations (default 2; 32 with
+                            --store etcd, where each waits on etcd for its change)
   --fifo-mode <octal>       mode of the registration FIFO (default 600)
   --log-level <level>       error | warn | info | debug (default info): how much the
                             server logs on stderr, each line timestamped (UTC)
@@ -64,6 +65,11 @@ RESP (the Redis protocol, for redis-cli and Redis client libraries):
 
 /// More store threads than this cannot help and may fail to start.
 pub const MAX_STORE_THREADS: usize = 256;
+
+/// `--store-threads` with `--store etcd` when it is not given: changes in
+/// flight at once from one node (each thread waits on etcd while its
+/// change is made).
+pub const ETCD_STORE_THREADS: usize = 32;
 
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Mode {
@@ -318,6 +324,11 @@ fn parse_server_options(flags: &[String]) -> Result<Settings, UsageError> {
         }
     }
     (o.data, o.etcd) = data.finish()?;
+    if o.etcd.is_some() && !flags.iter().any(|f| f == "--store-threads") {
+        // A store thread waits out an etcd round trip per change: two
+        // would make a node take two changes at a time.
+        o.store_threads = ETCD_STORE_THREADS;
+    }
     if o.resp_bind.is_some() && o.resp_port.is_none() {
         return Err(UsageError("--resp-bind needs --resp-port".into()));
     }

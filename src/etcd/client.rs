@@ -9,6 +9,7 @@ use super::http::{Conn, HttpError, MessageStream};
 use base64::engine::general_purpose::STANDARD as B64;
 use base64::Engine;
 use serde_json::{json, Value};
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Mutex, PoisonError};
 use std::time::Duration;
 
@@ -146,12 +147,20 @@ fn revision(v: &Value) -> i64 {
     int(v.get("header").and_then(|h| h.get("revision")))
 }
 
-/// A client of one cluster, through whichever member answers.
+/// Kept-alive connections a client keeps for later calls.
+const MAX_IDLE: usize = 64;
+
+/// A client of one cluster, through whichever member answers. Threads
+/// call it at once, each on a connection of its own (a store thread per
+/// change in flight): one shared connection made a node take one change
+/// at a time.
 pub struct Etcd {
     endpoints: Vec<String>,
     timeout: Duration,
-    /// The member in use and a kept-alive connection to it.
-    conn: Mutex<Option<(usize, Conn)>>,
+    /// The member in use: where calls go first.
+    member: AtomicUsize,
+    /// Kept-alive connections not in use, each with its member.
+    idle: Mutex<Vec<(usize, Conn)>>,
 }
 
 impl Etcd {
@@ -161,7 +170,29 @@ impl Etcd {
         Etcd {
             endpoints,
             timeout,
-            conn: Mutex::new(None),
+            member: AtomicUsize::new(0),
+            idle: Mutex::new(Vec::new()),
+        }
+    }
+
+    /// A kept-alive connection to member `i`, or a new one.
+    fn conn_to(&self, i: usize) -> Result<Conn, HttpError> {
+        let reused = {
+            let mut idle = self.idle.lock().unwrap_or_else(PoisonError::into_inner);
+            let at = idle.iter().rposition(|(j, _)| *j == i);
+            at.map(|at| idle.swap_remove(at).1)
+        };
+        match reused {
+            Some(c) => Ok(c),
+            None => Conn::connect(&self.endpoints[i], self.timeout),
+        }
+    }
+
+    /// Keeps `conn` to member `i` for a later call.
+    fn keep(&self, i: usize, conn: Conn) {
+        let mut idle = self.idle.lock().unwrap_or_else(PoisonError::into_inner);
+        if idle.len() < MAX_IDLE {
+            idle.push((i, conn));
         }
     }
 
@@ -173,31 +204,28 @@ impl Etcd {
     /// turn if it does not answer; the answer's JSON.
     fn call(&self, path: &str, body: &Value) -> Result<Value, EtcdError> {
         let body = body.to_string().into_bytes();
-        let mut slot = self.conn.lock().unwrap_or_else(PoisonError::into_inner);
-        let start = slot.as_ref().map_or(0, |(i, _)| *i);
+        let start = self.member.load(Ordering::Relaxed);
         // Why each member failed, all told: the one that answered "no
         // leader" says more than the ones that were down.
         let mut why: Vec<String> = Vec::new();
         for k in 0..self.endpoints.len() {
             let i = (start + k) % self.endpoints.len();
-            let conn = match slot.take() {
-                Some((j, c)) if j == i => c,
-                _ => match Conn::connect(&self.endpoints[i], self.timeout) {
-                    Ok(c) => c,
-                    Err(e) => {
-                        why.push(format!("{}: {e}", self.endpoints[i]));
-                        continue;
-                    }
-                },
+            let mut conn = match self.conn_to(i) {
+                Ok(c) => c,
+                Err(e) => {
+                    why.push(format!("{}: {e}", self.endpoints[i]));
+                    continue;
+                }
             };
-            let mut conn = conn;
             match conn.post(path, &body) {
                 Ok((status, answer)) => {
                     let v: Value = serde_json::from_slice(&answer).map_err(|e| {
                         EtcdError::Protocol(format!("{}: {e}", String::from_utf8_lossy(&answer)))
                     })?;
-                    *slot = Some((i, conn));
+                    self.keep(i, conn);
                     if status == 200 {
+                        // Later calls go here first.
+                        self.member.store(i, Ordering::Relaxed);
                         return Ok(v);
                     }
                     let message = v
@@ -214,7 +242,6 @@ impl Etcd {
                         || v.get("code").and_then(Value::as_i64) == Some(14);
                     if lost {
                         why.push(format!("{}: {message}", self.endpoints[i]));
-                        *slot = None;
                         continue;
                     }
                     if let Some(r) = message

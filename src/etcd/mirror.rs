@@ -14,7 +14,8 @@ use crate::store::remote::{applying, Commit, CommitResult, Remote, RemoteOp};
 use crate::store::Store;
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicBool, AtomicI64, Ordering};
-use std::sync::{Arc, Condvar, Mutex, PoisonError};
+use std::sync::{Arc, Mutex, PoisonError};
+use std::thread::Thread;
 use std::time::{Duration, Instant};
 
 /// Operations kvs may put in one transaction (a 256-pair WRITE), which the
@@ -29,6 +30,25 @@ struct Applied {
     revision: i64,
     /// Each key's last change, as etcd numbers it (its mod revision).
     versions: HashMap<Vec<u8>, i64>,
+    /// Threads waiting for a revision, each woken alone once the table
+    /// has it: a condition variable woke every waiting store thread at
+    /// each revision, a dozen context switches per change under load.
+    waiters: Vec<(i64, Thread)>,
+}
+
+impl Applied {
+    /// The table has reached `revision`: wakes who waited for it.
+    fn reached(&mut self, revision: i64) {
+        self.revision = self.revision.max(revision);
+        let at = self.revision;
+        self.waiters.retain(|(r, t)| {
+            let done = *r <= at;
+            if done {
+                t.unpark();
+            }
+            !done
+        });
+    }
 }
 
 pub struct Mirror {
@@ -36,7 +56,6 @@ pub struct Mirror {
     prefix: Vec<u8>,
     store: Arc<Store>,
     applied: Mutex<Applied>,
-    moved: Condvar,
     stop: AtomicBool,
     /// The highest revision etcd has answered this node with: how far the
     /// feed is behind is this less the revision applied.
@@ -73,8 +92,8 @@ impl Mirror {
             applied: Mutex::new(Applied {
                 revision: 0,
                 versions: HashMap::new(),
+                waiters: Vec::new(),
             }),
-            moved: Condvar::new(),
             stop: AtomicBool::new(false),
             seen: AtomicI64::new(0),
             linearizable,
@@ -164,9 +183,10 @@ impl Mirror {
             }
         });
         let mut a = lock(&self.applied);
+        // A reload may go back (a compaction seen on a member behind).
         a.revision = revision;
         a.versions = versions;
-        self.moved.notify_all();
+        a.reached(revision);
         Ok(())
     }
 
@@ -190,9 +210,7 @@ impl Mirror {
                                 self.apply(revision, events)
                             }
                             Ok(Some(WatchMessage::Progress { revision })) => {
-                                let mut a = lock(&self.applied);
-                                a.revision = a.revision.max(revision);
-                                self.moved.notify_all();
+                                lock(&self.applied).reached(revision);
                             }
                             Ok(Some(WatchMessage::Compacted(r))) => {
                                 self.compacted(from, r);
@@ -254,14 +272,11 @@ impl Mirror {
                     }
                 }
             }
-            a.revision = a.revision.max(rev);
+            a.reached(rev);
             drop(a);
-            self.moved.notify_all();
             i = j;
         }
-        let mut a = lock(&self.applied);
-        a.revision = a.revision.max(revision);
-        self.moved.notify_all();
+        lock(&self.applied).reached(revision);
     }
 
     fn apply_revision(&self, events: &[Event]) {
@@ -369,18 +384,21 @@ impl Mirror {
     /// the revision it is at if it does not get there in time.
     fn wait_for(&self, revision: i64) -> Result<(), i64> {
         let deadline = Instant::now() + APPLY_WAIT;
-        let mut a = lock(&self.applied);
-        while a.revision < revision {
-            let left = deadline.saturating_duration_since(Instant::now());
-            if left.is_zero() {
-                return Err(a.revision);
+        loop {
+            {
+                let mut a = lock(&self.applied);
+                if a.revision >= revision {
+                    return Ok(());
+                }
+                if Instant::now() >= deadline {
+                    let me = std::thread::current().id();
+                    a.waiters.retain(|(_, t)| t.id() != me);
+                    return Err(a.revision);
+                }
+                a.waiters.push((revision, std::thread::current()));
             }
-            a = self
-                .moved
-                .wait_timeout(a, left)
-                .unwrap_or_else(PoisonError::into_inner)
-                .0;
+            // Woken when the table has it, or spuriously: looked at again.
+            std::thread::park_timeout(deadline.saturating_duration_since(Instant::now()));
         }
-        Ok(())
     }
 }
