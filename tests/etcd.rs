@@ -673,3 +673,38 @@ fn linearizable_reads_see_every_acknowledged_write() {
     assert!(r.starts_with("-TRYAGAIN"), "{r}");
     assert_eq!(on_b.ask(&["GET", "k"]), "$3\r\nv99\r\n");
 }
+
+/// The member under a node's feed frozen (its connections open and
+/// silent, as behind a partition it has not noticed): the node moves its
+/// watch to another member, and its subscribers hear a change made
+/// through another node within a bound instead of never.
+#[test]
+fn a_node_leaves_a_silent_member_for_another() {
+    let Some((cluster, url)) = shared("a_node_leaves_a_silent_member_for_another") else {
+        return;
+    };
+    // A's feed watches on the first member of its list.
+    let a = RespServer::start(&[], &["--store", &url]);
+    let b_url = format!("etcd://{},{}", cluster.endpoint(1), cluster.endpoint(2));
+    let b = RespServer::start(&[], &["--store", &b_url]);
+    let (mut on_a, mut on_b) = (a.raw(), b.raw());
+    assert_eq!(on_b.ask(&["SET", "k", "v0"]), "+OK\r\n");
+    let start = Instant::now();
+    while on_a.ask(&["GET", "k"]) != "$2\r\nv0\r\n" {
+        assert!(start.elapsed() < Duration::from_secs(10));
+        std::thread::sleep(Duration::from_millis(10));
+    }
+    let mut sub = session("silent", &a.server.fifo);
+    assert_eq!(sub.ask(Request::Subscribe("k".into())), b'1');
+    cluster.freeze(0, true);
+    let start = Instant::now();
+    // If member 0 led, the other two elect a leader first.
+    while on_b.ask(&["SET", "k", "v1"]) != "+OK\r\n" {
+        assert!(start.elapsed() < Duration::from_secs(20), "B never wrote");
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    let heard = kvs::client::read_notification_within(&mut sub.notif, Duration::from_secs(20));
+    cluster.freeze(0, false);
+    assert_eq!(heard.expect("A heard nothing"), ("k".into(), "v1".into()));
+    eprintln!("heard on A {:?} after the freeze", start.elapsed());
+}

@@ -435,6 +435,14 @@ impl Etcd {
     /// Starts a watch of every key with `prefix` from revision `from`, on
     /// a connection of its own (to the first member that accepts it).
     pub fn watch(&self, prefix: &[u8], from: i64) -> Result<Watch, EtcdError> {
+        self.watch_at(prefix, from, 0)
+    }
+
+    /// [`Etcd::watch`], trying the members from the `first`th on (a feed
+    /// moving its watch to another member). The watch requires a leader
+    /// (etcd's `hasleader` metadata): a member cut off from the majority
+    /// ends it instead of keeping it open with nothing to send.
+    pub fn watch_at(&self, prefix: &[u8], from: i64, first: usize) -> Result<Watch, EtcdError> {
         let body = json!({"create_request": {
             "key": b64(prefix),
             "range_end": b64(&prefix_end(prefix)),
@@ -442,33 +450,50 @@ impl Etcd {
             "progress_notify": true,
         }})
         .to_string();
-        let mut last = String::new();
-        for e in &self.endpoints {
-            let attempt = Conn::connect(e, self.timeout)
-                .and_then(|c| c.post_stream("/v3/watch", body.as_bytes()));
+        let mut why = Vec::new();
+        let n = self.endpoints.len();
+        for k in 0..n {
+            let member = (first + k) % n;
+            let e = &self.endpoints[member];
+            let attempt = Conn::connect(e, self.timeout).and_then(|c| {
+                c.post_stream(
+                    "/v3/watch",
+                    "Grpc-Metadata-Hasleader: true\r\n",
+                    body.as_bytes(),
+                )
+            });
             match attempt {
                 Ok(stream) => {
-                    let mut w = Watch { stream };
+                    let mut w = Watch { stream, member };
                     // The first message confirms the watch (or says why not).
-                    match w.next_message()? {
-                        Some(WatchMessage::Compacted(r)) => return Err(EtcdError::Compacted(r)),
-                        Some(_) => return Ok(w),
-                        None => last = format!("{e}: the watch ended at once"),
+                    match w.next_message() {
+                        Ok(Some(WatchMessage::Compacted(r))) => {
+                            return Err(EtcdError::Compacted(r))
+                        }
+                        Ok(Some(_)) => return Ok(w),
+                        Ok(None) => why.push(format!("{e}: the watch ended at once")),
+                        Err(err) => why.push(format!("{e}: {err}")),
                     }
                 }
-                Err(err) => last = format!("{e}: {err}"),
+                Err(err) => why.push(format!("{e}: {err}")),
             }
         }
-        Err(EtcdError::Unavailable(last))
+        Err(EtcdError::Unavailable(why.join("; ")))
     }
 }
 
 /// A watch's stream of messages.
 pub struct Watch {
     stream: MessageStream,
+    member: usize,
 }
 
 impl Watch {
+    /// The member it is on, by its place in the endpoints.
+    pub fn member(&self) -> usize {
+        self.member
+    }
+
     /// The next message; `None` when the member ended the watch.
     pub fn next_message(&mut self) -> Result<Option<WatchMessage>, EtcdError> {
         let msg = match self.stream.next_message() {

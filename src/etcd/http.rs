@@ -71,9 +71,9 @@ impl Conn {
         self.stream.set_read_timeout(t)
     }
 
-    fn send(&mut self, path: &str, body: &[u8]) -> Result<(), HttpError> {
+    fn send(&mut self, path: &str, extra: &str, body: &[u8]) -> Result<(), HttpError> {
         let head = format!(
-            "POST {path} HTTP/1.1\r\nHost: {}\r\nContent-Type: application/json\r\nContent-Length: {}\r\n\r\n",
+            "POST {path} HTTP/1.1\r\nHost: {}\r\nContent-Type: application/json\r\n{extra}Content-Length: {}\r\n\r\n",
             self.host,
             body.len()
         );
@@ -85,7 +85,7 @@ impl Conn {
 
     /// POSTs `body` to `path`; the status and the whole body of the answer.
     pub fn post(&mut self, path: &str, body: &[u8]) -> Result<(u16, Vec<u8>), HttpError> {
-        self.send(path, body)?;
+        self.send(path, "", body)?;
         let head = self.read_head()?;
         let body = match head.framing {
             Framing::Length(n) => self.take_exact(n)?,
@@ -102,8 +102,14 @@ impl Conn {
 
     /// POSTs `body` to `path` and turns the connection into a reader of
     /// the answer's messages (a watch).
-    pub fn post_stream(mut self, path: &str, body: &[u8]) -> Result<MessageStream, HttpError> {
-        self.send(path, body)?;
+    /// `headers`: more header lines, each ending in CRLF.
+    pub fn post_stream(
+        mut self,
+        path: &str,
+        headers: &str,
+        body: &[u8],
+    ) -> Result<MessageStream, HttpError> {
+        self.send(path, headers, body)?;
         let head = self.read_head()?;
         if head.status != 200 {
             let body = match head.framing {

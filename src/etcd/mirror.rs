@@ -26,6 +26,12 @@ pub const TXN_OPS: usize = 256;
 /// answered anyway (with a warning): the change is made in etcd.
 const APPLY_WAIT: Duration = Duration::from_secs(10);
 
+/// How long the feed's watch may bring nothing before it is started again
+/// on the next member, from the revision applied (no gap by construction).
+/// A member frozen or cut off from the others without noticing keeps a
+/// watch open and silent; a quiet dataset costs a new watch this often.
+const QUIET_SPELL: Duration = Duration::from_secs(5);
+
 struct Applied {
     revision: i64,
     /// Each key's last change, as etcd numbers it (its mod revision).
@@ -195,30 +201,45 @@ impl Mirror {
     /// breaks.
     fn follow(self: Arc<Self>) {
         let mut warned = false;
+        // The member to watch on first: after a quiet spell, the next one.
+        let mut first = 0;
         while !self.stop.load(Ordering::SeqCst) {
             let from = self.revision() + 1;
-            match self.etcd.watch(&self.prefix, from) {
+            match self.etcd.watch_at(&self.prefix, from, first) {
                 Ok(mut w) => {
                     warned = false;
+                    first = w.member();
                     w.set_read_timeout(Some(Duration::from_secs(1)));
+                    let mut heard = Instant::now();
                     loop {
                         if self.stop.load(Ordering::SeqCst) {
                             return;
                         }
                         match w.next_message() {
                             Ok(Some(WatchMessage::Events { revision, events })) => {
+                                heard = Instant::now();
                                 self.apply(revision, events)
                             }
                             Ok(Some(WatchMessage::Progress { revision })) => {
+                                heard = Instant::now();
                                 lock(&self.applied).reached(revision);
                             }
                             Ok(Some(WatchMessage::Compacted(r))) => {
                                 self.compacted(from, r);
                                 break;
                             }
-                            // A quiet second: look at the stop flag.
-                            Ok(Some(WatchMessage::Quiet)) => continue,
-                            Ok(None) | Err(_) => break,
+                            // A quiet second: look at the stop flag, and
+                            // after a quiet spell move to the next member.
+                            Ok(Some(WatchMessage::Quiet)) => {
+                                if heard.elapsed() >= QUIET_SPELL {
+                                    first += 1;
+                                    break;
+                                }
+                            }
+                            Ok(None) | Err(_) => {
+                                first += 1;
+                                break;
+                            }
                         }
                     }
                 }

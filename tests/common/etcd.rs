@@ -173,6 +173,21 @@ impl Cluster {
         }
     }
 
+    /// Freezes (SIGSTOP) or thaws (SIGCONT) member `i`: frozen, its
+    /// connections stay open and nothing comes from them, as from a member
+    /// cut off by a partition it has not noticed.
+    pub fn freeze(&self, i: usize, frozen: bool) {
+        use nix::sys::signal::{kill, Signal};
+        if let Some(c) = &self.members[i].child {
+            let sig = if frozen {
+                Signal::SIGSTOP
+            } else {
+                Signal::SIGCONT
+            };
+            let _ = kill(nix::unistd::Pid::from_raw(c.id() as i32), sig);
+        }
+    }
+
     /// Starts member `i` again on its data (after [`Cluster::kill`]).
     pub fn restart(&mut self, i: usize) {
         self.spawn(i);
