@@ -357,7 +357,7 @@ mod tests {
             b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n5\r\n{\"a\":\r\n5\r\n1}\n{\"\r\n5\r\nb\":2}\r\n1\r\n\n\r\n0\r\n\r\n",
         );
         let c = Conn::connect(&addr, t).unwrap();
-        let mut s = c.post_stream("/w", b"{}").unwrap();
+        let mut s = c.post_stream("/w", "", b"{}").unwrap();
         assert_eq!(s.next_message().unwrap(), Some(b"{\"a\":1}".to_vec()));
         assert_eq!(s.next_message().unwrap(), Some(b"{\"b\":2}".to_vec()));
         assert_eq!(s.next_message().unwrap(), None);
@@ -384,7 +384,7 @@ mod tests {
             b":1}\n\r\n0\r\n\r\n",
         ]);
         let c = Conn::connect(&addr, Duration::from_secs(5)).unwrap();
-        let mut s = c.post_stream("/w", b"{}").unwrap();
+        let mut s = c.post_stream("/w", "", b"{}").unwrap();
         s.set_read_timeout(Some(Duration::from_millis(100)))
             .unwrap();
         let mut timeouts = 0;
