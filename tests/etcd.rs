@@ -361,6 +361,13 @@ fn without_quorum_changes_are_refused_and_reads_go_on() {
     eprintln!("refused after {:?}: {r}", start.elapsed());
     assert_eq!(fifo.ask(common::write("k", "lost")), b'1');
     assert_eq!(on_a.ask(&["GET", "k"]), "$6\r\nbefore\r\n");
+    // INFO says why changes are refused, so reads may be behind.
+    let info = on_a.ask(&["INFO", "store"]);
+    let last = info
+        .lines()
+        .find_map(|l| l.strip_prefix("kvs_store_last_error:"))
+        .unwrap_or_default();
+    assert!(!last.is_empty(), "{info}");
     cluster.restart(1);
     cluster.restart(2);
     cluster.wait_ready(1);
@@ -376,6 +383,9 @@ fn without_quorum_changes_are_refused_and_reads_go_on() {
         std::thread::sleep(Duration::from_millis(100));
     }
     assert_eq!(on_a.ask(&["GET", "k"]), "$5\r\nafter\r\n");
+    let info = on_a.ask(&["INFO", "store"]);
+    assert!(info.contains("kvs_store_last_error:\r\n"), "{info}");
+    assert!(info.contains("kvs_store_following:1"), "{info}");
 }
 
 /// Counters on a shared dataset: INCR from clients of two nodes racing,
@@ -707,4 +717,32 @@ fn a_node_leaves_a_silent_member_for_another() {
     cluster.freeze(0, false);
     assert_eq!(heard.expect("A heard nothing"), ("k".into(), "v1".into()));
     eprintln!("heard on A {:?} after the freeze", start.elapsed());
+}
+
+/// A value over etcd's request limit (`--max-request-bytes`, 1.5 MiB by
+/// default) gets an error that names the limit, not a TRYAGAIN that would
+/// never succeed; nothing is made, and the node goes on.
+#[test]
+fn a_value_over_etcds_request_limit_is_refused_clearly() {
+    let Some((_cluster, url)) = shared("a_value_over_etcds_request_limit_is_refused_clearly")
+    else {
+        return;
+    };
+    let a = RespServer::start(&[], &["--store", &url]);
+    let mut on_a = a.raw();
+    let big = "x".repeat(2 << 20);
+    let r = on_a.ask(&["SET", "big", &big]);
+    assert!(
+        r.starts_with("-ERR") && r.contains("max-request-bytes"),
+        "{r}"
+    );
+    assert_eq!(on_a.ask(&["EXISTS", "big"]), ":0\r\n");
+    let r = on_a.ask(&["MSET", "a", "1", "b", &big]);
+    assert!(
+        r.starts_with("-ERR") && r.contains("max-request-bytes"),
+        "{r}"
+    );
+    assert_eq!(on_a.ask(&["SET", "small", "ok"]), "+OK\r\n");
+    let mut fifo = session("big", &a.server.fifo);
+    assert_eq!(fifo.ask(common::write("k", "v")), b'0');
 }

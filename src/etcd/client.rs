@@ -22,6 +22,9 @@ pub enum EtcdError {
     /// etcd refused the request (too many operations, a value over its
     /// request limit, ...), with its own words.
     Refused(String),
+    /// The request is over the cluster's size limit (`--max-request-bytes`
+    /// and the gRPC message limit above it): it will never be taken.
+    TooLarge(String),
     /// The revision asked for was compacted away; the oldest kept.
     Compacted(i64),
     /// The answer was not what etcd's API says.
@@ -33,6 +36,10 @@ impl std::fmt::Display for EtcdError {
         match self {
             EtcdError::Unavailable(why) => write!(f, "etcd unavailable: {why}"),
             EtcdError::Refused(why) => write!(f, "etcd refused: {why}"),
+            EtcdError::TooLarge(why) => write!(
+                f,
+                "the change is larger than etcd takes in one request (its --max-request-bytes, 1.5 MiB by default): {why}"
+            ),
             EtcdError::Compacted(r) => write!(f, "etcd history compacted up to revision {r}"),
             EtcdError::Protocol(why) => write!(f, "unexpected answer from etcd: {why}"),
         }
@@ -249,6 +256,11 @@ impl Etcd {
                         .map(|_| 0)
                     {
                         return Err(EtcdError::Compacted(r));
+                    }
+                    if message.contains("request is too large")
+                        || message.contains("larger than max")
+                    {
+                        return Err(EtcdError::TooLarge(message));
                     }
                     return Err(EtcdError::Refused(message));
                 }

@@ -68,6 +68,11 @@ pub struct Mirror {
     seen: AtomicI64,
     /// `--store-reads linearizable` (see [`Remote::fence`]).
     linearizable: bool,
+    /// Whether the feed's watch is up: while it is not, the table may be
+    /// behind the dataset (INFO says so).
+    following: AtomicBool,
+    /// etcd's last refusal or silence, until a change is made again.
+    last_error: Mutex<String>,
 }
 
 fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
@@ -103,6 +108,8 @@ impl Mirror {
             stop: AtomicBool::new(false),
             seen: AtomicI64::new(0),
             linearizable,
+            following: AtomicBool::new(false),
+            last_error: Mutex::new(String::new()),
         });
         mirror.reload().map_err(|e| e.to_string())?;
         let feed = mirror.clone();
@@ -120,6 +127,17 @@ impl Mirror {
 
     pub fn endpoints(&self) -> &[String] {
         self.etcd.endpoints()
+    }
+
+    /// Whether the feed's watch is up (the table follows the dataset).
+    pub fn following(&self) -> bool {
+        self.following.load(Ordering::Relaxed)
+    }
+
+    /// Why etcd last refused or failed a change or a read, if it has
+    /// since the last one it made.
+    pub fn last_error(&self) -> String {
+        lock(&self.last_error).clone()
     }
 
     /// Whether reads are linearizable (`--store-reads`).
@@ -207,7 +225,11 @@ impl Mirror {
             let from = self.revision() + 1;
             match self.etcd.watch_at(&self.prefix, from, first) {
                 Ok(mut w) => {
+                    if warned {
+                        crate::log_info!("etcd watch from revision {from}: following again");
+                    }
                     warned = false;
+                    self.following.store(true, Ordering::Relaxed);
                     first = w.member();
                     w.set_read_timeout(Some(Duration::from_secs(1)));
                     let mut heard = Instant::now();
@@ -245,6 +267,7 @@ impl Mirror {
                 }
                 Err(EtcdError::Compacted(r)) => self.compacted(from, r),
                 Err(e) => {
+                    self.following.store(false, Ordering::Relaxed);
                     if !warned {
                         crate::log_warn!("etcd watch from revision {from}: {e}; retrying");
                         warned = true;
@@ -351,10 +374,15 @@ impl Remote for Mirror {
                 RemoteOp::DeleteAll => Op::DeletePrefix(self.prefix.clone()),
             })
             .collect();
-        let r = self
-            .etcd
-            .txn(&compares, &etcd_ops)
-            .map_err(|e| e.to_string())?;
+        let r = self.etcd.txn(&compares, &etcd_ops).map_err(|e| {
+            *lock(&self.last_error) = e.to_string();
+            match e {
+                // Never taken, however often tried: an error, not TRYAGAIN.
+                EtcdError::TooLarge(_) => format!("{}{e}", crate::store::remote::FINAL),
+                e => e.to_string(),
+            }
+        })?;
+        lock(&self.last_error).clear();
         self.seen.fetch_max(r.revision, Ordering::Relaxed);
         Ok(Commit {
             applied: r.succeeded,
@@ -389,10 +417,10 @@ impl Remote for Mirror {
     /// A read index: the revision etcd is at now (a quorum read), then
     /// the table is waited for until it has applied it.
     fn fence(&self) -> Result<(), String> {
-        let revision = self
-            .etcd
-            .current_revision(&self.prefix)
-            .map_err(|e| e.to_string())?;
+        let revision = self.etcd.current_revision(&self.prefix).map_err(|e| {
+            *lock(&self.last_error) = e.to_string();
+            e.to_string()
+        })?;
         self.seen.fetch_max(revision, Ordering::Relaxed);
         self.wait_for(revision).map_err(|at| {
             format!("this node's copy has not reached etcd's revision {revision} within {APPLY_WAIT:?} (at {at})")

@@ -447,6 +447,9 @@ pub fn execute(store: &Store, cmd: Command) -> Reply {
     let reply = execute_here(store, cmd);
     if store.is_remote() {
         if let Some(why) = crate::store::remote::take_failure() {
+            if why.starts_with(crate::store::remote::FINAL) {
+                return Reply::Error(why);
+            }
             return Reply::Error(format!("TRYAGAIN {why}"));
         }
     }

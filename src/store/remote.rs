@@ -58,6 +58,11 @@ pub trait Remote: Send + Sync {
     }
 }
 
+/// What begins the reason of a failure that trying again cannot mend (a
+/// change over the dataset's size limit): told as an error, not as a
+/// TRYAGAIN.
+pub const FINAL: &str = "ERR ";
+
 thread_local! {
     static APPLYING: Cell<bool> = const { Cell::new(false) };
     static FAILED: RefCell<Option<String>> = const { RefCell::new(None) };

@@ -16,12 +16,43 @@ pub struct Member {
     child: Option<Child>,
 }
 
+/// Clusters running at once in one test binary: each is three etcd
+/// processes fsyncing on every change, and a dozen of them on two cores
+/// made requests outlast kvs's 2 s timeout.
+const CLUSTERS_AT_ONCE: usize = 2;
+
+static RUNNING: std::sync::Mutex<usize> = std::sync::Mutex::new(0);
+static FREED: std::sync::Condvar = std::sync::Condvar::new();
+
+/// A place among the [`CLUSTERS_AT_ONCE`], given back on drop.
+struct Slot;
+
+impl Slot {
+    fn take() -> Slot {
+        let mut n = RUNNING.lock().unwrap_or_else(|p| p.into_inner());
+        while *n >= CLUSTERS_AT_ONCE {
+            n = FREED.wait(n).unwrap_or_else(|p| p.into_inner());
+        }
+        *n += 1;
+        Slot
+    }
+}
+
+impl Drop for Slot {
+    fn drop(&mut self) {
+        *RUNNING.lock().unwrap_or_else(|p| p.into_inner()) -= 1;
+        FREED.notify_one();
+    }
+}
+
 pub struct Cluster {
     pub members: Vec<Member>,
     initial: String,
     token: String,
     extra: Vec<String>,
     _dir: tempfile::TempDir,
+    /// Dropped last, once the members are gone.
+    _slot: Slot,
 }
 
 /// Whether `etcd` can be run here; prints the SKIPPED line if not.
@@ -46,6 +77,7 @@ impl Cluster {
         if !available(test) {
             return None;
         }
+        let slot = Slot::take();
         let dir = tempfile::Builder::new()
             .prefix("kvs-etcd")
             .tempdir()
@@ -70,6 +102,7 @@ impl Cluster {
             token: format!("kvs-{}-{}", std::process::id(), free_port()),
             extra: extra.iter().map(|s| s.to_string()).collect(),
             _dir: dir,
+            _slot: slot,
         };
         for i in 0..n {
             c.spawn(i);

@@ -289,6 +289,9 @@ impl Reactor {
                     ("uptime_in_days", (uptime / 86400).to_string()),
                 ],
             );
+        }
+        // With the server's (kvs's section), or alone: `INFO store`.
+        if want("server") || want("store") {
             // Where the dataset is: this process, or etcd (kvs's fields).
             let store = match &self.mirror {
                 None => vec![("kvs_store", "memory".to_string())],
@@ -301,6 +304,11 @@ impl Reactor {
                     ),
                     ("kvs_store_revision", m.revision().to_string()),
                     ("kvs_store_feed_lag_revisions", m.lag().to_string()),
+                    ("kvs_store_following", u8::from(m.following()).to_string()),
+                    (
+                        "kvs_store_last_error",
+                        m.last_error().replace(['\r', '\n'], " "),
+                    ),
                     (
                         "kvs_store_reads",
                         if m.linearizable() {
