@@ -3,12 +3,17 @@
 //! its key's deadline in one probe and the active cycle finds every key
 //! that is due without looking at any other. Keys without a deadline cost
 //! nothing here, and a shard with none skips every check with one branch.
+//! Both indexes share one copy of each key (an `Arc`), so that a deadline
+//! is removed without making a key to look it up with, and the cycle pops
+//! due keys in order without copying them.
 
 use super::Store;
 use std::collections::{BTreeSet, HashMap};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::thread::JoinHandle;
+
+type ByKey = HashMap<Arc<[u8]>, u64, foldhash::fast::RandomState>;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 /// Milliseconds since the Unix epoch: deadlines are absolute wall-clock
@@ -22,8 +27,8 @@ pub fn now_ms() -> u64 {
 /// The deadlines of one shard's keys.
 #[derive(Default)]
 pub struct Deadlines {
-    by_key: HashMap<Box<[u8]>, u64>,
-    by_time: BTreeSet<(u64, Box<[u8]>)>,
+    by_key: ByKey,
+    by_time: BTreeSet<(u64, Arc<[u8]>)>,
 }
 
 impl Deadlines {
@@ -51,10 +56,15 @@ impl Deadlines {
     }
 
     pub fn set(&mut self, key: &[u8], at: u64) {
-        if let Some(old) = self.by_key.insert(key.into(), at) {
-            self.by_time.remove(&(old, key.into()));
-        }
-        self.by_time.insert((at, key.into()));
+        let k = match self.by_key.remove_entry(key) {
+            Some((k, old)) => self
+                .by_time
+                .take(&(old, k))
+                .map_or_else(|| key.into(), |(_, k)| k),
+            None => key.into(),
+        };
+        self.by_time.insert((at, k.clone()));
+        self.by_key.insert(k, at);
     }
 
     /// Forgets `key`'s deadline; whether it had one.
@@ -63,18 +73,30 @@ impl Deadlines {
         if self.by_key.is_empty() {
             return false;
         }
-        match self.by_key.remove(key) {
-            Some(at) => {
-                self.by_time.remove(&(at, key.into()));
+        match self.by_key.remove_entry(key) {
+            Some((k, at)) => {
+                self.by_time.remove(&(at, k));
                 true
             }
             None => false,
         }
     }
 
+    /// The earliest key whose deadline is not after `now`, its deadline
+    /// forgotten (the active cycle takes it away).
+    pub fn pop_due(&mut self, now: u64) -> Option<Arc<[u8]>> {
+        if self.by_time.first()?.0 > now {
+            return None;
+        }
+        let (_, k) = self.by_time.pop_first()?;
+        self.by_key.remove(&k[..]);
+        Some(k)
+    }
+
     /// Up to `limit` keys whose deadline is not after `now`, earliest
     /// first.
-    pub fn due_keys(&self, now: u64, limit: usize) -> Vec<Box<[u8]>> {
+    #[cfg(test)]
+    pub fn due_keys(&self, now: u64, limit: usize) -> Vec<Arc<[u8]>> {
         self.by_time
             .iter()
             .take_while(|(at, _)| *at <= now)
@@ -186,10 +208,15 @@ mod tests {
         assert!(d.due(b"a", 20) && !d.due(b"a", 19));
         assert_eq!(
             d.due_keys(25, 10),
-            vec![b"b".to_vec().into(), b"a".to_vec().into()]
+            vec![Arc::<[u8]>::from(&b"b"[..]), Arc::from(&b"a"[..])]
         );
         assert_eq!(d.due_keys(25, 1).len(), 1);
         assert!(d.remove(b"b") && !d.remove(b"b"));
         assert_eq!(d.due_keys(u64::MAX, 10).len(), 1);
+        d.set(b"c", 5);
+        assert_eq!(d.pop_due(4), None);
+        assert_eq!(d.pop_due(5).as_deref(), Some(&b"c"[..]));
+        assert_eq!(d.pop_due(u64::MAX).as_deref(), Some(&b"a"[..]));
+        assert!(d.is_empty() && d.pop_due(u64::MAX).is_none());
     }
 }

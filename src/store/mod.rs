@@ -1075,9 +1075,16 @@ impl Store {
                 continue;
             }
             let mut g = shard.write().unwrap_or_else(PoisonError::into_inner);
-            for key in g.deadlines.due_keys(now, limit) {
+            for _ in 0..limit {
+                let Some(key) = g.deadlines.pop_due(now) else {
+                    break;
+                };
                 let h = self.hash(&key);
-                self.reap(&mut g, h, &key);
+                g.map.remove(h, &key);
+                if let Some(j) = self.journal.get() {
+                    j.del(&mut std::iter::once(&key[..]));
+                }
+                self.report(&g, &key, None, KeyEvent::Expired);
                 gone += 1;
             }
         }
