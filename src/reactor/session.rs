@@ -28,6 +28,10 @@ pub const BULK_QUERY_LIMIT: usize = 1 << 30;
 /// read buffer.
 pub const READ_CHUNK: usize = 16 * 1024;
 
+/// Bytes read per call while a large request comes in (more than
+/// [`READ_CHUNK`] of it is waiting): about what a socket holds.
+const BIG_READ: usize = 256 * 1024;
+
 /// Bytes waiting to go out on one writable descriptor. Everything queued
 /// between two flushes leaves in one `write` call.
 ///
@@ -409,14 +413,35 @@ impl Session {
         let limit = self.input_limit();
         let mut read = 0;
         while self.unread && self.inbuf.len() < limit && read < budget {
-            let want = chunk.len().min(limit - self.inbuf.len());
+            // A large request coming in (a big value): read it straight
+            // into the buffer, in large reads, instead of 16 KiB at a time
+            // through the reactor's chunk and a copy.
+            let large = self.inbuf.len() >= chunk.len() && self.is_resp();
+            let want = if large {
+                BIG_READ.min(limit - self.inbuf.len())
+            } else {
+                chunk.len().min(limit - self.inbuf.len())
+            };
+            let at = self.inbuf.len();
+            if large {
+                self.inbuf.resize(at + want, 0);
+            }
+            let into: &mut [u8] = if large {
+                &mut self.inbuf[at..]
+            } else {
+                &mut chunk[..want]
+            };
             let got = match &mut self.link {
-                Link::Fifo(f) => f.req.read(&mut chunk[..want]),
+                Link::Fifo(f) => f.req.read(into),
                 Link::Stream { out, .. } => match out.pipe.as_mut() {
-                    Some(conn) => conn.read(&mut chunk[..want]),
+                    Some(conn) => conn.read(into),
                     None => Ok(0),
                 },
             };
+            if large {
+                let n = got.as_ref().map_or(0, |n| *n);
+                self.inbuf.truncate(at + n);
+            }
             match got {
                 Ok(0) => {
                     self.peer_closed = true;
@@ -424,7 +449,9 @@ impl Session {
                 }
                 Ok(n) => {
                     read += n;
-                    self.inbuf.extend_from_slice(&chunk[..n]);
+                    if !large {
+                        self.inbuf.extend_from_slice(&chunk[..n]);
+                    }
                     if n < want {
                         self.unread = false;
                     }
