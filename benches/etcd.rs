@@ -12,7 +12,9 @@
 //! - reads: GETs from a node's copy of the dataset, against GETs of the
 //!   same keys from a kvs keeping its own store.
 //!
-//! Says SKIPPED where etcd is not installed.
+//! `KVS_BENCH_MEMBERS=1` runs one member instead of three (etcd then
+//! leaves more of the machine to the rest); `KVS_BENCH_WRITES_ONLY=1`
+//! stops after the write rows. Says SKIPPED where etcd is not installed.
 
 #[path = "../tests/common/mod.rs"]
 mod fixtures;
@@ -249,7 +251,11 @@ fn main() {
     if std::env::args().any(|a| a == "--list") {
         return;
     }
-    let Some(cluster) = Cluster::start("bench etcd", 3, &["--max-txn-ops", "256"]) else {
+    let members: usize = std::env::var("KVS_BENCH_MEMBERS")
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(3);
+    let Some(cluster) = Cluster::start("bench etcd", members, &["--max-txn-ops", "256"]) else {
         return;
     };
     let url = format!("etcd://{}", cluster.endpoints());
@@ -259,7 +265,9 @@ fn main() {
     let local = RespServer::start(&[], &[]);
     let (sa, sb, sl) = (sock(&a), sock(&b), sock(&local));
 
-    println!("etcd: 3 members on loopback; kvs nodes with --store etcd (32 store threads)");
+    println!(
+        "etcd: {members} member(s) on loopback; kvs nodes with --store etcd (32 store threads)"
+    );
     for clients in [1, 16] {
         let (mut plain, mut watched, mut kvs) = (0.0f64, 0.0f64, 0.0f64);
         // Cores busy in the etcd members and in the kvs nodes during the
@@ -290,6 +298,9 @@ fn main() {
             cpu.1,
             std::thread::available_parallelism().map_or(0, |n| n.get())
         );
+    }
+    if std::env::var_os("KVS_BENCH_WRITES_ONLY").is_some() {
+        return;
     }
     // The keys the reads ask for, in the local kvs too.
     kvs_writes(&sl, 16);
