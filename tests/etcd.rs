@@ -58,7 +58,7 @@ fn transactions_ranges_and_watches_on_a_real_cluster() {
         .txn(
             &[Compare::ModRevision(b"t/a".to_vec(), a.mod_revision)],
             &[
-                put("t/a", "3"),
+                Op::Swap(b"t/a".to_vec(), b"3".to_vec()),
                 Op::Delete(b"t/b".to_vec()),
                 Op::Delete(b"t/none".to_vec()),
             ],

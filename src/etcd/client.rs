@@ -65,6 +65,9 @@ pub enum Compare {
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Op {
     Put(Vec<u8>, Vec<u8>),
+    /// A put that answers the value it replaced (etcd's `prev_kv`, which
+    /// costs etcd a read: only where the old value is wanted).
+    Swap(Vec<u8>, Vec<u8>),
     Delete(Vec<u8>),
     /// Every key starting with the bytes.
     DeletePrefix(Vec<u8>),
@@ -300,7 +303,8 @@ impl Etcd {
         let success: Vec<Value> = ops
             .iter()
             .map(|op| match op {
-                Op::Put(k, v) => {
+                Op::Put(k, v) => json!({"request_put": {"key": b64(k), "value": b64(v)}}),
+                Op::Swap(k, v) => {
                     json!({"request_put": {"key": b64(k), "value": b64(v), "prev_kv": true}})
                 }
                 Op::Delete(k) => json!({"request_delete_range": {"key": b64(k)}}),
@@ -326,7 +330,7 @@ impl Etcd {
                 .zip(responses.iter().chain(std::iter::repeat(&Value::Null)))
             {
                 results.push(match op {
-                    Op::Put(..) => {
+                    Op::Put(..) | Op::Swap(..) => {
                         let prev = r.get("response_put").and_then(|p| p.get("prev_kv"));
                         OpResult::Put {
                             prev: prev.map(|p| unb64(p.get("value"))).transpose()?,

@@ -370,6 +370,7 @@ impl Remote for Mirror {
             .iter()
             .map(|op| match op {
                 RemoteOp::Put(k, v) => Op::Put(self.full(k), v.clone()),
+                RemoteOp::Swap(k, v) => Op::Swap(self.full(k), v.clone()),
                 RemoteOp::Delete(k) => Op::Delete(self.full(k)),
                 RemoteOp::DeleteAll => Op::DeletePrefix(self.prefix.clone()),
             })

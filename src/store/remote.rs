@@ -15,6 +15,8 @@ use std::collections::HashMap;
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum RemoteOp {
     Put(Vec<u8>, Vec<u8>),
+    /// A put whose result says the value it replaced.
+    Swap(Vec<u8>, Vec<u8>),
     Delete(Vec<u8>),
     /// Every key (FLUSHALL).
     DeleteAll,
@@ -186,7 +188,9 @@ pub(super) fn set(
             SetIf::Always => Vec::new(),
             _ => vec![(key.to_vec(), version)],
         };
-        let ops = if go {
+        let ops = if go && want_old {
+            vec![RemoteOp::Swap(key.to_vec(), value.to_vec())]
+        } else if go {
             vec![RemoteOp::Put(key.to_vec(), value.to_vec())]
         } else {
             // Nothing to make; the compare confirms the table was current.

@@ -168,7 +168,10 @@ impl Store {
         // A key changed twice in one transaction: its last change.
         let mut last: std::collections::HashMap<Vec<u8>, usize> = Default::default();
         for (i, op) in ops.iter().enumerate() {
-            if let super::remote::RemoteOp::Put(k, _) | super::remote::RemoteOp::Delete(k) = op {
+            if let super::remote::RemoteOp::Put(k, _)
+            | super::remote::RemoteOp::Swap(k, _)
+            | super::remote::RemoteOp::Delete(k) = op
+            {
                 last.insert(k.clone(), i);
             }
         }
@@ -176,9 +179,9 @@ impl Store {
             .into_iter()
             .enumerate()
             .filter(|(i, op)| match op {
-                super::remote::RemoteOp::Put(k, _) | super::remote::RemoteOp::Delete(k) => {
-                    last.get(k) == Some(i)
-                }
+                super::remote::RemoteOp::Put(k, _)
+                | super::remote::RemoteOp::Swap(k, _)
+                | super::remote::RemoteOp::Delete(k) => last.get(k) == Some(i),
                 super::remote::RemoteOp::DeleteAll => true,
             })
             .map(|(_, op)| op)
