@@ -140,6 +140,13 @@ impl Mirror {
         lock(&self.last_error).clone()
     }
 
+    /// Records `e` for INFO; its text, for the client.
+    fn failed(&self, e: &EtcdError) -> String {
+        let why = e.to_string();
+        lock(&self.last_error).clone_from(&why);
+        why
+    }
+
     /// Whether reads are linearizable (`--store-reads`).
     pub fn linearizable(&self) -> bool {
         self.linearizable
@@ -376,11 +383,11 @@ impl Remote for Mirror {
             })
             .collect();
         let r = self.etcd.txn(&compares, &etcd_ops).map_err(|e| {
-            *lock(&self.last_error) = e.to_string();
+            let why = self.failed(&e);
             match e {
                 // Never taken, however often tried: an error, not TRYAGAIN.
-                EtcdError::TooLarge(_) => format!("{}{e}", crate::store::remote::FINAL),
-                e => e.to_string(),
+                EtcdError::TooLarge(_) => format!("{}{why}", crate::store::remote::FINAL),
+                _ => why,
             }
         })?;
         lock(&self.last_error).clear();
@@ -418,10 +425,10 @@ impl Remote for Mirror {
     /// A read index: the revision etcd is at now (a quorum read), then
     /// the table is waited for until it has applied it.
     fn fence(&self) -> Result<(), String> {
-        let revision = self.etcd.current_revision(&self.prefix).map_err(|e| {
-            *lock(&self.last_error) = e.to_string();
-            e.to_string()
-        })?;
+        let revision = self
+            .etcd
+            .current_revision(&self.prefix)
+            .map_err(|e| self.failed(&e))?;
         self.seen.fetch_max(revision, Ordering::Relaxed);
         self.wait_for(revision).map_err(|at| {
             format!("this node's copy has not reached etcd's revision {revision} within {APPLY_WAIT:?} (at {at})")

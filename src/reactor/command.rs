@@ -495,24 +495,30 @@ fn exec_on_shared_dataset(
         .iter()
         .map(|(k, _)| (k.clone(), store.remote_version(k).unwrap_or(0)))
         .collect();
-    const TRIES: usize = 1000;
     let mut watches = Some(watched);
-    for _ in 0..TRIES {
+    until_made(|| {
         if watches.is_none()
             && pinned
                 .iter()
                 .any(|(k, v)| store.remote_version(k) != Some(*v))
         {
-            return Reply::Exec(None);
+            return crate::store::Attempt::Done(Reply::Exec(None));
         }
         let queued = queued.clone();
         let first = watches.take();
-        let attempt = store.attempt_remote(keys, &pinned, |tx| {
+        store.attempt_remote(keys, &pinned, |tx| {
             exec_in(tx, first.as_deref().unwrap_or_default(), queued)
-        });
-        match attempt {
-            crate::store::Attempt::Done(reply) => return reply,
-            crate::store::Attempt::Again => continue,
+        })
+    })
+}
+
+/// Runs `attempt` until it is made (or refused), as many nodes racing on
+/// the same keys may make it come back [`crate::store::Attempt::Again`].
+fn until_made(mut attempt: impl FnMut() -> crate::store::Attempt<Reply>) -> Reply {
+    const TRIES: usize = 1000;
+    for _ in 0..TRIES {
+        if let crate::store::Attempt::Done(reply) = attempt() {
+            return reply;
         }
     }
     Reply::Error(format!(
@@ -526,17 +532,7 @@ fn exec_on_shared_dataset(
 /// their revisions), computed again if one did. However many nodes race,
 /// no change is lost.
 fn on_shared_dataset(store: &Store, keys: &[&[u8]], cmd: Command) -> Reply {
-    const TRIES: usize = 1000;
-    for _ in 0..TRIES {
-        let attempt = cmd.clone();
-        match store.attempt_remote(keys, &[], |tx| execute_in(tx, attempt)) {
-            crate::store::Attempt::Done(reply) => return reply,
-            crate::store::Attempt::Again => continue,
-        }
-    }
-    Reply::Error(format!(
-        "TRYAGAIN its keys kept changing on other nodes ({TRIES} tries)"
-    ))
+    until_made(|| store.attempt_remote(keys, &[], |tx| execute_in(tx, cmd.clone())))
 }
 
 fn execute_here(store: &Store, cmd: Command) -> Reply {

@@ -111,6 +111,17 @@ impl<W: Write> Outbox<W> {
     }
 }
 
+/// One read from where a session's requests come in.
+fn read_link(link: &mut Link, buf: &mut [u8]) -> io::Result<usize> {
+    match link {
+        Link::Fifo(f) => f.req.read(buf),
+        Link::Stream { out, .. } => match out.pipe.as_mut() {
+            Some(conn) => conn.read(buf),
+            None => Ok(0),
+        },
+    }
+}
+
 /// A stream connection: both directions on one descriptor.
 pub enum Conn {
     Unix(UnixStream),
@@ -422,26 +433,19 @@ impl Session {
             } else {
                 chunk.len().min(limit - self.inbuf.len())
             };
-            let at = self.inbuf.len();
-            if large {
+            let got = if large {
+                let at = self.inbuf.len();
                 self.inbuf.resize(at + want, 0);
-            }
-            let into: &mut [u8] = if large {
-                &mut self.inbuf[at..]
+                let got = read_link(&mut self.link, &mut self.inbuf[at..]);
+                self.inbuf.truncate(at + got.as_ref().map_or(0, |n| *n));
+                got
             } else {
-                &mut chunk[..want]
+                let got = read_link(&mut self.link, &mut chunk[..want]);
+                if let Ok(n) = got {
+                    self.inbuf.extend_from_slice(&chunk[..n]);
+                }
+                got
             };
-            let got = match &mut self.link {
-                Link::Fifo(f) => f.req.read(into),
-                Link::Stream { out, .. } => match out.pipe.as_mut() {
-                    Some(conn) => conn.read(into),
-                    None => Ok(0),
-                },
-            };
-            if large {
-                let n = got.as_ref().map_or(0, |n| *n);
-                self.inbuf.truncate(at + n);
-            }
             match got {
                 Ok(0) => {
                     self.peer_closed = true;
@@ -449,9 +453,6 @@ impl Session {
                 }
                 Ok(n) => {
                     read += n;
-                    if !large {
-                        self.inbuf.extend_from_slice(&chunk[..n]);
-                    }
                     if n < want {
                         self.unread = false;
                     }

@@ -351,11 +351,16 @@ impl Store {
     fn reap(&self, g: &mut Shard, h: u64, key: &[u8]) {
         if g.expired(key) {
             g.remove(h, key);
-            if let Some(j) = self.journal.get() {
-                j.del(&mut std::iter::once(key));
-            }
-            self.report(g, key, None, KeyEvent::Expired);
+            self.tell_expired(g, key);
         }
+    }
+
+    /// Journals and reports `key`, just taken away because it expired.
+    fn tell_expired(&self, g: &Shard, key: &[u8]) {
+        if let Some(j) = self.journal.get() {
+            j.del(&mut std::iter::once(key));
+        }
+        self.report(g, key, None, KeyEvent::Expired);
     }
 
     /// The hash of `key`, one per key per operation: its upper half picks
@@ -599,16 +604,6 @@ impl Store {
     /// Turns the reporting of new keys on or off (see [`KeyEvent::New`]).
     pub fn set_new_events(&self, on: bool) {
         self.new_events.store(on, Ordering::Relaxed);
-    }
-
-    /// Turns reporting of every change to the hook on or off (the hook then
-    /// filters; see [`Change::watched`]).
-    pub fn set_watch_all(&self, on: bool) {
-        self.set_screen(if on {
-            KeyScreen::everything()
-        } else {
-            KeyScreen::none()
-        });
     }
 
     /// Reports to the hook the changes of unwatched keys that `screen`
@@ -1079,12 +1074,9 @@ impl Store {
                 let Some(key) = g.deadlines.pop_due(now) else {
                     break;
                 };
-                let h = self.hash(&key);
-                g.map.remove(h, &key);
-                if let Some(j) = self.journal.get() {
-                    j.del(&mut std::iter::once(&key[..]));
-                }
-                self.report(&g, &key, None, KeyEvent::Expired);
+                // Its deadline went with `pop_due`.
+                g.map.remove(self.hash(&key), &key);
+                self.tell_expired(&g, &key);
                 gone += 1;
             }
         }

@@ -514,7 +514,7 @@ mod tests {
                     .push((c.key.to_vec(), c.value.map(<[u8]>::to_vec)));
             }
         }));
-        store.set_watch_all(true);
+        store.set_screen(crate::store::KeyScreen::everything());
         let groups = Arc::new(Mutex::new(Vec::new()));
         let _ = store.set_journal(Box::new(Groups(groups.clone())));
         store.transaction(None, |tx| {
