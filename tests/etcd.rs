@@ -201,14 +201,7 @@ fn nodes_on_one_cluster_share_the_dataset_and_hear_every_change() {
     // A's cache has it once B's SET was answered? Not necessarily: wait
     // (bounded) for A's feed.
     let mut on_a = a.raw();
-    let start = Instant::now();
-    while on_a.ask(&["GET", "k"]) != "$6\r\nfrom-b\r\n" {
-        assert!(
-            start.elapsed() < Duration::from_secs(10),
-            "A never saw B's SET"
-        );
-        std::thread::sleep(Duration::from_millis(10));
-    }
+    on_a.ask_until(&["GET", "k"], "$6\r\nfrom-b\r\n");
     let mut fifo_a = session("sa", &a.server.fifo);
     assert_eq!(fifo_a.ask(Request::Subscribe("k".into())), b'1');
     assert_eq!(on_b.ask(&["SET", "k", "again"]), "+OK\r\n");
@@ -416,11 +409,7 @@ fn counters_racing_on_two_nodes_lose_nothing() {
     let mut on_a = a.raw();
     let mut on_b = b.raw();
     assert_eq!(on_a.ask(&["GET", "counter"]), "$3\r\n200\r\n");
-    let start = Instant::now();
-    while on_b.ask(&["GET", "counter"]) != "$3\r\n200\r\n" {
-        assert!(start.elapsed() < Duration::from_secs(10));
-        std::thread::sleep(Duration::from_millis(10));
-    }
+    on_b.ask_until(&["GET", "counter"], "$3\r\n200\r\n");
     assert_eq!(on_a.ask(&["APPEND", "s", "ab"]), ":2\r\n");
     assert_eq!(on_b.ask(&["APPEND", "s", "cd"]), ":4\r\n");
     assert_eq!(on_a.ask(&["SET", "s", "x", "NX"]), "$-1\r\n");
@@ -474,11 +463,10 @@ fn transactions_span_nodes() {
         assert_eq!(on_a.ask(cmd), "+QUEUED\r\n");
     }
     assert_eq!(on_a.ask(&["EXEC"]), "*3\r\n+OK\r\n+OK\r\n:1\r\n");
-    let start = Instant::now();
-    while on_b.ask(&["MGET", "x", "y", "c"]) != "*3\r\n$1\r\n1\r\n$1\r\n2\r\n$-1\r\n" {
-        assert!(start.elapsed() < Duration::from_secs(10));
-        std::thread::sleep(Duration::from_millis(10));
-    }
+    on_b.ask_until(
+        &["MGET", "x", "y", "c"],
+        "*3\r\n$1\r\n1\r\n$1\r\n2\r\n$-1\r\n",
+    );
     // WATCH: a change made through B (read at once, before A's copy may
     // have it) makes A's EXEC null; without one, it runs.
     assert_eq!(on_a.ask(&["WATCH", "w"]), "+OK\r\n");
@@ -606,11 +594,10 @@ fn a_node_behind_a_compacted_history_reloads_and_tells_what_changed() {
     for (k, v) in [("k1", "a"), ("k2", "b"), ("k3", "c")] {
         assert_eq!(on_b.ask(&["SET", k, v]), "+OK\r\n");
     }
-    let start = Instant::now();
-    while on_a.ask(&["MGET", "k1", "k2", "k3"]) != "*3\r\n$1\r\na\r\n$1\r\nb\r\n$1\r\nc\r\n" {
-        assert!(start.elapsed() < Duration::from_secs(10));
-        std::thread::sleep(Duration::from_millis(10));
-    }
+    on_a.ask_until(
+        &["MGET", "k1", "k2", "k3"],
+        "*3\r\n$1\r\na\r\n$1\r\nb\r\n$1\r\nc\r\n",
+    );
     let mut sub = session("compacted", &a.server.fifo);
     for k in ["k1", "k2", "k3"] {
         assert_eq!(sub.ask(Request::Subscribe(k.into())), b'1', "{k}");
@@ -699,11 +686,7 @@ fn a_node_leaves_a_silent_member_for_another() {
     let b = RespServer::start(&[], &["--store", &b_url]);
     let (mut on_a, mut on_b) = (a.raw(), b.raw());
     assert_eq!(on_b.ask(&["SET", "k", "v0"]), "+OK\r\n");
-    let start = Instant::now();
-    while on_a.ask(&["GET", "k"]) != "$2\r\nv0\r\n" {
-        assert!(start.elapsed() < Duration::from_secs(10));
-        std::thread::sleep(Duration::from_millis(10));
-    }
+    on_a.ask_until(&["GET", "k"], "$2\r\nv0\r\n");
     let mut sub = session("silent", &a.server.fifo);
     assert_eq!(sub.ask(Request::Subscribe("k".into())), b'1');
     cluster.freeze(0, true);

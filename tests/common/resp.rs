@@ -163,6 +163,19 @@ impl Raw {
         String::from_utf8_lossy(&self.reply()).into_owned()
     }
 
+    /// Asks `args` until the reply is `want`, for at most 10 s (a node of
+    /// a shared dataset hears of a change made elsewhere a little later).
+    pub fn ask_until(&mut self, args: &[&str], want: &str) {
+        let start = Instant::now();
+        while self.ask(args) != want {
+            assert!(
+                start.elapsed() < Duration::from_secs(10),
+                "{args:?} never answered {want:?}"
+            );
+            std::thread::sleep(Duration::from_millis(10));
+        }
+    }
+
     /// Whether the server closes the connection within 10 s (what it sent
     /// before is kept for [`Raw::rest`]).
     pub fn closed_by_server(&mut self) -> bool {
