@@ -273,11 +273,23 @@ fn main() {
         // Cores busy in the etcd members and in the kvs nodes during the
         // last round of kvs writes.
         let mut cpu = (0.0, 0.0);
+        // CPU seconds of the etcd members per change, per row.
+        let mut per_change = (0.0, 0.0, 0.0);
+        let etcd_cpu_each = |ops: usize, f: &mut dyn FnMut() -> f64| {
+            let before = children_cpu("etcd");
+            let rate = f();
+            (rate, (children_cpu("etcd") - before) / ops as f64)
+        };
+        let ops = clients * WRITES_EACH;
         for _ in 0..ROUNDS {
-            plain = plain.max(etcd_writes(&endpoints, clients));
+            let (rate, each) = etcd_cpu_each(ops, &mut || etcd_writes(&endpoints, clients));
+            plain = plain.max(rate);
+            per_change.0 = each;
             // What two kvs nodes cost etcd beside the puts: a watch each.
             let stop = watchers(&endpoints, 2, b"plain/");
-            watched = watched.max(etcd_writes(&endpoints, clients));
+            let (rate, each) = etcd_cpu_each(ops, &mut || etcd_writes(&endpoints, clients));
+            watched = watched.max(rate);
+            per_change.1 = each;
             stop.store(true, Ordering::Relaxed);
             let (etcd0, kvs0, t0) = (children_cpu("etcd"), children_cpu("kvs"), Instant::now());
             kvs = kvs.max(kvs_writes(&sa, clients));
@@ -286,6 +298,7 @@ fn main() {
                 (children_cpu("etcd") - etcd0) / secs,
                 (children_cpu("kvs") - kvs0) / secs,
             );
+            per_change.2 = (children_cpu("etcd") - etcd0) / ops as f64;
         }
         println!(
             "writes, {clients:>2} clients: kvs SET {kvs:>7.0}/s; etcd put {plain:>7.0}/s ({:.2}x), etcd put with two watches {watched:>7.0}/s ({:.2}x)",
@@ -297,6 +310,12 @@ fn main() {
             cpu.0,
             cpu.1,
             std::thread::available_parallelism().map_or(0, |n| n.get())
+        );
+        println!(
+            "    etcd members' CPU per change: put {:.0} us, put with two watches {:.0} us, kvs SET {:.0} us",
+            per_change.0 * 1e6,
+            per_change.1 * 1e6,
+            per_change.2 * 1e6
         );
     }
     if std::env::var_os("KVS_BENCH_WRITES_ONLY").is_some() {

@@ -101,9 +101,8 @@ impl StorePool {
         if self.pending.is_empty() {
             return;
         }
-        let mut work = std::mem::take(&mut self.pending);
-        let rest = (work.len() > SPLIT_AT).then(|| work.split_off(work.len() / 2));
-        for part in std::iter::once(work).chain(rest) {
+        let work = std::mem::take(&mut self.pending);
+        for part in self.parts(work) {
             let (store, filter, mailbox, log) = (
                 self.store.clone(),
                 self.filter.clone(),
@@ -137,6 +136,31 @@ impl StorePool {
                 }
             });
         }
+    }
+
+    /// How a turn's work is shared out between pool jobs. Over a table of
+    /// its own, an operation takes microseconds: one job (two above
+    /// [`SPLIT_AT`]) saves hand-offs. Over a shared dataset each change
+    /// waits a round trip on etcd, so one session's would wait behind
+    /// another's: one job per session (its operations in order).
+    fn parts(
+        &self,
+        mut work: Vec<(SessionId, u64, StoreOp)>,
+    ) -> Vec<Vec<(SessionId, u64, StoreOp)>> {
+        if !self.store.is_remote() {
+            let rest = (work.len() > SPLIT_AT).then(|| work.split_off(work.len() / 2));
+            return std::iter::once(work).chain(rest).collect();
+        }
+        let mut parts: Vec<Vec<(SessionId, u64, StoreOp)>> = Vec::new();
+        let mut part_of: std::collections::HashMap<SessionId, usize> = Default::default();
+        for op in work {
+            let i = *part_of.entry(op.0).or_insert_with(|| {
+                parts.push(Vec::new());
+                parts.len() - 1
+            });
+            parts[i].push(op);
+        }
+        parts
     }
 
     /// Drops one watcher of each key (see [`Store::watch`]), on the pool:
