@@ -17,6 +17,7 @@ pub mod command;
 pub mod event_loop;
 pub mod expire;
 pub mod fifo;
+pub mod inbuf;
 pub mod mailbox;
 pub mod notify_flags;
 pub mod pubsub;

@@ -287,7 +287,7 @@ pub struct Session {
     /// For messages: the request FIFO's path, or the peer's address.
     pub name: String,
     pub link: Link,
-    pub inbuf: Vec<u8>,
+    pub inbuf: super::inbuf::InBuf,
     /// Channels subscribed to (a FIFO client's key `k` is the channel
     /// `__keyspace@0__:k`).
     pub channels: HashSet<Vec<u8>>,
@@ -354,7 +354,7 @@ impl Session {
             generation,
             name,
             link,
-            inbuf: Vec::new(),
+            inbuf: Default::default(),
             channels: HashSet::new(),
             patterns: HashSet::new(),
             unconfirmed: Vec::new(),
@@ -434,11 +434,8 @@ impl Session {
                 chunk.len().min(limit - self.inbuf.len())
             };
             let got = if large {
-                let at = self.inbuf.len();
-                self.inbuf.resize(at + want, 0);
-                let got = read_link(&mut self.link, &mut self.inbuf[at..]);
-                self.inbuf.truncate(at + got.as_ref().map_or(0, |n| *n));
-                got
+                let link = &mut self.link;
+                self.inbuf.read_with(want, |room| read_link(link, room))
             } else {
                 let got = read_link(&mut self.link, &mut chunk[..want]);
                 if let Ok(n) = got {

@@ -20,12 +20,12 @@ impl Reactor {
             match Request::decode_in(&s.inbuf, form) {
                 Decoded::Incomplete => break,
                 Decoded::Request(r, len) => {
-                    s.inbuf.drain(..len);
+                    s.inbuf.consume(len);
                     self.stats.commands += 1;
                     self.handle_fifo(sid, r);
                 }
                 Decoded::Invalid { op, len, error } => {
-                    s.inbuf.drain(..len);
+                    s.inbuf.consume(len);
                     protocol::push_response(s.replies(), form.wire(op), FAIL);
                     // One line per session: a client sending nothing but
                     // bad messages must not flood the log.

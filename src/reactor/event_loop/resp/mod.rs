@@ -314,7 +314,7 @@ impl Reactor {
             return false;
         };
         s.inbuf = buf;
-        s.inbuf.drain(..used);
+        s.inbuf.consume(used);
         if let Some(e) = failed {
             self.protocol_error(sid, e);
             return false;
