@@ -62,6 +62,12 @@ impl<W: Write> Outbox<W> {
 
     /// Where to append bytes to send.
     pub fn queue(&mut self) -> &mut Vec<u8> {
+        // Sent bytes are dropped from the front only here, where new ones
+        // come, and only once they are most of the buffer.
+        if self.sent > 0 && self.sent >= self.buf.len() / 2 {
+            self.buf.drain(..self.sent);
+            self.sent = 0;
+        }
         &mut self.buf
     }
 
@@ -100,12 +106,12 @@ impl<W: Write> Outbox<W> {
                 Err(e) => return Err(e),
             }
         }
+        // What is left stays where it is until it is out: moving it to the
+        // front at each flush copied a large reply over and over (a sixth
+        // of the reactor's time under pipelined 100 KiB GETs).
         if self.sent == self.buf.len() {
+            self.sent = 0;
             self.buf.clear();
-            self.sent = 0;
-        } else if self.sent > self.buf.len() / 2 {
-            self.buf.drain(..self.sent);
-            self.sent = 0;
         }
         Ok(())
     }
@@ -550,5 +556,56 @@ impl Session {
     /// Subscriptions of every kind, for the replies' counts.
     pub fn subscription_count(&self) -> usize {
         self.channels.len() + self.patterns.len()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Takes at most `room` bytes until given more.
+    struct Slow {
+        got: Vec<u8>,
+        room: usize,
+    }
+
+    impl Write for Slow {
+        fn write(&mut self, b: &[u8]) -> io::Result<usize> {
+            if self.room == 0 {
+                return Err(io::ErrorKind::WouldBlock.into());
+            }
+            let n = b.len().min(self.room);
+            self.room -= n;
+            self.got.extend_from_slice(&b[..n]);
+            Ok(n)
+        }
+
+        fn flush(&mut self) -> io::Result<()> {
+            Ok(())
+        }
+    }
+
+    #[test]
+    fn an_outbox_sends_everything_once_in_order_however_it_is_taken() {
+        let mut out = Outbox::new(Some(Slow {
+            got: Vec::new(),
+            room: 0,
+        }));
+        let mut want = Vec::new();
+        for round in 0..200usize {
+            let bytes: Vec<u8> = (0..round * 13 % 40).map(|i| (i ^ round) as u8).collect();
+            want.extend_from_slice(&bytes);
+            if round % 3 == 0 {
+                out.send(&bytes);
+            } else {
+                out.queue().extend_from_slice(&bytes);
+            }
+            out.pipe.as_mut().unwrap().room = round * 7 % 45;
+            out.flush().unwrap();
+        }
+        out.pipe.as_mut().unwrap().room = usize::MAX;
+        out.flush().unwrap();
+        assert_eq!(out.pending(), 0);
+        assert_eq!(out.pipe.unwrap().got, want);
     }
 }
