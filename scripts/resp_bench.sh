@@ -3,7 +3,7 @@
 # same run, over the same transport (Unix socket, then loopback TCP):
 # -t set,get,incr,mset -n 200000 with -c 1, -c 50 and -c 50 -P 16, each with
 # values of redis-benchmark's default 3 bytes, of 1 KiB and of 100 KiB (-d;
-# a fiftieth of the requests at 100 KiB), and the last two again in RESP3
+# a tenth of the requests at 100 KiB), and the last two again in RESP3
 # (redis-benchmark -3: HELLO 3 first). Beside them the floor under kvs's
 # rows: examples/resp_floor.rs, a server built as kvs is (one reactor
 # thread, mutations crossing to a thread pool and back) that does nothing
@@ -13,6 +13,7 @@
 #
 #   scripts/resp_bench.sh                      # about 10 minutes
 #   KVS_BENCH_ROUNDS=1 KVS_BENCH_N=50000 scripts/resp_bench.sh   # a quick look
+#   KVS_BENCH_MATCH="-d 102400" scripts/resp_bench.sh   # only rows whose options have it
 #
 # Installs nothing: without redis-server and redis-benchmark on PATH it says
 # so and exits 0.
@@ -65,6 +66,12 @@ bench() {
     awk -F'"' 'NR > 1 && $2 != "" { split($2, t, " "); print t[1], $4 }'
 }
 
+# wanted <options>: whether the row is in KVS_BENCH_MATCH's selection.
+wanted() {
+  [ -z "${KVS_BENCH_MATCH:-}" ] && return 0
+  case " $1 " in *" $KVS_BENCH_MATCH "*) return 0 ;; *) return 1 ;; esac
+}
+
 declare -A best
 configs=("-c 1" "-c 50" "-c 50 -P 16" "-c 1 -d 1024" "-c 50 -d 1024" "-c 50 -P 16 -d 1024"
   "-c 1 -d 102400" "-c 50 -d 102400" "-c 50 -P 16 -d 102400" "-c 50 -3" "-c 50 -P 16 -3")
@@ -80,8 +87,9 @@ for transport in unix tcp; do
     words=($clients)
     size=3
     for ((i = 0; i < ${#words[@]}; i++)); do [ "${words[i]}" = -d ] && size=${words[i + 1]}; done
+    wanted "$clients" || continue
     reqs=$n
-    [ "$size" -ge 100000 ] && reqs=$((n / 50))
+    [ "$size" -ge 100000 ] && reqs=$((n / 10))
     for _ in $(seq "$rounds"); do
       for server in kvs redis floor; do
         case $server in
@@ -100,11 +108,12 @@ for transport in unix tcp; do
   done
 done
 
-echo "redis-benchmark -t set,get,incr,mset -n $n (n/50 at -d 102400), best of $rounds alternating rounds"
+echo "redis-benchmark -t set,get,incr,mset -n $n (n/10 at -d 102400), best of $rounds alternating rounds"
 echo "($(redis-server --version | cut -d' ' -f1-3); requests per second)"
 printf '%-9s %-22s %-5s %12s %12s %12s %9s %11s\n' transport clients test kvs redis floor kvs/redis floor/redis
 for transport in unix tcp; do
   for clients in "${configs[@]}"; do
+    wanted "$clients" || continue
     for test in SET GET INCR MSET; do
       k=${best["$transport|$clients|$test|kvs"]:-0}
       r=${best["$transport|$clients|$test|redis"]:-0}
