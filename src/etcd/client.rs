@@ -29,6 +29,11 @@ pub enum EtcdError {
     Compacted(i64),
     /// The answer was not what etcd's API says.
     Protocol(String),
+    /// A change was sent and no answer came (the member went silent,
+    /// crashed, or timed the proposal out): it may or may not have been
+    /// made, so it is not sent again to another member, where it could be
+    /// made twice.
+    Unconfirmed(String),
 }
 
 impl std::fmt::Display for EtcdError {
@@ -42,6 +47,10 @@ impl std::fmt::Display for EtcdError {
             ),
             EtcdError::Compacted(r) => write!(f, "etcd history compacted up to revision {r}"),
             EtcdError::Protocol(why) => write!(f, "unexpected answer from etcd: {why}"),
+            EtcdError::Unconfirmed(why) => write!(
+                f,
+                "etcd did not confirm the change, which may have been made or not (read the keys to know): {why}"
+            ),
         }
     }
 }
@@ -160,6 +169,13 @@ fn revision(v: &Value) -> i64 {
 /// Kept-alive connections a client keeps for later calls.
 const MAX_IDLE: usize = 64;
 
+fn is_timeout(e: &std::io::Error) -> bool {
+    matches!(
+        e.kind(),
+        std::io::ErrorKind::WouldBlock | std::io::ErrorKind::TimedOut
+    )
+}
+
 /// A client of one cluster, through whichever member answers. Threads
 /// call it at once, each on a connection of its own (a store thread per
 /// change in flight): one shared connection made a node take one change
@@ -185,16 +201,20 @@ impl Etcd {
         }
     }
 
-    /// A kept-alive connection to member `i`, or a new one.
+    /// A kept-alive connection to member `i` that the member has not
+    /// closed meanwhile, or a new one.
     fn conn_to(&self, i: usize) -> Result<Conn, HttpError> {
-        let reused = {
-            let mut idle = self.idle.lock().unwrap_or_else(PoisonError::into_inner);
-            let at = idle.iter().rposition(|(j, _)| *j == i);
-            at.map(|at| idle.swap_remove(at).1)
-        };
-        match reused {
-            Some(c) => Ok(c),
-            None => Conn::connect(&self.endpoints[i], self.timeout),
+        loop {
+            let reused = {
+                let mut idle = self.idle.lock().unwrap_or_else(PoisonError::into_inner);
+                let at = idle.iter().rposition(|(j, _)| *j == i);
+                at.map(|at| idle.swap_remove(at).1)
+            };
+            match reused {
+                Some(c) if c.is_stale() => continue,
+                Some(c) => return Ok(c),
+                None => return Conn::connect(&self.endpoints[i], self.timeout),
+            }
         }
     }
 
@@ -211,8 +231,12 @@ impl Etcd {
     }
 
     /// POSTs `body` to `path` on the member in use, or on the others in
-    /// turn if it does not answer; the answer's JSON.
-    fn call(&self, path: &str, body: &Value) -> Result<Value, EtcdError> {
+    /// turn if it does not answer; the answer's JSON. A `change` goes to
+    /// the next member only when it cannot have been made: not taken, or
+    /// refused before it was proposed (no leader). Sent and not answered,
+    /// it is [`EtcdError::Unconfirmed`] (etcd's own client does not resend
+    /// a change either).
+    fn call(&self, path: &str, body: &Value, change: bool) -> Result<Value, EtcdError> {
         let body = body.to_string().into_bytes();
         let start = self.member.load(Ordering::Relaxed);
         // Why each member failed, all told: the one that answered "no
@@ -227,7 +251,15 @@ impl Etcd {
                     continue;
                 }
             };
-            match conn.post(path, &body) {
+            // A member that knows no leader refuses at once (gRPC's
+            // "no leader") instead of holding the request until it times
+            // out: refused before it was proposed, a change can go on to
+            // the next member; held, it could only be unconfirmed.
+            if let Err(e) = conn.send_post(path, "Grpc-Metadata-Hasleader: true\r\n", &body) {
+                why.push(format!("{}: {e}", self.endpoints[i]));
+                continue;
+            }
+            match conn.answer() {
                 Ok((status, answer)) => {
                     let v: Value = serde_json::from_slice(&answer).map_err(|e| {
                         EtcdError::Protocol(format!("{}: {e}", String::from_utf8_lossy(&answer)))
@@ -244,6 +276,14 @@ impl Etcd {
                         .and_then(Value::as_str)
                         .unwrap_or("")
                         .to_string();
+                    // A proposal timed out (the member lost quorum or its
+                    // leader): it may still be made.
+                    if change && message.contains("timed out") {
+                        return Err(EtcdError::Unconfirmed(format!(
+                            "{}: {message}",
+                            self.endpoints[i]
+                        )));
+                    }
                     // No leader, or a request the member could not finish
                     // (it lost quorum): another member may do better.
                     let lost = message.contains("no leader")
@@ -267,12 +307,18 @@ impl Etcd {
                     }
                     return Err(EtcdError::Refused(message));
                 }
-                Err(HttpError::Io(e))
-                    if matches!(
-                        e.kind(),
-                        std::io::ErrorKind::WouldBlock | std::io::ErrorKind::TimedOut
-                    ) =>
-                {
+                Err(e) if change => {
+                    return Err(EtcdError::Unconfirmed(format!(
+                        "{}: {}",
+                        self.endpoints[i],
+                        match &e {
+                            HttpError::Io(io) if is_timeout(io) =>
+                                format!("no answer within {:?}", self.timeout),
+                            _ => e.to_string(),
+                        }
+                    )));
+                }
+                Err(HttpError::Io(e)) if is_timeout(&e) => {
                     // A member cut off from the others holds the request
                     // until it gives up: without quorum, nothing is made.
                     why.push(format!(
@@ -316,6 +362,7 @@ impl Etcd {
         let v = self.call(
             "/v3/kv/txn",
             &json!({"compare": compare, "success": success}),
+            true,
         )?;
         let succeeded = v.get("succeeded").and_then(Value::as_bool).unwrap_or(false);
         let mut results = Vec::new();
@@ -363,7 +410,7 @@ impl Etcd {
             if at > 0 {
                 req["revision"] = json!(at.to_string());
             }
-            let v = self.call("/v3/kv/range", &req)?;
+            let v = self.call("/v3/kv/range", &req, false)?;
             if at == 0 {
                 at = revision(&v);
             }
@@ -388,7 +435,7 @@ impl Etcd {
 
     /// The value of one key now (linearizable), and its revision.
     pub fn get(&self, key: &[u8]) -> Result<Option<Kv>, EtcdError> {
-        let v = self.call("/v3/kv/range", &json!({"key": b64(key)}))?;
+        let v = self.call("/v3/kv/range", &json!({"key": b64(key)}), false)?;
         v.get("kvs")
             .and_then(Value::as_array)
             .and_then(|a| a.first())
@@ -403,6 +450,7 @@ impl Etcd {
         let v = self.call(
             "/v3/kv/range",
             &json!({"key": b64(key), "count_only": true}),
+            false,
         )?;
         Ok(revision(&v))
     }
@@ -413,13 +461,13 @@ impl Etcd {
     /// behind the history.
     pub fn compact(&self, revision: i64) -> Result<(), EtcdError> {
         let body = json!({"revision": revision.to_string(), "physical": true});
-        self.call("/v3/kv/compaction", &body).map(|_| ())
+        self.call("/v3/kv/compaction", &body, false).map(|_| ())
     }
 
     /// The answering member's id and the id of the leader it knows (0: it
     /// knows none).
     pub fn status(&self) -> Result<(u64, u64), EtcdError> {
-        let v = self.call("/v3/maintenance/status", &json!({}))?;
+        let v = self.call("/v3/maintenance/status", &json!({}), false)?;
         // Member ids use all 64 bits.
         let id = |x: Option<&Value>| match x {
             Some(Value::String(s)) => s.parse::<u64>().unwrap_or(0),
@@ -589,6 +637,102 @@ mod tests {
         assert_eq!(prefix_end(b"kvs/"), b"kvs0".to_vec());
         assert_eq!(prefix_end(b"a\xff"), b"b".to_vec());
         assert_eq!(prefix_end(b"\xff\xff"), vec![0]);
+    }
+
+    use std::io::{BufRead, BufReader, Read, Write};
+    use std::net::TcpListener;
+    use std::sync::atomic::AtomicUsize;
+    use std::sync::Arc;
+
+    /// A member that reads requests and, per `answer`, either answers each
+    /// with an empty successful transaction (closing the connection after
+    /// it if `close_after`) or never answers. Counts the requests it read.
+    fn fake_member(answer: bool, close_after: bool) -> (String, Arc<AtomicUsize>) {
+        let listener = TcpListener::bind("127.0.0.1:0").unwrap();
+        let addr = listener.local_addr().unwrap().to_string();
+        let count = Arc::new(AtomicUsize::new(0));
+        let seen = count.clone();
+        std::thread::spawn(move || {
+            for conn in listener.incoming().flatten() {
+                let seen = seen.clone();
+                std::thread::spawn(move || {
+                    let mut r = BufReader::new(conn.try_clone().unwrap());
+                    let mut w = conn;
+                    loop {
+                        let mut len = 0;
+                        loop {
+                            let mut line = String::new();
+                            if r.read_line(&mut line).unwrap_or(0) == 0 {
+                                return;
+                            }
+                            if let Some(v) =
+                                line.to_ascii_lowercase().strip_prefix("content-length:")
+                            {
+                                len = v.trim().parse().unwrap();
+                            }
+                            if line == "\r\n" {
+                                break;
+                            }
+                        }
+                        let mut body = vec![0; len];
+                        r.read_exact(&mut body).unwrap();
+                        seen.fetch_add(1, Ordering::SeqCst);
+                        if !answer {
+                            // Holds the connection, silent, until the test ends.
+                            std::thread::sleep(Duration::from_secs(30));
+                            return;
+                        }
+                        let body = r#"{"header":{"revision":"5"},"succeeded":true}"#;
+                        let reply = format!(
+                            "HTTP/1.1 200 OK\r\nContent-Type: application/json\r\nContent-Length: {}\r\n\r\n{body}",
+                            body.len()
+                        );
+                        w.write_all(reply.as_bytes()).unwrap();
+                        if close_after {
+                            return;
+                        }
+                    }
+                });
+            }
+        });
+        (addr, count)
+    }
+
+    fn put() -> Op {
+        Op::Put(b"k".to_vec(), b"v".to_vec())
+    }
+
+    #[test]
+    fn a_change_sent_and_not_answered_is_not_sent_to_another_member() {
+        let (silent, to_silent) = fake_member(false, false);
+        let (good, to_good) = fake_member(true, false);
+        let etcd = Etcd::new(vec![silent, good], Duration::from_millis(300));
+        match etcd.txn(&[], &[put()]) {
+            Err(EtcdError::Unconfirmed(why)) => assert!(why.contains("no answer"), "{why}"),
+            other => panic!("expected an unconfirmed change, got {other:?}"),
+        }
+        assert_eq!(to_silent.load(Ordering::SeqCst), 1);
+        assert_eq!(
+            to_good.load(Ordering::SeqCst),
+            0,
+            "the change was sent twice"
+        );
+        // A read may go anywhere: the next member answers it.
+        assert!(etcd.current_revision(b"k").is_ok());
+        assert_eq!(to_good.load(Ordering::SeqCst), 1);
+    }
+
+    #[test]
+    fn a_kept_alive_connection_the_member_closed_is_not_used() {
+        let (member, seen) = fake_member(true, true);
+        let etcd = Etcd::new(vec![member], Duration::from_millis(500));
+        for _ in 0..3 {
+            etcd.txn(&[], &[put()])
+                .expect("a change on a fresh connection");
+            // Lets the member's close reach this side.
+            std::thread::sleep(Duration::from_millis(50));
+        }
+        assert_eq!(seen.load(Ordering::SeqCst), 3);
     }
 
     #[test]

@@ -83,9 +83,30 @@ impl Conn {
         Ok(())
     }
 
-    /// POSTs `body` to `path`; the status and the whole body of the answer.
-    pub fn post(&mut self, path: &str, body: &[u8]) -> Result<(u16, Vec<u8>), HttpError> {
-        self.send(path, "", body)?;
+    /// Whether the peer closed this idle connection (or sent what nobody
+    /// asked for): it must not carry a request, which would then fail
+    /// after it may have been read. An idle kept-alive connection has
+    /// nothing to read.
+    pub fn is_stale(&self) -> bool {
+        use nix::poll::{poll, PollFd, PollFlags, PollTimeout};
+        use std::os::fd::AsFd;
+        if !self.buf.is_empty() {
+            return true;
+        }
+        let mut fds = [PollFd::new(self.stream.as_fd(), PollFlags::POLLIN)];
+        // Readable, hung up or failed: stale; a poll that fails says so too.
+        !matches!(poll(&mut fds, PollTimeout::ZERO), Ok(0))
+    }
+
+    /// Sends a POST of `body` to `path` without waiting for the answer
+    /// ([`Conn::answer`]): `Err` here means the request was not taken.
+    /// `headers`: more header lines, each ending in CRLF.
+    pub fn send_post(&mut self, path: &str, headers: &str, body: &[u8]) -> Result<(), HttpError> {
+        self.send(path, headers, body)
+    }
+
+    /// The status and whole body of the answer to the request sent last.
+    pub fn answer(&mut self) -> Result<(u16, Vec<u8>), HttpError> {
         let head = self.read_head()?;
         let body = match head.framing {
             Framing::Length(n) => self.take_exact(n)?,
@@ -314,6 +335,11 @@ impl MessageStream {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    fn post(c: &mut Conn, path: &str, body: &[u8]) -> Result<(u16, Vec<u8>), HttpError> {
+        c.send_post(path, "", body)?;
+        c.answer()
+    }
     use std::net::TcpListener;
 
     /// A one-shot server answering with `answer` whatever it is asked.
@@ -344,10 +370,13 @@ mod tests {
         let t = Duration::from_secs(5);
         let addr = serve(b"HTTP/1.1 200 OK\r\nContent-Length: 7\r\n\r\n{\"a\":1}");
         let mut c = Conn::connect(&addr, t).unwrap();
-        assert_eq!(c.post("/x", b"{}").unwrap(), (200, b"{\"a\":1}".to_vec()));
+        assert_eq!(
+            post(&mut c, "/x", b"{}").unwrap(),
+            (200, b"{\"a\":1}".to_vec())
+        );
         let addr = serve(b"HTTP/1.1 404 Not Found\r\nTransfer-Encoding: chunked\r\n\r\n3\r\nabc\r\n2\r\nde\r\n0\r\n\r\n");
         let mut c = Conn::connect(&addr, t).unwrap();
-        assert_eq!(c.post("/x", b"{}").unwrap(), (404, b"abcde".to_vec()));
+        assert_eq!(post(&mut c, "/x", b"{}").unwrap(), (404, b"abcde".to_vec()));
     }
 
     #[test]
@@ -409,7 +438,7 @@ mod tests {
         ] {
             let addr = serve(answer);
             let mut c = Conn::connect(&addr, t).unwrap();
-            assert!(c.post("/x", b"{}").is_err());
+            assert!(post(&mut c, "/x", b"{}").is_err());
         }
     }
 }
