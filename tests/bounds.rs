@@ -2,7 +2,8 @@
 //! never cut off for the size of its own reply, idle and half-sent
 //! sessions end at `--timeout`, and a flood of silent unauthenticated
 //! connections neither locks out FIFO clients and clients with the
-//! password nor floods the log.
+//! password nor floods the log; an idle session gives back the room a
+//! large value took.
 
 mod common;
 
@@ -75,6 +76,49 @@ fn a_reply_larger_than_the_output_buffer_is_sent_whole() {
         "{}",
         kvs.server.log()
     );
+}
+
+/// `tot-mem` of the session named `name`, from CLIENT LIST.
+fn buffer_bytes(raw: &mut Raw, name: &str) -> usize {
+    let list = raw.ask(&["CLIENT", "LIST"]);
+    let line = list
+        .lines()
+        .find(|l| l.contains(&format!(" name={name} ")))
+        .unwrap_or_else(|| panic!("no session {name} in {list}"));
+    line.split(' ')
+        .find_map(|f| f.strip_prefix("tot-mem="))
+        .and_then(|n| n.parse().ok())
+        .unwrap_or_else(|| panic!("no tot-mem in {line}"))
+}
+
+/// A 4 MiB SET leaves the session's input buffer that large while the
+/// client is busy (no new buffer zeroed for each large value), and the
+/// room is given back once it has been idle for a while (2 s), as Redis
+/// shrinks an idle client's query buffer.
+#[test]
+fn an_idle_session_gives_back_the_room_a_large_value_took() {
+    let kvs = RespServer::start(&[], &[]);
+    let (mut big, mut watcher) = (kvs.raw(), kvs.raw());
+    assert_eq!(big.ask(&["CLIENT", "SETNAME", "big"]), "+OK\r\n");
+    let value = "v".repeat(4 << 20);
+    assert_eq!(big.ask(&["SET", "k", &value]), "+OK\r\n");
+    let held = buffer_bytes(&mut watcher, "big");
+    assert!(held >= 4 << 20, "the session holds {held} bytes");
+    let start = Instant::now();
+    loop {
+        let now = buffer_bytes(&mut watcher, "big");
+        if now < 64 * 1024 {
+            break;
+        }
+        assert!(
+            start.elapsed() < Duration::from_secs(15),
+            "still {now} bytes after {:?} idle",
+            start.elapsed()
+        );
+        std::thread::sleep(Duration::from_millis(200));
+    }
+    // Still served, with room again.
+    assert_eq!(big.ask(&["STRLEN", "k"]), format!(":{}\r\n", 4 << 20));
 }
 
 fn raise_fd_limit() {

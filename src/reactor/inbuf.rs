@@ -5,13 +5,11 @@
 //! of the reactor's time under 100 KiB SETs). This buffer keeps the bytes
 //! it has zeroed once, takes requests off its front by moving an index,
 //! and moves what is left to the front only when a read needs the room.
+//! A session idle for a while gives its room back ([`InBuf::release`]),
+//! as Redis shrinks an idle client's query buffer.
 
 use std::io;
 use std::ops::Deref;
-
-/// An empty buffer larger than this is given back to the allocator: one
-/// large value must not pin its size for the rest of the session.
-const KEEP: usize = 1 << 20;
 
 #[derive(Default)]
 pub struct InBuf {
@@ -59,10 +57,20 @@ impl InBuf {
         if self.start == self.end {
             self.start = 0;
             self.end = 0;
-            if self.data.len() > KEEP {
-                self.data = Vec::new();
-            }
         }
+    }
+
+    /// Bytes of room it holds beyond what waits (CLIENT LIST's qbuf-free).
+    pub fn free(&self) -> usize {
+        self.data.capacity() - self.len()
+    }
+
+    /// Gives the room back if nothing waits; the bytes it held, if it did.
+    pub fn release(&mut self) -> usize {
+        if self.start != self.end {
+            return 0;
+        }
+        std::mem::take(&mut self.data).capacity()
     }
 }
 
@@ -100,14 +108,17 @@ mod tests {
     }
 
     #[test]
-    fn a_failed_read_keeps_nothing_and_a_large_empty_buffer_is_freed() {
+    fn a_failed_read_keeps_nothing_and_room_is_given_back_only_when_empty() {
         let mut b = InBuf::default();
         let e = b.read_with(16, |_| Err(io::ErrorKind::WouldBlock.into()));
         assert!(e.is_err());
         assert!(b.is_empty());
-        b.read_with(KEEP + 1, |room| Ok(room.len())).unwrap();
-        assert_eq!(b.len(), KEEP + 1);
-        b.consume(KEEP + 1);
+        b.read_with(1000, |room| Ok(room.len())).unwrap();
+        b.consume(999);
+        assert_eq!(b.release(), 0, "a byte still waits");
+        assert_eq!(b.len(), 1);
+        b.consume(1);
+        assert!(b.release() >= 1000);
         assert_eq!(b.data.capacity(), 0);
     }
 }

@@ -91,6 +91,21 @@ impl<W: Write> Outbox<W> {
         false
     }
 
+    /// Bytes the buffer holds room for.
+    pub fn capacity(&self) -> usize {
+        self.buf.capacity()
+    }
+
+    /// Gives the buffer's room back if nothing waits in it; the bytes it
+    /// held.
+    pub fn release(&mut self) -> usize {
+        if self.pending() > 0 {
+            return 0;
+        }
+        self.sent = 0;
+        std::mem::take(&mut self.buf).capacity()
+    }
+
     /// Writes until everything is out or the descriptor is full. `Err`
     /// means the reader is gone (EPIPE) or the descriptor failed.
     pub fn flush(&mut self) -> io::Result<()> {
@@ -408,6 +423,26 @@ impl Session {
             Link::Fifo(f) => f.notif.queue(),
             Link::Stream { out, .. } => out.queue(),
         }
+    }
+
+    /// Bytes its buffers hold room for (CLIENT LIST's tot-mem).
+    pub fn buffer_bytes(&self) -> usize {
+        let out = match &self.link {
+            Link::Fifo(f) => f.resp.capacity() + f.notif.capacity(),
+            Link::Stream { out, .. } => out.capacity(),
+        };
+        out + self.inbuf.len() + self.inbuf.free()
+    }
+
+    /// Gives back the room of its buffers that hold nothing (a burst of
+    /// large values or replies leaves them large): a session idle for a
+    /// while, as Redis shrinks an idle client's buffers. The bytes freed.
+    pub fn release_buffers(&mut self) -> usize {
+        let out = match &mut self.link {
+            Link::Fifo(f) => f.resp.release() + f.notif.release(),
+            Link::Stream { out, .. } => out.release(),
+        };
+        out + self.inbuf.release()
     }
 
     /// Most unparsed bytes this session may hold.

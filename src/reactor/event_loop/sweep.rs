@@ -1,4 +1,5 @@
 //! Bounds in time, checked once a second: sessions idle past `--timeout`,
+//! the buffers of sessions idle for [`RELEASE_AFTER`] given back,
 //! RESP connections that have not authenticated within [`AUTH_WITHIN`] on
 //! a server with a password, and clients whose unread output has stayed
 //! over `--output-buffer` for [`OUTPUT_STALL`] without them taking any.
@@ -16,6 +17,11 @@ use std::time::{Duration, Instant};
 pub const SWEEP_EVERY: Duration = Duration::from_secs(1);
 /// A connection to a server with a password must AUTH within this.
 pub const AUTH_WITHIN: Duration = Duration::from_secs(10);
+/// A session with no request for this long gives back the room of its
+/// empty buffers: kept while it is busy (a client sending 1 MB values
+/// does not zero a new buffer for each), not for the rest of its life.
+pub const RELEASE_AFTER: Duration = Duration::from_secs(2);
+
 /// Output over the limit that nobody takes for this long ends the session:
 /// a client reading a large reply takes some of it all the time (the
 /// socket or pipe drains as it reads), one that stopped does not.
@@ -61,6 +67,11 @@ impl Reactor {
             .collect();
         for (sid, why) in due {
             self.close(sid, why);
+        }
+        for (_, s) in self.sessions.iter_mut() {
+            if !s.busy && now.duration_since(s.last_active) >= RELEASE_AFTER {
+                s.release_buffers();
+            }
         }
         let held = CLIENT_LOG
             .lock()

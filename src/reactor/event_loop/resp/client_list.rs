@@ -32,7 +32,7 @@ fn line(s: &Session, now: Instant, caller: bool) -> String {
         flags.push('N');
     }
     format!(
-        "id={} addr={} laddr={} fd=-1 name={name} age={} idle={} flags={flags} db=0 sub={} psub={} ssub=0 multi={multi} qbuf={} qbuf-free=0 argv-mem=0 multi-mem=0 rbs=0 rbp=0 obl=0 oll=0 omem={} tot-mem=0 events=r cmd={} user=default redir=-1 resp={proto}",
+        "id={} addr={} laddr={} fd=-1 name={name} age={} idle={} flags={flags} db=0 sub={} psub={} ssub=0 multi={multi} qbuf={} qbuf-free={} argv-mem=0 multi-mem=0 rbs=0 rbp=0 obl=0 oll=0 omem={} tot-mem={} events=r cmd={} user=default redir=-1 resp={proto}",
         s.generation + 1,
         s.name,
         if s.laddr.is_empty() { "-" } else { &s.laddr },
@@ -41,7 +41,9 @@ fn line(s: &Session, now: Instant, caller: bool) -> String {
         s.channels.len(),
         s.patterns.len(),
         if caller { s.qbuf } else { s.inbuf.len() },
+        s.inbuf.free(),
         s.pending_output(),
+        s.buffer_bytes(),
         if s.last_cmd.is_empty() { "NULL" } else { &s.last_cmd },
     )
 }
