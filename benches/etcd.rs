@@ -5,7 +5,10 @@
 //!
 //! - writes: clients each setting their own keys, one change at a time:
 //!   SET through a kvs node, against a one-put etcd transaction straight
-//!   from kvs's own etcd client (what kvs sends for a SET);
+//!   from kvs's own etcd client (what kvs sends for a SET): alone, with two
+//!   watches of kvs's client open (what two kvs nodes following the
+//!   dataset cost etcd), and with two `etcdctl watch` processes instead
+//!   (etcd's own client following the same puts, where etcdctl exists);
 //! - change -> notification on another node: a SET through node A heard
 //!   by a keyspace subscriber on node B, against an etcd put heard by a
 //!   plain watch; p50 and p99 over one change at a time;
@@ -134,6 +137,62 @@ fn watchers(endpoints: &[String], n: usize, prefix: &'static [u8]) -> Arc<Atomic
         });
     }
     stop
+}
+
+/// The same followers through etcd's own client: `etcdctl watch` of
+/// `prefix` on `n` members (gRPC, not the JSON gateway kvs uses), each
+/// printing what it hears to a thread that drains it, until dropped.
+/// `None` where etcdctl is not installed.
+struct EtcdctlWatchers(Vec<std::process::Child>);
+
+impl EtcdctlWatchers {
+    fn start(endpoints: &[String], n: usize, prefix: &str) -> Option<EtcdctlWatchers> {
+        use std::io::BufRead;
+        let mut kids = Vec::new();
+        let (tx, rx) = std::sync::mpsc::channel::<String>();
+        for i in 0..n {
+            let mut child = std::process::Command::new("etcdctl")
+                .env("ETCDCTL_API", "3")
+                .args(["--endpoints", &endpoints[i % endpoints.len()]])
+                .args(["watch", "--prefix", prefix])
+                .stdout(std::process::Stdio::piped())
+                .stderr(std::process::Stdio::null())
+                .spawn()
+                .ok()?;
+            let out = child.stdout.take()?;
+            let tx = tx.clone();
+            std::thread::spawn(move || {
+                for line in std::io::BufReader::new(out).lines().map_while(Result::ok) {
+                    let _ = tx.send(line);
+                }
+            });
+            kids.push(child);
+        }
+        let watchers = EtcdctlWatchers(kids);
+        // Up once each has heard a probe.
+        let e = Etcd::new(endpoints.to_vec(), Duration::from_secs(2));
+        let probe = format!("{prefix}probe").into_bytes();
+        let deadline = Instant::now() + Duration::from_secs(10);
+        let mut heard = 0;
+        while heard < n && Instant::now() < deadline {
+            e.txn(&[], &[Op::Put(probe.clone(), b"p".to_vec())]).ok()?;
+            while let Ok(line) = rx.recv_timeout(Duration::from_millis(200)) {
+                if line.ends_with("probe") {
+                    heard += 1;
+                }
+            }
+        }
+        (heard >= n).then_some(watchers)
+    }
+}
+
+impl Drop for EtcdctlWatchers {
+    fn drop(&mut self) {
+        for k in &mut self.0 {
+            let _ = k.kill();
+            let _ = k.wait();
+        }
+    }
 }
 
 fn reads(sock: &Path, clients: usize) -> f64 {
@@ -270,6 +329,7 @@ fn main() {
     );
     for clients in [1, 16] {
         let (mut plain, mut watched, mut kvs) = (0.0f64, 0.0f64, 0.0f64);
+        let mut etcdctl_watched: Option<f64> = None;
         // Cores busy in the etcd members and in the kvs nodes during the
         // last round of kvs writes.
         let mut cpu = (0.0, 0.0);
@@ -291,6 +351,11 @@ fn main() {
             watched = watched.max(rate);
             per_change.1 = each;
             stop.store(true, Ordering::Relaxed);
+            if let Some(w) = EtcdctlWatchers::start(&endpoints, 2, "plain/") {
+                let rate = etcd_writes(&endpoints, clients);
+                drop(w);
+                etcdctl_watched = Some(etcdctl_watched.unwrap_or(0.0).max(rate));
+            }
             let (etcd0, kvs0, t0) = (children_cpu("etcd"), children_cpu("kvs"), Instant::now());
             kvs = kvs.max(kvs_writes(&sa, clients));
             let secs = t0.elapsed().as_secs_f64();
@@ -305,6 +370,13 @@ fn main() {
             kvs / plain,
             kvs / watched
         );
+        match etcdctl_watched {
+            Some(w) => println!(
+                "    etcd put with two etcdctl watches (etcd's own client, gRPC) {w:>7.0}/s ({:.2}x)",
+                kvs / w
+            ),
+            None => println!("    (etcdctl not found or its watches never started: no etcdctl row)"),
+        }
         println!(
             "    while kvs wrote: etcd members busy {:.2} cores, kvs nodes {:.2} (of {})",
             cpu.0,
