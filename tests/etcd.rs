@@ -739,3 +739,66 @@ fn a_value_over_etcds_request_limit_is_refused_clearly() {
     let mut fifo = session("big", &a.server.fifo);
     assert_eq!(fifo.ask(common::write("k", "v")), b'0');
 }
+
+/// Changes made at the same time through one node share etcd transactions
+/// (group commit: fewer revisions than changes), and still each is made
+/// and answered with its own result (a DEL counts its own key), and every
+/// one is heard on another node, each key's in the order made.
+#[test]
+fn concurrent_changes_through_one_node_share_transactions_and_none_is_lost() {
+    let Some((cluster, url)) =
+        shared("concurrent_changes_through_one_node_share_transactions_and_none_is_lost")
+    else {
+        return;
+    };
+    let a = RespServer::start(&[], &["--store", &url]);
+    let b = RespServer::start(&[], &["--store", &url]);
+    let mut listener = b.raw();
+    listener.cmd(&["PSUBSCRIBE", "__keyspace@0__:g*"]);
+    assert!(listener.reply().starts_with(b"*3\r\n$10\r\npsubscribe"));
+    let etcd = client(&cluster);
+    let before = etcd.current_revision(b"kvs/").unwrap();
+    const CLIENTS: usize = 16;
+    const EACH: usize = 40;
+    let writers: Vec<_> = (0..CLIENTS)
+        .map(|t| {
+            let mut c = a.raw();
+            std::thread::spawn(move || {
+                for i in 0..EACH {
+                    let k = format!("g{t}-{i}");
+                    assert_eq!(c.ask(&["SET", &k, "v"]), "+OK\r\n");
+                    assert_eq!(c.ask(&["DEL", &k, "absent"]), ":1\r\n", "{k}");
+                }
+            })
+        })
+        .collect();
+    for w in writers {
+        w.join().unwrap();
+    }
+    let changes = (CLIENTS * EACH * 2) as i64;
+    let revisions = etcd.current_revision(b"kvs/").unwrap() - before;
+    assert!(
+        revisions < changes,
+        "{changes} changes took {revisions} revisions: none shared a transaction"
+    );
+    // Heard on B: every change, each key's set before its del.
+    let mut last: std::collections::HashMap<String, String> = Default::default();
+    for n in 0..changes {
+        let m = listener
+            .reply_within(Duration::from_secs(30))
+            .unwrap_or_else(|| panic!("heard {n} of {changes} changes"));
+        let text = String::from_utf8_lossy(&m).to_string();
+        let parts: Vec<&str> = text.split("\r\n").collect();
+        // *4 $8 pmessage $pat pat $chan chan $event event
+        let (channel, event) = (parts[6], parts[8]);
+        let key = channel.trim_start_matches("__keyspace@0__:").to_string();
+        let before = last.insert(key.clone(), event.to_string());
+        match event {
+            "set" => assert!(before.is_none(), "{key}: set after {before:?}"),
+            "del" => assert_eq!(before.as_deref(), Some("set"), "{key}"),
+            other => panic!("{key}: {other}"),
+        }
+    }
+    assert_eq!(last.len(), CLIENTS * EACH);
+    eprintln!("{changes} changes in {revisions} revisions");
+}

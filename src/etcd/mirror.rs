@@ -10,6 +10,7 @@
 //! compacted away reloads the prefix and applies the difference.
 
 use super::client::{Compare, Etcd, EtcdError, Event, Op, OpResult, WatchMessage};
+use super::group::{groupable, Group};
 use crate::store::remote::{applying, Commit, CommitResult, Remote, RemoteOp};
 use crate::store::Store;
 use std::collections::HashMap;
@@ -71,6 +72,8 @@ pub struct Mirror {
     /// Whether the feed's watch is up: while it is not, the table may be
     /// behind the dataset (INFO says so).
     following: AtomicBool,
+    /// Unconditional changes made at the same time share transactions.
+    group: Group,
     /// etcd's last refusal or silence, until a change is made again.
     last_error: Mutex<String>,
 }
@@ -109,6 +112,7 @@ impl Mirror {
             seen: AtomicI64::new(0),
             linearizable,
             following: AtomicBool::new(false),
+            group: Group::new(TXN_OPS),
             last_error: Mutex::new(String::new()),
         });
         mirror.reload().map_err(|e| e.to_string())?;
@@ -382,7 +386,12 @@ impl Remote for Mirror {
                 RemoteOp::DeleteAll => Op::DeletePrefix(self.prefix.clone()),
             })
             .collect();
-        let r = self.etcd.txn(&compares, &etcd_ops).map_err(|e| {
+        let r = if compares.is_empty() && groupable(&etcd_ops) {
+            self.group.txn(&self.etcd, etcd_ops)
+        } else {
+            self.etcd.txn(&compares, &etcd_ops)
+        };
+        let r = r.map_err(|e| {
             let why = self.failed(&e);
             match e {
                 // Never taken, however often tried: an error, not TRYAGAIN.

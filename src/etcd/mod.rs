@@ -7,6 +7,7 @@
 //! makes it (a store pool thread or the watch thread).
 
 mod client;
+mod group;
 mod http;
 mod mirror;
 
