@@ -60,9 +60,14 @@ impl InBuf {
         }
     }
 
+    /// Bytes it holds room for, waiting or not.
+    pub fn capacity(&self) -> usize {
+        self.data.capacity()
+    }
+
     /// Bytes of room it holds beyond what waits (CLIENT LIST's qbuf-free).
     pub fn free(&self) -> usize {
-        self.data.capacity() - self.len()
+        self.capacity() - self.len()
     }
 
     /// Gives the room back if nothing waits; the bytes it held, if it did.

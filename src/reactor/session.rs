@@ -431,7 +431,7 @@ impl Session {
             Link::Fifo(f) => f.resp.capacity() + f.notif.capacity(),
             Link::Stream { out, .. } => out.capacity(),
         };
-        out + self.inbuf.len() + self.inbuf.free()
+        out + self.inbuf.capacity()
     }
 
     /// Gives back the room of its buffers that hold nothing (a burst of
