@@ -130,6 +130,49 @@ fn many_subscribers_get_every_change_in_order() {
     }
 }
 
+/// A client whose stderr is gone (a terminal tmux closed, a pipe nobody
+/// reads) still ends when the server disconnects it, and removes its
+/// FIFOs: printing "Disconnected by server" used to panic the thread that
+/// was ending the program, and the client stayed parked for good.
+#[test]
+fn a_client_with_nowhere_to_print_errors_still_ends_when_disconnected() {
+    use std::io::BufRead;
+    use std::process::{Command, Stdio};
+    let server = Server::start(&[], &[]);
+    let dir = tempfile::tempdir().unwrap();
+    let mut child = Command::new(CLIENT)
+        .arg("mute")
+        .arg(&server.fifo)
+        .env("TMPDIR", dir.path())
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("start kvs-client");
+    let mut out = std::io::BufReader::new(child.stdout.take().unwrap());
+    let mut line = String::new();
+    out.read_line(&mut line).unwrap();
+    assert_eq!(line, "Server returned 0 for operation: connect\n");
+    // Nobody reads its stderr any more; its stdin stays open.
+    drop(child.stderr.take());
+    server.signal(Signal::SIGUSR1);
+    let start = Instant::now();
+    let status = loop {
+        if let Some(status) = child.try_wait().unwrap() {
+            break status;
+        }
+        if start.elapsed() > Duration::from_secs(15) {
+            let _ = child.kill();
+            let _ = child.wait();
+            panic!("the disconnected client never ended");
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    };
+    assert_eq!(status.code(), Some(1));
+    let left: Vec<_> = std::fs::read_dir(dir.path()).unwrap().flatten().collect();
+    assert!(left.is_empty(), "FIFOs left behind: {left:?}");
+}
+
 #[test]
 fn sigusr1_disconnects_everyone_and_keeps_the_data() {
     let server = Server::start(&[], &[]);

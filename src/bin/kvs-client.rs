@@ -44,6 +44,10 @@ struct Exit {
     done: AtomicBool,
 }
 
+/// How long a second caller of [`Exit::now`] leaves the first to end the
+/// program.
+const SECOND_EXIT: Duration = Duration::from_secs(5);
+
 /// The one [`Exit`] of the process, set once the FIFOs exist.
 static EXIT: OnceLock<Exit> = OnceLock::new();
 
@@ -69,19 +73,35 @@ macro_rules! say {
     ($($arg:tt)*) => { say(format_args!($($arg)*)) };
 }
 
+/// Prints one line on stderr. A terminal or pipe that is gone is no reason
+/// to stop: `eprintln!` panics there, and the thread that was ending the
+/// program on "Disconnected by server" died with it, leaving the process
+/// parked for good (seen when tmux closed a console's terminal).
+fn note(args: std::fmt::Arguments<'_>) {
+    let _ = writeln!(io::stderr().lock(), "{args}");
+}
+
+macro_rules! note {
+    ($($arg:tt)*) => { note(format_args!($($arg)*)) };
+}
+
 impl Exit {
-    /// Removes the FIFOs and exits; a second caller only waits to be ended.
+    /// Removes the FIFOs and exits; a second caller waits to be ended, and
+    /// ends the program itself should the first not have within a while.
     fn now(&self, code: i32, message: Option<&str>) -> ! {
         if !self.done.swap(true, Ordering::SeqCst) {
             if let Some(m) = message {
-                eprintln!("{m}");
+                note!("{m}");
             }
             self.fifos.remove();
             std::process::exit(code);
         }
-        loop {
-            std::thread::park();
+        let start = std::time::Instant::now();
+        while start.elapsed() < SECOND_EXIT {
+            std::thread::park_timeout(SECOND_EXIT);
         }
+        self.fifos.remove();
+        std::process::exit(code);
     }
 }
 
@@ -108,7 +128,7 @@ fn main() -> ExitCode {
                 Some("binary") => OpForm::Binary,
                 Some("ascii") => OpForm::Ascii,
                 other => {
-                    eprintln!(
+                    note!(
                         "kvs-client: --op-codes takes binary or ascii, not {}\n{USAGE}",
                         other.unwrap_or("nothing")
                     );
@@ -120,14 +140,14 @@ fn main() -> ExitCode {
         }
     }
     let [id, registration] = &rest[..] else {
-        eprintln!(
+        note!(
             "kvs-client: expected 2 arguments, got {}\n{USAGE}",
             rest.len()
         );
         return ExitCode::from(2);
     };
     if id.is_empty() || id.contains('/') || id.contains('\0') {
-        eprintln!("kvs-client: client id '{id}' must be non-empty and hold no '/'\n{USAGE}");
+        note!("kvs-client: client id '{id}' must be non-empty and hold no '/'\n{USAGE}");
         return ExitCode::from(2);
     }
     let dir = std::env::var_os("TMPDIR")
@@ -137,7 +157,7 @@ fn main() -> ExitCode {
     let fifos = match ClientFifos::create(&dir, id) {
         Ok(f) => f,
         Err(e) => {
-            eprintln!("kvs-client: {e}");
+            note!("kvs-client: {e}");
             return ExitCode::from(1);
         }
     };
@@ -152,7 +172,7 @@ fn main() -> ExitCode {
 /// Removes the FIFOs when the client is interrupted or killed politely.
 fn watch_signals(exit: &'static Exit) {
     let Ok(mut signals) = Signals::new([SIGINT, SIGTERM, SIGHUP]) else {
-        eprintln!("kvs-client: cannot watch signals; FIFOs may be left behind if interrupted");
+        note!("kvs-client: cannot watch signals; FIFOs may be left behind if interrupted");
         return;
     };
     std::thread::spawn(move || {
@@ -178,7 +198,7 @@ fn run(exit: &'static Exit, registration: PathBuf, form: OpForm) -> ExitCode {
         match Console::new() {
             Ok(c) => Some(c),
             Err(e) => {
-                eprintln!("kvs-client: no line editing ({e}); reading plain lines");
+                note!("kvs-client: no line editing ({e}); reading plain lines");
                 None
             }
         }
@@ -222,7 +242,7 @@ fn run(exit: &'static Exit, registration: PathBuf, form: OpForm) -> ExitCode {
                 Ok(0) => break,
                 Ok(_) => {}
                 Err(e) => {
-                    eprintln!("kvs-client: reading stdin failed: {e}");
+                    note!("kvs-client: reading stdin failed: {e}");
                     break;
                 }
             }
@@ -232,11 +252,11 @@ fn run(exit: &'static Exit, registration: PathBuf, form: OpForm) -> ExitCode {
             Ok(Some(cmd)) => cmd,
             Ok(None) => continue,
             Err(e) if console.is_some() => {
-                eprintln!("{}", console::explain(&String::from_utf8_lossy(text), &e));
+                note!("{}", console::explain(&String::from_utf8_lossy(text), &e));
                 continue;
             }
             Err(_) => {
-                eprintln!("Invalid command. See HELP for usage");
+                note!("Invalid command. See HELP for usage");
                 continue;
             }
         };

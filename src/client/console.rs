@@ -164,7 +164,10 @@ impl Console {
             return;
         }
         if let Err(e) = self.editor.save_history(p) {
-            eprintln!(
+            // Not eprintln!: a terminal already gone must not panic here.
+            use std::io::Write;
+            let _ = writeln!(
+                std::io::stderr(),
                 "kvs-client: cannot keep the history in {}: {e}",
                 p.display()
             );
