@@ -137,16 +137,9 @@ fn many_subscribers_get_every_change_in_order() {
 #[test]
 fn a_client_with_nowhere_to_print_errors_still_ends_when_disconnected() {
     use std::io::BufRead;
-    use std::process::{Command, Stdio};
     let server = Server::start(&[], &[]);
     let dir = tempfile::tempdir().unwrap();
-    let mut child = Command::new(CLIENT)
-        .arg("mute")
-        .arg(&server.fifo)
-        .env("TMPDIR", dir.path())
-        .stdin(Stdio::piped())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
+    let mut child = client_command(&[], "mute", &server.fifo, dir.path())
         .spawn()
         .expect("start kvs-client");
     let mut out = std::io::BufReader::new(child.stdout.take().unwrap());

@@ -299,6 +299,20 @@ pub fn client_dir() -> tempfile::TempDir {
         .expect("client tempdir")
 }
 
+/// `kvs-client [options] <id> <fifo>` with its FIFOs in `dir` (TMPDIR) and
+/// its three standard streams piped.
+pub fn client_command(options: &[&str], id: &str, fifo: &Path, dir: &Path) -> Command {
+    let mut c = Command::new(CLIENT);
+    c.args(options)
+        .arg(id)
+        .arg(fifo)
+        .env("TMPDIR", dir)
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped());
+    c
+}
+
 /// A `kvs-client` process with its stdin and stdout in the test's hands.
 pub struct ClientProc {
     pub child: Child,
@@ -316,14 +330,7 @@ impl ClientProc {
     /// [`ClientProc::start`] with options before the arguments.
     pub fn start_with(options: &[&str], id: &str, fifo: &Path) -> ClientProc {
         let dir = client_dir();
-        let mut child = Command::new(CLIENT)
-            .args(options)
-            .arg(id)
-            .arg(fifo)
-            .env("TMPDIR", dir.path())
-            .stdin(Stdio::piped())
-            .stdout(Stdio::piped())
-            .stderr(Stdio::piped())
+        let mut child = client_command(options, id, fifo, dir.path())
             .spawn()
             .expect("start kvs-client");
         let (tx, rx) = std::sync::mpsc::channel();
