@@ -472,12 +472,16 @@ const NOT_ON_ETCD: &str =
     "ERR with --store etcd, MULTI/EXEC takes commands that name their keys (not FLUSHALL, KEYS, SCAN, DBSIZE, RANDOMKEY or INFO)";
 
 /// EXEC on a shared dataset: one compare-and-swap transaction over every
-/// key it names. The watches are checked first on this node's copy (which
-/// every change reaches through the feed), and the watched keys are then
-/// pinned at the versions they had: if one moves before the transaction
-/// is made, etcd refuses it and EXEC answers null. A key it does not
-/// watch that moved meanwhile only makes it run again on the new values,
-/// as Redis would have run it after that change.
+/// key it names. At each attempt the watched keys' versions are read, then
+/// the watches are checked on this node's copy (which every change reaches
+/// through the feed): moved since WATCH, EXEC answers null. Otherwise the
+/// transaction is made only if no key it names (the watched ones included)
+/// moved in etcd meanwhile; if one did, the attempt waits until the copy
+/// has that change and starts again, so a change to a watched key made
+/// anywhere after WATCH makes EXEC null, and a change this node's copy had
+/// not yet finished applying when WATCH came does not. A key it does not
+/// watch that moved only makes it run again on the new values, as Redis
+/// would have run it after that change.
 fn exec_on_shared_dataset(
     store: &Store,
     keys: Option<&[&[u8]]>,
@@ -489,27 +493,37 @@ fn exec_on_shared_dataset(
         store.unwatch_versions(&watched_keys);
         return Reply::Error(NOT_ON_ETCD.into());
     };
-    // Read before the watches are checked: a change between the two shows
-    // in the check.
-    let pinned: Vec<(Vec<u8>, i64)> = watched
-        .iter()
-        .map(|(k, _)| (k.clone(), store.remote_version(k).unwrap_or(0)))
-        .collect();
-    let mut watches = Some(watched);
-    until_made(|| {
-        if watches.is_none()
-            && pinned
-                .iter()
-                .any(|(k, v)| store.remote_version(k) != Some(*v))
-        {
-            return crate::store::Attempt::Done(Reply::Exec(None));
-        }
+    // The change counts each attempt expects: WATCH's, then what an
+    // attempt's own commands left (they count too, though the attempt's
+    // changes are put back); any other difference is a change applied
+    // here since, which only the feed makes while the keys are not held.
+    let mut expected: Vec<u64> = watched.iter().map(|(_, v)| *v).collect();
+    let reply = until_made(|| {
+        // Read before the watches are checked: a change between the two
+        // shows in the check, or fails the compare.
+        let pinned: Vec<(Vec<u8>, i64)> = watched
+            .iter()
+            .map(|(k, _)| (k.clone(), store.remote_version(k).unwrap_or(0)))
+            .collect();
         let queued = queued.clone();
-        let first = watches.take();
+        let expected = &mut expected;
         store.attempt_remote(keys, &pinned, |tx| {
-            exec_in(tx, first.as_deref().unwrap_or_default(), queued)
+            let moved = watched
+                .iter()
+                .zip(expected.iter())
+                .any(|((k, _), v)| tx.watch_version(k) != Some(*v));
+            if moved {
+                return Reply::Exec(None);
+            }
+            let reply = exec_in(tx, &[], queued);
+            for ((k, _), v) in watched.iter().zip(expected.iter_mut()) {
+                *v = tx.watch_version(k).unwrap_or(*v);
+            }
+            reply
         })
-    })
+    });
+    store.unwatch_versions(&watched_keys);
+    reply
 }
 
 /// Runs `attempt` until it is made (or refused), as many nodes racing on
@@ -678,6 +692,93 @@ fn exec_in(
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::store::remote::{applying, Commit, CommitResult, Remote, RemoteOp};
+    use std::collections::HashMap;
+    use std::sync::Mutex;
+
+    /// A shared dataset whose copy here (`seen`) may lag behind it
+    /// (`truth`) until a change waits for it: each key's version.
+    #[derive(Default)]
+    struct Lagging {
+        truth: Mutex<HashMap<Vec<u8>, i64>>,
+        seen: Mutex<HashMap<Vec<u8>, i64>>,
+        revision: Mutex<i64>,
+    }
+
+    impl Remote for Lagging {
+        fn commit(&self, expect: &[(Vec<u8>, i64)], ops: &[RemoteOp]) -> Result<Commit, String> {
+            let mut truth = self.truth.lock().unwrap();
+            let mut rev = self.revision.lock().unwrap();
+            let held = expect
+                .iter()
+                .all(|(k, v)| truth.get(k).copied().unwrap_or(0) == *v);
+            if !held {
+                return Ok(Commit {
+                    applied: false,
+                    revision: *rev,
+                    results: Vec::new(),
+                });
+            }
+            *rev += 1;
+            let results = ops
+                .iter()
+                .map(|op| match op {
+                    RemoteOp::Put(k, _) | RemoteOp::Swap(k, _) => {
+                        truth.insert(k.clone(), *rev);
+                        CommitResult::Put(None)
+                    }
+                    RemoteOp::Delete(k) => CommitResult::Deleted(truth.remove(k).map_or(0, |_| 1)),
+                    RemoteOp::DeleteAll => CommitResult::Deleted(0),
+                })
+                .collect();
+            Ok(Commit {
+                applied: true,
+                revision: *rev,
+                results,
+            })
+        }
+
+        fn version(&self, key: &[u8]) -> i64 {
+            self.seen.lock().unwrap().get(key).copied().unwrap_or(0)
+        }
+
+        fn wait_applied(&self, _revision: i64) {
+            *self.seen.lock().unwrap() = self.truth.lock().unwrap().clone();
+        }
+    }
+
+    fn exec_set_w(store: &Store, watched: u64) -> Reply {
+        execute(
+            store,
+            Command::Exec {
+                watched: vec![(b"w".to_vec(), watched)],
+                queued: vec![Ok(set("w", "from-a", SetIf::Always, SetReply::Ok))],
+            },
+        )
+    }
+
+    /// On a shared dataset, a change this node's copy had applied to its
+    /// table but not yet to its versions when WATCH came is no reason for
+    /// EXEC to answer null (it made a WATCH after a read of that very
+    /// value fail); a change after WATCH still is.
+    #[test]
+    fn exec_on_a_shared_dataset_nulls_only_for_changes_after_watch() {
+        let store = Store::new();
+        let remote = std::sync::Arc::new(Lagging::default());
+        assert!(store.set_remote(remote.clone()).is_ok());
+        // Another node's change: in the table, its version not yet here.
+        remote.truth.lock().unwrap().insert(b"w".to_vec(), 5);
+        remote.seen.lock().unwrap().insert(b"w".to_vec(), 3);
+        *remote.revision.lock().unwrap() = 5;
+        applying(|| store.write(&[("w", "from-b")]));
+        let v = store.watch_versions(&["w"])[0];
+        assert_eq!(exec_set_w(&store, v), Reply::Exec(Some(vec![Reply::Ok])));
+        // A change made after WATCH: null.
+        let v = store.watch_versions(&["w"])[0];
+        applying(|| store.write(&[("w", "from-c")]));
+        remote.truth.lock().unwrap().insert(b"w".to_vec(), 9);
+        assert_eq!(exec_set_w(&store, v), Reply::Exec(None));
+    }
 
     fn set(k: &str, v: &str, cond: SetIf, reply: SetReply) -> Command {
         Command::Set {

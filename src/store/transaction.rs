@@ -244,6 +244,18 @@ impl Transaction<'_> {
         self.guards.iter().map(|(_, g)| &**g)
     }
 
+    /// A watched key's change count now (see [`Store::watch_versions`]);
+    /// `None` if nobody watches it. The watch goes on (EXEC on a shared
+    /// dataset asks at each attempt, then ends its watches).
+    pub fn watch_version(&mut self, key: impl AsRef<[u8]>) -> Option<u64> {
+        let key = key.as_ref();
+        let (_, s) = self.locate(key);
+        let g = self.shard_mut(s);
+        g.versions
+            .get(key)
+            .map(|v| v.version.load(Ordering::Relaxed))
+    }
+
     /// Whether a key watched at `version` (see [`Store::watch_versions`])
     /// changed since, and ends that watch.
     pub fn changed_since(&mut self, key: impl AsRef<[u8]>, version: u64) -> bool {
