@@ -223,3 +223,51 @@ fn a_fifo_named_like_an_out_file_does_not_hang_the_job() {
         "[(b,1)]\n"
     );
 }
+
+/// `kvs --help | head -0` and the like: output to a reader that went away
+/// is dropped quietly (exit 0, no panic), for both programs, and so are a
+/// job's error lines when stderr's reader went away.
+#[test]
+fn output_to_a_reader_that_went_away_is_no_panic() {
+    use std::process::{Command, Stdio};
+    let gone = || {
+        let (reader, writer) = std::io::pipe().expect("pipe");
+        drop(reader);
+        writer
+    };
+    for (program, args) in [
+        (common::KVS, vec!["--help"]),
+        (common::KVS, vec!["--version"]),
+        (common::CLIENT, vec!["--help"]),
+        (common::CLIENT, vec!["--version"]),
+    ] {
+        let out = Command::new(program)
+            .args(&args)
+            .stdout(gone())
+            .stderr(Stdio::piped())
+            .output()
+            .expect("run");
+        let err = String::from_utf8_lossy(&out.stderr);
+        assert!(!err.contains("panicked"), "{program} {args:?}: {err}");
+        assert_eq!(out.status.code(), Some(0), "{program} {args:?}: {err}");
+    }
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::write(
+        dir.path().join("bad.job"),
+        "NOPE\nWRITE [(a,1)]\nREAD [a]\n",
+    )
+    .unwrap();
+    let d = dir.path().to_str().unwrap();
+    let status = Command::new(common::KVS)
+        .args([d, "1", "1"])
+        .stdout(Stdio::null())
+        .stderr(gone())
+        .status()
+        .expect("run");
+    assert_eq!(status.code(), Some(0));
+    assert_eq!(
+        std::fs::read_to_string(dir.path().join("bad.out")).unwrap(),
+        "[(a,1)]\n",
+        "the job went on after its error line found no reader"
+    );
+}

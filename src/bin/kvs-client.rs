@@ -108,11 +108,11 @@ impl Exit {
 fn main() -> ExitCode {
     let args: Vec<String> = std::env::args().skip(1).collect();
     if args.iter().any(|a| a == "-h" || a == "--help") {
-        println!("{USAGE}");
+        let _ = writeln!(io::stdout(), "{USAGE}");
         return ExitCode::SUCCESS;
     }
     if args.iter().any(|a| a == "-V" || a == "--version") {
-        println!("kvs-client {}", env!("CARGO_PKG_VERSION"));
+        let _ = writeln!(io::stdout(), "kvs-client {}", env!("CARGO_PKG_VERSION"));
         return ExitCode::SUCCESS;
     }
     let mut form = OpForm::Binary;

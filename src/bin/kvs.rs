@@ -9,18 +9,28 @@ use kvs::persist::{DataDir, DataDirOptions};
 use kvs::reactor::{run_server, ServerConfig};
 use kvs::store::expiry::ExpiryCycle;
 use kvs::store::Store;
+use std::io::{self, Write};
 use std::path::Path;
 use std::process::ExitCode;
 use std::sync::Arc;
 
+/// Writes a line to `out`; a reader that went away (`kvs --help | head
+/// -1`) is no reason to panic.
+fn line(mut out: impl Write, text: std::fmt::Arguments<'_>) {
+    let _ = writeln!(out, "{text}");
+}
+
 fn main() -> ExitCode {
     match parse_args(std::env::args().skip(1)) {
         Ok(Mode::Help) => {
-            println!("{USAGE}");
+            line(io::stdout(), format_args!("{USAGE}"));
             ExitCode::SUCCESS
         }
         Ok(Mode::Version) => {
-            println!("kvs {}", env!("CARGO_PKG_VERSION"));
+            line(
+                io::stdout(),
+                format_args!("kvs {}", env!("CARGO_PKG_VERSION")),
+            );
             ExitCode::SUCCESS
         }
         Ok(Mode::Batch {
@@ -62,7 +72,7 @@ fn main() -> ExitCode {
             }
         }
         Err(e) => {
-            eprintln!("kvs: {e}\n{USAGE}");
+            line(io::stderr(), format_args!("kvs: {e}\n{USAGE}"));
             ExitCode::from(2)
         }
     }
@@ -116,7 +126,10 @@ fn batch(
     let report = run_folder(dir, &store, &backups, max_threads, &progress);
     backups.wait_all();
     if progress.finish() || summary {
-        eprintln!("kvs: {}", progress.summary(backups.started()));
+        line(
+            io::stderr(),
+            format_args!("kvs: {}", progress.summary(backups.started())),
+        );
     }
     drop(expiry);
     if let Some(m) = mirror {

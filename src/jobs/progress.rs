@@ -104,11 +104,17 @@ impl Progress {
         self.counts.invalid.fetch_add(1, Ordering::Relaxed);
     }
 
-    /// Prints a line on stderr without tearing the bar.
+    /// Prints a line on stderr without tearing the bar. A reader of stderr
+    /// that went away (`2>&1 | head`) does not stop the jobs: `eprintln!`
+    /// would panic the worker.
     pub fn println(&self, line: &str) {
+        let print = || {
+            use std::io::Write;
+            let _ = writeln!(std::io::stderr().lock(), "{line}");
+        };
         match &self.bar {
-            Some(bar) => bar.suspend(|| eprintln!("{line}")),
-            None => eprintln!("{line}"),
+            Some(bar) => bar.suspend(print),
+            None => print(),
         }
     }
 
