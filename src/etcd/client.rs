@@ -169,6 +169,10 @@ fn revision(v: &Value) -> i64 {
 /// Kept-alive connections a client keeps for later calls.
 const MAX_IDLE: usize = 64;
 
+/// etcd's require-leader metadata, through the gateway: a member that
+/// knows no leader refuses the request (or ends the watch) at once.
+const REQUIRE_LEADER: &str = "Grpc-Metadata-Hasleader: true\r\n";
+
 fn is_timeout(e: &std::io::Error) -> bool {
     matches!(
         e.kind(),
@@ -255,7 +259,7 @@ impl Etcd {
             // "no leader") instead of holding the request until it times
             // out: refused before it was proposed, a change can go on to
             // the next member; held, it could only be unconfirmed.
-            if let Err(e) = conn.send_post(path, "Grpc-Metadata-Hasleader: true\r\n", &body) {
+            if let Err(e) = conn.send(path, REQUIRE_LEADER, &body) {
                 why.push(format!("{}: {e}", self.endpoints[i]));
                 continue;
             }
@@ -519,13 +523,8 @@ impl Etcd {
         for k in 0..n {
             let member = (first + k) % n;
             let e = &self.endpoints[member];
-            let attempt = Conn::connect(e, self.timeout).and_then(|c| {
-                c.post_stream(
-                    "/v3/watch",
-                    "Grpc-Metadata-Hasleader: true\r\n",
-                    body.as_bytes(),
-                )
-            });
+            let attempt = Conn::connect(e, self.timeout)
+                .and_then(|c| c.post_stream("/v3/watch", REQUIRE_LEADER, body.as_bytes()));
             match attempt {
                 Ok(stream) => {
                     let mut w = Watch { stream, member };

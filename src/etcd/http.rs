@@ -71,9 +71,12 @@ impl Conn {
         self.stream.set_read_timeout(t)
     }
 
-    fn send(&mut self, path: &str, extra: &str, body: &[u8]) -> Result<(), HttpError> {
+    /// Sends a POST of `body` to `path` without waiting for the answer
+    /// ([`Conn::answer`]): `Err` here means the request was not taken.
+    /// `headers`: more header lines, each ending in CRLF.
+    pub fn send(&mut self, path: &str, headers: &str, body: &[u8]) -> Result<(), HttpError> {
         let head = format!(
-            "POST {path} HTTP/1.1\r\nHost: {}\r\nContent-Type: application/json\r\n{extra}Content-Length: {}\r\n\r\n",
+            "POST {path} HTTP/1.1\r\nHost: {}\r\nContent-Type: application/json\r\n{headers}Content-Length: {}\r\n\r\n",
             self.host,
             body.len()
         );
@@ -96,13 +99,6 @@ impl Conn {
         let mut fds = [PollFd::new(self.stream.as_fd(), PollFlags::POLLIN)];
         // Readable, hung up or failed: stale; a poll that fails says so too.
         !matches!(poll(&mut fds, PollTimeout::ZERO), Ok(0))
-    }
-
-    /// Sends a POST of `body` to `path` without waiting for the answer
-    /// ([`Conn::answer`]): `Err` here means the request was not taken.
-    /// `headers`: more header lines, each ending in CRLF.
-    pub fn send_post(&mut self, path: &str, headers: &str, body: &[u8]) -> Result<(), HttpError> {
-        self.send(path, headers, body)
     }
 
     /// The status and whole body of the answer to the request sent last.
@@ -337,7 +333,7 @@ mod tests {
     use super::*;
 
     fn post(c: &mut Conn, path: &str, body: &[u8]) -> Result<(u16, Vec<u8>), HttpError> {
-        c.send_post(path, "", body)?;
+        c.send(path, "", body)?;
         c.answer()
     }
     use std::net::TcpListener;

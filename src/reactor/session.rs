@@ -96,14 +96,12 @@ impl<W: Write> Outbox<W> {
         self.buf.capacity()
     }
 
-    /// Gives the buffer's room back if nothing waits in it; the bytes it
-    /// held.
-    pub fn release(&mut self) -> usize {
-        if self.pending() > 0 {
-            return 0;
+    /// Gives the buffer's room back if nothing waits in it.
+    pub fn release(&mut self) {
+        if self.pending() == 0 {
+            self.sent = 0;
+            self.buf = Vec::new();
         }
-        self.sent = 0;
-        std::mem::take(&mut self.buf).capacity()
     }
 
     /// Writes until everything is out or the descriptor is full. `Err`
@@ -436,13 +434,16 @@ impl Session {
 
     /// Gives back the room of its buffers that hold nothing (a burst of
     /// large values or replies leaves them large): a session idle for a
-    /// while, as Redis shrinks an idle client's buffers. The bytes freed.
-    pub fn release_buffers(&mut self) -> usize {
-        let out = match &mut self.link {
-            Link::Fifo(f) => f.resp.release() + f.notif.release(),
+    /// while, as Redis shrinks an idle client's buffers.
+    pub fn release_buffers(&mut self) {
+        match &mut self.link {
+            Link::Fifo(f) => {
+                f.resp.release();
+                f.notif.release();
+            }
             Link::Stream { out, .. } => out.release(),
-        };
-        out + self.inbuf.release()
+        }
+        self.inbuf.release();
     }
 
     /// Most unparsed bytes this session may hold.
