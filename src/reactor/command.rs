@@ -7,7 +7,8 @@
 pub use crate::protocol::reply::Reply;
 use crate::reactor::expire::{self, ExpireIf, GetExTtl, SetTtl, TtlQuery, When};
 use crate::reactor::strings::{self, Outcome, StringOp};
-use crate::store::{KeyEvent, SetIf, Store, Transaction};
+use crate::store::{self, KeyEvent, SetIf, Store, Transaction};
+use std::borrow::Cow;
 
 /// What SET-like commands answer.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -22,41 +23,83 @@ pub enum SetReply {
 
 /// The keys and values of one MSET in one buffer: a pipeline of MSETs of
 /// ten pairs would otherwise cost twenty allocations each on the reactor
-/// and as many frees on the pool.
+/// and as many frees on the pool. Values large enough that the store keeps
+/// their buffer ([`store::keeps_buffer`]) each get one of their own, which
+/// the store then keeps instead of copying it again.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct Pairs {
     bytes: Vec<u8>,
-    /// Where each key ends and its value ends, in `bytes`.
-    ends: Vec<(usize, usize)>,
+    /// Where each key ends in `bytes`, and where its value ends there, or
+    /// `None`: the value is the next of `own`.
+    ends: Vec<(usize, Option<usize>)>,
+    own: Vec<Vec<u8>>,
 }
 
 impl Pairs {
-    /// Room for `pairs` pairs of `bytes` bytes in all: one allocation,
-    /// not a copy of what is there at each doubling (a 1 MiB MSET of
-    /// 100 KiB values was copied twice over on its way in).
-    pub fn with_capacity(pairs: usize, bytes: usize) -> Pairs {
-        Pairs {
+    /// The pairs of MSET's arguments (key, value, key, value, ...): one
+    /// allocation for the small ones, not a copy of what is there at each
+    /// doubling.
+    pub fn from_args(args: &[&[u8]]) -> Pairs {
+        let bytes = args
+            .chunks(2)
+            .map(|kv| match *kv {
+                [k, v] if !store::keeps_buffer(k.len(), v.len()) => k.len() + v.len(),
+                _ => kv[0].len(),
+            })
+            .sum();
+        let mut pairs = Pairs {
             bytes: Vec::with_capacity(bytes),
-            ends: Vec::with_capacity(pairs),
+            ends: Vec::with_capacity(args.len() / 2),
+            own: Vec::new(),
+        };
+        for kv in args.chunks_exact(2) {
+            pairs.push(kv[0], kv[1]);
         }
+        pairs
     }
 
     pub fn push(&mut self, key: &[u8], value: &[u8]) {
         self.bytes.extend_from_slice(key);
         let key_end = self.bytes.len();
-        self.bytes.extend_from_slice(value);
-        self.ends.push((key_end, self.bytes.len()));
+        if store::keeps_buffer(key.len(), value.len()) {
+            self.own.push(value.to_vec());
+            self.ends.push((key_end, None));
+        } else {
+            self.bytes.extend_from_slice(value);
+            self.ends.push((key_end, Some(self.bytes.len())));
+        }
     }
 
     pub fn iter(&self) -> impl Iterator<Item = (&[u8], &[u8])> {
+        let mut own = self.own.iter();
+        self.pieces().map(move |(k, v)| {
+            (
+                k,
+                v.unwrap_or_else(|| own.next().map_or(&[], Vec::as_slice)),
+            )
+        })
+    }
+
+    /// Every pair, the large values handed over in their buffers (for
+    /// [`Store::write_owned`]); the pairs are left without them.
+    pub fn take(&mut self) -> Vec<(&[u8], Cow<'_, [u8]>)> {
+        let mut own = std::mem::take(&mut self.own).into_iter();
+        self.pieces()
+            .map(|(k, v)| match v {
+                Some(v) => (k, Cow::Borrowed(v)),
+                None => (k, Cow::Owned(own.next().unwrap_or_default())),
+            })
+            .collect()
+    }
+
+    /// Every key, with its value where it is in `bytes` (`None`: the next
+    /// of `own`).
+    fn pieces(&self) -> impl Iterator<Item = (&[u8], Option<&[u8]>)> {
         let mut start = 0;
         self.ends.iter().map(move |&(k, v)| {
-            let pair = (
-                self.bytes.get(start..k).unwrap_or_default(),
-                self.bytes.get(k..v).unwrap_or_default(),
-            );
-            start = v;
-            pair
+            let key = self.bytes.get(start..k).unwrap_or_default();
+            start = v.unwrap_or(k);
+            (key, v.map(|v| self.bytes.get(k..v).unwrap_or_default()))
         })
     }
 }
@@ -557,7 +600,7 @@ fn execute_here(store: &Store, cmd: Command) -> Reply {
             value,
             cond,
             reply,
-        } => set_reply(store.set(&key, &value, cond, reply == SetReply::Old), reply),
+        } => set_reply(store.set(&key, value, cond, reply == SetReply::Old), reply),
         Command::MGet(keys) => {
             // Bytes straight from the store, like GET's: no UTF-8 check
             // on the way out.
@@ -565,9 +608,8 @@ fn execute_here(store: &Store, cmd: Command) -> Reply {
             store.read_with(&keys, |v| values.push(v.map(<[u8]>::to_vec)));
             Reply::Values(values)
         }
-        Command::MSet(pairs) => {
-            let pairs: Vec<(&[u8], &[u8])> = pairs.iter().collect();
-            store.write(&pairs);
+        Command::MSet(mut pairs) => {
+            store.write_owned(pairs.take());
             Reply::Ok
         }
         Command::Del(keys) => {
@@ -818,14 +860,29 @@ mod tests {
     fn multi_key_commands_count() {
         let s = Store::new();
         let run = |c| execute(&s, c);
-        let mut pairs = Pairs::default();
-        pairs.push(b"a", b"1");
-        pairs.push("bé".as_bytes(), "2€".as_bytes());
+        // A value the store keeps in its own buffer, between two small ones.
+        let big = vec![b'v'; 10_000];
+        let args: Vec<&[u8]> = vec![b"a", b"1", b"big", &big, "bé".as_bytes(), "2€".as_bytes()];
+        let pairs = Pairs::from_args(&args);
+        let want = vec![
+            (&b"a"[..], &b"1"[..]),
+            (b"big", &big),
+            ("bé".as_bytes(), "2€".as_bytes()),
+        ];
+        assert_eq!(pairs.iter().collect::<Vec<_>>(), want);
         assert_eq!(
-            pairs.iter().collect::<Vec<_>>(),
-            vec![(&b"a"[..], &b"1"[..]), ("bé".as_bytes(), "2€".as_bytes())]
+            pairs.bytes.len(),
+            1 + 1 + 3 + 3 + 4,
+            "the big value is apart"
         );
+        let mut copy = pairs.clone();
+        let taken = copy.take();
+        assert!(matches!(taken[1].1, Cow::Owned(_)) && matches!(taken[2].1, Cow::Borrowed(_)));
+        let taken: Vec<(&[u8], &[u8])> = taken.iter().map(|(k, v)| (*k, &**v)).collect();
+        assert_eq!(taken, want);
         run(Command::MSet(pairs));
+        assert_eq!(run(Command::Strlen(b"big".to_vec())), Reply::Int(10_000));
+        assert_eq!(run(Command::Del(vec![b"big".to_vec()])), Reply::Int(1));
         let ab = || vec![b"a".to_vec(), b"a".to_vec(), b"c".to_vec()];
         assert_eq!(run(Command::Exists(ab())), Reply::Int(2));
         assert_eq!(

@@ -31,10 +31,12 @@ pub use snapshot::Snapshot;
 pub use transaction::{Attempt, Transaction};
 
 use expiry::{now_ms, Deadlines};
+use std::borrow::Cow;
 use std::collections::HashMap;
 use std::hash::BuildHasher;
 use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
 use std::sync::{OnceLock, PoisonError, RwLock, RwLockReadGuard, RwLockWriteGuard, TryLockError};
+pub use table::keeps_buffer;
 use table::{Hasher, Table};
 
 /// Number of shards of a store made with [`Store::new`]. A power of two well
@@ -163,7 +165,7 @@ impl Shard {
 
     /// Sets `key` as SET does: the value, and no deadline.
     #[inline]
-    fn set_plain(&mut self, h: u64, key: &[u8], value: &[u8]) -> bool {
+    fn set_plain<'v>(&mut self, h: u64, key: &[u8], value: impl Into<Cow<'v, [u8]>>) -> bool {
         let new = self.map.set(h, key, value);
         self.deadlines.remove(key);
         new
@@ -179,11 +181,11 @@ impl Shard {
     /// Sets `key` to `value` if `cond` holds; returns whether it did,
     /// whether that made the key, and, if `want_old`, the value before.
     /// The caller journals and reports.
-    fn set_if(
+    fn set_if<'v>(
         &mut self,
         h: u64,
         key: &[u8],
-        value: &[u8],
+        value: impl Into<Cow<'v, [u8]>>,
         cond: SetIf,
         want_old: bool,
     ) -> (bool, bool, Option<Vec<u8>>) {
@@ -613,23 +615,40 @@ impl Store {
     }
 
     /// Sets `key` to `value` if `cond` holds; returns whether it was set and,
-    /// if `want_old`, the value before (SET NX/XX/GET, GETSET, SETNX).
-    pub fn set(
+    /// if `want_old`, the value before (SET NX/XX/GET, GETSET, SETNX). A
+    /// large value handed over in its own buffer is kept as it is.
+    pub fn set<'v>(
         &self,
         key: impl AsRef<[u8]>,
-        value: impl AsRef<[u8]>,
+        value: impl Into<Cow<'v, [u8]>>,
         cond: SetIf,
         want_old: bool,
     ) -> (bool, Option<Vec<u8>>) {
-        let (key, value) = (key.as_ref(), value.as_ref());
+        let key = key.as_ref();
+        let small;
+        let value = match value.into() {
+            // Copied into a chunk anyway: the journal and the hook can
+            // read it where it is.
+            Cow::Owned(v) if !table::keeps_buffer(key.len(), v.len()) => {
+                small = v;
+                Cow::Borrowed(&small[..])
+            }
+            v => v,
+        };
         if let Some(r) = self.remote() {
-            return remote::set(r, key, value, cond, want_old, || self.get(key));
+            return remote::set(r, key, &value, cond, want_old, || self.get(key));
         }
+        let given = match value {
+            Cow::Borrowed(v) => Some(v),
+            Cow::Owned(_) => None,
+        };
         let (h, shard) = self.shard(key);
         let mut g = shard.write().unwrap_or_else(PoisonError::into_inner);
         self.reap(&mut g, h, key);
         let (applied, made, old) = g.set_if(h, key, value, cond, want_old);
         if applied {
+            // A buffer handed over is read back where the table keeps it.
+            let value = given.or_else(|| g.map.get(h, key)).unwrap_or_default();
             self.journal_set(&[(key, value)]);
             if made {
                 self.created(&g, key, value);
@@ -637,6 +656,45 @@ impl Store {
             self.report(&g, key, Some(value), KeyEvent::Set);
         }
         (applied, old)
+    }
+
+    /// [`Store::write`] for values some of which come in buffers of their
+    /// own (a RESP MSET's large values): those the table keeps as they are
+    /// instead of copying them with the shards locked. A key given twice is
+    /// journaled and reported with its last value both times (no reader
+    /// could see the first).
+    pub fn write_owned(&self, pairs: Vec<(&[u8], Cow<'_, [u8]>)>) {
+        if !pairs
+            .iter()
+            .any(|(k, v)| matches!(v, Cow::Owned(v) if table::keeps_buffer(k.len(), v.len())))
+        {
+            return self.write(&pairs);
+        }
+        if let Some(r) = self.remote() {
+            return remote::write(r, &pairs);
+        }
+        let keys: Vec<&[u8]> = pairs.iter().map(|(k, _)| *k).collect();
+        let order = self.shards_of(keys.iter().copied());
+        let mut guards = self.write_locks(&order);
+        for (k, v) in pairs {
+            let h = self.hash(k);
+            let g = &mut guards[slot(&order, self.shard_at(h))];
+            self.reap(g, h, k);
+            if g.set_plain(h, k, v) && self.new_events.load(Ordering::Relaxed) {
+                self.created(g, k, g.map.get(h, k).unwrap_or_default());
+            }
+        }
+        let kept: Vec<(&[u8], &[u8])> = keys
+            .iter()
+            .map(|&k| {
+                let h = self.hash(k);
+                let g = &guards[slot(&order, self.shard_at(h))];
+                (k, g.map.get(h, k).unwrap_or_default())
+            })
+            .collect();
+        self.journal_set(&kept);
+        self.report_all(&kept, |key| &guards[slot(&order, self.shard_of(key))]);
+        drop(guards);
     }
 
     /// Deletes every key, reporting each deletion; returns how many there
@@ -1382,6 +1440,74 @@ mod tests {
                 ("k".into(), Some("2".into())),
                 ("k".into(), None),
                 ("k".into(), Some("3".into())),
+            ]
+        );
+    }
+
+    /// A journal that keeps what it is given, as text.
+    #[derive(Default, Clone)]
+    struct Recorded(Arc<Mutex<Vec<String>>>);
+
+    impl Journal for Recorded {
+        fn set(&self, pairs: &mut dyn Iterator<Item = (&[u8], &[u8])>) {
+            let pairs: Vec<String> = pairs
+                .map(|(k, v)| format!("{}={}", String::from_utf8_lossy(k), v.len()))
+                .collect();
+            self.0.lock().unwrap().push(pairs.join(" "));
+        }
+        fn del(&self, _: &mut dyn Iterator<Item = &[u8]>) {}
+        fn clear(&self) {}
+        fn expire(&self, _: &[u8], _: Option<u64>) {}
+    }
+
+    #[test]
+    fn big_values_handed_over_are_journaled_and_reported_as_kept() {
+        let s = Store::new();
+        let journal = Recorded::default();
+        assert!(s.set_journal(Box::new(journal.clone())).is_ok());
+        let seen = Arc::new(Mutex::new(Vec::new()));
+        let sink = seen.clone();
+        // Each value as its length and first byte.
+        let hook: ChangeHook = Box::new(move |changes| {
+            let mut v = sink.lock().unwrap();
+            for c in changes {
+                v.push((c.event, c.value.map(|v| (v.len(), v[0]))));
+            }
+        });
+        assert!(s.set_change_hook(hook).is_ok());
+        s.set_new_events(true);
+        for k in ["big", "b2", "small"] {
+            s.watch_key(k);
+        }
+        let big = |n: usize, b: u8| vec![b; 5000 + n];
+        s.set("big", big(0, 1), SetIf::Always, false);
+        assert_eq!(s.set("big", big(1, 2), SetIf::Absent, false), (false, None));
+        s.write_owned(vec![
+            (b"small", Cow::Borrowed(b"s")),
+            (b"b2", Cow::Owned(big(2, 3))),
+            (b"big", Cow::Owned(big(3, 4))),
+            (b"b2", Cow::Owned(big(4, 5))),
+        ]);
+        assert!(s.get("big") == Some(big(3, 4)));
+        assert!(s.get("b2") == Some(big(4, 5)));
+        assert_eq!(s.get("small"), Some(b"s".to_vec()));
+        assert_eq!(
+            journal.0.lock().unwrap().clone(),
+            vec!["big=5000", "small=1 b2=5004 big=5003 b2=5004"],
+            "a key given twice is journaled with its last value"
+        );
+        use KeyEvent::{New, Set};
+        assert_eq!(
+            seen.lock().unwrap().clone(),
+            vec![
+                (New, Some((5000, 1))),
+                (Set, Some((5000, 1))),
+                (New, Some((1, b's'))),
+                (New, Some((5002, 3))),
+                (Set, Some((1, b's'))),
+                (Set, Some((5004, 5))),
+                (Set, Some((5003, 4))),
+                (Set, Some((5004, 5))),
             ]
         );
     }

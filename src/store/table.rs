@@ -16,23 +16,27 @@
 //! values leave dead bytes too. Once a quarter of the chunks is dead, the
 //! live entries are copied into fresh chunks (amortised: each copy follows
 //! at least a third as many dead bytes as it copies). Entries too large for
-//! a chunk's comfort get a block of their own.
+//! a chunk's comfort keep their key and value apart: a value handed over
+//! in a buffer of its own ([`Cow::Owned`]) is kept as that buffer, not
+//! copied (a 100 KiB SET's value was copied once more, with the shard
+//! locked, after the reactor had copied it out of the request).
 //!
 //! Keys and values are bytes, any bytes (a RESP client's may be binary);
 //! the course formats' narrower rules are theirs to check.
 
 use slab::Slab;
+use std::borrow::Cow;
 
 /// Bytes per chunk; a chunk entry's offset is the low 16 bits of its location.
 const CHUNK: usize = 1 << 16;
 const OFFSET_BITS: u32 = 16;
-/// Locations with this bit set are indices into the own-block entries.
+/// Locations with this bit set are indices into the big entries.
 const BIG: u32 = 1 << 31;
 /// Chunks a table may have: what fits in the 15 bits left of a location
 /// (2 GiB per shard). Beyond, entries get their own block.
 const MAX_CHUNKS: usize = 1 << 15;
-/// Entries longer than this get their own block: packing them would waste
-/// the end of many chunks.
+/// Entries longer than this are kept apart: packing them would waste the
+/// end of many chunks.
 const PACKED_MAX: usize = CHUNK / 16;
 
 /// The store's hasher: foldhash, randomly seeded per store, so keys chosen
@@ -48,15 +52,21 @@ pub struct Table {
     heap: Heap,
 }
 
-/// Where the entries live: packed chunks and own blocks.
+/// Where the entries live: packed chunks and big entries.
 #[derive(Default)]
 struct Heap {
     chunks: Vec<Vec<u8>>,
-    big: Slab<Box<[u8]>>,
+    big: Slab<Big>,
     /// Bytes in chunks no entry uses any more.
     dead: usize,
     /// Bytes in chunks, live or dead.
     used: usize,
+}
+
+/// An entry too large to pack.
+struct Big {
+    key: Box<[u8]>,
+    value: Vec<u8>,
 }
 
 /// One entry of the index: where the entry is, and the low half of its
@@ -104,7 +114,7 @@ impl Table {
     /// The value of `key` (whose hash is `hash`), as the bytes of the
     /// `&str` it was set to.
     pub fn get(&self, hash: u64, key: &[u8]) -> Option<&[u8]> {
-        Some(parts(self.heap.entry(self.find(hash, key)?)).1)
+        Some(self.heap.pair(self.find(hash, key)?).1)
     }
 
     pub fn contains(&self, hash: u64, key: &[u8]) -> bool {
@@ -112,8 +122,10 @@ impl Table {
     }
 
     /// Sets `key` (whose hash is `hash`) to `value`, over the old value's
-    /// bytes where it fits; whether the key is new.
-    pub fn set(&mut self, hash: u64, key: &[u8], value: &[u8]) -> bool {
+    /// bytes where it fits, or keeping a big value's own buffer as it is;
+    /// whether the key is new.
+    pub fn set<'v>(&mut self, hash: u64, key: &[u8], value: impl Into<Cow<'v, [u8]>>) -> bool {
+        let value = value.into();
         let tag = hash as u32;
         let Table { index, heap } = self;
         let found = index.entry(
@@ -124,10 +136,7 @@ impl Table {
         let new = match found {
             hashbrown::hash_table::Entry::Occupied(mut slot) => {
                 let loc = slot.get().loc;
-                if !heap.overwrite(loc, key, value) {
-                    heap.release(loc);
-                    slot.get_mut().loc = heap.append(key, value);
-                }
+                slot.get_mut().loc = heap.replace(loc, key, value);
                 false
             }
             hashbrown::hash_table::Entry::Vacant(slot) => {
@@ -160,10 +169,7 @@ impl Table {
     /// Every pair, in no particular order, checked back into `&str`s: for
     /// whole-table walks (snapshots, KEYS, SCAN, FLUSH), not lookups.
     pub fn iter(&self) -> impl Iterator<Item = (&[u8], &[u8])> + '_ {
-        self.index.iter().map(|s| {
-            let (k, v, _) = parts(self.heap.entry(s.loc));
-            (k, v)
-        })
+        self.index.iter().map(|s| self.heap.pair(s.loc))
     }
 
     /// Every key's tag (the low half of its hash, which never changes),
@@ -174,9 +180,7 @@ impl Table {
 
     /// Every key with its tag, in no particular order.
     pub fn tagged_keys(&self) -> impl Iterator<Item = (u32, &[u8])> + '_ {
-        self.index
-            .iter()
-            .map(|s| (s.tag, parts(self.heap.entry(s.loc)).0))
+        self.index.iter().map(|s| (s.tag, self.heap.pair(s.loc).0))
     }
 
     #[inline]
@@ -195,28 +199,34 @@ impl Table {
         for s in self.index.iter_mut() {
             if s.loc & BIG == 0 {
                 let (k, v, _) = parts(packed_at(&old, s.loc));
-                s.loc = self.heap.append(k, v);
+                s.loc = self.heap.append(k, Cow::Borrowed(v));
             }
         }
     }
 }
 
 impl Heap {
-    /// The bytes from the start of the entry at `loc` on (to the end of its
-    /// chunk or block).
+    /// The key and value of the entry at `loc`.
     #[inline]
-    fn entry(&self, loc: u32) -> &[u8] {
+    fn pair(&self, loc: u32) -> (&[u8], &[u8]) {
         if loc & BIG != 0 {
-            return self.big.get((loc & !BIG) as usize).map_or(&[], |b| b);
+            return self
+                .big
+                .get((loc & !BIG) as usize)
+                .map_or((&[], &[]), |b| (&b.key, &b.value));
         }
-        packed_at(&self.chunks, loc)
+        let (k, v, _) = parts(packed_at(&self.chunks, loc));
+        (k, v)
     }
 
     /// Whether the entry at `loc` has the key `key`: the lookup's inner
     /// loop, so it compares lengths first and bytes only then.
     #[inline]
     fn has_key(&self, loc: u32, key: &[u8]) -> bool {
-        let b = self.entry(loc);
+        if loc & BIG != 0 {
+            return self.pair(loc).0 == key;
+        }
+        let b = packed_at(&self.chunks, loc);
         match *b {
             [k, v, ..] if k < 0x80 && v < 0x80 => {
                 k as usize == key.len() && b.get(2..2 + key.len()) == Some(key)
@@ -225,20 +235,31 @@ impl Heap {
         }
     }
 
-    /// Writes `key`'s new entry over the one at `loc` if it is no longer:
-    /// in a chunk the bytes left over become dead; an own block must fit
-    /// exactly (a shrunk big value should not keep its block).
-    fn overwrite(&mut self, loc: u32, key: &[u8], value: &[u8]) -> bool {
+    /// Puts `key`'s new value in place of the entry at `loc`: over it if it
+    /// fits, in a big entry's place if the value comes in its own buffer,
+    /// elsewhere otherwise; where the entry is now.
+    fn replace(&mut self, loc: u32, key: &[u8], value: Cow<'_, [u8]>) -> u32 {
         let need = encoded_len(key.len(), value.len());
-        if loc & BIG != 0 {
-            return match self.big.get_mut((loc & !BIG) as usize) {
-                Some(block) if block.len() == need => {
-                    encode_into(block, key, value);
-                    true
+        if loc & BIG != 0 && need > PACKED_MAX {
+            if let Some(b) = self.big.get_mut((loc & !BIG) as usize) {
+                match value {
+                    Cow::Owned(v) => b.value = exact(v),
+                    Cow::Borrowed(v) if v.len() == b.value.len() => b.value.copy_from_slice(v),
+                    Cow::Borrowed(v) => b.value = v.to_vec(),
                 }
-                _ => false,
-            };
+                return loc;
+            }
         }
+        if loc & BIG == 0 && self.overwrite(loc, key, &value, need) {
+            return loc;
+        }
+        self.release(loc);
+        self.append(key, value)
+    }
+
+    /// Writes `key`'s new entry, `need` bytes, over the packed one at `loc`
+    /// if it is no longer; the bytes left over become dead.
+    fn overwrite(&mut self, loc: u32, key: &[u8], value: &[u8], need: usize) -> bool {
         let (c, off) = split_loc(loc);
         let Some(chunk) = self.chunks.get_mut(c) else {
             return false;
@@ -263,9 +284,9 @@ impl Heap {
         }
     }
 
-    /// Appends an entry to the last chunk, a new one, or a block of its
-    /// own; its location.
-    fn append(&mut self, key: &[u8], value: &[u8]) -> u32 {
+    /// Appends an entry to the last chunk, a new one, or the big entries;
+    /// its location.
+    fn append(&mut self, key: &[u8], value: Cow<'_, [u8]>) -> u32 {
         let need = encoded_len(key.len(), value.len());
         if need <= PACKED_MAX {
             let chunks = &mut self.chunks;
@@ -282,15 +303,31 @@ impl Heap {
                 let at = put_varint(&mut head, at, value.len());
                 chunk.extend_from_slice(&head[..at]);
                 chunk.extend_from_slice(key);
-                chunk.extend_from_slice(value);
+                chunk.extend_from_slice(&value);
                 self.used += need;
                 return ((c as u32) << OFFSET_BITS) | off as u32;
             }
         }
-        let mut block = vec![0; need].into_boxed_slice();
-        encode_into(&mut block, key, value);
-        BIG | self.big.insert(block) as u32
+        let big = Big {
+            key: key.into(),
+            value: exact(value.into_owned()),
+        };
+        BIG | self.big.insert(big) as u32
     }
+}
+
+/// `v` holding no more room than its bytes: a buffer kept for a value
+/// should not keep what it was read into beyond it.
+fn exact(mut v: Vec<u8>) -> Vec<u8> {
+    v.shrink_to_fit();
+    v
+}
+
+/// Whether a value of `vlen` bytes under a key of `klen` is kept apart,
+/// in the buffer it is handed over in (see [`Cow::Owned`] in
+/// [`Table::set`]); a smaller one is copied into a chunk.
+pub fn keeps_buffer(klen: usize, vlen: usize) -> bool {
+    encoded_len(klen, vlen) > PACKED_MAX
 }
 
 fn split_loc(loc: u32) -> (usize, usize) {
@@ -477,6 +514,42 @@ mod tests {
         for n in &sizes[1..] {
             assert!(get(&t, key(*n)).is_some());
         }
+    }
+
+    #[test]
+    fn a_big_value_handed_over_is_kept_in_its_buffer() {
+        let mut t = Table::default();
+        let k = b"big".as_slice();
+        let v = vec![7u8; PACKED_MAX + 10];
+        let at = v.as_ptr();
+        t.set(h(k), k, v);
+        assert_eq!(t.get(h(k), k).map(<[u8]>::as_ptr), Some(at), "not copied");
+        // Over a big entry: the new buffer takes the old one's place.
+        let w = vec![8u8; 3 * PACKED_MAX];
+        let at = w.as_ptr();
+        t.set(h(k), k, w);
+        assert_eq!(t.get(h(k), k).map(<[u8]>::as_ptr), Some(at));
+        assert_eq!(t.heap.big.len(), 1);
+        // Borrowed bytes are copied, as before; a small value handed over
+        // goes into a chunk and the big entry is gone.
+        t.set(h(k), k, &[9u8; PACKED_MAX + 1][..]);
+        assert_eq!(t.get(h(k), k), Some(&[9u8; PACKED_MAX + 1][..]));
+        t.set(h(k), k, b"small".to_vec());
+        assert_eq!(t.get(h(k), k), Some(&b"small"[..]));
+        assert!(t.heap.big.is_empty());
+        // A buffer with room to spare keeps none of it.
+        let mut roomy = Vec::with_capacity(4 * PACKED_MAX);
+        roomy.resize(PACKED_MAX + 1, 1u8);
+        t.set(h(k), k, roomy);
+        assert_eq!(
+            t.heap
+                .big
+                .iter()
+                .map(|(_, b)| b.value.capacity())
+                .sum::<usize>(),
+            PACKED_MAX + 1
+        );
+        assert!(!keeps_buffer(3, PACKED_MAX - 6) && keeps_buffer(3, PACKED_MAX - 5));
     }
 
     /// The table against a `HashMap` over a long run of sets of varied

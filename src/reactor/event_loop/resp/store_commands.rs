@@ -345,11 +345,7 @@ pub(super) fn store_command(
         },
         "mget" => Command::MGet(keys()),
         "mset" | "msetnx" => {
-            let bytes = args[1..].iter().map(|a| a.len()).sum();
-            let mut pairs = Pairs::with_capacity(args.len() / 2, bytes);
-            for kv in args[1..].chunks(2) {
-                pairs.push(kv[0], kv[1]);
-            }
+            let pairs = Pairs::from_args(&args[1..]);
             if name == "mset" {
                 Command::MSet(pairs)
             } else {
