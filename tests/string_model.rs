@@ -47,7 +47,7 @@ fn command() -> impl Strategy<Value = Command> {
     prop_oneof![
         (key(), value()).prop_map(|(key, value)| Command::Set {
             key,
-            value,
+            value: value.into(),
             cond: kvs::store::SetIf::Always,
             reply: kvs::reactor::command::SetReply::Ok
         }),
@@ -116,7 +116,7 @@ fn command() -> impl Strategy<Value = Command> {
         )
             .prop_map(|(key, value, at)| Command::SetTtl {
                 key,
-                value,
+                value: value.into(),
                 cond: kvs::store::SetIf::Always,
                 reply: kvs::reactor::command::SetReply::Ok,
                 ttl: at.map_or(SetTtl::Keep, SetTtl::Set),
@@ -135,7 +135,7 @@ fn model(m: &mut Model, cmd: &Command) -> Reply {
     };
     match cmd {
         Command::Set { key, value, .. } => {
-            m.insert(key.clone(), (value.clone(), None));
+            m.insert(key.clone(), (value.to_vec(), None));
             Reply::Ok
         }
         Command::SetTtl {
@@ -147,7 +147,7 @@ fn model(m: &mut Model, cmd: &Command) -> Reply {
                 SetTtl::Set(When::At(at)) => Some(*at as u64),
                 SetTtl::Set(When::In(_)) => unreachable!("not generated"),
             };
-            m.insert(key.clone(), (value.clone(), t));
+            m.insert(key.clone(), (value.to_vec(), t));
             Reply::Ok
         }
         Command::Get(k) => Reply::Value(m.get(k).map(|(v, _)| v.clone())),

@@ -114,6 +114,94 @@ fn a_hundred_megabyte_value_goes_in_and_out_whole() {
     );
 }
 
+/// Large values arrive in pieces of every size, pipelined with small
+/// requests and with each other (the server reads a large value apart,
+/// into the buffer it then stores): every one is stored whole, every
+/// command answered in order.
+#[test]
+fn large_values_in_uneven_pieces_are_stored_whole() {
+    let kvs = RespServer::start(&[], &[]);
+    let value = |n: usize, seed: usize| -> Vec<u8> {
+        (0..n).map(|i| ((i * 7 + seed) % 253) as u8).collect()
+    };
+    let (a, b, c, d) = (
+        value(100_000, 1),
+        value(40_000, 2),
+        value(1 << 20, 3),
+        value(33_000, 4),
+    );
+    let req = |args: &[&[u8]]| kvs::protocol::resp::encode_request(args);
+    let wire = [
+        req(&[b"SET", b"a", &a]),
+        req(&[b"PING"]),
+        req(&[b"MSET", b"b", &b, b"small", b"x", b"c", &c]),
+        req(&[b"APPEND", b"a", &d]),
+        req(&[b"SET", b"d", &d, b"EX", b"100"]),
+        req(&[b"ECHO", &b]),
+        req(&[b"GETSET", b"b", &d]),
+        req(&[b"STRLEN", b"a"]),
+    ]
+    .concat();
+    let mut a_then_d = a.clone();
+    a_then_d.extend_from_slice(&d);
+    let bulk = |v: &[u8]| [format!("${}\r\n", v.len()).as_bytes(), v, b"\r\n"].concat();
+    let want = [
+        b"+OK\r\n".to_vec(),
+        b"+PONG\r\n".to_vec(),
+        b"+OK\r\n".to_vec(),
+        format!(":{}\r\n", a_then_d.len()).into_bytes(),
+        b"+OK\r\n".to_vec(),
+        bulk(&b),
+        bulk(&b),
+        format!(":{}\r\n", a_then_d.len()).into_bytes(),
+    ];
+    // Pieces from 1 byte to 300 KB, with pauses now and then so that the
+    // server reads what has come so far; then all at once.
+    let mut x: u64 = 0x2545_f491_4f6c_dd1d;
+    for round in 0..4 {
+        let mut raw = kvs.raw();
+        let mut rest = &wire[..];
+        while !rest.is_empty() {
+            x ^= x << 13;
+            x ^= x >> 7;
+            x ^= x << 17;
+            let n = (1 + (x % [2_000, 50_000, 300_000, u64::MAX][round]) as usize).min(rest.len());
+            raw.send(&rest[..n]);
+            rest = &rest[n..];
+            if x % 5 == 0 {
+                std::thread::sleep(std::time::Duration::from_millis(1));
+            }
+        }
+        for (i, w) in want.iter().enumerate() {
+            assert!(
+                raw.reply() == *w,
+                "round {round}: reply {i} is not the one expected"
+            );
+        }
+        let mut con = kvs.con();
+        let got: Vec<Vec<u8>> = redis::cmd("MGET")
+            .arg(&["a", "b", "c", "d", "small"])
+            .query(&mut con)
+            .unwrap();
+        assert!(
+            got == vec![
+                a_then_d.clone(),
+                d.clone(),
+                c.clone(),
+                d.clone(),
+                b"x".to_vec()
+            ],
+            "round {round}: values changed"
+        );
+        redis::cmd("SET")
+            .arg("a")
+            .arg(&a[..])
+            .query::<()>(&mut con)
+            .unwrap();
+        let _: () = con.del(&["b", "c", "d"]).unwrap();
+    }
+}
+
 /// String and key commands, each answered byte for byte as redis-server
 /// answers it (skipped where redis-server is missing).
 const STRING_COMMANDS: &[&[&str]] = &[

@@ -20,6 +20,10 @@ pub const MAX_BULK: usize = 512 * 1024 * 1024;
 pub const MAX_INLINE: usize = 64 * 1024;
 /// Longest header line (`*<n>` or `$<n>`) before it must have ended.
 const MAX_HEADER: usize = 32;
+/// Bulk strings this long or longer are worth reading apart from the rest
+/// of their request, into a buffer of their own that the store can then
+/// keep as it is (Redis's `PROTO_MBULK_BIG_ARG`): see [`parse_apart`].
+pub const BIG_ARG: usize = 32 * 1024;
 
 /// A request the stream cannot recover from: answer `-ERR Protocol error:
 /// <text>` and close the connection, as Redis does.
@@ -87,9 +91,21 @@ pub fn parse(buf: &[u8]) -> Parsed<'_> {
 /// [`parse`], with Redis's tighter limits for a connection that must still
 /// authenticate (`unauthenticated`).
 pub fn parse_as(buf: &[u8], unauthenticated: bool) -> Parsed<'_> {
+    parse_apart(buf, unauthenticated, |_| None)
+}
+
+/// [`parse_as`] for a buffer some of whose bulk strings' bytes were read
+/// apart: `apart(at)` gives the bytes read so far of the one whose `$<n>`
+/// header ends at `at` (`buf` goes on there with its `\r\n`), or `None`
+/// where the bytes are in `buf` as usual.
+pub fn parse_apart<'a>(
+    buf: &'a [u8],
+    unauthenticated: bool,
+    apart: impl Fn(usize) -> Option<&'a [u8]>,
+) -> Parsed<'a> {
     match buf.first() {
         None => Parsed::Incomplete,
-        Some(b'*') => parse_multibulk(buf, unauthenticated),
+        Some(b'*') => parse_multibulk(buf, unauthenticated, apart),
         Some(_) => parse_inline(buf),
     }
 }
@@ -123,7 +139,11 @@ fn number(s: &[u8]) -> Option<i64> {
     Some(if neg { -n } else { n })
 }
 
-fn parse_multibulk(buf: &[u8], unauthenticated: bool) -> Parsed<'_> {
+fn parse_multibulk<'a>(
+    buf: &'a [u8],
+    unauthenticated: bool,
+    apart: impl Fn(usize) -> Option<&'a [u8]>,
+) -> Parsed<'a> {
     let (head, mut at) = match line(buf, 1, MAX_HEADER) {
         Ok(Some(l)) => l,
         Ok(None) => return Parsed::Incomplete,
@@ -159,6 +179,14 @@ fn parse_multibulk(buf: &[u8], unauthenticated: bool) -> Parsed<'_> {
             Some(n) if (0..=MAX_BULK as i64).contains(&n) => n as usize,
             _ => return Parsed::Error(ProtocolError::InvalidBulkLength),
         };
+        if let Some(bytes) = apart(start) {
+            if bytes.len() < len || buf.len() < start + 2 {
+                return Parsed::Incomplete;
+            }
+            args.push(bytes);
+            at = start + 2;
+            continue;
+        }
         if buf.len() < start + len + 2 {
             return Parsed::Incomplete;
         }
@@ -169,30 +197,63 @@ fn parse_multibulk(buf: &[u8], unauthenticated: bool) -> Parsed<'_> {
     Parsed::Request(args, at)
 }
 
-/// Where the bulk string that `buf` ends inside will end, if `buf` is an
-/// incomplete multibulk request cut inside a declared bulk's bytes: so the
-/// reader lets a large value in (up to [`MAX_BULK`]) while a request that
-/// never ends, or never gets past its headers, is still cut off at the
-/// query buffer limit.
-pub fn declared_end(buf: &[u8]) -> Option<usize> {
-    if buf.first() != Some(&b'*') {
-        return None;
+/// A multibulk request cut inside a bulk string's bytes.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Cut {
+    /// Where the bulk's bytes start.
+    pub start: usize,
+    /// Its declared length.
+    pub len: usize,
+    /// Where it will end, with its `\r\n`: the reader lets a large value
+    /// in (up to [`MAX_BULK`]) while a request that never ends, or never
+    /// gets past its headers, is still cut off at the query buffer limit.
+    pub end: usize,
+}
+
+/// Where the request being read is cut, if it is a multibulk request cut
+/// inside a bulk's bytes: whole requests before it are stepped over (by
+/// their headers), and the bytes of bulks read apart (see
+/// [`parse_apart`]) are where `apart` says.
+pub fn cut<'a>(buf: &'a [u8], apart: impl Fn(usize) -> Option<&'a [u8]>) -> Option<Cut> {
+    let mut at = 0;
+    while at < buf.len() {
+        if buf[at] != b'*' {
+            // An inline request: whole if its line ended.
+            at += memchr::memchr(b'\n', &buf[at..])? + 1;
+            continue;
+        }
+        at = match request_end(buf, at, &apart)? {
+            Ok(end) => end,
+            Err(cut) => return Some(cut),
+        };
     }
-    let (head, mut at) = line(buf, 1, MAX_HEADER).ok()??;
-    let count = number(head).filter(|&n| n > 0 && n <= MAX_ARGS as i64)?;
+    None
+}
+
+/// Where the multibulk request at `from` ends, or where it is cut inside
+/// a bulk's bytes; `None` if it is cut elsewhere or malformed.
+fn request_end<'a>(
+    buf: &'a [u8],
+    from: usize,
+    apart: &impl Fn(usize) -> Option<&'a [u8]>,
+) -> Option<Result<usize, Cut>> {
+    let (head, mut at) = line(buf, from + 1, MAX_HEADER).ok()??;
+    let count = number(head).filter(|&n| n <= MAX_ARGS as i64)?;
     for _ in 0..count {
         if buf.get(at) != Some(&b'$') {
             return None;
         }
         let (head, start) = line(buf, at + 1, MAX_HEADER).ok()??;
         let len = number(head).filter(|n| (0..=MAX_BULK as i64).contains(n))? as usize;
-        let end = start + len + 2;
+        // Read apart: only its `\r\n` is in `buf`.
+        let in_buf = if apart(start).is_some() { 0 } else { len };
+        let end = start + in_buf + 2;
         if buf.len() < end {
-            return Some(end);
+            return Some(Err(Cut { start, len, end }));
         }
         at = end;
     }
-    None
+    Some(Ok(at))
 }
 
 fn parse_inline(buf: &[u8]) -> Parsed<'_> {
@@ -518,16 +579,58 @@ mod tests {
 
     #[test]
     fn a_bulk_being_read_declares_its_end() {
+        let end = |buf: &[u8]| cut(buf, |_| None).map(|c| c.end);
         assert_eq!(
-            declared_end(b"*2\r\n$3\r\nset\r\n$100\r\nab"),
-            Some(19 + 100 + 2)
+            cut(b"*2\r\n$3\r\nset\r\n$100\r\nab", |_| None),
+            Some(Cut {
+                start: 19,
+                len: 100,
+                end: 19 + 100 + 2
+            })
         );
-        assert_eq!(declared_end(b"*1\r\n$3\r\nse"), Some(4 + 4 + 3 + 2));
+        assert_eq!(end(b"*1\r\n$3\r\nse"), Some(4 + 4 + 3 + 2));
         // Complete, not a multibulk, or not yet inside a bulk: nothing.
-        assert_eq!(declared_end(b"*1\r\n$1\r\na\r\n"), None);
-        assert_eq!(declared_end(b"set a b"), None);
-        assert_eq!(declared_end(b"*2\r\n$1\r\na\r\n"), None);
-        assert_eq!(declared_end(b"*1\r\n$536870913\r\n"), None);
+        assert_eq!(end(b"*1\r\n$1\r\na\r\n"), None);
+        assert_eq!(end(b"set a b"), None);
+        assert_eq!(end(b"*2\r\n$1\r\na\r\n"), None);
+        assert_eq!(end(b"*1\r\n$536870913\r\n"), None);
+        // Whole requests before it, multibulk or inline, are stepped over.
+        let two = b"*1\r\n$4\r\nPING\r\nPING\r\n*2\r\n$3\r\nset\r\n$100\r\nab";
+        assert_eq!(end(two), Some(two.len() - 2 + 100 + 2));
+        assert_eq!(end(b"*1\r\n$4\r\nPING\r\nPIN"), None);
+    }
+
+    #[test]
+    fn bulks_read_apart_are_taken_from_where_they_were_read() {
+        // SET k <5 bytes read apart> EX 9: the buffer holds everything
+        // but the five bytes.
+        let buf = b"*5\r\n$3\r\nSET\r\n$1\r\nk\r\n$5\r\n\r\n$2\r\nEX\r\n$1\r\n9\r\n";
+        let at = 4 + 9 + 7 + 4;
+        let apart = |filled: &'static [u8]| move |p: usize| (p == at).then_some(filled);
+        assert_eq!(
+            parse_apart(buf, false, apart(b"hello")),
+            Parsed::Request(vec![&b"SET"[..], b"k", b"hello", b"EX", b"9"], buf.len())
+        );
+        // Bytes still coming in: not a request yet; cut inside them.
+        assert_eq!(parse_apart(buf, false, apart(b"hel")), Parsed::Incomplete);
+        assert_eq!(
+            cut(&buf[..at], apart(b"hel")),
+            Some(Cut {
+                start: at,
+                len: 5,
+                end: at + 2
+            })
+        );
+        // Its `\r\n` not read yet.
+        assert_eq!(
+            parse_apart(&buf[..at + 1], false, apart(b"hello")),
+            Parsed::Incomplete
+        );
+        // Past it, the next bulk is where the cut is.
+        assert_eq!(
+            cut(&buf[..at + 2 + 5], apart(b"hello")).map(|c| (c.start, c.len)),
+            Some((at + 2 + 4, 2))
+        );
     }
 
     #[test]

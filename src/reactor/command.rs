@@ -9,6 +9,62 @@ use crate::reactor::expire::{self, ExpireIf, GetExTtl, SetTtl, TtlQuery, When};
 use crate::reactor::strings::{self, Outcome, StringOp};
 use crate::store::{self, KeyEvent, SetIf, Store, Transaction};
 use std::borrow::Cow;
+use std::ops::Deref;
+use std::sync::Arc;
+
+/// A value a command writes: bytes copied out of the request, or a large
+/// bulk string the session read into a buffer of its own
+/// ([`crate::reactor::inbuf`]). That buffer is shared with the session's
+/// input until the reactor takes the request off it, which it does before
+/// the command reaches a store thread: the store then holds the only
+/// reference and keeps the very buffer.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Value {
+    Copied(Vec<u8>),
+    Read(Arc<Vec<u8>>),
+}
+
+/// Finds the buffer an argument was read apart into, if it was.
+pub type Apart<'a> = &'a dyn Fn(&[u8]) -> Option<Arc<Vec<u8>>>;
+
+impl Value {
+    /// `arg` as a value: its buffer if it was read apart, else a copy.
+    pub fn of(arg: &[u8], apart: Apart<'_>) -> Value {
+        apart(arg).map_or_else(|| Value::Copied(arg.to_vec()), Value::Read)
+    }
+
+    /// The bytes, as a buffer the store can keep (copied only if the
+    /// request still holds it, which it should not).
+    pub fn into_vec(self) -> Vec<u8> {
+        match self {
+            Value::Copied(v) => v,
+            Value::Read(shared) => Arc::try_unwrap(shared).unwrap_or_else(|s| s.to_vec()),
+        }
+    }
+}
+
+impl Deref for Value {
+    type Target = [u8];
+
+    fn deref(&self) -> &[u8] {
+        match self {
+            Value::Copied(v) => v,
+            Value::Read(shared) => shared,
+        }
+    }
+}
+
+impl AsRef<[u8]> for Value {
+    fn as_ref(&self) -> &[u8] {
+        self
+    }
+}
+
+impl From<Vec<u8>> for Value {
+    fn from(v: Vec<u8>) -> Value {
+        Value::Copied(v)
+    }
+}
 
 /// What SET-like commands answer.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -32,14 +88,14 @@ pub struct Pairs {
     /// Where each key ends in `bytes`, and where its value ends there, or
     /// `None`: the value is the next of `own`.
     ends: Vec<(usize, Option<usize>)>,
-    own: Vec<Vec<u8>>,
+    own: Vec<Value>,
 }
 
 impl Pairs {
     /// The pairs of MSET's arguments (key, value, key, value, ...): one
     /// allocation for the small ones, not a copy of what is there at each
     /// doubling.
-    pub fn from_args(args: &[&[u8]]) -> Pairs {
+    pub fn from_args(args: &[&[u8]], apart: Apart<'_>) -> Pairs {
         let bytes = args
             .chunks(2)
             .map(|kv| match *kv {
@@ -53,16 +109,20 @@ impl Pairs {
             own: Vec::new(),
         };
         for kv in args.chunks_exact(2) {
-            pairs.push(kv[0], kv[1]);
+            pairs.push_from(kv[0], kv[1], apart);
         }
         pairs
     }
 
     pub fn push(&mut self, key: &[u8], value: &[u8]) {
+        self.push_from(key, value, &|_| None);
+    }
+
+    fn push_from(&mut self, key: &[u8], value: &[u8], apart: Apart<'_>) {
         self.bytes.extend_from_slice(key);
         let key_end = self.bytes.len();
         if store::keeps_buffer(key.len(), value.len()) {
-            self.own.push(value.to_vec());
+            self.own.push(Value::of(value, apart));
             self.ends.push((key_end, None));
         } else {
             self.bytes.extend_from_slice(value);
@@ -72,12 +132,8 @@ impl Pairs {
 
     pub fn iter(&self) -> impl Iterator<Item = (&[u8], &[u8])> {
         let mut own = self.own.iter();
-        self.pieces().map(move |(k, v)| {
-            (
-                k,
-                v.unwrap_or_else(|| own.next().map_or(&[], Vec::as_slice)),
-            )
-        })
+        self.pieces()
+            .map(move |(k, v)| (k, v.unwrap_or_else(|| own.next().map_or(&[], |v| &**v))))
     }
 
     /// Every pair, the large values handed over in their buffers (for
@@ -87,7 +143,10 @@ impl Pairs {
         self.pieces()
             .map(|(k, v)| match v {
                 Some(v) => (k, Cow::Borrowed(v)),
-                None => (k, Cow::Owned(own.next().unwrap_or_default())),
+                None => (
+                    k,
+                    Cow::Owned(own.next().map(Value::into_vec).unwrap_or_default()),
+                ),
             })
             .collect()
     }
@@ -111,7 +170,7 @@ pub enum Command {
     Get(Vec<u8>),
     Set {
         key: Vec<u8>,
-        value: Vec<u8>,
+        value: Value,
         cond: SetIf,
         reply: SetReply,
     },
@@ -172,7 +231,7 @@ pub enum Command {
     /// PSETEX: a plain SET takes the quicker [`Command::Set`].
     SetTtl {
         key: Vec<u8>,
-        value: Vec<u8>,
+        value: Value,
         cond: SetIf,
         reply: SetReply,
         ttl: SetTtl,
@@ -600,7 +659,10 @@ fn execute_here(store: &Store, cmd: Command) -> Reply {
             value,
             cond,
             reply,
-        } => set_reply(store.set(&key, value, cond, reply == SetReply::Old), reply),
+        } => set_reply(
+            store.set(&key, value.into_vec(), cond, reply == SetReply::Old),
+            reply,
+        ),
         Command::MGet(keys) => {
             // Bytes straight from the store, like GET's: no UTF-8 check
             // on the way out.
@@ -825,7 +887,7 @@ mod tests {
     fn set(k: &str, v: &str, cond: SetIf, reply: SetReply) -> Command {
         Command::Set {
             key: k.into(),
-            value: v.into(),
+            value: v.as_bytes().to_vec().into(),
             cond,
             reply,
         }
@@ -863,7 +925,7 @@ mod tests {
         // A value the store keeps in its own buffer, between two small ones.
         let big = vec![b'v'; 10_000];
         let args: Vec<&[u8]> = vec![b"a", b"1", b"big", &big, "bé".as_bytes(), "2€".as_bytes()];
-        let pairs = Pairs::from_args(&args);
+        let pairs = Pairs::from_args(&args, &|_| None);
         let want = vec![
             (&b"a"[..], &b"1"[..]),
             (b"big", &big),

@@ -444,7 +444,7 @@ impl Reactor {
             }
             // Read on only if the last read stopped early and there is room.
             match self.sessions.get(sid) {
-                Some(s) if s.unread && s.inbuf.len() < s.input_limit() && !s.busy => continue,
+                Some(s) if s.unread && !s.input_full() && !s.busy => continue,
                 _ => break,
             }
         }
@@ -454,9 +454,9 @@ impl Reactor {
         // Full, not waiting on the pool, and still not one whole request:
         // a request that never ends.
         let endless = s.is_resp()
-            && s.inbuf.len() >= s.input_limit()
+            && s.input_full()
             && !s.busy
-            && crate::protocol::resp::parse(&s.inbuf) == crate::protocol::resp::Parsed::Incomplete;
+            && s.inbuf.parse(0, false) == crate::protocol::resp::Parsed::Incomplete;
         if endless {
             let why = format!(
                 "query buffer limit ({} bytes) reached without a whole request; disconnected",
@@ -464,7 +464,7 @@ impl Reactor {
             );
             return self.close(sid, Close::Log(why));
         }
-        if s.unread && s.inbuf.len() < s.input_limit() && !s.busy {
+        if s.unread && !s.input_full() && !s.busy {
             // A client that keeps writing gets its turn again after
             // everyone else's, not all of this one.
             self.resume.push(sid);

@@ -9,6 +9,7 @@ use mio::net::{TcpStream, UnixStream};
 use mio::unix::pipe::{Receiver, Sender};
 use std::collections::HashSet;
 use std::io::{self, Read, Write};
+use std::os::fd::{AsFd, BorrowedFd};
 use std::time::Instant;
 
 /// Most unparsed FIFO request bytes kept per session; reading pauses above
@@ -138,6 +139,17 @@ fn read_link(link: &mut Link, buf: &mut [u8]) -> io::Result<usize> {
             Some(conn) => conn.read(buf),
             None => Ok(0),
         },
+    }
+}
+
+/// The descriptor a RESP session reads from.
+fn link_fd(link: &Link) -> Option<BorrowedFd<'_>> {
+    match link {
+        Link::Stream { out, .. } => match out.pipe.as_ref()? {
+            Conn::Unix(s) => Some(s.as_fd()),
+            Conn::Tcp(s) => Some(s.as_fd()),
+        },
+        Link::Fifo(_) => None,
     }
 }
 
@@ -449,8 +461,8 @@ impl Session {
     /// Most unparsed bytes this session may hold.
     pub fn input_limit(&self) -> usize {
         if self.is_resp() {
-            match crate::protocol::resp::declared_end(&self.inbuf) {
-                Some(end) => end.clamp(QUERY_LIMIT, BULK_QUERY_LIMIT),
+            match self.inbuf.cut() {
+                Some(cut) => cut.end.clamp(QUERY_LIMIT, BULK_QUERY_LIMIT),
                 None => QUERY_LIMIT,
             }
         } else {
@@ -458,32 +470,70 @@ impl Session {
         }
     }
 
+    /// Whether the session holds all the unparsed input it may: its limit
+    /// (see [`Session::input_limit`]), or, with the bulk strings read
+    /// apart, the most any request may take ([`BULK_QUERY_LIMIT`]).
+    pub fn input_full(&self) -> bool {
+        self.inbuf.len() >= self.input_limit() || self.inbuf.held() >= BULK_QUERY_LIMIT
+    }
+
     /// Reads until the input is empty, at end-of-file, or `budget` bytes
     /// were read or the input limit is reached (then [`Session::unread`]
     /// stays set). `chunk` is the reactor's read buffer, reused so that no
     /// read zeroes a fresh one.
     pub fn read_requests(&mut self, budget: usize, chunk: &mut [u8]) {
-        let limit = self.input_limit();
+        let mut limit = self.input_limit();
         let mut read = 0;
-        while self.unread && self.inbuf.len() < limit && read < budget {
-            // A large request coming in (a big value): read it straight
-            // into the buffer, in large reads, instead of 16 KiB at a time
-            // through the reactor's chunk and a copy.
-            let large = self.inbuf.len() >= chunk.len() && self.is_resp();
-            let want = if large {
-                BIG_READ.min(limit - self.inbuf.len())
-            } else {
-                chunk.len().min(limit - self.inbuf.len())
-            };
-            let got = if large {
-                let link = &mut self.link;
-                self.inbuf.read_with(want, |room| read_link(link, room))
-            } else {
-                let got = read_link(&mut self.link, &mut chunk[..want]);
-                if let Ok(n) = got {
-                    self.inbuf.extend_from_slice(&chunk[..n]);
+        while self.unread && read < budget {
+            let reading_apart = self.inbuf.reading_apart();
+            if reading_apart && self.inbuf.held() >= BULK_QUERY_LIMIT {
+                break;
+            }
+            let apart = reading_apart.then(|| link_fd(&self.link)).flatten();
+            let (want, got) = if let Some(fd) = apart {
+                // A large bulk string read apart (see `InBuf`), and what
+                // follows it.
+                let (got, want) = match self.inbuf.read_apart(fd, BIG_READ, chunk.len()) {
+                    Ok((n, want)) => (Ok(n), want),
+                    Err(e) => (Err(e), 0),
+                };
+                if matches!(got, Ok(n) if n > 0) && self.inbuf.set_apart() {
+                    limit = self.input_limit();
                 }
-                got
+                (want, got)
+            } else if self.inbuf.len() < limit {
+                // A large request coming in (a big value): read it straight
+                // into the buffer, in large reads, instead of 16 KiB at a
+                // time through the reactor's chunk and a copy.
+                let large = self.inbuf.len() >= chunk.len() && self.is_resp();
+                let want = if large {
+                    BIG_READ.min(limit - self.inbuf.len())
+                } else {
+                    chunk.len().min(limit - self.inbuf.len())
+                };
+                let got = if large {
+                    let link = &mut self.link;
+                    self.inbuf.read_with(want, |room| read_link(link, room))
+                } else {
+                    let got = read_link(&mut self.link, &mut chunk[..want]);
+                    if let Ok(n) = got {
+                        self.inbuf.extend_from_slice(&chunk[..n]);
+                    }
+                    got
+                };
+                // Looked for once a read's worth waits: a large bulk
+                // string has come in part, or small requests pile up.
+                let enough = self.inbuf.len() >= chunk.len();
+                if matches!(got, Ok(n) if n > 0)
+                    && enough
+                    && self.is_resp()
+                    && self.inbuf.set_apart()
+                {
+                    limit = self.input_limit();
+                }
+                (want, got)
+            } else {
+                break;
             };
             match got {
                 Ok(0) => {

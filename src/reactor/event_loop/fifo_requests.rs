@@ -94,7 +94,7 @@ impl Reactor {
             },
             Request::Write(key, value) => StoreOp::Batch(vec![Ok(Command::Set {
                 key: key.into_bytes(),
-                value: value.into_bytes(),
+                value: value.into_bytes().into(),
                 cond: SetIf::Always,
                 reply: SetReply::Ok,
             })]),

@@ -204,7 +204,7 @@ impl Reactor {
             let unauthenticated = self.password.is_some() && !self.authenticated(sid);
             // An inline request with quotes has bytes of its own.
             let owned: Vec<Vec<u8>>;
-            let (args, len) = match resp::parse_as(&buf[used..], unauthenticated) {
+            let (args, len) = match buf.parse(used, unauthenticated) {
                 Parsed::Incomplete => break,
                 Parsed::Error(e) => {
                     // Answer what came before the bad bytes first.
@@ -277,7 +277,8 @@ impl Reactor {
             if stored {
                 self.silence_in_batch(sid, silent, batch.len());
                 let info = index.map(|i| &command_table::COMMANDS[i]);
-                let item = store_command(&name, info, &args, || self.info_command(&args));
+                let apart = |arg: &[u8]| buf.shared(arg);
+                let item = store_command(&name, info, &args, || self.info_command(&args), &apart);
                 if matches!(item, Ok(crate::reactor::command::Command::Flush)) {
                     if let Some(st) = self.resp_state(sid) {
                         st.flushing = true;
@@ -657,6 +658,9 @@ mod tests {
     #[test]
     fn store_commands_check_arity_and_values() {
         let info = || Command::DbSize;
+        let store_command = |name, info_of, args: &[&[u8]], info| {
+            store_command(name, info_of, args, info, &|_| None)
+        };
         assert_eq!(
             store_command("get", command_table::find("get"), &[b"get"], info),
             Err(arity_error("get"))
@@ -681,7 +685,7 @@ mod tests {
             ),
             Ok(Command::Set {
                 key: b"a b".to_vec(),
-                value: b"\0\xff".to_vec(),
+                value: b"\0\xff".to_vec().into(),
                 cond: SetIf::Always,
                 reply: SetReply::Ok
             })

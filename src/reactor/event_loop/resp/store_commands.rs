@@ -4,7 +4,7 @@
 use super::command_table;
 use super::{arity_error, eq, not_integer, parse_u64, syntax_error};
 use crate::protocol::resp::MAX_BULK;
-use crate::reactor::command::{Command, LcsMode, Pairs, Reply, SetReply};
+use crate::reactor::command::{Apart, Command, LcsMode, Pairs, Reply, SetReply, Value};
 use crate::reactor::expire::{ExpireIf, GetExTtl, SetTtl, TtlQuery, When};
 use crate::reactor::store_ops::BatchItem;
 use crate::reactor::strings::{self, StringOp};
@@ -50,10 +50,10 @@ fn ttl_options<'a>(
 }
 
 /// SET's arguments after the key and value.
-fn set_command(args: &[&[u8]]) -> BatchItem {
+fn set_command(args: &[&[u8]], apart: Apart<'_>) -> BatchItem {
     // Keys and values are any bytes, as in Redis (the course formats'
     // rules bind only what FIFO and job clients send).
-    let (key, value) = (args[1].to_vec(), args[2].to_vec());
+    let (key, value) = (args[1].to_vec(), Value::of(args[2], apart));
     let (mut cond, mut reply) = (SetIf::Always, SetReply::Ok);
     let (mut ttl, mut keep) = (None, false);
     let mut opts = args[3..].iter().peekable();
@@ -92,11 +92,11 @@ fn set_command(args: &[&[u8]]) -> BatchItem {
 }
 
 /// SETEX key seconds value, PSETEX key milliseconds value.
-fn setex_command(name: &str, args: &[&[u8]]) -> BatchItem {
+fn setex_command(name: &str, args: &[&[u8]], apart: Apart<'_>) -> BatchItem {
     let unit = if name == "setex" { 1000 } else { 1 };
     Ok(Command::SetTtl {
         key: args[1].to_vec(),
-        value: args[3].to_vec(),
+        value: Value::of(args[3], apart),
         cond: SetIf::Always,
         reply: SetReply::Ok,
         ttl: SetTtl::Set(option_time(name, args[2], unit, false)?),
@@ -304,12 +304,14 @@ fn scan_command(args: &[&[u8]]) -> BatchItem {
 }
 
 /// The store command for a request whose name is in [`STORE_COMMANDS`],
-/// or the reply it gets without the store.
+/// or the reply it gets without the store. Values read apart (`apart`)
+/// go along in their buffers.
 pub(super) fn store_command(
     name: &str,
     entry: Option<&command_table::CommandInfo>,
     args: &[&[u8]],
     info: impl FnOnce() -> Command,
+    apart: Apart<'_>,
 ) -> BatchItem {
     let n = args.len();
     // Redis's arity rule: exactly N, or at least -N.
@@ -328,10 +330,10 @@ pub(super) fn store_command(
         "get" => Command::Get(args[1].to_vec()),
         "type" => Command::Type(args[1].to_vec()),
         "strlen" => Command::Strlen(args[1].to_vec()),
-        "set" => return set_command(args),
+        "set" => return set_command(args, apart),
         "setnx" | "getset" => Command::Set {
             key: args[1].to_vec(),
-            value: args[2].to_vec(),
+            value: Value::of(args[2], apart),
             cond: if name == "setnx" {
                 SetIf::Absent
             } else {
@@ -345,7 +347,7 @@ pub(super) fn store_command(
         },
         "mget" => Command::MGet(keys()),
         "mset" | "msetnx" => {
-            let pairs = Pairs::from_args(&args[1..]);
+            let pairs = Pairs::from_args(&args[1..], apart);
             if name == "mset" {
                 Command::MSet(pairs)
             } else {
@@ -387,7 +389,7 @@ pub(super) fn store_command(
         "touch" => Command::Exists(keys()),
         "randomkey" => Command::RandomKey,
         "object" => return object_command(args),
-        "setex" | "psetex" => return setex_command(name, args),
+        "setex" | "psetex" => return setex_command(name, args, apart),
         "getex" => return getex_command(args),
         "expire" | "pexpire" | "expireat" | "pexpireat" => return expire_command(name, args),
         "ttl" | "pttl" | "expiretime" | "pexpiretime" => Command::Ttl {

@@ -90,9 +90,10 @@ impl Reactor {
                 "shutdown" => Err("ERR Command not allowed inside a transaction".into()),
                 "scan" => Err("ERR kvs does not queue 'scan' in a transaction".into()),
                 _ if STORE_COMMANDS.contains(&name) => {
-                    match store_command(name, command_table::find(name), args, || {
-                        self.info_command(args)
-                    }) {
+                    // Queued values are copies (large values read apart
+                    // go along only with commands run at once).
+                    let info = || self.info_command(args);
+                    match store_command(name, command_table::find(name), args, info, &|_| None) {
                         Err(Reply::Error(e)) => Err(e),
                         item => {
                             // A tracking client's read counts from when it
