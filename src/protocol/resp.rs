@@ -402,8 +402,34 @@ pub fn push_int(out: &mut Vec<u8>, n: i64) {
 pub fn push_bulk(out: &mut Vec<u8>, b: &[u8]) {
     out.push(b'$');
     push_decimal(out, b.len() as i64);
-    out.extend_from_slice(b);
+    extend_unaliased(out, b);
     out.extend_from_slice(b"\r\n");
+}
+
+/// Appends `bytes` to `out`. A large copy whose destination lies a few
+/// bytes past its source's place in a 4 KiB page runs many times slower on
+/// x86 (4K aliasing: each load waits for a store it only seems to depend
+/// on): a 100 KiB value from a page-aligned buffer to 9 bytes into a reply
+/// (after `$102400\r\n`) took 30 us instead of 2 here. Such a copy is
+/// made to a place further on and moved back: two quick copies.
+fn extend_unaliased(out: &mut Vec<u8>, bytes: &[u8]) {
+    const PAGE: usize = 4096;
+    const NEAR: usize = 64;
+    const FAR: usize = PAGE / 2;
+    if bytes.len() >= PAGE {
+        out.reserve(bytes.len() + FAR);
+        let at = out.len();
+        let dst = out.as_ptr() as usize + at;
+        let delta = dst.wrapping_sub(bytes.as_ptr() as usize) % PAGE;
+        if (1..NEAR).contains(&delta) {
+            out.resize(at + FAR, 0);
+            out.extend_from_slice(bytes);
+            out.copy_within(at + FAR.., at);
+            out.truncate(at + bytes.len());
+            return;
+        }
+    }
+    out.extend_from_slice(bytes);
 }
 
 pub fn push_null(out: &mut Vec<u8>) {
@@ -576,6 +602,29 @@ fn push_keys(out: &mut Vec<u8>, keys: &[Vec<u8>]) {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_large_bulk_is_encoded_whole_wherever_it_lands() {
+        let value: Vec<u8> = (0..10_000u32).map(|i| (i * 7 % 251) as u8).collect();
+        let mut want_near = false;
+        // Every place of the reply relative to the value's page, the few
+        // that alias among them.
+        for prefix in 0..4096 {
+            let mut out = Vec::with_capacity(64 * 1024);
+            out.resize(prefix, b'.');
+            let payload_at = out.as_ptr() as usize + prefix + 8;
+            let delta = payload_at.wrapping_sub(value.as_ptr() as usize) % 4096;
+            want_near |= (1..64).contains(&delta);
+            push_bulk(&mut out, &value);
+            assert_eq!(&out[prefix..prefix + 8], b"$10000\r\n");
+            assert!(
+                out[prefix + 8..prefix + 8 + 10_000] == value[..],
+                "prefix {prefix}"
+            );
+            assert_eq!(&out[prefix + 8 + 10_000..], b"\r\n");
+        }
+        assert!(want_near, "some places should have aliased");
+    }
 
     #[test]
     fn a_bulk_being_read_declares_its_end() {
