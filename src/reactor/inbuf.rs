@@ -136,13 +136,13 @@ impl InBuf {
         resp::parse_apart(rest, unauthenticated, |at| self.apart_at(from + at))
     }
 
-    /// Where the first waiting request is cut inside a bulk string, if it
-    /// is (see [`resp::cut`]).
+    /// Where the request being read is cut inside a bulk string, if it is
+    /// (see [`resp::cut`]).
     pub fn cut(&self) -> Option<resp::Cut> {
         resp::cut(self, |at| self.apart_at(at))
     }
 
-    /// If the first waiting request is cut inside a large bulk string
+    /// If the request being read is cut inside a large bulk string
     /// (at least [`BIG_ARG`] bytes) whose bytes are still coming, goes on
     /// reading them apart: what came of them so far moves to a buffer of
     /// their own, into which [`InBuf::read_apart`] reads the rest.
@@ -185,13 +185,6 @@ impl InBuf {
         then: usize,
     ) -> io::Result<(usize, usize)> {
         // Called only while one is (none: as if at the end of the input).
-        let Some(left) = self.apart.last().map(|a| a.len - a.bytes.len()) else {
-            return Ok((0, 0));
-        };
-        // What follows it only with its last bytes.
-        let then = if left <= most { then } else { 0 };
-        self.room(then);
-        let next = &mut self.data[self.end..self.end + then];
         let Some(a) = self.apart.last_mut().filter(|a| a.bytes.len() < a.len) else {
             return Ok((0, 0));
         };
@@ -200,7 +193,15 @@ impl InBuf {
         let bytes = Arc::make_mut(&mut a.bytes);
         let filled = bytes.len();
         grow(bytes, filled, a.len);
-        let want = (a.len - filled).min(most);
+        let want = (a.len - filled).min(most).min(bytes.capacity() - filled);
+        // What follows it only with its last bytes.
+        let then = if want == a.len - filled { then } else { 0 };
+        self.room(then);
+        let next = &mut self.data[self.end..self.end + then];
+        let Some(a) = self.apart.last_mut() else {
+            return Ok((0, 0));
+        };
+        let bytes = Arc::make_mut(&mut a.bytes);
         let spare = &mut bytes.spare_capacity_mut()[..want];
         let iov = [
             nix::libc::iovec {
