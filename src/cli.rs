@@ -48,6 +48,9 @@ Server options:
                             subscribers and clients waiting for an answer are kept)
   --store-threads <n>       threads running client store operations (default 2; 32 with
                             --store etcd, where each waits on etcd for its change)
+  --spin <microseconds>     how long the server watches, busy, for a lone client's answer
+                            from a store thread before it sleeps (default 50; 0 with
+                            --store etcd): a wake-up less per request, for that much CPU
   --fifo-mode <octal>       mode of the registration FIFO (default 600)
   --log-level <level>       error | warn | info | debug (default info): how much the
                             server logs on stderr, each line timestamped (UTC)
@@ -62,6 +65,9 @@ RESP (the Redis protocol, for redis-cli and Redis client libraries):
 
   -h, --help                print this help
   -V, --version             print the version";
+
+/// Longest `--spin`: past a millisecond the server would rather sleep.
+pub const MAX_SPIN_US: u64 = 1000;
 
 /// More store threads than this cannot help and may fail to start.
 pub const MAX_STORE_THREADS: usize = 256;
@@ -290,6 +296,19 @@ fn parse_server_options(flags: &[String]) -> Result<Settings, UsageError> {
                 })?;
                 o.timeout = (secs > 0).then(|| std::time::Duration::from_secs(secs));
             }
+            "--spin" => {
+                o.spin = Some(std::time::Duration::from_micros(
+                    value
+                        .parse()
+                        .ok()
+                        .filter(|&us| us <= MAX_SPIN_US)
+                        .ok_or_else(|| {
+                            UsageError(format!(
+                                "--spin: '{value}' is not a whole number of microseconds up to {MAX_SPIN_US}"
+                            ))
+                        })?,
+                ));
+            }
             "--store-threads" => {
                 o.store_threads = positive(name, value)?;
                 // Each is a real thread, started at once.
@@ -419,13 +438,25 @@ mod tests {
             }
             other => panic!("{other:?}"),
         }
-        match parse(&["d", "4", "2", "/tmp/reg", "--max-sessions", "9"]) {
+        match parse(&[
+            "d",
+            "4",
+            "2",
+            "/tmp/reg",
+            "--max-sessions",
+            "9",
+            "--spin",
+            "0",
+        ]) {
             Ok(Mode::Server {
                 max_threads: 4,
                 max_backups: 2,
                 options,
                 ..
-            }) => assert_eq!(options.max_sessions, 9),
+            }) => {
+                assert_eq!(options.max_sessions, 9);
+                assert_eq!(options.spin, Some(std::time::Duration::ZERO));
+            }
             other => panic!("{other:?}"),
         }
         assert_eq!(parse(&["d", "--help"]), Ok(Mode::Help));
@@ -449,6 +480,8 @@ mod tests {
         assert!(parse(&["d", "1", "1", "f", "--max-sessions"]).is_err());
         assert!(parse(&["d", "1", "1", "f", "--fifo-mode", "999"]).is_err());
         assert!(parse(&["d", "1", "1", "f", "--store-threads", "100000"]).is_err());
+        assert!(parse(&["d", "1", "1", "f", "--spin", "5000"]).is_err());
+        assert!(parse(&["d", "1", "1", "f", "--spin", "-1"]).is_err());
         assert!(parse(&["d", "1", "1", "f", "--resp-port", "0"]).is_err());
         assert!(parse(&["d", "1", "1", "f", "--resp-port", "70000"]).is_err());
         assert!(parse(&["d", "1", "1", "f", "--resp-bind", "127.0.0.1"]).is_err());

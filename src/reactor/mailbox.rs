@@ -71,6 +71,18 @@ impl Mailbox {
         }
     }
 
+    /// Spins up to `most` for a post; whether one came.
+    pub fn wait_briefly(&self, most: std::time::Duration) -> bool {
+        let start = std::time::Instant::now();
+        while start.elapsed() < most {
+            if self.wake_pending.load(Ordering::Acquire) {
+                return true;
+            }
+            std::hint::spin_loop();
+        }
+        false
+    }
+
     /// Called by the reactor just before it drains the inbox.
     pub fn take_wake(&self) {
         self.wake_pending.store(false, Ordering::SeqCst);

@@ -17,6 +17,8 @@ pub struct Settings {
     /// Close sessions idle this long (Redis's `timeout`); `None`: never.
     pub timeout: Option<std::time::Duration>,
     pub store_threads: usize,
+    /// `--spin`; `None`: the default for the store in use.
+    pub spin: Option<std::time::Duration>,
     pub fifo_mode: u32,
     pub resp_socket: Option<PathBuf>,
     pub socket_mode: u32,
@@ -37,6 +39,7 @@ impl Default for Settings {
             output_buffer: 1 << 20,
             timeout: None,
             store_threads: 2,
+            spin: None,
             fifo_mode: 0o600,
             resp_socket: None,
             socket_mode: 0o600,

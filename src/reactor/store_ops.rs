@@ -10,6 +10,7 @@ use super::mailbox::{Event, Mailbox, OpResult};
 use super::pubsub::{ChangeFilter, FilterList, SessionId};
 use crate::persist::{Fsync, Log};
 use crate::store::Store;
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
 use threadpool::ThreadPool;
 
@@ -66,6 +67,8 @@ pub struct StorePool {
     log: Option<Arc<Log>>,
     /// Operations submitted this turn, handed over by [`StorePool::dispatch`].
     pending: Vec<(SessionId, u64, StoreOp)>,
+    /// See [`StorePool::in_flight`].
+    in_flight: Arc<AtomicUsize>,
 }
 
 impl StorePool {
@@ -86,6 +89,7 @@ impl StorePool {
             mailbox,
             log,
             pending: Vec::new(),
+            in_flight: Arc::new(AtomicUsize::new(0)),
         }
     }
 
@@ -97,11 +101,17 @@ impl StorePool {
 
     /// Hands the operations queued this turn to the pool; their answers
     /// come back together as one [`Event::Done`].
+    /// Operations handed to the pool and not yet done.
+    pub fn in_flight(&self) -> usize {
+        self.in_flight.load(Ordering::Acquire)
+    }
+
     pub fn dispatch(&mut self) {
         if self.pending.is_empty() {
             return;
         }
         let work = std::mem::take(&mut self.pending);
+        self.in_flight.fetch_add(work.len(), Ordering::AcqRel);
         for part in self.parts(work) {
             let (store, filter, mailbox, log) = (
                 self.store.clone(),
@@ -109,7 +119,9 @@ impl StorePool {
                 self.mailbox.clone(),
                 self.log.clone(),
             );
+            let in_flight = self.in_flight.clone();
             self.execute(move || {
+                let ops = part.len();
                 let ctx = Context {
                     store: &store,
                     filter: &filter,
@@ -131,6 +143,7 @@ impl StorePool {
                     }
                 }
                 ctx.log_out(&mut done, &mutated);
+                in_flight.fetch_sub(ops, Ordering::AcqRel);
                 if !done.is_empty() {
                     mailbox.post(Event::Done(done));
                 }
