@@ -71,6 +71,32 @@ fn transactions_answer_as_redis_does() {
     );
 }
 
+/// A transaction sent in one write is answered in one write, as Redis
+/// answers a read: MULTI's OK and the QUEUEDs wait for EXEC's reply (sent
+/// apart, they woke the client twice; the first read saw only them).
+#[test]
+fn a_transaction_in_one_write_is_answered_in_one() {
+    use std::io::Read;
+    let kvs = RespServer::start(&[], &[]);
+    let mut raw = kvs.raw();
+    let want = "+OK\r\n+QUEUED\r\n+QUEUED\r\n*2\r\n+OK\r\n:1\r\n";
+    for round in 0..20 {
+        raw.send(b"MULTI\r\nSET t 1\r\nINCR n\r\nEXEC\r\nDEL n\r\n");
+        let mut first = vec![0u8; 4096];
+        let n = raw.stream.read(&mut first).expect("read the replies");
+        let got = String::from_utf8_lossy(&first[..n]).into_owned();
+        assert!(
+            got.starts_with(want),
+            "round {round}: the first read had {got:?}, not all of {want:?}"
+        );
+        // DEL's reply may come in the same read or the next.
+        let rest = ":1\r\n";
+        if got.len() < want.len() + rest.len() {
+            assert_eq!(raw.reply(), rest.as_bytes());
+        }
+    }
+}
+
 #[test]
 fn the_redis_crate_runs_atomic_pipelines() {
     let kvs = RespServer::start(&[], &[]);

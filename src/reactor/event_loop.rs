@@ -65,6 +65,8 @@ const SPIN: Duration = Duration::from_micros(50);
 const SPIN_STEP: Duration = Duration::from_micros(5);
 const SERVICE_ROUNDS: usize = 4;
 const SERVICE_READ: usize = 64 * 1024;
+/// Most reply bytes a session holds while a batch of its is on the pool.
+const HOLD_WHILE_BUSY: usize = 64 * 1024;
 
 /// The rate limit of lines about refused or disconnected clients: ten a
 /// second at most (see [`Throttle`]).
@@ -626,6 +628,13 @@ impl Reactor {
         let Some(s) = self.sessions.get_mut(sid) else {
             return Ok(());
         };
+        if s.busy && s.holding && s.pending_output() < HOLD_WHILE_BUSY {
+            // What the read answered before its batch leaves with the
+            // batch's replies, in one write, as Redis sends a read's replies
+            // (MULTI's OK and QUEUEDs apart from EXEC's answer woke the
+            // client twice: two sends per transaction).
+            return Ok(());
+        }
         let before = s.pending_output();
         if let Err(e) = s.flush() {
             return Err(write_failed(&e, s.is_resp()));

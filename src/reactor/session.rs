@@ -330,6 +330,10 @@ pub struct Session {
     /// A request is at the store pool; the next waits for its answer, so
     /// answers leave in request order.
     pub busy: bool,
+    /// The replies waiting are the same read's as the batch on the pool
+    /// (they were all written after its output last emptied): they wait
+    /// for its answer and leave with it, in one write.
+    pub holding: bool,
     /// Reply bytes that wait for the pool's acknowledgement (a subscription
     /// is answered once the store reports changes for it).
     pub deferred: Vec<u8>,
@@ -390,6 +394,7 @@ impl Session {
             patterns: HashSet::new(),
             unconfirmed: Vec::new(),
             busy: false,
+            holding: false,
             deferred: Vec::new(),
             held: Vec::new(),
             after_reply: Vec::new(),

@@ -181,15 +181,22 @@ impl Reactor {
     /// this returns (a reply held back until the client sends more bytes
     /// would be a hang for a client that waits for it).
     pub(super) fn serve_resp(&mut self, sid: SessionId) {
+        // Replies waiting from before this read (a batch's, just back) are
+        // not held for the next batch: a client streaming requests gets
+        // each batch's replies one pool round trip after it was answered.
+        let fresh = self
+            .sessions
+            .get(sid)
+            .is_some_and(|s| s.pending_output() == 0);
         // Each round ends at a batch; one answered here lets the next
         // round go on with what follows it.
-        while self.serve_resp_round(sid) {}
+        while self.serve_resp_round(sid, fresh) {}
     }
 
     /// One round of [`Reactor::serve_resp`]: local commands up to the
     /// first store command, then store commands up to the next local one.
     /// Returns whether the batch was answered here and requests may follow.
-    fn serve_resp_round(&mut self, sid: SessionId) -> bool {
+    fn serve_resp_round(&mut self, sid: SessionId, fresh: bool) -> bool {
         let Some(s) = self.sessions.get_mut(sid) else {
             return false;
         };
@@ -344,6 +351,7 @@ impl Reactor {
         s.silenced = silenced;
         s.batch_names = names;
         s.busy = true;
+        s.holding = fresh;
         self.stats.batches += 1;
         self.pool.submit(sid, s.generation, StoreOp::Batch(batch));
         false
