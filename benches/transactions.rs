@@ -1,6 +1,8 @@
 //! `cargo bench --bench transactions`: MULTI + 3 SETs + EXEC from 50
 //! clients (each transaction sent in one write, its five replies read
-//! back), against kvs and a private redis-server in the same run, rounds
+//! back), against kvs, a private redis-server and the design's floor
+//! (`examples/resp_floor.rs`: one reactor thread, EXEC crossing to a pool
+//! and back, nothing else; built here if missing) in the same run, rounds
 //! alternating, best of 3. Where redis-server is missing it says so.
 
 use std::io::{Read, Write};
@@ -70,13 +72,74 @@ fn main() {
     let kvs = Server::start(&["--resp-socket", "{dir}/kvs.sock"]);
     let kvs_sock = kvs.dir.path().join("kvs.sock");
     let redis = Redis::start(&["--appendonly", "no"]);
-    let (mut k, mut r) = (0.0f64, 0.0f64);
+    let floor = Floor::start(&kvs.dir.path().join("floor.sock"));
+    let (mut k, mut r, mut f) = (0.0f64, 0.0f64, 0.0f64);
     for _ in 0..3 {
         k = k.max(run(&kvs_sock));
         r = r.max(run(&redis.sock));
+        if let Some(floor) = &floor {
+            f = f.max(run(&floor.sock));
+        }
     }
     println!(
         "kvs {k:>9.0} tx/s   redis {r:>9.0} tx/s   kvs/redis {:.2}x",
         k / r
     );
+    if floor.is_some() {
+        println!(
+            "floor {f:>7.0} tx/s   floor/redis {:.2}x   kvs/floor {:.2}x",
+            f / r,
+            k / f
+        );
+    }
+}
+
+/// The design's floor, `examples/resp_floor.rs`, on a Unix socket; `None`
+/// (said) if it can be neither found nor built.
+struct Floor {
+    child: std::process::Child,
+    sock: std::path::PathBuf,
+}
+
+impl Floor {
+    fn start(sock: &Path) -> Option<Floor> {
+        let bin = Path::new(env!("CARGO_MANIFEST_DIR")).join("target/release/examples/resp_floor");
+        if !bin.exists() {
+            let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".into());
+            let built = std::process::Command::new(cargo)
+                .args(["build", "--release", "--quiet", "--example", "resp_floor"])
+                .current_dir(env!("CARGO_MANIFEST_DIR"))
+                .status();
+            if !matches!(built, Ok(s) if s.success()) || !bin.exists() {
+                println!("floor skipped: cannot build examples/resp_floor.rs");
+                return None;
+            }
+        }
+        // Port 0: the floor's TCP listener is not used here.
+        let child = std::process::Command::new(&bin)
+            .arg(sock)
+            .arg("0")
+            .spawn()
+            .ok()?;
+        let floor = Floor {
+            child,
+            sock: sock.to_path_buf(),
+        };
+        let start = Instant::now();
+        while !sock.exists() {
+            if start.elapsed() > std::time::Duration::from_secs(10) {
+                println!("floor skipped: its socket did not appear");
+                return None;
+            }
+            std::thread::sleep(std::time::Duration::from_millis(20));
+        }
+        Some(floor)
+    }
+}
+
+impl Drop for Floor {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
 }

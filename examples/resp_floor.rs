@@ -3,8 +3,8 @@
 //! mutations, results back through a channel and a `mio::Waker`, the same
 //! request parser) that does nothing else. GETs are answered on the
 //! reactor, as kvs answers reads whose shard is free; SET, INCR and MSET
-//! cross to the pool and back, one job per connection's batch, as kvs's
-//! mutations do. No store, no subscriptions, no log: one value is kept (the
+//! cross to the pool and back, a turn's batches in one job per pool
+//! thread, as kvs's mutations do. No store, no subscriptions, no log: one value is kept (the
 //! last one set, whatever its key), copied in by SET and out by GET, so
 //! that large values cost here what a copy in and out of a store costs.
 //! What this design costs before kvs does any work, measured by
@@ -25,6 +25,9 @@ const UNIX: Token = Token(0);
 const TCP: Token = Token(1);
 const WAKER: Token = Token(2);
 const POOL_THREADS: usize = 2;
+/// Above this many batches a turn's work is split between two jobs (kvs's
+/// `SPLIT_AT`).
+const SPLIT_AT: usize = 64;
 
 trait Stream: Read + Write + mio::event::Source {}
 impl<T: Read + Write + mio::event::Source> Stream for T {}
@@ -36,12 +39,20 @@ struct Conn {
     /// A batch is on the pool: no more requests are taken until it is back
     /// (kvs keeps a connection's replies in order the same way).
     busy: bool,
+    /// Between MULTI and EXEC: the commands queued.
+    multi: Option<Vec<Mutation>>,
 }
+
+/// A mutation's name and, for SET and MSET, the value it sets last.
+type Mutation = (Vec<u8>, Option<Vec<u8>>);
 
 /// The replies a pool job makes for one batch of mutations (each its
 /// name and, for SET and MSET, the value it sets last).
-fn mutate(batch: &[(Vec<u8>, Option<Vec<u8>>)], last: &RwLock<Vec<u8>>) -> Vec<u8> {
+fn mutate(batch: &[Mutation], exec: bool, last: &RwLock<Vec<u8>>) -> Vec<u8> {
     let mut out = Vec::new();
+    if exec {
+        resp::push_array_len(&mut out, batch.len());
+    }
     for (name, value) in batch {
         if let Some(v) = value {
             let mut held = last.write().unwrap_or_else(PoisonError::into_inner);
@@ -74,8 +85,13 @@ fn main() -> std::io::Result<()> {
         .register(&mut tcp, TCP, Interest::READABLE)?;
     let waker = Arc::new(Waker::new(poll.registry(), WAKER)?);
     let wake_pending = Arc::new(AtomicBool::new(false));
-    let (tx, rx) = mpsc::channel::<(usize, Vec<u8>)>();
-    let pool = threadpool::ThreadPool::new(POOL_THREADS);
+    let (tx, rx) = mpsc::channel::<Vec<(usize, Vec<u8>)>>();
+    // One single-thread pool per thread, as kvs's store pool: a shared
+    // queue wakes a second idle thread on every job.
+    let pools: Vec<threadpool::ThreadPool> = (0..POOL_THREADS)
+        .map(|_| threadpool::ThreadPool::new(1))
+        .collect();
+    let mut next_pool = 0usize;
     let last = Arc::new(RwLock::new(b"xxx".to_vec()));
     let mut conns: HashMap<usize, Conn> = HashMap::new();
     let mut next = 3usize;
@@ -108,6 +124,7 @@ fn main() -> std::io::Result<()> {
                                     inbuf: Vec::new(),
                                     out: Vec::new(),
                                     busy: false,
+                                    multi: None,
                                 },
                             );
                             next += 1;
@@ -121,7 +138,7 @@ fn main() -> std::io::Result<()> {
             }
         }
         wake_pending.store(false, Ordering::SeqCst);
-        for (id, replies) in rx.try_iter() {
+        for (id, replies) in rx.try_iter().flatten() {
             if let Some(c) = conns.get_mut(&id) {
                 c.out.extend_from_slice(&replies);
                 c.busy = false;
@@ -130,6 +147,8 @@ fn main() -> std::io::Result<()> {
         }
         ready.sort_unstable();
         ready.dedup();
+        // This turn's jobs: (connection, its mutations, whether an EXEC).
+        let mut turn: Vec<(usize, Vec<Mutation>, bool)> = Vec::new();
         for id in ready {
             let Some(c) = conns.get_mut(&id) else {
                 continue;
@@ -142,7 +161,14 @@ fn main() -> std::io::Result<()> {
                         closed = true;
                         break;
                     }
-                    Ok(n) => c.inbuf.extend_from_slice(&chunk[..n]),
+                    Ok(n) => {
+                        c.inbuf.extend_from_slice(&chunk[..n]);
+                        // A short read emptied the socket: no read to
+                        // learn that it would block (kvs's rule too).
+                        if n < chunk.len() {
+                            break;
+                        }
+                    }
                     Err(e) if e.kind() == ErrorKind::WouldBlock => break,
                     Err(_) => {
                         closed = true;
@@ -150,12 +176,15 @@ fn main() -> std::io::Result<()> {
                     }
                 }
             }
+            // Replies waiting from before (a job's, just back) leave now.
+            let fresh = c.out.is_empty();
             if !c.busy {
                 // Take whole requests: reads answered here, mutations
                 // batched for one pool job; a read after a mutation waits
                 // for the batch, to keep replies in order.
                 let mut used = 0;
-                let mut batch: Vec<(Vec<u8>, Option<Vec<u8>>)> = Vec::new();
+                let mut batch: Vec<Mutation> = Vec::new();
+                let mut exec = false;
                 loop {
                     let args = match resp::parse(&c.inbuf[used..]) {
                         Parsed::Request(args, len) => {
@@ -170,6 +199,27 @@ fn main() -> std::io::Result<()> {
                         used += args.2;
                         continue;
                     };
+                    if let Some(queued) = c.multi.as_mut() {
+                        used += len;
+                        if name.eq_ignore_ascii_case(b"exec") {
+                            batch = std::mem::take(queued);
+                            c.multi = None;
+                            exec = true;
+                            break;
+                        }
+                        queued.push((name, value));
+                        resp::push_simple(&mut c.out, "QUEUED");
+                        continue;
+                    }
+                    if name.eq_ignore_ascii_case(b"multi") {
+                        if !batch.is_empty() {
+                            break;
+                        }
+                        used += len;
+                        c.multi = Some(Vec::new());
+                        resp::push_ok(&mut c.out);
+                        continue;
+                    }
                     let read = name.eq_ignore_ascii_case(b"get")
                         || name.eq_ignore_ascii_case(b"ping")
                         || name.eq_ignore_ascii_case(b"config");
@@ -189,19 +239,14 @@ fn main() -> std::io::Result<()> {
                     }
                 }
                 c.inbuf.drain(..used);
-                if !batch.is_empty() {
+                if !batch.is_empty() || exec {
                     c.busy = true;
-                    let (tx, waker, pending) = (tx.clone(), waker.clone(), wake_pending.clone());
-                    let last = last.clone();
-                    pool.execute(move || {
-                        let replies = mutate(&batch, &last);
-                        if tx.send((id, replies)).is_ok() && !pending.swap(true, Ordering::SeqCst) {
-                            let _ = waker.wake();
-                        }
-                    });
+                    turn.push((id, batch, exec));
                 }
             }
-            while !c.out.is_empty() {
+            // With a job out, what this read answered before it leaves with
+            // the job's replies.
+            while !(c.busy && fresh) && !c.out.is_empty() {
                 match c.stream.write(&c.out) {
                     Ok(n) => {
                         c.out.drain(..n);
@@ -218,6 +263,33 @@ fn main() -> std::io::Result<()> {
                     let _ = poll.registry().deregister(&mut c.stream);
                 }
             }
+        }
+        // The turn's batches go to the pool as one job, two above
+        // SPLIT_AT, each to an idle thread (the first if both are), as kvs
+        // hands its store threads a turn's operations.
+        let rest = (turn.len() > SPLIT_AT).then(|| turn.split_off(turn.len() / 2));
+        for part in std::iter::once(turn).chain(rest) {
+            if part.is_empty() {
+                continue;
+            }
+            let idle = pools
+                .iter()
+                .position(|p| p.active_count() + p.queued_count() == 0);
+            let i = idle.unwrap_or_else(|| {
+                next_pool = (next_pool + 1) % POOL_THREADS;
+                next_pool
+            });
+            let (tx, waker, pending) = (tx.clone(), waker.clone(), wake_pending.clone());
+            let last = last.clone();
+            pools[i].execute(move || {
+                let replies = part
+                    .iter()
+                    .map(|(id, batch, exec)| (*id, mutate(batch, *exec, &last)))
+                    .collect();
+                if tx.send(replies).is_ok() && !pending.swap(true, Ordering::SeqCst) {
+                    let _ = waker.wake();
+                }
+            });
         }
     }
 }
