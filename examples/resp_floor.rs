@@ -246,7 +246,8 @@ fn main() -> std::io::Result<()> {
             }
             // With a job out, what this read answered before it leaves with
             // the job's replies.
-            while !(c.busy && fresh) && !c.out.is_empty() {
+            let hold = c.busy && fresh;
+            while !hold && !c.out.is_empty() {
                 match c.stream.write(&c.out) {
                     Ok(n) => {
                         c.out.drain(..n);
