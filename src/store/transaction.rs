@@ -17,6 +17,10 @@ pub struct Transaction<'a> {
     /// The locked shards (every one, or those of the keys named), by
     /// index, ascending: an INCR allocates one entry, not one per shard.
     guards: Vec<(usize, RwLockWriteGuard<'a, Shard>)>,
+    /// Whether its changes are recorded in `mutations`: only a journal (the
+    /// data dir) or a shared dataset reads them; building them cost an INCR
+    /// three allocations.
+    record: bool,
     mutations: Vec<Mutation>,
 }
 
@@ -40,6 +44,7 @@ impl Store {
         Transaction {
             store: self,
             guards,
+            record: self.journal.get().is_some() || self.remote.get().is_some(),
             mutations: Vec::new(),
         }
     }
@@ -310,7 +315,15 @@ impl Transaction<'_> {
             let g = &*g;
             store.report(g, key, g.map.get(h, key), event);
         }
-        self.mutations.push(Mutation::Expire(key.to_owned(), at));
+        self.note(|| Mutation::Expire(key.to_owned(), at));
+    }
+
+    /// Records a change for the journal or the shared dataset, if either
+    /// is there to read it.
+    fn note(&mut self, mutation: impl FnOnce() -> Mutation) {
+        if self.record {
+            self.mutations.push(mutation());
+        }
     }
 
     /// The key's shard after its deadline, if passed, took it away: every
@@ -346,8 +359,7 @@ impl Transaction<'_> {
                 store.created(g, key, value);
             }
             store.report(g, key, Some(value), KeyEvent::Set);
-            self.mutations
-                .push(Mutation::Set(vec![(key.to_owned(), value.to_owned())]));
+            self.note(|| Mutation::Set(vec![(key.to_owned(), value.to_owned())]));
         }
         (applied, old)
     }
@@ -363,12 +375,10 @@ impl Transaction<'_> {
         }
         let kept = g.deadlines.get(key);
         store.report(g, key, Some(value), event);
-        self.mutations
-            .push(Mutation::Set(vec![(key.to_owned(), value.to_owned())]));
+        self.note(|| Mutation::Set(vec![(key.to_owned(), value.to_owned())]));
         if let Some(at) = kept {
             // A set record clears a deadline when replayed, as SET does.
-            self.mutations
-                .push(Mutation::Expire(key.to_owned(), Some(at)));
+            self.note(|| Mutation::Expire(key.to_owned(), Some(at)));
         }
     }
 
@@ -386,11 +396,9 @@ impl Transaction<'_> {
             g.deadlines.set(key, at);
         }
         store.report(g, key, Some(value), event);
-        self.mutations
-            .push(Mutation::Set(vec![(key.to_owned(), value.to_owned())]));
+        self.note(|| Mutation::Set(vec![(key.to_owned(), value.to_owned())]));
         if deadline.is_some() {
-            self.mutations
-                .push(Mutation::Expire(key.to_owned(), deadline));
+            self.note(|| Mutation::Expire(key.to_owned(), deadline));
         }
     }
 
@@ -402,7 +410,7 @@ impl Transaction<'_> {
         let was = g.remove(h, key);
         if was {
             store.report(g, key, None, event);
-            self.mutations.push(Mutation::Del(vec![key.to_owned()]));
+            self.note(|| Mutation::Del(vec![key.to_owned()]));
         }
         was
     }
@@ -418,10 +426,12 @@ impl Transaction<'_> {
                 store.created(g, k, v);
             }
             store.report(g, k, Some(v), KeyEvent::Set);
-            logged.push((k.to_owned(), v.to_owned()));
+            if self.record {
+                logged.push((k.to_owned(), v.to_owned()));
+            }
         }
         if !logged.is_empty() {
-            self.mutations.push(Mutation::Set(logged));
+            self.note(|| Mutation::Set(logged));
         }
     }
 
@@ -438,13 +448,15 @@ impl Transaction<'_> {
                 let was = g.remove(h, k);
                 if was {
                     store.report(g, k, None, KeyEvent::Del);
-                    gone.push(k.to_owned());
+                    if self.record {
+                        gone.push(k.to_owned());
+                    }
                 }
                 was
             })
             .collect();
         if !gone.is_empty() {
-            self.mutations.push(Mutation::Del(gone));
+            self.note(|| Mutation::Del(gone));
         }
         existed
     }
@@ -483,7 +495,7 @@ impl Transaction<'_> {
                 self.store.report(g, k, None, KeyEvent::Flushed);
             }
         }
-        self.mutations.push(Mutation::Clear);
+        self.note(|| Mutation::Clear);
         n
     }
 }
