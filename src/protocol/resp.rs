@@ -523,22 +523,29 @@ pub fn push_verbatim(out: &mut Vec<u8>, text: &[u8], proto: u8) {
 
 /// `n` and `\r\n`, without going through `fmt`.
 fn push_decimal(out: &mut Vec<u8>, n: i64) {
-    let mut digits = [0u8; 20];
-    let mut i = digits.len();
+    let mut buf = [0u8; 20];
+    out.extend_from_slice(decimal(n, &mut buf));
+    out.extend_from_slice(b"\r\n");
+}
+
+/// `n` in decimal, written in `buf` (an i64 takes at most 20 bytes with its
+/// sign), without going through `fmt` or allocating (INCR's new value).
+pub fn decimal(n: i64, buf: &mut [u8; 20]) -> &[u8] {
+    let mut i = buf.len();
     let mut m = n.unsigned_abs();
     loop {
         i -= 1;
-        digits[i] = b'0' + (m % 10) as u8;
+        buf[i] = b'0' + (m % 10) as u8;
         m /= 10;
         if m == 0 {
             break;
         }
     }
     if n < 0 {
-        out.push(b'-');
+        i -= 1;
+        buf[i] = b'-';
     }
-    out.extend_from_slice(&digits[i..]);
-    out.extend_from_slice(b"\r\n");
+    &buf[i..]
 }
 
 /// Encodes `args` as a request (for clients and tests).
@@ -602,6 +609,17 @@ fn push_keys(out: &mut Vec<u8>, keys: &[Vec<u8>]) {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn decimals_are_what_fmt_writes() {
+        let mut buf = [0u8; 20];
+        for n in [0, 1, -1, 9, 10, -10, 4242, i64::MAX, i64::MIN, i64::MIN + 1] {
+            assert_eq!(decimal(n, &mut buf), n.to_string().as_bytes(), "{n}");
+        }
+        let mut out = Vec::new();
+        push_int(&mut out, i64::MIN);
+        assert_eq!(out, b":-9223372036854775808\r\n");
+    }
 
     #[test]
     fn a_large_bulk_is_encoded_whole_wherever_it_lands() {

@@ -473,6 +473,11 @@ fn update(tx: &mut Transaction<'_>, key: &[u8], op: &StringOp) -> Reply {
     };
     match strings::apply(op, tx.get(key)) {
         Err(e) => Reply::Error(e.into()),
+        Ok(Outcome::Counter(n)) => {
+            let mut text = [0u8; 20];
+            tx.put(key, crate::protocol::resp::decimal(n, &mut text), event);
+            Reply::Int(n)
+        }
         Ok(Outcome::SetInt(v, n)) => {
             tx.put(key, &v, event);
             Reply::Int(n)
@@ -711,6 +716,10 @@ fn execute_here(store: &Store, cmd: Command) -> Reply {
         )),
         Command::Encoding(k) => Reply::Value(store.get(&k).map(|v| strings::encoding(&v).into())),
         Command::RandomKey => Reply::Value(store.random_key()),
+        Command::Update { key, op } if !store.is_remote() => {
+            // One key: no list of keys to build (INCR's common case).
+            store.transaction(Some(&[key.as_slice()]), |tx| update(tx, &key, &op))
+        }
         cmd @ (Command::Update { .. }
         | Command::MSetNx(_)
         | Command::Rename { .. }

@@ -25,6 +25,9 @@ pub enum StringOp {
 /// [`StringOp::GetDel`]) and what the command answers.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Outcome {
+    /// The key takes this number, in decimal; the reply is the number
+    /// (INCR and its kin: no allocation for the text).
+    Counter(i64),
     /// The key takes this value; the reply is an integer.
     SetInt(Vec<u8>, i64),
     /// The key takes this value; the reply is the value (INCRBYFLOAT).
@@ -51,7 +54,7 @@ pub fn apply(op: &StringOp, old: Option<&[u8]>) -> Result<Outcome, &'static str>
                 Some(v) => parse_i64(v).ok_or(NOT_INTEGER)?,
             };
             let new = n.checked_add(*by).ok_or(OVERFLOW)?;
-            Ok(Outcome::SetInt(new.to_string().into_bytes(), new))
+            Ok(Outcome::Counter(new))
         }
         StringOp::IncrByFloat(by) => {
             let old = match old {
@@ -410,13 +413,10 @@ mod tests {
 
     #[test]
     fn counters() {
-        assert_eq!(
-            int(StringOp::IncrBy(1), None),
-            Ok(Outcome::SetInt(b"1".to_vec(), 1))
-        );
+        assert_eq!(int(StringOp::IncrBy(1), None), Ok(Outcome::Counter(1)));
         assert_eq!(
             int(StringOp::IncrBy(-5), Some("3")),
-            Ok(Outcome::SetInt(b"-2".to_vec(), -2))
+            Ok(Outcome::Counter(-2))
         );
         assert_eq!(int(StringOp::IncrBy(1), Some("x")), Err(NOT_INTEGER));
         assert_eq!(int(StringOp::IncrBy(1), Some(" 1")), Err(NOT_INTEGER));
