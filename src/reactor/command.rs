@@ -716,10 +716,6 @@ fn execute_here(store: &Store, cmd: Command) -> Reply {
         )),
         Command::Encoding(k) => Reply::Value(store.get(&k).map(|v| strings::encoding(&v).into())),
         Command::RandomKey => Reply::Value(store.random_key()),
-        Command::Update { key, op } if !store.is_remote() => {
-            // One key: no list of keys to build (INCR's common case).
-            store.transaction(Some(&[key.as_slice()]), |tx| update(tx, &key, &op))
-        }
         cmd @ (Command::Update { .. }
         | Command::MSetNx(_)
         | Command::Rename { .. }

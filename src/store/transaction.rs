@@ -30,8 +30,6 @@ impl Store {
     fn locked(&self, keys: Option<&[&[u8]]>) -> Transaction<'_> {
         let order: Vec<usize> = match keys {
             None => (0..self.shards.len()).collect(),
-            // One key (INCR, APPEND ...): its shard, with no sort.
-            Some([key]) => vec![self.shard_of(key)],
             Some(keys) => self.shards_of(keys.iter().copied()),
         };
         let guards = order
