@@ -13,7 +13,7 @@ use std::time::Instant;
 
 mod common;
 
-use common::{have, Redis, Server};
+use common::{have, Floor, Redis, Server};
 
 const CLIENTS: usize = 50;
 const EACH: usize = 2_000;
@@ -91,55 +91,5 @@ fn main() {
             f / r,
             k / f
         );
-    }
-}
-
-/// The design's floor, `examples/resp_floor.rs`, on a Unix socket; `None`
-/// (said) if it can be neither found nor built.
-struct Floor {
-    child: std::process::Child,
-    sock: std::path::PathBuf,
-}
-
-impl Floor {
-    fn start(sock: &Path) -> Option<Floor> {
-        let bin = Path::new(env!("CARGO_MANIFEST_DIR")).join("target/release/examples/resp_floor");
-        if !bin.exists() {
-            let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".into());
-            let built = std::process::Command::new(cargo)
-                .args(["build", "--release", "--quiet", "--example", "resp_floor"])
-                .current_dir(env!("CARGO_MANIFEST_DIR"))
-                .status();
-            if !matches!(built, Ok(s) if s.success()) || !bin.exists() {
-                println!("floor skipped: cannot build examples/resp_floor.rs");
-                return None;
-            }
-        }
-        // Port 0: the floor's TCP listener is not used here.
-        let child = std::process::Command::new(&bin)
-            .arg(sock)
-            .arg("0")
-            .spawn()
-            .ok()?;
-        let floor = Floor {
-            child,
-            sock: sock.to_path_buf(),
-        };
-        let start = Instant::now();
-        while !sock.exists() {
-            if start.elapsed() > std::time::Duration::from_secs(10) {
-                println!("floor skipped: its socket did not appear");
-                return None;
-            }
-            std::thread::sleep(std::time::Duration::from_millis(20));
-        }
-        Some(floor)
-    }
-}
-
-impl Drop for Floor {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
     }
 }

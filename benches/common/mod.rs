@@ -192,16 +192,66 @@ impl Redis {
             .stderr(Stdio::null())
             .spawn()
             .expect("start redis-server");
-        let start = Instant::now();
         // The socket file appears before redis-server accepts on it.
-        while std::os::unix::net::UnixStream::connect(&sock).is_err() {
-            assert!(
-                start.elapsed() < Duration::from_secs(10),
-                "redis-server did not start"
-            );
-            std::thread::sleep(Duration::from_millis(10));
-        }
+        assert!(accepting(&sock), "redis-server did not start");
         Redis { child, dir, sock }
+    }
+}
+
+/// Whether a server accepts connections on the Unix socket `sock` within
+/// 10 s.
+fn accepting(sock: &std::path::Path) -> bool {
+    let start = Instant::now();
+    while std::os::unix::net::UnixStream::connect(sock).is_err() {
+        if start.elapsed() >= Duration::from_secs(10) {
+            return false;
+        }
+        std::thread::sleep(Duration::from_millis(10));
+    }
+    true
+}
+
+/// The design's floor, `examples/resp_floor.rs` (built first if it is not
+/// there), on the Unix socket `sock`; killed on drop. `None`, said, if it
+/// cannot be built or does not start.
+pub struct Floor {
+    child: Child,
+    pub sock: PathBuf,
+}
+
+impl Floor {
+    pub fn start(sock: &std::path::Path) -> Option<Floor> {
+        let root = std::path::Path::new(env!("CARGO_MANIFEST_DIR"));
+        let bin = root.join("target/release/examples/resp_floor");
+        if !bin.exists() {
+            let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".into());
+            let built = Command::new(cargo)
+                .args(["build", "--release", "--quiet", "--example", "resp_floor"])
+                .current_dir(root)
+                .status();
+            if !matches!(built, Ok(s) if s.success()) || !bin.exists() {
+                println!("floor skipped: cannot build examples/resp_floor.rs");
+                return None;
+            }
+        }
+        // Port 0: the floor's TCP listener is not used here.
+        let child = Command::new(&bin).arg(sock).arg("0").spawn().ok()?;
+        let floor = Floor {
+            child,
+            sock: sock.to_path_buf(),
+        };
+        if !accepting(sock) {
+            println!("floor skipped: it did not start");
+            return None;
+        }
+        Some(floor)
+    }
+}
+
+impl Drop for Floor {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
     }
 }
 
