@@ -1,14 +1,18 @@
-//! The floor under kvs's RESP rows in `scripts/resp_bench.sh`: a server
-//! built as kvs is (one mio reactor thread, a fixed `threadpool` for
-//! mutations, results back through a channel and a `mio::Waker`, the same
-//! request parser) that does nothing else. GETs are answered on the
-//! reactor, as kvs answers reads whose shard is free; SET, INCR and MSET
-//! cross to the pool and back, a turn's batches in one job per pool
-//! thread, as kvs's mutations do. No store, no subscriptions, no log: one value is kept (the
-//! last one set, whatever its key), copied in by SET and out by GET, so
-//! that large values cost here what a copy in and out of a store costs.
-//! What this design costs before kvs does any work, measured by
-//! redis-benchmark in the same run as kvs and redis-server.
+//! The floor under kvs's RESP rows in `scripts/resp_bench.sh` and under
+//! `cargo bench --bench transactions`: a server built as kvs is (one mio
+//! reactor thread, single-thread `threadpool`s for mutations, results back
+//! through a channel and a `mio::Waker`, the same request parser) that
+//! does nothing else. GETs are answered on the reactor, as kvs answers
+//! reads whose shard is free; SET, INCR and MSET cross to the pool and
+//! back, a turn's batches in one job (two above 64), as kvs's mutations
+//! do. MULTI answers OK and queues what follows (QUEUED) until EXEC, which
+//! crosses to the pool; what a read answered before its job leaves with
+//! the job's replies, in one write, as in kvs. No store, no
+//! subscriptions, no log: one value is kept (the last one set, whatever
+//! its key), copied in by SET and out by GET, so that large values cost
+//! here what a copy in and out of a store costs. What this design costs
+//! before kvs does any work, measured by redis-benchmark in the same run
+//! as kvs and redis-server.
 //!
 //!   cargo run --release --example resp_floor -- <unix-socket> <tcp-port>
 
