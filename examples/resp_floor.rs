@@ -10,7 +10,9 @@
 //! the job's replies, in one write, as in kvs. No store, no
 //! subscriptions, no log: one value is kept (the last one set, whatever
 //! its key), copied in by SET and out by GET, so that large values cost
-//! here what a copy in and out of a store costs. What this design costs
+//! here what a copy in and out of a store costs, and one counter, which
+//! INCR adds to under the same lock (a read-modify-write on a shared key
+//! takes a lock in this design whatever the store). What this design costs
 //! before kvs does any work, measured by redis-benchmark in the same run
 //! as kvs and redis-server.
 //!
@@ -45,6 +47,17 @@ struct Conn {
     busy: bool,
     /// Between MULTI and EXEC: the commands queued.
     multi: Option<Vec<Mutation>>,
+    /// Bytes may be waiting: an event said so and no read since came up
+    /// short (kvs reads a socket only then, too).
+    readable: bool,
+}
+
+/// What the floor keeps: the last value set (whatever its key) and one
+/// counter (whatever INCR's key), both behind one lock as a store's shard
+/// would be.
+struct Held {
+    value: Vec<u8>,
+    counter: i64,
 }
 
 /// A mutation's name and, for SET and MSET, the value it sets last.
@@ -52,7 +65,7 @@ type Mutation = (Vec<u8>, Option<Vec<u8>>);
 
 /// The replies a pool job makes for one batch of mutations (each its
 /// name and, for SET and MSET, the value it sets last).
-fn mutate(batch: &[Mutation], exec: bool, last: &RwLock<Vec<u8>>) -> Vec<u8> {
+fn mutate(batch: &[Mutation], exec: bool, last: &RwLock<Held>) -> Vec<u8> {
     let mut out = Vec::new();
     if exec {
         resp::push_array_len(&mut out, batch.len());
@@ -60,11 +73,17 @@ fn mutate(batch: &[Mutation], exec: bool, last: &RwLock<Vec<u8>>) -> Vec<u8> {
     for (name, value) in batch {
         if let Some(v) = value {
             let mut held = last.write().unwrap_or_else(PoisonError::into_inner);
-            held.clear();
-            held.extend_from_slice(v);
+            held.value.clear();
+            held.value.extend_from_slice(v);
         }
         if name.eq_ignore_ascii_case(b"incr") {
-            resp::push_int(&mut out, 1);
+            // A read-modify-write under the lock, as any store's INCR is.
+            let n = {
+                let mut held = last.write().unwrap_or_else(PoisonError::into_inner);
+                held.counter += 1;
+                held.counter
+            };
+            resp::push_int(&mut out, n);
         } else {
             resp::push_ok(&mut out);
         }
@@ -96,10 +115,15 @@ fn main() -> std::io::Result<()> {
         .map(|_| threadpool::ThreadPool::new(1))
         .collect();
     let mut next_pool = 0usize;
-    let last = Arc::new(RwLock::new(b"xxx".to_vec()));
+    let last = Arc::new(RwLock::new(Held {
+        value: b"xxx".to_vec(),
+        counter: 0,
+    }));
     let mut conns: HashMap<usize, Conn> = HashMap::new();
     let mut next = 3usize;
     let mut events = Events::with_capacity(1024);
+    // One read buffer, zeroed once.
+    let mut chunk = vec![0u8; 65536];
     loop {
         poll.poll(&mut events, None)?;
         let mut ready = Vec::new();
@@ -129,6 +153,7 @@ fn main() -> std::io::Result<()> {
                                     out: Vec::new(),
                                     busy: false,
                                     multi: None,
+                                    readable: true,
                                 },
                             );
                             next += 1;
@@ -138,7 +163,14 @@ fn main() -> std::io::Result<()> {
                     }
                 },
                 WAKER => {}
-                Token(t) => ready.push(t),
+                Token(t) => {
+                    if ev.is_readable() || ev.is_read_closed() {
+                        if let Some(c) = conns.get_mut(&t) {
+                            c.readable = true;
+                        }
+                    }
+                    ready.push(t);
+                }
             }
         }
         wake_pending.store(false, Ordering::SeqCst);
@@ -157,9 +189,8 @@ fn main() -> std::io::Result<()> {
             let Some(c) = conns.get_mut(&id) else {
                 continue;
             };
-            let mut chunk = [0u8; 65536];
             let mut closed = false;
-            loop {
+            while c.readable {
                 match c.stream.read(&mut chunk) {
                     Ok(0) => {
                         closed = true;
@@ -170,10 +201,10 @@ fn main() -> std::io::Result<()> {
                         // A short read emptied the socket: no read to
                         // learn that it would block (kvs's rule too).
                         if n < chunk.len() {
-                            break;
+                            c.readable = false;
                         }
                     }
-                    Err(e) if e.kind() == ErrorKind::WouldBlock => break,
+                    Err(e) if e.kind() == ErrorKind::WouldBlock => c.readable = false,
                     Err(_) => {
                         closed = true;
                         break;
@@ -233,7 +264,7 @@ fn main() -> std::io::Result<()> {
                     used += len;
                     if name.eq_ignore_ascii_case(b"get") {
                         let held = last.read().unwrap_or_else(PoisonError::into_inner);
-                        resp::push_bulk(&mut c.out, &held);
+                        resp::push_bulk(&mut c.out, &held.value);
                     } else if name.eq_ignore_ascii_case(b"config") {
                         resp::push_array_len(&mut c.out, 0);
                     } else if read {
