@@ -567,13 +567,13 @@ impl Reactor {
                 if s.is_resp() {
                     self.run_exec_locals(sid, &mut replies);
                 }
-                for ((name, r), us) in names.iter().zip(&replies).zip(&micros) {
-                    if let Some(name) = name {
+                for ((index, r), us) in names.iter().zip(&replies).zip(&micros) {
+                    if let Some(&index) = index.as_ref() {
                         let error = match r {
                             crate::protocol::reply::Reply::Error(e) => Some(e.as_str()),
                             _ => None,
                         };
-                        self.cmdstats.ran(name, u64::from(*us), error);
+                        self.cmdstats.ran_at(index, u64::from(*us), error);
                     }
                 }
                 let Some(s) = self.sessions.get_mut(sid) else {

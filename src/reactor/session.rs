@@ -371,10 +371,10 @@ pub struct Session {
     /// Replies of the batch at the pool that CLIENT REPLY silenced, by
     /// their place in it.
     pub silenced: Vec<usize>,
-    /// For INFO commandstats: the name of each command of the batch at the
-    /// pool whose call is counted when its reply comes (`None`: counted
-    /// already).
-    pub batch_names: Vec<Option<&'static str>>,
+    /// For INFO commandstats: each command of the batch at the pool, by its
+    /// place in the command table, counted when its reply comes (`None`:
+    /// counted already).
+    pub batch_names: Vec<Option<usize>>,
     /// When the client last sent a whole request (or connected): `--timeout`
     /// counts from here, so a request half sent does not keep it alive.
     pub last_active: Instant,

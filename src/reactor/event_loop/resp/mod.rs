@@ -218,9 +218,9 @@ impl Reactor {
         let buf = std::mem::take(&mut s.inbuf);
         let mut used = 0;
         let mut batch: Vec<BatchItem> = Vec::new();
-        // For commandstats, beside `batch`: each command's name, or `None`
-        // once counted.
-        let mut names: Vec<Option<&'static str>> = Vec::new();
+        // For commandstats, beside `batch`: each command's place in the
+        // command table, or `None` once counted.
+        let mut names: Vec<Option<usize>> = Vec::new();
         let mut failed = None;
         while batch.len() < MAX_BATCH && self.ready_for_more(sid) && !self.quitting(sid) {
             let unauthenticated = self.password.is_some() && !self.authenticated(sid);
@@ -290,7 +290,7 @@ impl Reactor {
                         self.taken(sid, &args);
                         self.silence_in_batch(sid, silent, batch.len());
                         batch.push(Ok(cmd));
-                        names.push(Some("exec"));
+                        names.push(command_table::find_index("exec"));
                         continue;
                     }
                     None => {}
@@ -317,8 +317,7 @@ impl Reactor {
                 match &item {
                     Ok(cmd) => {
                         self.track_read(sid, cmd);
-                        // The table's own name: no copy per command.
-                        names.push(info.map(|c| c.name));
+                        names.push(index);
                     }
                     Err(Reply::Error(e)) if info.is_some_and(|c| !c.fits(args.len())) => {
                         self.cmdstats.rejected(Some(name), e);
@@ -366,8 +365,8 @@ impl Reactor {
             let each = started.elapsed().as_micros() as u64 / batch.len().max(1) as u64;
             // Only GETs (never an error) are counted here: the rest were
             // at dispatch.
-            for name in names.iter().flatten() {
-                self.cmdstats.ran(name, each, None);
+            for &i in names.iter().flatten() {
+                self.cmdstats.ran_at(i, each, None);
             }
             return more;
         }
