@@ -940,6 +940,17 @@ fn client_list_info_and_kill() {
     assert!(lines
         .iter()
         .any(|l| l.contains(" flags=P ") && l.contains(" sub=1 ")));
+    // Each its own descriptor, as Redis prints it (-1 is for clients of
+    // the server's own).
+    let mut fds: Vec<i64> = lines
+        .iter()
+        .filter_map(|l| l.split(' ').find_map(|f| f.strip_prefix("fd=")))
+        .map(|fd| fd.parse().unwrap())
+        .collect();
+    assert!(fds.iter().all(|&fd| fd > 2), "{list}");
+    fds.sort_unstable();
+    fds.dedup();
+    assert_eq!(fds.len(), 3, "{list}");
     let pubsub = me.ask(&["CLIENT", "LIST", "TYPE", "pubsub"]);
     assert_eq!(
         pubsub.lines().filter(|l| l.starts_with("id=")).count(),

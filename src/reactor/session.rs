@@ -9,7 +9,7 @@ use mio::net::{TcpStream, UnixStream};
 use mio::unix::pipe::{Receiver, Sender};
 use std::collections::HashSet;
 use std::io::{self, Read, Write};
-use std::os::fd::{AsFd, BorrowedFd};
+use std::os::fd::{AsFd, AsRawFd, BorrowedFd, RawFd};
 use std::time::Instant;
 
 /// Most unparsed FIFO request bytes kept per session; reading pauses above
@@ -139,6 +139,16 @@ fn read_link(link: &mut Link, buf: &mut [u8]) -> io::Result<usize> {
             Some(conn) => conn.read(buf),
             None => Ok(0),
         },
+    }
+}
+
+/// The descriptor a session reads its requests from: CLIENT LIST's `fd`
+/// (Redis prints -1 only for clients of its own, such as a script's, and
+/// tools that count real clients skip those).
+pub fn request_fd(link: &Link) -> Option<RawFd> {
+    match link {
+        Link::Fifo(f) => Some(f.req.as_raw_fd()),
+        Link::Stream { .. } => link_fd(link).map(|fd| fd.as_raw_fd()),
     }
 }
 

@@ -7,7 +7,7 @@
 use crate::protocol::resp;
 use crate::reactor::event_loop::{Close, Reactor};
 use crate::reactor::pubsub::SessionId;
-use crate::reactor::session::{Link, Session};
+use crate::reactor::session::{request_fd, Link, Session};
 use std::time::Instant;
 
 /// One session's line (no newline). The caller's `qbuf` counts the
@@ -32,10 +32,11 @@ fn line(s: &Session, now: Instant, caller: bool) -> String {
         flags.push('N');
     }
     format!(
-        "id={} addr={} laddr={} fd=-1 name={name} age={} idle={} flags={flags} db=0 sub={} psub={} ssub=0 multi={multi} qbuf={} qbuf-free={} argv-mem=0 multi-mem=0 rbs=0 rbp=0 obl=0 oll=0 omem={} tot-mem={} events=r cmd={} user=default redir=-1 resp={proto}",
+        "id={} addr={} laddr={} fd={} name={name} age={} idle={} flags={flags} db=0 sub={} psub={} ssub=0 multi={multi} qbuf={} qbuf-free={} argv-mem=0 multi-mem=0 rbs=0 rbp=0 obl=0 oll=0 omem={} tot-mem={} events=r cmd={} user=default redir=-1 resp={proto}",
         s.generation + 1,
         s.name,
         if s.laddr.is_empty() { "-" } else { &s.laddr },
+        request_fd(&s.link).unwrap_or(-1),
         now.duration_since(s.connected_at).as_secs(),
         now.duration_since(s.last_active).as_secs(),
         s.channels.len(),
