@@ -9,9 +9,10 @@
 # thread, mutations crossing to a thread pool and back) that does nothing
 # else. Prints each row and the ratios kvs/redis and floor/redis. Rounds
 # alternate between the three servers and the best of each is kept (the
-# machine is shared and noisy).
+# machine is shared and noisy). Each option set's rows are printed as soon
+# as its rounds are done, and the whole table again at the end.
 #
-#   scripts/resp_bench.sh                      # about 10 minutes
+#   scripts/resp_bench.sh                      # about an hour on 2 cores (57 min, 2026-12-07)
 #   KVS_BENCH_ROUNDS=1 KVS_BENCH_N=50000 scripts/resp_bench.sh   # a quick look
 #   KVS_BENCH_MATCH="-d 102400" scripts/resp_bench.sh   # only rows whose options have it
 #
@@ -73,6 +74,23 @@ wanted() {
 }
 
 declare -A best
+
+# rows <transport> <options>: the table's rows for one option set.
+rows() {
+  for test in SET GET INCR MSET; do
+    k=${best["$1|$2|$test|kvs"]:-0}
+    r=${best["$1|$2|$test|redis"]:-0}
+    f=${best["$1|$2|$test|floor"]:-0}
+    ratio=$(awk -v a="$k" -v b="$r" 'BEGIN { if (b > 0) printf "%.2fx", a / b; else print "-" }')
+    fratio=$(awk -v a="$f" -v b="$r" 'BEGIN { if (b > 0) printf "%.2fx", a / b; else print "-" }')
+    printf '%-9s %-22s %-5s %12.0f %12.0f %12.0f %9s %11s\n' "$1" "$2" "$test" "$k" "$r" "$f" "$ratio" "$fratio"
+  done
+}
+header() {
+  printf '%-9s %-22s %-5s %12s %12s %12s %9s %11s\n' transport clients test kvs redis floor kvs/redis floor/redis
+}
+
+header
 configs=("-c 1" "-c 50" "-c 50 -P 16" "-c 1 -d 1024" "-c 50 -d 1024" "-c 50 -P 16 -d 1024"
   "-c 1 -d 102400" "-c 50 -d 102400" "-c 50 -P 16 -d 102400" "-c 50 -3" "-c 50 -P 16 -3")
 for transport in unix tcp; do
@@ -105,22 +123,17 @@ for transport in unix tcp; do
         done < <(bench "${at[@]}" $clients -n "$reqs")
       done
     done
+    rows "$transport" "$clients"
   done
 done
+echo
 
 echo "redis-benchmark -t set,get,incr,mset -n $n (n/10 at -d 102400), best of $rounds alternating rounds"
 echo "($(redis-server --version | cut -d' ' -f1-3); requests per second)"
-printf '%-9s %-22s %-5s %12s %12s %12s %9s %11s\n' transport clients test kvs redis floor kvs/redis floor/redis
+header
 for transport in unix tcp; do
   for clients in "${configs[@]}"; do
     wanted "$clients" || continue
-    for test in SET GET INCR MSET; do
-      k=${best["$transport|$clients|$test|kvs"]:-0}
-      r=${best["$transport|$clients|$test|redis"]:-0}
-      f=${best["$transport|$clients|$test|floor"]:-0}
-      ratio=$(awk -v a="$k" -v b="$r" 'BEGIN { if (b > 0) printf "%.2fx", a / b; else print "-" }')
-      fratio=$(awk -v a="$f" -v b="$r" 'BEGIN { if (b > 0) printf "%.2fx", a / b; else print "-" }')
-      printf '%-9s %-22s %-5s %12.0f %12.0f %12.0f %9s %11s\n' "$transport" "$clients" "$test" "$k" "$r" "$f" "$ratio" "$fratio"
-    done
+    rows "$transport" "$clients"
   done
 done
