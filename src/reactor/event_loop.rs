@@ -568,7 +568,7 @@ impl Reactor {
                     self.run_exec_locals(sid, &mut replies);
                 }
                 for ((index, r), us) in names.iter().zip(&replies).zip(&micros) {
-                    if let Some(&index) = index.as_ref() {
+                    if let Some(index) = *index {
                         let error = match r {
                             crate::protocol::reply::Reply::Error(e) => Some(e.as_str()),
                             _ => None,

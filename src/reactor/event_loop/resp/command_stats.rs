@@ -16,6 +16,14 @@ struct Counts {
     failed: u64,
 }
 
+impl Counts {
+    fn add(&mut self, usec: u64, failed: bool) {
+        self.calls += 1;
+        self.usec += usec;
+        self.failed += u64::from(failed);
+    }
+}
+
 #[derive(Debug)]
 pub struct CommandStats {
     /// A command of the table, by its place in [`COMMANDS`]: every
@@ -62,24 +70,20 @@ impl CommandStats {
 
     /// A call of `name` ran for `usec`, answering `error` if it failed.
     pub fn ran(&mut self, name: &str, usec: u64, error: Option<&str>) {
-        let c = self.entry(name);
-        c.calls += 1;
-        c.usec += usec;
-        if let Some(e) = error {
-            c.failed += 1;
-            *counts(&mut self.errors, code(e)) += 1;
-        }
+        self.entry(name).add(usec, error.is_some());
+        self.count_error(error);
     }
 
     /// [`CommandStats::ran`] for the command at `index` in [`COMMANDS`].
     pub fn ran_at(&mut self, index: usize, usec: u64, error: Option<&str>) {
-        let Some(c) = self.table.get_mut(index) else {
-            return;
-        };
-        c.calls += 1;
-        c.usec += usec;
+        if let Some(c) = self.table.get_mut(index) {
+            c.add(usec, error.is_some());
+            self.count_error(error);
+        }
+    }
+
+    fn count_error(&mut self, error: Option<&str>) {
         if let Some(e) = error {
-            c.failed += 1;
             *counts(&mut self.errors, code(e)) += 1;
         }
     }
