@@ -13,11 +13,16 @@
 //! change passing one still goes through the hook's exact filter.
 
 use super::KeyEvent;
-use std::sync::atomic::{fence, AtomicBool, AtomicU32, AtomicU64, AtomicUsize, Ordering};
+use std::sync::atomic::{fence, AtomicBool, AtomicU64, Ordering};
 use std::sync::{Mutex, PoisonError};
 
 /// Prefixes screened exactly (to their first eight bytes).
 const PREFIXES: usize = 8;
+
+/// [`AtomicScreen::shape`]'s bit for "every key passes".
+const EVERY_KEY: u64 = 1 << 32;
+/// Where [`AtomicScreen::shape`] keeps the count of prefixes.
+const COUNT_SHIFT: u32 = 40;
 
 /// A prefix's first eight bytes as a word, and which of its bytes count.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
@@ -114,12 +119,13 @@ impl KeyScreen {
 pub struct AtomicScreen {
     /// Whether anything passes at all.
     any: AtomicBool,
-    every_key: AtomicBool,
     /// Odd while a replacement is under way.
     sequence: AtomicU64,
-    events: AtomicU32,
-    /// How many `heads` are in force, or more than [`PREFIXES`]: `first`.
-    count: AtomicUsize,
+    /// The events wanted whatever the key (low 32 bits), whether every key
+    /// passes ([`EVERY_KEY`]) and how many `heads` are in force (from
+    /// [`COUNT_SHIFT`]; more than [`PREFIXES`]: `first` alone decides).
+    /// One word: a write a pattern subscriber must screen reads it once.
+    shape: AtomicU64,
     heads: [[AtomicU64; 2]; PREFIXES],
     first: [AtomicU64; 4],
     /// Orders replacements (the pool threads install them).
@@ -134,9 +140,12 @@ impl AtomicScreen {
             .unwrap_or_else(PoisonError::into_inner);
         self.sequence.fetch_add(1, Ordering::Relaxed);
         fence(Ordering::Release);
-        self.every_key.store(s.every_key, Ordering::Relaxed);
-        self.events.store(s.events, Ordering::Relaxed);
-        self.count.store(s.heads.len(), Ordering::Relaxed);
+        let count = s.heads.len().min(PREFIXES + 1) as u64;
+        let every = if s.every_key { EVERY_KEY } else { 0 };
+        self.shape.store(
+            u64::from(s.events) | every | count << COUNT_SHIFT,
+            Ordering::Relaxed,
+        );
         for (to, from) in self.heads.iter().zip(&s.heads) {
             to[0].store(from.bytes, Ordering::Relaxed);
             to[1].store(from.mask, Ordering::Relaxed);
@@ -156,14 +165,15 @@ impl AtomicScreen {
             return false;
         }
         let before = self.sequence.load(Ordering::Acquire);
-        let hit = self.every_key.load(Ordering::Relaxed)
-            || self.events.load(Ordering::Relaxed) & event.bit() != 0
-            || self.admits_key(key);
+        let shape = self.shape.load(Ordering::Relaxed);
+        let hit = shape & EVERY_KEY != 0
+            || (shape as u32) & event.bit() != 0
+            || self.admits_key(key, (shape >> COUNT_SHIFT) as usize);
         fence(Ordering::Acquire);
         hit || before & 1 == 1 || self.sequence.load(Ordering::Relaxed) != before
     }
 
-    fn admits_key(&self, key: &[u8]) -> bool {
+    fn admits_key(&self, key: &[u8], count: usize) -> bool {
         // First bytes first: most keys no pattern wants are turned down there.
         let Some(&b) = key.first() else {
             return false;
@@ -172,7 +182,6 @@ impl AtomicScreen {
         if bits & (1 << (b & 63)) == 0 {
             return false;
         }
-        let count = self.count.load(Ordering::Relaxed);
         if count > PREFIXES {
             return true;
         }
