@@ -211,9 +211,10 @@ fn accepting(sock: &std::path::Path) -> bool {
     true
 }
 
-/// The design's floor, `examples/resp_floor.rs` (built first if it is not
-/// there), on the Unix socket `sock`; killed on drop. `None`, said, if it
-/// cannot be built or does not start.
+/// The design's floor, `examples/resp_floor.rs` (built first: `cargo
+/// bench` builds no examples, and a floor left from an older tree would be
+/// measured as this one), on the Unix socket `sock`; killed on drop.
+/// `None`, said, if it cannot be built or does not start.
 pub struct Floor {
     child: Child,
     pub sock: PathBuf,
@@ -223,16 +224,14 @@ impl Floor {
     pub fn start(sock: &std::path::Path) -> Option<Floor> {
         let root = std::path::Path::new(env!("CARGO_MANIFEST_DIR"));
         let bin = root.join("target/release/examples/resp_floor");
-        if !bin.exists() {
-            let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".into());
-            let built = Command::new(cargo)
-                .args(["build", "--release", "--quiet", "--example", "resp_floor"])
-                .current_dir(root)
-                .status();
-            if !matches!(built, Ok(s) if s.success()) || !bin.exists() {
-                println!("floor skipped: cannot build examples/resp_floor.rs");
-                return None;
-            }
+        let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".into());
+        let built = Command::new(cargo)
+            .args(["build", "--release", "--quiet", "--example", "resp_floor"])
+            .current_dir(root)
+            .status();
+        if !matches!(built, Ok(s) if s.success()) || !bin.exists() {
+            println!("floor skipped: cannot build examples/resp_floor.rs");
+            return None;
         }
         // Port 0: the floor's TCP listener is not used here.
         let child = Command::new(&bin).arg(sock).arg("0").spawn().ok()?;
