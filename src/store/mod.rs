@@ -1299,6 +1299,7 @@ fn scan_cut(tags: impl Iterator<Item = u32>, from: u64, budget: usize) -> (u64, 
 #[cfg(test)]
 mod tests {
     use super::*;
+    use std::sync::{Arc, Mutex};
 
     #[test]
     fn random_key_gives_every_key_alike() {
@@ -1325,7 +1326,6 @@ mod tests {
         );
         assert_eq!(Store::new().random_key(), None);
     }
-    use std::sync::{Arc, Mutex};
 
     #[test]
     fn a_scan_cut_takes_the_lowest_tags_and_never_splits_one() {
