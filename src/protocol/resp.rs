@@ -531,15 +531,28 @@ fn push_decimal(out: &mut Vec<u8>, n: i64) {
 /// `n` in decimal, written in `buf` (an i64 takes at most 20 bytes with its
 /// sign), without going through `fmt` or allocating (INCR's new value).
 pub fn decimal(n: i64, buf: &mut [u8; 20]) -> &[u8] {
+    // Two digits per division: a counter's reply and its stored text are
+    // each written once per INCR.
+    const PAIRS: &[u8; 200] = b"0001020304050607080910111213141516171819\
+        2021222324252627282930313233343536373839\
+        4041424344454647484950515253545556575859\
+        6061626364656667686970717273747576777879\
+        8081828384858687888990919293949596979899";
     let mut i = buf.len();
     let mut m = n.unsigned_abs();
-    loop {
+    while m >= 100 {
+        let d = (m % 100) as usize * 2;
+        m /= 100;
+        i -= 2;
+        buf[i..i + 2].copy_from_slice(&PAIRS[d..d + 2]);
+    }
+    if m >= 10 {
+        let d = m as usize * 2;
+        i -= 2;
+        buf[i..i + 2].copy_from_slice(&PAIRS[d..d + 2]);
+    } else {
         i -= 1;
-        buf[i] = b'0' + (m % 10) as u8;
-        m /= 10;
-        if m == 0 {
-            break;
-        }
+        buf[i] = b'0' + m as u8;
     }
     if n < 0 {
         i -= 1;
@@ -613,7 +626,10 @@ mod tests {
     #[test]
     fn decimals_are_what_fmt_writes() {
         let mut buf = [0u8; 20];
-        for n in [0, 1, -1, 9, 10, -10, 4242, i64::MAX, i64::MIN, i64::MIN + 1] {
+        let edges = [
+            0, 1, -1, 9, 10, -10, 99, 100, -100, 101, 999, 1000, 4242, 12345,
+        ];
+        for n in edges.into_iter().chain([i64::MAX, i64::MIN, i64::MIN + 1]) {
             assert_eq!(decimal(n, &mut buf), n.to_string().as_bytes(), "{n}");
         }
         let mut out = Vec::new();

@@ -291,6 +291,28 @@ impl Command {
         }
     }
 
+    /// Whether the command is a short, fixed amount of work (one key, no
+    /// large copy): a pool job of only such commands is timed as a whole
+    /// for INFO commandstats, not with a clock reading per command (a
+    /// twentieth of a pipelined INCR's time on the store thread).
+    pub fn is_fast(&self) -> bool {
+        /// A value shorter than this is copied in well under a microsecond.
+        const SHORT: usize = 4096;
+        match self {
+            Command::Get(_)
+            | Command::Type(_)
+            | Command::Strlen(_)
+            | Command::Persist(_)
+            | Command::Ttl { .. }
+            | Command::Expire { .. } => true,
+            Command::Set { value, .. } => value.len() < SHORT,
+            Command::Update { op, .. } => {
+                matches!(op, StringOp::IncrBy(_) | StringOp::IncrByFloat(_))
+            }
+            _ => false,
+        }
+    }
+
     /// The keys the command reads or writes, or `None` if it looks at
     /// every key (KEYS, DBSIZE, FLUSHDB, INFO's keyspace).
     pub fn keys(&self) -> Option<Vec<&[u8]>> {
@@ -471,19 +493,20 @@ fn update(tx: &mut Transaction<'_>, key: &[u8], op: &StringOp) -> Reply {
         StringOp::SetBit(..) => KeyEvent::SetBit,
         StringOp::GetDel => KeyEvent::Del,
     };
-    match strings::apply(op, tx.get(key)) {
+    let at = tx.spot(key);
+    match strings::apply(op, tx.value_at(at, key)) {
         Err(e) => Reply::Error(e.into()),
         Ok(Outcome::Counter(n)) => {
             let mut text = [0u8; 20];
-            tx.put(key, crate::protocol::resp::decimal(n, &mut text), event);
+            tx.put_at(at, key, crate::protocol::resp::decimal(n, &mut text), event);
             Reply::Int(n)
         }
         Ok(Outcome::SetInt(v, n)) => {
-            tx.put(key, &v, event);
+            tx.put_at(at, key, &v, event);
             Reply::Int(n)
         }
         Ok(Outcome::SetBulk(v)) => {
-            tx.put(key, &v, event);
+            tx.put_at(at, key, &v, event);
             Reply::Value(Some(v))
         }
         Ok(Outcome::KeepInt(n)) => Reply::Int(n),
@@ -716,6 +739,11 @@ fn execute_here(store: &Store, cmd: Command) -> Reply {
         )),
         Command::Encoding(k) => Reply::Value(store.get(&k).map(|v| strings::encoding(&v).into())),
         Command::RandomKey => Reply::Value(store.random_key()),
+        // The commonest read-modify-write (INCR, APPEND) names one key it
+        // owns: borrowed as it is, not copied out before the command moves.
+        Command::Update { key, op } if !store.is_remote() => {
+            store.transaction(Some(&[key.as_slice()]), |tx| update(tx, &key, &op))
+        }
         cmd @ (Command::Update { .. }
         | Command::MSetNx(_)
         | Command::Rename { .. }

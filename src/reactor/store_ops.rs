@@ -290,9 +290,15 @@ impl Context<'_> {
     fn batch(&self, items: Vec<BatchItem>) -> (OpResult, bool) {
         let refusing = self.log.is_some_and(Log::failing);
         let mut mutated = false;
+        // A job of short commands only is timed as a whole and its time
+        // spread over them; any other gets a clock reading per command,
+        // each ending where the next begins.
+        let whole = items
+            .iter()
+            .all(|item| item.as_ref().map_or(true, Command::is_fast));
         let mut micros = Vec::with_capacity(items.len());
-        // One clock reading per command: each ends where the next begins.
-        let mut started = std::time::Instant::now();
+        let began = std::time::Instant::now();
+        let mut started = began;
         let replies: Vec<Reply> = items
             .into_iter()
             .map(|item| {
@@ -312,13 +318,18 @@ impl Context<'_> {
                     }
                     Err(reply) => reply,
                 };
-                let ended = std::time::Instant::now();
-                let took = ended.duration_since(started).as_micros();
-                micros.push(u32::try_from(took).unwrap_or(u32::MAX));
-                started = ended;
+                if !whole {
+                    let ended = std::time::Instant::now();
+                    let took = ended.duration_since(started).as_micros();
+                    micros.push(u32::try_from(took).unwrap_or(u32::MAX));
+                    started = ended;
+                }
                 reply
             })
             .collect();
+        if whole {
+            spread(began.elapsed().as_micros(), replies.len(), &mut micros);
+        }
         (
             OpResult::Replies {
                 replies,
@@ -359,6 +370,34 @@ impl Context<'_> {
                     *sync = Some(upto);
                 }
             }
+        }
+    }
+}
+
+/// `total` microseconds shared out over `n` commands, in whole
+/// microseconds that add up to it: command `i` gets the microsecond marks
+/// that fall in its share, as a clock read around each would give them.
+fn spread(total: u128, n: usize, micros: &mut Vec<u32>) {
+    let n128 = n.max(1) as u128;
+    let mark = |i: u128| total * i / n128;
+    for i in 0..n as u128 {
+        micros.push(u32::try_from(mark(i + 1) - mark(i)).unwrap_or(u32::MAX));
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::spread;
+
+    #[test]
+    fn spread_time_adds_up_and_is_even() {
+        for (total, n) in [(0u128, 3usize), (5, 16), (17, 4), (1000, 7), (3, 1)] {
+            let mut micros = Vec::new();
+            spread(total, n, &mut micros);
+            assert_eq!(micros.len(), n);
+            assert_eq!(micros.iter().map(|&m| u128::from(m)).sum::<u128>(), total);
+            let (lo, hi) = (micros.iter().min().unwrap(), micros.iter().max().unwrap());
+            assert!(hi - lo <= 1, "{total} over {n}: {micros:?}");
         }
     }
 }

@@ -379,6 +379,15 @@ impl Store {
         self.shard_at(self.hash(key))
     }
 
+    /// Whether `first` and every key of `rest` share one shard (a lone
+    /// key, at no cost).
+    fn one_shard(&self, first: &[u8], rest: &[&[u8]]) -> bool {
+        rest.is_empty() || {
+            let s = self.shard_of(first);
+            rest.iter().all(|k| self.shard_of(k) == s)
+        }
+    }
+
     /// The key's hash and its shard's lock.
     fn shard(&self, key: &[u8]) -> (u64, &RwLock<Shard>) {
         let h = self.hash(key);

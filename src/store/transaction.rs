@@ -15,8 +15,8 @@ use std::sync::{PoisonError, RwLockWriteGuard};
 pub struct Transaction<'a> {
     store: &'a Store,
     /// The locked shards (every one, or those of the keys named), by
-    /// index, ascending: an INCR allocates one entry, not one per shard.
-    guards: Vec<(usize, RwLockWriteGuard<'a, Shard>)>,
+    /// index, ascending.
+    guards: Locks<'a>,
     /// Whether its changes are recorded in `mutations`: only a journal (the
     /// data dir) or a shared dataset reads them; building them cost an INCR
     /// three allocations.
@@ -24,23 +24,54 @@ pub struct Transaction<'a> {
     mutations: Vec<Mutation>,
 }
 
+/// A transaction's shard guards, by shard index, ascending. Most
+/// transactions (an INCR, an APPEND) lock one shard: that one is held
+/// without the two allocations a list of shards and of guards cost.
+enum Locks<'a> {
+    One([Slot<'a>; 1]),
+    Many(Vec<Slot<'a>>),
+}
+
+type Slot<'a> = (usize, RwLockWriteGuard<'a, Shard>);
+
+impl<'a> Locks<'a> {
+    fn slots(&self) -> &[Slot<'a>] {
+        match self {
+            Locks::One(one) => one,
+            Locks::Many(v) => v,
+        }
+    }
+
+    fn slots_mut(&mut self) -> &mut [Slot<'a>] {
+        match self {
+            Locks::One(one) => one,
+            Locks::Many(v) => v,
+        }
+    }
+}
+
 impl Store {
     /// The shards of `keys` (every shard for `None`) write-locked, in
     /// ascending order as every multi-shard lock in the store is taken.
     fn locked(&self, keys: Option<&[&[u8]]>) -> Transaction<'_> {
-        let order: Vec<usize> = match keys {
-            None => (0..self.shards.len()).collect(),
-            Some(keys) => self.shards_of(keys.iter().copied()),
+        let lock = |i: usize| {
+            let g = self.shards[i]
+                .write()
+                .unwrap_or_else(PoisonError::into_inner);
+            (i, g)
         };
-        let guards = order
-            .into_iter()
-            .map(|i| {
-                let g = self.shards[i]
-                    .write()
-                    .unwrap_or_else(PoisonError::into_inner);
-                (i, g)
-            })
-            .collect();
+        let guards = match keys {
+            Some([first, rest @ ..]) if self.one_shard(first, rest) => {
+                Locks::One([lock(self.shard_of(first))])
+            }
+            None => Locks::Many((0..self.shards.len()).map(lock).collect()),
+            Some(keys) => Locks::Many(
+                self.shards_of(keys.iter().copied())
+                    .into_iter()
+                    .map(lock)
+                    .collect(),
+            ),
+        };
         Transaction {
             store: self,
             guards,
@@ -70,6 +101,13 @@ impl Store {
         }
         r
     }
+}
+
+/// Where a key is in a [`Transaction`]: its hash and its shard.
+#[derive(Debug, Clone, Copy)]
+pub struct Spot {
+    h: u64,
+    s: usize,
 }
 
 /// A key, its value and its deadline, as they were before an attempt.
@@ -230,6 +268,7 @@ impl Transaction<'_> {
     /// Where shard `s`'s guard is.
     fn slot_of(&self, s: usize) -> usize {
         self.guards
+            .slots()
             .binary_search_by_key(&s, |(i, _)| *i)
             .expect("a transaction touched a key it did not name")
     }
@@ -237,16 +276,16 @@ impl Transaction<'_> {
     /// The locked shard `s`. Every key a transaction touches was named
     /// when it began (see [`Store::transaction`]).
     fn shard(&self, s: usize) -> &Shard {
-        &self.guards[self.slot_of(s)].1
+        &self.guards.slots()[self.slot_of(s)].1
     }
 
     fn shard_mut(&mut self, s: usize) -> &mut Shard {
         let at = self.slot_of(s);
-        &mut self.guards[at].1
+        &mut self.guards.slots_mut()[at].1
     }
 
     fn all(&self) -> impl Iterator<Item = &Shard> {
-        self.guards.iter().map(|(_, g)| &**g)
+        self.guards.slots().iter().map(|(_, g)| &**g)
     }
 
     /// A watched key's change count now (see [`Store::watch_versions`]);
@@ -364,10 +403,29 @@ impl Transaction<'_> {
         (applied, old)
     }
 
+    /// Where `key` is, found once for a read-modify-write's read and
+    /// write (an INCR hashed its key three times), its value reaped first
+    /// if its deadline passed.
+    pub fn spot(&mut self, key: &[u8]) -> Spot {
+        let (h, s) = self.reaped(key);
+        Spot { h, s }
+    }
+
+    /// [`Transaction::get`] at a [`Transaction::spot`] of `key`.
+    pub fn value_at(&self, at: Spot, key: &[u8]) -> Option<&[u8]> {
+        self.shard(at.s).value(at.h, key)
+    }
+
     /// Sets `key` to `value`, keeping its deadline (INCR, APPEND and
     /// SETRANGE do), reported as `event` (`incrby`, `append`, ...).
     pub fn put(&mut self, key: &[u8], value: &[u8], event: KeyEvent) {
-        let (h, s) = self.reaped(key);
+        let at = self.spot(key);
+        self.put_at(at, key, value, event);
+    }
+
+    /// [`Transaction::put`] at a [`Transaction::spot`] of `key`.
+    pub fn put_at(&mut self, at: Spot, key: &[u8], value: &[u8], event: KeyEvent) {
+        let Spot { h, s } = at;
         let store = self.store;
         let g = self.shard_mut(s);
         if g.map.set(h, key, value) {
@@ -487,7 +545,7 @@ impl Transaction<'_> {
     /// Deletes every key (FLUSHDB), reporting each deletion.
     pub fn clear(&mut self) -> usize {
         let mut n = 0;
-        for (_, g) in self.guards.iter_mut() {
+        for (_, g) in self.guards.slots_mut() {
             let taken = std::mem::take(&mut g.map);
             g.deadlines.clear();
             n += taken.len();
