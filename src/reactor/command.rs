@@ -313,6 +313,21 @@ impl Command {
         }
     }
 
+    /// The one key of a command that [`Command::is_fast`] says is short.
+    fn fast_key(&self) -> Option<&[u8]> {
+        match self {
+            Command::Get(k) | Command::Type(k) | Command::Strlen(k) | Command::Persist(k) => {
+                Some(k.as_slice())
+            }
+            Command::Ttl { key, .. }
+            | Command::Expire { key, .. }
+            | Command::Set { key, .. }
+            | Command::Update { key, .. } => Some(key.as_slice()),
+            _ => None,
+        }
+        .filter(|_| self.is_fast())
+    }
+
     /// The keys the command reads or writes, or `None` if it looks at
     /// every key (KEYS, DBSIZE, FLUSHDB, INFO's keyspace).
     pub fn keys(&self) -> Option<Vec<&[u8]>> {
@@ -594,6 +609,48 @@ pub fn execute(store: &Store, cmd: Command) -> Reply {
         }
     }
     reply
+}
+
+/// Runs a session's pipelined short commands ([`Command::is_fast`]) under
+/// one lock of the one shard all their keys fall in, as a transaction does,
+/// instead of taking it once per command: a pipeline of INCRs of one
+/// counter (a hot key) took and released its lock sixteen times per batch,
+/// and the store threads fought over it. What others see is the same or
+/// stronger (the run is atomic), and the changes reach subscribers in
+/// order, in one hand-over, as Redis sends a BCAST tracking client one
+/// message per event loop turn. Items that are not commands (an error
+/// found when parsing) keep their places. Not with a journal (a run would
+/// be one group record) or on a shared dataset (each change its own
+/// transaction there): the items come back then, and when the commands
+/// do not qualify.
+pub fn execute_on_one_shard(
+    store: &Store,
+    items: Vec<Result<Command, Reply>>,
+) -> Result<Vec<Reply>, Vec<Result<Command, Reply>>> {
+    if items.len() < 2 || store.is_remote() || store.is_journaled() {
+        return Err(items);
+    }
+    let mut keys = items
+        .iter()
+        .filter_map(|item| item.as_ref().ok())
+        .map(Command::fast_key);
+    let first = match keys.next() {
+        Some(Some(first)) => first,
+        _ => return Err(items),
+    };
+    if !keys.all(|k| k.is_some_and(|k| store.same_shard(first, k))) {
+        return Err(items);
+    }
+    let first = first.to_vec();
+    Ok(store.transaction(Some(&[first.as_slice()]), |tx| {
+        items
+            .into_iter()
+            .map(|item| match item {
+                Ok(cmd) => execute_in(tx, cmd),
+                Err(reply) => reply,
+            })
+            .collect()
+    }))
 }
 
 /// What EXEC cannot run on a shared dataset: a command that reads or
@@ -915,6 +972,72 @@ mod tests {
         applying(|| store.write(&[("w", "from-c")]));
         remote.truth.lock().unwrap().insert(b"w".to_vec(), 9);
         assert_eq!(exec_set_w(&store, v), Reply::Exec(None));
+    }
+
+    fn incr(k: &str) -> Result<Command, Reply> {
+        Ok(Command::Update {
+            key: k.into(),
+            op: StringOp::IncrBy(1),
+        })
+    }
+
+    /// A pipelined run of short commands on one shard runs under one lock:
+    /// the same replies as one at a time, parse errors in their places, and
+    /// its changes told in order in one call. Commands on two shards, or a
+    /// store with a journal, are handed back to run one at a time.
+    #[test]
+    fn a_run_on_one_shard_answers_as_one_at_a_time() {
+        let store = Store::new();
+        let seen = Arc::new(std::sync::Mutex::new(Vec::new()));
+        let calls = Arc::new(std::sync::atomic::AtomicUsize::new(0));
+        let (s2, c2) = (seen.clone(), calls.clone());
+        let _ = store.set_change_hook(Box::new(move |changes| {
+            c2.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+            for c in changes {
+                s2.lock().unwrap().push((c.key.to_vec(), c.event));
+            }
+        }));
+        store.set_screen(crate::store::KeyScreen::everything());
+        let bad = Reply::Error("ERR bad".into());
+        let run = vec![
+            incr("n"),
+            Err(bad.clone()),
+            incr("n"),
+            Ok(set("n", "41", SetIf::Always, SetReply::Old)),
+            incr("n"),
+            Ok(Command::Get("n".into())),
+        ];
+        let replies = execute_on_one_shard(&store, run).expect("one shard");
+        assert_eq!(
+            replies,
+            vec![
+                Reply::Int(1),
+                bad,
+                Reply::Int(2),
+                Reply::Value(Some("2".into())),
+                Reply::Int(42),
+                Reply::Value(Some("42".into())),
+            ]
+        );
+        let events: Vec<KeyEvent> = seen.lock().unwrap().iter().map(|(_, e)| *e).collect();
+        assert_eq!(
+            events,
+            vec![
+                KeyEvent::IncrBy,
+                KeyEvent::IncrBy,
+                KeyEvent::Set,
+                KeyEvent::IncrBy
+            ]
+        );
+        assert_eq!(calls.load(std::sync::atomic::Ordering::SeqCst), 1);
+        // Two keys in two shards: handed back whole, in order.
+        let other = (0..1000)
+            .map(|i| format!("k{i}"))
+            .find(|k| !store.same_shard(b"n", k.as_bytes()))
+            .expect("a key in another shard");
+        let back = execute_on_one_shard(&store, vec![incr("n"), incr(&other)]);
+        assert!(matches!(back, Err(items) if items.len() == 2));
+        assert_eq!(store.get(b"n").as_deref(), Some(&b"42"[..]));
     }
 
     fn set(k: &str, v: &str, cond: SetIf, reply: SetReply) -> Command {

@@ -5,7 +5,7 @@
 //! of the reactor as one pool job with one answer: one hand-off each way
 //! per turn, however many clients and commands.
 
-use super::command::{execute, Command, Reply};
+use super::command::{execute, execute_on_one_shard, Command, Reply};
 use super::mailbox::{Event, Mailbox, OpResult};
 use super::pubsub::{ChangeFilter, FilterList, SessionId};
 use crate::persist::{Fsync, Log};
@@ -298,6 +298,27 @@ impl Context<'_> {
             .all(|item| item.as_ref().map_or(true, Command::is_fast));
         let mut micros = Vec::with_capacity(items.len());
         let began = std::time::Instant::now();
+        let items = if whole && !refusing {
+            let changes = items
+                .iter()
+                .any(|item| item.as_ref().is_ok_and(Command::is_mutation));
+            match execute_on_one_shard(self.store, items) {
+                Ok(replies) => {
+                    spread(began.elapsed().as_micros(), replies.len(), &mut micros);
+                    return (
+                        OpResult::Replies {
+                            replies,
+                            sync: None,
+                            micros,
+                        },
+                        changes,
+                    );
+                }
+                Err(items) => items,
+            }
+        } else {
+            items
+        };
         let mut started = began;
         let replies: Vec<Reply> = items
             .into_iter()

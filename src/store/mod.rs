@@ -274,6 +274,16 @@ impl Store {
         self.remote.set(remote)
     }
 
+    /// Whether changes are journaled (a data dir).
+    pub fn is_journaled(&self) -> bool {
+        self.journal.get().is_some()
+    }
+
+    /// Whether `a` and `b` live in the same shard (one lock covers both).
+    pub fn same_shard(&self, a: &[u8], b: &[u8]) -> bool {
+        a == b || self.shard_of(a) == self.shard_of(b)
+    }
+
     /// Whether this table caches a shared dataset.
     pub fn is_remote(&self) -> bool {
         self.remote.get().is_some()
