@@ -220,7 +220,7 @@ proptest! {
     fn resp_requests_round_trip(args in resp_args()) {
         let refs: Vec<&[u8]> = args.iter().map(Vec::as_slice).collect();
         let bytes = resp::encode_request(&refs);
-        prop_assert_eq!(resp::parse(&bytes), Parsed::Request(refs.clone(), bytes.len()));
+        prop_assert_eq!(resp::parse(&bytes), Parsed::Request(refs.clone().into(), bytes.len()));
     }
 
     #[test]

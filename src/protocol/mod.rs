@@ -4,6 +4,7 @@
 //! - [`fifo`]: the original named-pipe protocol (SPEC section 3).
 //! - [`resp`]: RESP2, the Redis protocol.
 
+pub mod args;
 pub mod fifo;
 pub mod reply;
 pub mod resp;

@@ -8,6 +8,7 @@
 //! sent, and the limits and error texts are Redis's own (`networking.c`), so
 //! client libraries that recognise them keep working.
 
+use super::args::Args;
 use super::reply::Reply;
 use std::fmt;
 
@@ -76,7 +77,7 @@ pub enum Parsed<'a> {
     Incomplete,
     /// A request's arguments (possibly none: an empty inline line or `*0`)
     /// and the number of bytes it used.
-    Request(Vec<&'a [u8]>, usize),
+    Request(Args<'a>, usize),
     /// An inline request with quotes, whose escapes (`"a\x41"` is `aA`)
     /// make its arguments new bytes, and the number of bytes it used.
     Inline(Vec<Vec<u8>>, usize),
@@ -114,7 +115,9 @@ pub fn parse_apart<'a>(
 /// `Ok(None)` if no `\r\n` yet. A line longer than `max` is an error.
 fn line(buf: &[u8], from: usize, max: usize) -> Result<Option<(&[u8], usize)>, ()> {
     let window = &buf[from..buf.len().min(from + max + 2)];
-    match memchr::memchr(b'\r', window) {
+    // A header is a few digits: a plain scan finds its end sooner than
+    // memchr's set-up for long haystacks (two per pipelined GET).
+    match window.iter().position(|&b| b == b'\r') {
         Some(i) if i + 1 < window.len() => Ok(Some((&window[..i], from + i + 2))),
         Some(_) => Ok(None),
         None if window.len() >= max + 2 => Err(()),
@@ -157,10 +160,10 @@ fn parse_multibulk<'a>(
         _ => return Parsed::Error(ProtocolError::InvalidMultibulkLength),
     };
     if count <= 0 {
-        return Parsed::Request(Vec::new(), at);
+        return Parsed::Request(Args::new(), at);
     }
     // Never trust the count for an allocation: grow as arguments arrive.
-    let mut args = Vec::with_capacity((count as usize).min(64));
+    let mut args = Args::new();
     for _ in 0..count {
         match buf.get(at) {
             None => return Parsed::Incomplete,
@@ -270,7 +273,7 @@ fn parse_inline(buf: &[u8]) -> Parsed<'_> {
         l = stripped;
     }
     if !l.iter().any(|&b| b == b'"' || b == b'\'') {
-        return Parsed::Request(split_words(l), nl + 1);
+        return Parsed::Request(split_words(l).collect(), nl + 1);
     }
     match split_quoted(l) {
         Some(args) => Parsed::Inline(args, nl + 1),
@@ -283,10 +286,8 @@ fn is_space(b: u8) -> bool {
 }
 
 /// An inline line without quotes: its words.
-fn split_words(l: &[u8]) -> Vec<&[u8]> {
-    l.split(|&b| is_space(b))
-        .filter(|w| !w.is_empty())
-        .collect()
+fn split_words(l: &[u8]) -> impl Iterator<Item = &[u8]> {
+    l.split(|&b| is_space(b)).filter(|w| !w.is_empty())
 }
 
 /// An inline line with quotes, as Redis's `sdssplitargs` reads it: in
@@ -692,7 +693,10 @@ mod tests {
         let apart = |filled: &'static [u8]| move |p: usize| (p == at).then_some(filled);
         assert_eq!(
             parse_apart(buf, false, apart(b"hello")),
-            Parsed::Request(vec![&b"SET"[..], b"k", b"hello", b"EX", b"9"], buf.len())
+            Parsed::Request(
+                vec![&b"SET"[..], b"k", b"hello", b"EX", b"9"].into(),
+                buf.len()
+            )
         );
         // Bytes still coming in: not a request yet; cut inside them.
         assert_eq!(parse_apart(buf, false, apart(b"hel")), Parsed::Incomplete);
@@ -720,7 +724,7 @@ mod tests {
     fn inline_quotes_follow_sdssplitargs() {
         let args = |line: &[u8]| match parse(line) {
             Parsed::Inline(a, _) => Some(a),
-            Parsed::Request(a, _) => Some(a.into_iter().map(<[u8]>::to_vec).collect()),
+            Parsed::Request(a, _) => Some(a.iter().map(|x| x.to_vec()).collect()),
             _ => None,
         };
         assert_eq!(
@@ -791,12 +795,15 @@ mod tests {
 
     #[test]
     fn inline_requests() {
-        assert_eq!(parse(b"PING\r\n"), Parsed::Request(vec![&b"PING"[..]], 6));
+        assert_eq!(
+            parse(b"PING\r\n"),
+            Parsed::Request(vec![&b"PING"[..]].into(), 6)
+        );
         assert_eq!(
             parse(b"set  k \"v 1\"\n"),
             Parsed::Inline(vec![b"set".to_vec(), b"k".to_vec(), b"v 1".to_vec()], 13)
         );
-        assert_eq!(parse(b"\r\n"), Parsed::Request(vec![], 2));
+        assert_eq!(parse(b"\r\n"), Parsed::Request(Args::new(), 2));
         assert_eq!(parse(b"GET k"), Parsed::Incomplete);
         assert_eq!(
             parse(b"GET \"k\n"),
@@ -824,7 +831,7 @@ mod tests {
             parse(b"*99999999999999999999999999999999999999"),
             Parsed::Error(TooBigCount)
         );
-        assert_eq!(parse(b"*-1\r\n"), Parsed::Request(vec![], 5));
+        assert_eq!(parse(b"*-1\r\n"), Parsed::Request(Args::new(), 5));
         // Nested arrays are not requests.
         assert_eq!(parse(b"*1\r\n*1\r\n"), Parsed::Error(ExpectedDollar(b'*')));
         // A huge count costs nothing until its arguments arrive.

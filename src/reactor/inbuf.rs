@@ -364,7 +364,7 @@ mod tests {
             assert_eq!(b.shared(args[2]).is_some(), apart == 2);
             assert_eq!(
                 b.parse(used, false),
-                Parsed::Request(vec![&b"GET"[..], b"k1"], b.len() - used)
+                Parsed::Request(vec![&b"GET"[..], b"k1"].into(), b.len() - used)
             );
             drop(args);
             b.consume(used);
@@ -372,7 +372,7 @@ mod tests {
             assert_eq!(Arc::strong_count(&shared), 1, "the input let it go");
             assert_eq!(
                 b.parse(0, false),
-                Parsed::Request(vec![&b"GET"[..], b"k1"], b.len())
+                Parsed::Request(vec![&b"GET"[..], b"k1"].into(), b.len())
             );
         }
     }

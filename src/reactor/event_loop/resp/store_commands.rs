@@ -326,11 +326,13 @@ pub(super) fn store_command(
         op,
     };
     let keys = || args[1..].iter().map(|a| a.to_vec()).collect::<Vec<_>>();
+    // The commonest first: the arms are compared in order.
     Ok(match name {
         "get" => Command::Get(args[1].to_vec()),
+        "set" => return set_command(args, apart),
+        "incr" => update(StringOp::IncrBy(1)),
         "type" => Command::Type(args[1].to_vec()),
         "strlen" => Command::Strlen(args[1].to_vec()),
-        "set" => return set_command(args, apart),
         "setnx" | "getset" => Command::Set {
             key: args[1].to_vec(),
             value: Value::of(args[2], apart),
@@ -354,7 +356,6 @@ pub(super) fn store_command(
                 Command::MSetNx(pairs)
             }
         }
-        "incr" => update(StringOp::IncrBy(1)),
         "decr" => update(StringOp::IncrBy(-1)),
         "incrby" => update(StringOp::IncrBy(int(args[2])?)),
         "decrby" => {
