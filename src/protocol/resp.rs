@@ -132,11 +132,14 @@ fn number(s: &[u8]) -> Option<i64> {
         Some((b'-', rest)) => (true, rest),
         _ => (false, s),
     };
-    if digits.is_empty() || !digits.iter().all(u8::is_ascii_digit) {
+    if digits.is_empty() {
         return None;
     }
     let mut n: i64 = 0;
     for &d in digits {
+        if !d.is_ascii_digit() {
+            return None;
+        }
         n = n.checked_mul(10)?.checked_add((d - b'0') as i64)?;
     }
     Some(if neg { -n } else { n })
