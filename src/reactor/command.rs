@@ -293,8 +293,9 @@ impl Command {
 
     /// Whether the command is a short, fixed amount of work (one key, no
     /// large copy): a pool job of only such commands is timed as a whole
-    /// for INFO commandstats, not with a clock reading per command (a
-    /// twentieth of a pipelined INCR's time on the store thread).
+    /// for INFO commandstats, not with a clock reading per command (those
+    /// readings were a sixth of the store threads' own time under
+    /// pipelined INCRs).
     pub fn is_fast(&self) -> bool {
         /// A value shorter than this is copied in well under a microsecond.
         const SHORT: usize = 4096;
@@ -983,8 +984,8 @@ mod tests {
 
     /// A pipelined run of short commands on one shard runs under one lock:
     /// the same replies as one at a time, parse errors in their places, and
-    /// its changes told in order in one call. Commands on two shards, or a
-    /// store with a journal, are handed back to run one at a time.
+    /// its changes told in order in one call. Commands on two shards are
+    /// handed back to run one at a time.
     #[test]
     fn a_run_on_one_shard_answers_as_one_at_a_time() {
         let store = Store::new();
