@@ -1041,6 +1041,24 @@ mod tests {
         assert_eq!(store.get(b"n").as_deref(), Some(&b"42"[..]));
     }
 
+    /// With a journal (a data dir) a run is handed back: as one transaction
+    /// it would be journaled as one group record.
+    #[test]
+    fn a_journaled_store_runs_commands_one_at_a_time() {
+        struct Quiet;
+        impl crate::store::Journal for Quiet {
+            fn set(&self, _: &mut dyn Iterator<Item = (&[u8], &[u8])>) {}
+            fn del(&self, _: &mut dyn Iterator<Item = &[u8]>) {}
+            fn clear(&self) {}
+            fn expire(&self, _: &[u8], _: Option<u64>) {}
+        }
+        let store = Store::new();
+        assert!(store.set_journal(Box::new(Quiet)).is_ok());
+        let back = execute_on_one_shard(&store, vec![incr("n"), incr("n")]);
+        assert!(matches!(back, Err(items) if items.len() == 2));
+        assert_eq!(store.get(b"n"), None);
+    }
+
     fn set(k: &str, v: &str, cond: SetIf, reply: SetReply) -> Command {
         Command::Set {
             key: k.into(),
