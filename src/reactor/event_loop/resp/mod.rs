@@ -215,6 +215,11 @@ impl Reactor {
         let Some(s) = self.sessions.get_mut(sid) else {
             return false;
         };
+        // Nothing to parse (a session looked at again once its answer went
+        // out, as every unpipelined one is): no batch to make room for.
+        if s.inbuf.is_empty() {
+            return false;
+        }
         let buf = std::mem::take(&mut s.inbuf);
         let mut used = 0;
         // Room for most of a usual pipeline from the start (growing from
