@@ -298,56 +298,45 @@ impl Context<'_> {
             .all(|item| item.as_ref().map_or(true, Command::is_fast));
         let mut micros = Vec::with_capacity(items.len());
         let began = std::time::Instant::now();
-        let items = if whole && !refusing {
-            let changes = items
+        let run = if whole && !refusing {
+            mutated = items
                 .iter()
                 .any(|item| item.as_ref().is_ok_and(Command::is_mutation));
-            match execute_on_one_shard(self.store, items) {
-                Ok(replies) => {
-                    spread(began.elapsed().as_micros(), replies.len(), &mut micros);
-                    return (
-                        OpResult::Replies {
-                            replies,
-                            sync: None,
-                            micros,
-                        },
-                        changes,
-                    );
-                }
-                Err(items) => items,
-            }
+            execute_on_one_shard(self.store, items)
         } else {
-            items
+            Err(items)
         };
-        let mut started = began;
-        let replies: Vec<Reply> = items
-            .into_iter()
-            .map(|item| {
-                let reply = match item {
-                    Ok(cmd) if cmd.is_mutation() && refusing => {
-                        // A refused EXEC still ends its watches.
-                        if let Command::Exec { watched, .. } = &cmd {
-                            let keys: Vec<&[u8]> =
-                                watched.iter().map(|(k, _)| k.as_slice()).collect();
-                            self.store.unwatch_versions(&keys);
+        let replies = run.unwrap_or_else(|items| {
+            let mut started = began;
+            items
+                .into_iter()
+                .map(|item| {
+                    let reply = match item {
+                        Ok(cmd) if cmd.is_mutation() && refusing => {
+                            // A refused EXEC still ends its watches.
+                            if let Command::Exec { watched, .. } = &cmd {
+                                let keys: Vec<&[u8]> =
+                                    watched.iter().map(|(k, _)| k.as_slice()).collect();
+                                self.store.unwatch_versions(&keys);
+                            }
+                            misconf("the last write failed")
                         }
-                        misconf("the last write failed")
+                        Ok(cmd) => {
+                            mutated |= cmd.is_mutation();
+                            execute(self.store, cmd)
+                        }
+                        Err(reply) => reply,
+                    };
+                    if !whole {
+                        let ended = std::time::Instant::now();
+                        let took = ended.duration_since(started).as_micros();
+                        micros.push(u32::try_from(took).unwrap_or(u32::MAX));
+                        started = ended;
                     }
-                    Ok(cmd) => {
-                        mutated |= cmd.is_mutation();
-                        execute(self.store, cmd)
-                    }
-                    Err(reply) => reply,
-                };
-                if !whole {
-                    let ended = std::time::Instant::now();
-                    let took = ended.duration_since(started).as_micros();
-                    micros.push(u32::try_from(took).unwrap_or(u32::MAX));
-                    started = ended;
-                }
-                reply
-            })
-            .collect();
+                    reply
+                })
+                .collect()
+        });
         if whole {
             spread(began.elapsed().as_micros(), replies.len(), &mut micros);
         }
