@@ -297,36 +297,26 @@ impl Command {
     /// readings were a sixth of the store threads' own time under
     /// pipelined INCRs).
     pub fn is_fast(&self) -> bool {
+        self.fast_key().is_some()
+    }
+
+    /// The one key of a command [`Command::is_fast`] calls short, or
+    /// `None` for any other command.
+    fn fast_key(&self) -> Option<&[u8]> {
         /// A value shorter than this is copied in well under a microsecond.
         const SHORT: usize = 4096;
         match self {
-            Command::Get(_)
-            | Command::Type(_)
-            | Command::Strlen(_)
-            | Command::Persist(_)
-            | Command::Ttl { .. }
-            | Command::Expire { .. } => true,
-            Command::Set { value, .. } => value.len() < SHORT,
-            Command::Update { op, .. } => {
-                matches!(op, StringOp::IncrBy(_) | StringOp::IncrByFloat(_))
-            }
-            _ => false,
-        }
-    }
-
-    /// The one key of a command that [`Command::is_fast`] says is short.
-    fn fast_key(&self) -> Option<&[u8]> {
-        match self {
             Command::Get(k) | Command::Type(k) | Command::Strlen(k) | Command::Persist(k) => {
-                Some(k.as_slice())
+                Some(k)
             }
-            Command::Ttl { key, .. }
-            | Command::Expire { key, .. }
-            | Command::Set { key, .. }
-            | Command::Update { key, .. } => Some(key.as_slice()),
+            Command::Ttl { key, .. } | Command::Expire { key, .. } => Some(key),
+            Command::Set { key, value, .. } if value.len() < SHORT => Some(key),
+            Command::Update {
+                key,
+                op: StringOp::IncrBy(_) | StringOp::IncrByFloat(_),
+            } => Some(key),
             _ => None,
         }
-        .filter(|_| self.is_fast())
     }
 
     /// The keys the command reads or writes, or `None` if it looks at
@@ -631,17 +621,21 @@ pub fn execute_on_one_shard(
     if items.len() < 2 || store.is_remote() || store.is_journaled() {
         return Err(items);
     }
-    let mut keys = items
-        .iter()
-        .filter_map(|item| item.as_ref().ok())
-        .map(Command::fast_key);
-    let first = match keys.next() {
-        Some(Some(first)) => first,
-        _ => return Err(items),
-    };
-    if !keys.all(|k| k.is_some_and(|k| store.same_shard(first, k))) {
+    let commands = || items.iter().filter_map(|item| item.as_ref().ok());
+    // The commands' keys, up to the first that is not short (which makes
+    // `short` false): one pass, checked for one shard as it goes.
+    let mut short = true;
+    let keys = commands().map_while(|cmd| {
+        let key = cmd.fast_key();
+        short &= key.is_some();
+        key
+    });
+    if !store.one_shard(keys) || !short {
         return Err(items);
     }
+    let Some(first) = commands().next().and_then(Command::fast_key) else {
+        return Err(items);
+    };
     let first = first.to_vec();
     Ok(store.transaction(Some(&[first.as_slice()]), |tx| {
         items
@@ -1034,7 +1028,7 @@ mod tests {
         // Two keys in two shards: handed back whole, in order.
         let other = (0..1000)
             .map(|i| format!("k{i}"))
-            .find(|k| !store.same_shard(b"n", k.as_bytes()))
+            .find(|k| !store.one_shard([&b"n"[..], k.as_bytes()]))
             .expect("a key in another shard");
         let back = execute_on_one_shard(&store, vec![incr("n"), incr(&other)]);
         assert!(matches!(back, Err(items) if items.len() == 2));

@@ -279,11 +279,6 @@ impl Store {
         self.journal.get().is_some()
     }
 
-    /// Whether `a` and `b` live in the same shard (one lock covers both).
-    pub fn same_shard(&self, a: &[u8], b: &[u8]) -> bool {
-        a == b || self.shard_of(a) == self.shard_of(b)
-    }
-
     /// Whether this table caches a shared dataset.
     pub fn is_remote(&self) -> bool {
         self.remote.get().is_some()
@@ -389,13 +384,17 @@ impl Store {
         self.shard_at(self.hash(key))
     }
 
-    /// Whether `first` and every key of `rest` share one shard (a lone
-    /// key, at no cost).
-    fn one_shard(&self, first: &[u8], rest: &[&[u8]]) -> bool {
-        rest.is_empty() || {
-            let s = self.shard_of(first);
-            rest.iter().all(|k| self.shard_of(k) == s)
-        }
+    /// Whether all of `keys` live in one shard (one lock covers them). A
+    /// lone key, or the same key again, is not hashed for it.
+    pub fn one_shard<'k>(&self, keys: impl IntoIterator<Item = &'k [u8]>) -> bool {
+        let mut keys = keys.into_iter();
+        let Some(first) = keys.next() else {
+            return true;
+        };
+        let mut shard = None;
+        keys.all(|k| {
+            k == first || *shard.get_or_insert_with(|| self.shard_of(first)) == self.shard_of(k)
+        })
     }
 
     /// The key's hash and its shard's lock.

@@ -61,7 +61,7 @@ impl Store {
             (i, g)
         };
         let guards = match keys {
-            Some([first, rest @ ..]) if self.one_shard(first, rest) => {
+            Some(keys @ [first, ..]) if self.one_shard(keys.iter().copied()) => {
                 Locks::One([lock(self.shard_of(first))])
             }
             None => Locks::Many((0..self.shards.len()).map(lock).collect()),
