@@ -8,7 +8,7 @@
 //! moved, and answers a null array.
 
 use super::store_commands::store_command;
-use super::{arity_error, command_table, unknown_command, LOCAL_COMMANDS, STORE_COMMANDS};
+use super::{arity_error, command_table, runs_on_store, unknown_command, LOCAL_COMMANDS};
 use crate::protocol::resp;
 use crate::reactor::command::{Command, Reply};
 use crate::reactor::event_loop::Reactor;
@@ -80,7 +80,11 @@ impl Reactor {
         if controls(name) {
             return None;
         }
-        let queued = if !LOCAL_COMMANDS.contains(&name) && !STORE_COMMANDS.contains(&name) {
+        // The command table's look-up, not a scan of the two lists: a
+        // queued SET scanned them twice.
+        let index = command_table::find_index(name);
+        let stored = index.is_some_and(runs_on_store);
+        let queued = if !stored && !LOCAL_COMMANDS.contains(&name) {
             Err(unknown_command(args))
         } else if !authenticated {
             Err("NOAUTH Authentication required.".into())
@@ -89,11 +93,12 @@ impl Reactor {
                 // Redis's no-multi commands (of those kvs has).
                 "shutdown" => Err("ERR Command not allowed inside a transaction".into()),
                 "scan" => Err("ERR kvs does not queue 'scan' in a transaction".into()),
-                _ if STORE_COMMANDS.contains(&name) => {
+                _ if stored => {
                     // Queued values are copies (large values read apart
                     // go along only with commands run at once).
                     let info = || self.info_command(args);
-                    match store_command(name, command_table::find(name), args, info, &|_| None) {
+                    let entry = index.map(|i| &command_table::COMMANDS[i]);
+                    match store_command(name, entry, args, info, &|_| None) {
                         Err(Reply::Error(e)) => Err(e),
                         item => {
                             // A tracking client's read counts from when it
@@ -134,19 +139,21 @@ impl Reactor {
             }
         };
         let multi = self.multi_of(sid)?;
-        let mut out = Vec::new();
-        match queued {
+        let reply = match queued {
             Ok(item) => {
                 multi.queued.push(item);
-                resp::push_simple(&mut out, "QUEUED");
+                Ok(())
             }
             Err(e) => {
                 multi.aborted = true;
-                resp::push_error(&mut out, &e);
+                Err(e)
             }
-        }
+        };
         if let Some(s) = self.sessions.get_mut(sid) {
-            s.replies().extend_from_slice(&out);
+            match reply {
+                Ok(()) => s.replies().extend_from_slice(b"+QUEUED\r\n"),
+                Err(e) => resp::push_error(s.replies(), &e),
+            }
         }
         self.dirty.push(sid);
         Some(Step::Answered)
