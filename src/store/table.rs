@@ -50,6 +50,17 @@ pub type Hasher = foldhash::quality::RandomState;
 pub struct Table {
     index: hashbrown::HashTable<Slot>,
     heap: Heap,
+    /// Counts the changes that can move slots in the index (a key added
+    /// or removed, room made): a [`Found`] from before one is not used.
+    shape: u64,
+}
+
+/// Where a key's slot was in the index, from [`Table::slot_of`]: good
+/// while the table's shape is what it was then.
+#[derive(Debug, Clone, Copy)]
+pub struct Found {
+    bucket: usize,
+    shape: u64,
 }
 
 /// Where the entries live: packed chunks and big entries.
@@ -99,6 +110,7 @@ impl Table {
     /// shard locked).
     pub fn reserve(&mut self, keys: usize) {
         let more = keys.saturating_sub(self.index.len());
+        self.shape += 1;
         self.index.reserve(more, |s| index_hash(s.tag));
     }
 
@@ -117,6 +129,55 @@ impl Table {
         Some(self.heap.pair(self.find(hash, key)?).1)
     }
 
+    /// Where `key`'s slot is in the index, for a read-modify-write that
+    /// reads with [`Table::get_in`] and writes with [`Table::set_in`]
+    /// without looking the key up again (an INCR looked it up twice).
+    pub fn slot_of(&self, hash: u64, key: &[u8]) -> Option<Found> {
+        let tag = hash as u32;
+        let bucket = self.index.find_bucket_index(index_hash(tag), |s| {
+            s.tag == tag && self.heap.has_key(s.loc, key)
+        })?;
+        Some(Found {
+            bucket,
+            shape: self.shape,
+        })
+    }
+
+    /// The bucket of `found` if no key was added or removed since: then
+    /// it still holds the same key's slot (a value rewritten or moved, or
+    /// the chunks compacted, changes the slot's location, not its place).
+    fn still(&self, found: Option<Found>) -> Option<usize> {
+        found.filter(|f| f.shape == self.shape).map(|f| f.bucket)
+    }
+
+    /// [`Table::get`] through a slot from [`Table::slot_of`] (`None`: look
+    /// the key up).
+    pub fn get_in(&self, found: Option<Found>, hash: u64, key: &[u8]) -> Option<&[u8]> {
+        match self.still(found).and_then(|b| self.index.get_bucket(b)) {
+            Some(s) => Some(self.heap.pair(s.loc).1),
+            None => self.get(hash, key),
+        }
+    }
+
+    /// [`Table::set`] through a slot from [`Table::slot_of`] (`None`: look
+    /// the key up); whether the key is new.
+    pub fn set_in<'v>(
+        &mut self,
+        found: Option<Found>,
+        hash: u64,
+        key: &[u8],
+        value: impl Into<Cow<'v, [u8]>>,
+    ) -> bool {
+        let bucket = self.still(found);
+        let Table { index, heap, .. } = self;
+        let Some(slot) = bucket.and_then(|b| index.get_bucket_mut(b)) else {
+            return self.set(hash, key, value);
+        };
+        slot.loc = heap.replace(slot.loc, key, value.into());
+        self.compact_if_due();
+        false
+    }
+
     pub fn contains(&self, hash: u64, key: &[u8]) -> bool {
         self.find(hash, key).is_some()
     }
@@ -127,7 +188,7 @@ impl Table {
     pub fn set<'v>(&mut self, hash: u64, key: &[u8], value: impl Into<Cow<'v, [u8]>>) -> bool {
         let value = value.into();
         let tag = hash as u32;
-        let Table { index, heap } = self;
+        let Table { index, heap, .. } = self;
         let found = index.entry(
             index_hash(tag),
             |s| s.tag == tag && heap.has_key(s.loc, key),
@@ -142,6 +203,7 @@ impl Table {
             hashbrown::hash_table::Entry::Vacant(slot) => {
                 let loc = heap.append(key, value);
                 slot.insert(Slot { loc, tag });
+                self.shape += 1;
                 true
             }
         };
@@ -152,13 +214,14 @@ impl Table {
     /// Removes `key` (whose hash is `hash`); whether it was there.
     pub fn remove(&mut self, hash: u64, key: &[u8]) -> bool {
         let tag = hash as u32;
-        let Table { index, heap } = self;
+        let Table { index, heap, .. } = self;
         match index.find_entry(index_hash(tag), |s| {
             s.tag == tag && heap.has_key(s.loc, key)
         }) {
             Ok(slot) => {
                 let (s, _) = slot.remove();
                 heap.release(s.loc);
+                self.shape += 1;
                 self.compact_if_due();
                 true
             }
@@ -447,6 +510,45 @@ mod tests {
     fn remove(t: &mut Table, key: impl AsRef<[u8]>) -> bool {
         let key = key.as_ref();
         t.remove(h(key), key)
+    }
+
+    #[test]
+    fn a_found_slot_reads_and_writes_its_key_until_keys_come_or_go() {
+        let mut t = Table::default();
+        for i in 0..100 {
+            set(&mut t, format!("k{i}"), format!("v{i}"));
+        }
+        let key = b"k7".as_slice();
+        let found = t.slot_of(h(key), key);
+        assert!(found.is_some());
+        assert_eq!(t.get_in(found, h(key), key), Some(b"v7".as_slice()));
+        // Longer: moved in the heap, same slot; still found after it.
+        assert!(!t.set_in(found, h(key), key, b"a longer value".as_slice()));
+        assert_eq!(
+            t.get_in(found, h(key), key),
+            Some(b"a longer value".as_slice())
+        );
+        // Keys added and removed (the index regrows, slots move): the old
+        // slot is not trusted, and every key keeps its own value.
+        for i in 100..1000 {
+            set(&mut t, format!("k{i}"), format!("v{i}"));
+        }
+        assert!(remove(&mut t, "k8"));
+        assert_eq!(
+            t.get_in(found, h(key), key),
+            Some(b"a longer value".as_slice())
+        );
+        assert!(!t.set_in(found, h(key), key, b"x".as_slice()));
+        for i in (0..1000).filter(|&i| i != 7 && i != 8) {
+            assert_eq!(get(&t, format!("k{i}")), Some(format!("v{i}").as_str()));
+        }
+        assert_eq!(get(&t, "k7"), Some("x"));
+        // A key that was absent is looked up at the write, and made.
+        let new = b"new".as_slice();
+        let none = t.slot_of(h(new), new);
+        assert!(none.is_none());
+        assert!(t.set_in(none, h(new), new, b"1".as_slice()));
+        assert_eq!(get(&t, "new"), Some("1"));
     }
 
     #[test]

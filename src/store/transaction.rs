@@ -103,11 +103,14 @@ impl Store {
     }
 }
 
-/// Where a key is in a [`Transaction`]: its hash and its shard.
+/// Where a key is in a [`Transaction`]: its hash, its shard, and its
+/// slot in the shard's table when it was there (checked again on use, so a
+/// change in between costs a look-up, never a wrong key).
 #[derive(Debug, Clone, Copy)]
 pub struct Spot {
     h: u64,
     s: usize,
+    slot: Option<crate::store::table::Found>,
 }
 
 /// A key, its value and its deadline, as they were before an attempt.
@@ -408,12 +411,15 @@ impl Transaction<'_> {
     /// if its deadline passed.
     pub fn spot(&mut self, key: &[u8]) -> Spot {
         let (h, s) = self.reaped(key);
-        Spot { h, s }
+        let slot = self.shard(s).map.slot_of(h, key);
+        Spot { h, s, slot }
     }
 
     /// [`Transaction::get`] at a [`Transaction::spot`] of `key`.
     pub fn value_at(&self, at: Spot, key: &[u8]) -> Option<&[u8]> {
-        self.shard(at.s).value(at.h, key)
+        let g = self.shard(at.s);
+        let v = g.map.get_in(at.slot, at.h, key)?;
+        (!g.expired(key)).then_some(v)
     }
 
     /// Sets `key` to `value`, keeping its deadline (INCR, APPEND and
@@ -425,10 +431,10 @@ impl Transaction<'_> {
 
     /// [`Transaction::put`] at a [`Transaction::spot`] of `key`.
     pub fn put_at(&mut self, at: Spot, key: &[u8], value: &[u8], event: KeyEvent) {
-        let Spot { h, s } = at;
+        let Spot { h, s, slot } = at;
         let store = self.store;
         let g = self.shard_mut(s);
-        if g.map.set(h, key, value) {
+        if g.map.set_in(slot, h, key, value) {
             store.created(g, key, value);
         }
         let kept = g.deadlines.get(key);
