@@ -889,6 +889,97 @@ fn every_mix_of_local_and_store_commands_in_one_read_is_answered() {
     }
 }
 
+/// Pipelined GETs answered on the reactor keep their places: among SETs
+/// and DELs of the same keys, inline GETs, runs longer than a round keeps
+/// as keys, and GETs whose reply CLIENT REPLY SKIP drops, each reply is the
+/// value the key had at that point of the pipeline.
+#[test]
+fn pipelined_gets_answer_in_place_with_the_value_at_their_place() {
+    let kvs = RespServer::start(&[], &[]);
+    let mut raw = kvs.raw();
+    let mut model: std::collections::HashMap<String, String> = Default::default();
+    let bulk = |v: Option<&String>| match v {
+        Some(v) => format!("${}\r\n{v}\r\n", v.len()),
+        None => "$-1\r\n".to_string(),
+    };
+    let mut rng = 0x9e37_79b9_7f4a_7c15u64;
+    let mut next = move || {
+        rng ^= rng << 13;
+        rng ^= rng >> 7;
+        rng ^= rng << 17;
+        rng
+    };
+    for round in 0..100 {
+        let mut bytes = Vec::new();
+        let mut expected = String::new();
+        let (mut skip, mut off) = (false, false);
+        for i in 0..(1 + next() % 40) {
+            let key = format!("k{}", next() % 4);
+            let (request, reply): (Vec<u8>, String) = match next() % 10 {
+                0..=4 => {
+                    let r = resp_request(&["GET", &key]);
+                    (r, bulk(model.get(&key)))
+                }
+                5 => (format!("GET {key}\r\n").into_bytes(), bulk(model.get(&key))),
+                6 | 7 => {
+                    let v = format!("v{round}-{i}");
+                    model.insert(key.clone(), v.clone());
+                    (resp_request(&["SET", &key, &v]), "+OK\r\n".into())
+                }
+                8 => {
+                    let n = model.remove(&key).is_some() as i64;
+                    (resp_request(&["DEL", &key]), format!(":{n}\r\n"))
+                }
+                _ if next() % 2 == 0 => {
+                    // Skips the next command's reply, and has none itself;
+                    // while replies are off it does nothing (Redis 7).
+                    bytes.extend(resp_request(&["CLIENT", "REPLY", "SKIP"]));
+                    skip = !off;
+                    continue;
+                }
+                _ if off => {
+                    off = false;
+                    (resp_request(&["CLIENT", "REPLY", "ON"]), "+OK\r\n".into())
+                }
+                _ => {
+                    // No replies until ON.
+                    off = true;
+                    (resp_request(&["CLIENT", "REPLY", "OFF"]), String::new())
+                }
+            };
+            bytes.extend(request);
+            if !std::mem::take(&mut skip) && !off {
+                expected.push_str(&reply);
+            }
+        }
+        if off {
+            bytes.extend(resp_request(&["CLIENT", "REPLY", "ON"]));
+            expected.push_str("+OK\r\n");
+        }
+        if skip {
+            // The skipped reply, where the round ended with a SKIP.
+            bytes.extend(resp_request(&["PING"]));
+        }
+        // A marker ends the round's replies.
+        bytes.extend(resp_request(&["ECHO", "end"]));
+        expected.push_str("$3\r\nend\r\n");
+        raw.send(&bytes);
+        let mut got = String::new();
+        while !got.ends_with("$3\r\nend\r\n") {
+            let r = raw
+                .reply_within(Duration::from_secs(5))
+                .unwrap_or_else(|| panic!("round {round}: replies stopped after {got:?}"));
+            got.push_str(&String::from_utf8_lossy(&r));
+        }
+        assert_eq!(got, expected, "round {round}");
+    }
+}
+
+fn resp_request(args: &[&str]) -> Vec<u8> {
+    let args: Vec<&[u8]> = args.iter().map(|a| a.as_bytes()).collect();
+    kvs::protocol::resp::encode_request(&args)
+}
+
 /// The `redis` crate over RESP3 (`HELLO 3`): values, nulls, a transaction.
 #[test]
 fn the_redis_crate_speaks_resp3() {

@@ -145,17 +145,44 @@ fn number(s: &[u8]) -> Option<i64> {
     Some(if neg { -n } else { n })
 }
 
+/// The number on the header line at `from` and where the next line
+/// starts: `Ok(None)` while the line is not whole, a `None` number if it
+/// is not one (Redis's rules, [`number`]), `Err` if it is too long.
+#[inline]
+fn header(buf: &[u8], from: usize) -> Result<Option<(Option<i64>, usize)>, ()> {
+    if let Some((n, next)) = plain_number(buf, from) {
+        return Ok(Some((Some(n), next)));
+    }
+    Ok(line(buf, from, MAX_HEADER)?.map(|(head, next)| (number(head), next)))
+}
+
+/// The common header, up to 18 digits and `\r` with a byte after it, read
+/// in one pass (its end found and its digits read together); `None` for
+/// anything else, which [`line`] and [`number`] then read.
+#[inline]
+fn plain_number(buf: &[u8], from: usize) -> Option<(i64, usize)> {
+    let mut n: i64 = 0;
+    for (i, &b) in buf.get(from..)?.iter().enumerate().take(19) {
+        match b {
+            b'0'..=b'9' => n = n * 10 + (b - b'0') as i64,
+            b'\r' if i > 0 && from + i + 1 < buf.len() => return Some((n, from + i + 2)),
+            _ => return None,
+        }
+    }
+    None
+}
+
 fn parse_multibulk<'a>(
     buf: &'a [u8],
     unauthenticated: bool,
     apart: impl Fn(usize) -> Option<&'a [u8]>,
 ) -> Parsed<'a> {
-    let (head, mut at) = match line(buf, 1, MAX_HEADER) {
+    let (count, mut at) = match header(buf, 1) {
         Ok(Some(l)) => l,
         Ok(None) => return Parsed::Incomplete,
         Err(()) => return Parsed::Error(ProtocolError::TooBigCount),
     };
-    let count = match number(head) {
+    let count = match count {
         Some(n) if n > UNAUTHENTICATED_ARGS && unauthenticated => {
             return Parsed::Error(ProtocolError::UnauthenticatedMultibulk)
         }
@@ -173,12 +200,12 @@ fn parse_multibulk<'a>(
             Some(b'$') => {}
             Some(&b) => return Parsed::Error(ProtocolError::ExpectedDollar(b)),
         }
-        let (head, start) = match line(buf, at + 1, MAX_HEADER) {
+        let (len, start) = match header(buf, at + 1) {
             Ok(Some(l)) => l,
             Ok(None) => return Parsed::Incomplete,
             Err(()) => return Parsed::Error(ProtocolError::TooBigBulkCount),
         };
-        let len = match number(head) {
+        let len = match len {
             Some(n) if n > UNAUTHENTICATED_BULK && unauthenticated => {
                 return Parsed::Error(ProtocolError::UnauthenticatedBulk)
             }
@@ -626,6 +653,45 @@ fn push_keys(out: &mut Vec<u8>, keys: &[Vec<u8>]) {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// The one-pass header read agrees with the line-then-number one on
+    /// every kind of header, well formed or not, whole or cut short.
+    #[test]
+    fn a_header_read_in_one_pass_is_read_as_line_and_number_read_it() {
+        let slow = |buf: &[u8], from: usize| {
+            line(buf, from, MAX_HEADER).map(|l| l.map(|(head, next)| (number(head), next)))
+        };
+        let heads = [
+            "3",
+            "0",
+            "007",
+            "-1",
+            "-0",
+            "",
+            "+3",
+            "12a",
+            "1 2",
+            "999999999999999999",
+            "9223372036854775807",
+            "9223372036854775808",
+            "99999999999999999999",
+            "123456789012345678901234567890123",
+        ];
+        for head in heads {
+            for tail in ["\r\n", "\r", "", "\rx", "\n"] {
+                let buf = format!("${head}{tail}$1\r\n");
+                for end in 1..=buf.len() {
+                    let cut = &buf.as_bytes()[..end];
+                    assert_eq!(
+                        header(cut, 1),
+                        slow(cut, 1),
+                        "{:?}",
+                        String::from_utf8_lossy(cut)
+                    );
+                }
+            }
+        }
+    }
 
     #[test]
     fn decimals_are_what_fmt_writes() {

@@ -49,7 +49,11 @@ impl Reactor {
             _ => return resp::push_error(out, "ERR syntax error"),
         };
         if let Some(st) = self.resp_state(sid) {
-            st.reply_mode = mode;
+            // SKIP while OFF changes nothing (Redis 7): replies stay off
+            // after the next command too.
+            if !(mode == ReplyMode::SkipNext && st.reply_mode == ReplyMode::Off) {
+                st.reply_mode = mode;
+            }
         }
         if mode == ReplyMode::On {
             resp::push_ok(out);

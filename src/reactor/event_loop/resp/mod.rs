@@ -24,7 +24,7 @@ pub use command_stats::CommandStats;
 pub use tracking::TrackingTable;
 
 use server_info::command_command;
-use store_commands::{store_command, try_encode_reads};
+use store_commands::{store_command, try_encode_gets, try_encode_reads, LeadingGets};
 
 use super::super::Reactor;
 use crate::protocol::resp::{self, encode_reply, Parsed};
@@ -232,8 +232,12 @@ impl Reactor {
         // For commandstats, beside `batch`: each command's place in the
         // command table, or `None` once counted.
         let mut names: Vec<Option<usize>> = Vec::with_capacity(16);
+        // GETs before anything else, kept as keys: `batch` is empty while
+        // there are any.
+        let mut gets = LeadingGets::new();
         let mut failed = None;
         while batch.len() < MAX_BATCH && self.ready_for_more(sid) && !self.quitting(sid) {
+            let waiting = gets.len() + batch.len();
             let unauthenticated = self.password.is_some() && !self.authenticated(sid);
             // An inline request with quotes has bytes of its own.
             let owned: Vec<Vec<u8>>;
@@ -241,7 +245,7 @@ impl Reactor {
                 Parsed::Incomplete => break,
                 Parsed::Error(e) => {
                     // Answer what came before the bad bytes first.
-                    if batch.is_empty() {
+                    if waiting == 0 {
                         failed = Some(e);
                     }
                     break;
@@ -258,12 +262,16 @@ impl Reactor {
             }
             let mut lower = [0u8; SHORT_NAME];
             let long_name: String;
-            let name: &str = match lower_short(args[0], &mut lower) {
-                Some(short) => short,
-                None => {
-                    long_name = String::from_utf8_lossy(args[0]).to_ascii_lowercase();
-                    &long_name
-                }
+            let repeated = command_table::find_repeated(args[0]);
+            let name: &str = match repeated.map(|i| command_table::COMMANDS[i].name) {
+                Some(known) => known,
+                None => match lower_short(args[0], &mut lower) {
+                    Some(short) => short,
+                    None => {
+                        long_name = String::from_utf8_lossy(args[0]).to_ascii_lowercase();
+                        &long_name
+                    }
+                },
             };
             if let Some(s) = self.sessions.get_mut(sid) {
                 s.qbuf = buf.len() - used;
@@ -286,7 +294,7 @@ impl Reactor {
             if self.in_multi(sid) {
                 // Queued commands answer on the reactor: after the batch.
                 let control = name == "exec" || name == "discard";
-                if !control && !batch.is_empty() {
+                if !control && waiting > 0 {
                     break;
                 }
                 match self.transaction_step(sid, name, &args) {
@@ -299,7 +307,7 @@ impl Reactor {
                     Some(transaction::Step::Exec(cmd)) => {
                         used += len;
                         self.taken(sid, &args);
-                        self.silence_in_batch(sid, silent, batch.len());
+                        self.silence_in_batch(sid, silent, waiting);
                         batch.push(Ok(cmd));
                         names.push(command_table::find_index("exec"));
                         continue;
@@ -307,16 +315,22 @@ impl Reactor {
                     None => {}
                 }
             }
-            let index = command_table::find_index(name);
+            let index = repeated.or_else(|| command_table::find_index(name));
             let stored = index.is_some_and(runs_on_store) && self.may_run(sid);
-            if !stored && !batch.is_empty() {
+            if !stored && waiting > 0 {
                 // Its answer must follow the batch's.
                 break;
             }
             used += len;
             self.taken(sid, &args);
             if stored {
-                self.silence_in_batch(sid, silent, batch.len());
+                self.silence_in_batch(sid, silent, waiting);
+                let plain_get = name == "get" && args.len() == 2 && batch.is_empty();
+                if plain_get && !self.tracks_reads(sid) && gets.push(&buf, args[1]) {
+                    names.push(index);
+                    continue;
+                }
+                gets.move_into(&mut batch, &buf);
                 let info = index.map(|i| &command_table::COMMANDS[i]);
                 let apart = |arg: &[u8]| buf.shared(arg);
                 let item = store_command(name, info, &args, || self.info_command(&args), &apart);
@@ -354,16 +368,6 @@ impl Reactor {
         let Some(s) = self.sessions.get_mut(sid) else {
             return false;
         };
-        s.inbuf = buf;
-        s.inbuf.consume(used);
-        if let Some(e) = failed {
-            self.protocol_error(sid, e);
-            return false;
-        }
-        if batch.is_empty() {
-            return false;
-        }
-        self.dirty.push(sid);
         // Reads whose shards are free are answered here: two thread
         // hand-offs fewer, and still no waiting on a lock. One busy shard
         // sends the whole batch to the pool, to keep replies in order.
@@ -371,9 +375,27 @@ impl Reactor {
         let proto = s.proto();
         let store = self.pool.store();
         let silenced = std::mem::take(&mut s.silenced);
-        if try_encode_reads(store, &batch, proto, &silenced, s.replies()) {
+        let count = gets.len() + batch.len();
+        let read_gets =
+            gets.len() > 0 && try_encode_gets(store, &gets, &buf, proto, &silenced, s.replies());
+        if !read_gets {
+            gets.move_into(&mut batch, &buf);
+        }
+        s.inbuf = buf;
+        s.inbuf.consume(used);
+        if let Some(e) = failed {
+            s.silenced = silenced;
+            self.protocol_error(sid, e);
+            return false;
+        }
+        if count == 0 {
+            s.silenced = silenced;
+            return false;
+        }
+        self.dirty.push(sid);
+        if read_gets || try_encode_reads(store, &batch, proto, &silenced, s.replies()) {
             let more = !s.inbuf.is_empty();
-            let each = started.elapsed().as_micros() as u64 / batch.len().max(1) as u64;
+            let each = started.elapsed().as_micros() as u64 / count as u64;
             // Only GETs (never an error) are counted here: the rest were
             // at dispatch.
             for &i in names.iter().flatten() {
@@ -469,6 +491,11 @@ impl Reactor {
         if let (true, Some(s)) = (silent, self.sessions.get_mut(sid)) {
             s.replies().truncate(mark);
         }
+    }
+
+    /// Whether the session tracks its reads for client-side caching.
+    fn tracks_reads(&mut self, sid: SessionId) -> bool {
+        self.resp_state(sid).is_some_and(|r| r.tracking.is_some())
     }
 
     fn silence_in_batch(&mut self, sid: SessionId, silent: bool, index: usize) {

@@ -447,17 +447,51 @@ pub(super) fn try_encode_reads(
     silenced: &[usize],
     out: &mut Vec<u8>,
 ) -> bool {
-    if !batch
-        .iter()
-        .all(|item| matches!(item, Ok(Command::Get(_)) | Err(_)))
-    {
-        return false;
+    batch.iter().all(|item| as_read(item).is_some())
+        && encode_reads(
+            store,
+            batch.iter().filter_map(as_read),
+            proto,
+            silenced,
+            out,
+        )
+}
+
+/// [`try_encode_reads`] for a round of GETs only, given by where their
+/// keys are in `buf`.
+pub(super) fn try_encode_gets(
+    store: &crate::store::Store,
+    gets: &LeadingGets,
+    buf: &[u8],
+    proto: u8,
+    silenced: &[usize],
+    out: &mut Vec<u8>,
+) -> bool {
+    encode_reads(store, gets.keys(buf).map(Ok), proto, silenced, out)
+}
+
+/// A batch item the reactor can answer: a GET's key, or the reply an item
+/// was refused with.
+fn as_read(item: &BatchItem) -> Option<Result<&[u8], &Reply>> {
+    match item {
+        Ok(Command::Get(k)) => Some(Ok(k)),
+        Err(reply) => Some(Err(reply)),
+        Ok(_) => None,
     }
+}
+
+fn encode_reads<'a>(
+    store: &crate::store::Store,
+    reads: impl Iterator<Item = Result<&'a [u8], &'a Reply>>,
+    proto: u8,
+    silenced: &[usize],
+    out: &mut Vec<u8>,
+) -> bool {
     let mark = out.len();
-    for (i, item) in batch.iter().enumerate() {
+    for (i, read) in reads.enumerate() {
         let quiet = silenced.contains(&i);
-        match item {
-            Ok(Command::Get(k)) => {
+        match read {
+            Ok(k) => {
                 let read = store.try_get_with(k, |v| {
                     if !quiet {
                         crate::protocol::resp::push_opt_bulk_in(out, v, proto);
@@ -469,8 +503,65 @@ pub(super) fn try_encode_reads(
                 }
             }
             Err(reply) if !quiet => crate::protocol::resp::encode_reply(out, reply, proto),
-            _ => {}
+            Err(_) => {}
         }
     }
     true
+}
+
+/// Most GETs a round keeps as keys before it makes them commands.
+const LEADING_GETS: usize = 16;
+
+/// The GETs a round starts with, kept as where their keys are in the
+/// request buffer: answered from the store with no [`Command`] each
+/// (making and dropping one was a sixth of a pipelined GET), made into
+/// commands only if they must go to the pool after all, or something
+/// other than a GET follows.
+pub(super) struct LeadingGets {
+    keys: [(usize, usize); LEADING_GETS],
+    n: usize,
+}
+
+impl LeadingGets {
+    pub(super) fn new() -> Self {
+        LeadingGets {
+            keys: [(0, 0); LEADING_GETS],
+            n: 0,
+        }
+    }
+
+    pub(super) fn len(&self) -> usize {
+        self.n
+    }
+
+    /// Keeps `key`, which must lie in `buf` (an inline request's does
+    /// not, nor a key read apart): `false`, keeping nothing, if it does
+    /// not or if this is full.
+    pub(super) fn push(&mut self, buf: &[u8], key: &[u8]) -> bool {
+        let start = (key.as_ptr() as usize).wrapping_sub(buf.as_ptr() as usize);
+        let in_buf = buf
+            .get(start..start.wrapping_add(key.len()))
+            .is_some_and(|b| b.as_ptr() == key.as_ptr());
+        let Some(slot) = self.keys.get_mut(self.n).filter(|_| in_buf) else {
+            return false;
+        };
+        *slot = (start, key.len());
+        self.n += 1;
+        true
+    }
+
+    fn keys<'b>(&self, buf: &'b [u8]) -> impl Iterator<Item = &'b [u8]> + use<'b, '_> {
+        self.keys[..self.n]
+            .iter()
+            .map(move |&(start, len)| buf.get(start..start + len).unwrap_or_default())
+    }
+
+    /// Moves the GETs into `batch` as commands, ahead of what it holds.
+    pub(super) fn move_into(&mut self, batch: &mut Vec<BatchItem>, buf: &[u8]) {
+        if self.n > 0 {
+            let gets = self.keys(buf).map(|k| Ok(Command::Get(k.to_vec())));
+            batch.splice(0..0, gets);
+            self.n = 0;
+        }
+    }
 }
