@@ -302,6 +302,16 @@ impl Heap {
     /// fits, in a big entry's place if the value comes in its own buffer,
     /// elsewhere otherwise; where the entry is now.
     fn replace(&mut self, loc: u32, key: &[u8], value: Cow<'_, [u8]>) -> u32 {
+        // The commonest rewrite, a counter's or a fixed-size value's: the
+        // same length, so only the value's bytes change (the key's and the
+        // lengths' are already there).
+        if let Some(old) = self
+            .packed_value_mut(loc)
+            .filter(|v| v.len() == value.len())
+        {
+            old.copy_from_slice(&value);
+            return loc;
+        }
         let need = encoded_len(key.len(), value.len());
         if loc & BIG != 0 && need > PACKED_MAX {
             if let Some(b) = self.big.get_mut((loc & !BIG) as usize) {
@@ -318,6 +328,17 @@ impl Heap {
         }
         self.release(loc);
         self.append(key, value)
+    }
+
+    /// The value's bytes of the packed entry at `loc`, to write over.
+    fn packed_value_mut(&mut self, loc: u32) -> Option<&mut [u8]> {
+        if loc & BIG != 0 {
+            return None;
+        }
+        let (c, off) = split_loc(loc);
+        let entry = self.chunks.get_mut(c)?.get_mut(off..)?;
+        let (_, v, end) = parts(entry);
+        entry.get_mut(end - v.len()..end)
     }
 
     /// Writes `key`'s new entry, `need` bytes, over the packed one at `loc`

@@ -149,11 +149,17 @@ impl Cluster {
             if c.get(b"kvs-fixture-probe").is_ok() {
                 return;
             }
-            assert!(
-                start.elapsed() < Duration::from_secs(30),
-                "etcd member {i} did not come up; log in {}",
-                self._dir.path().display()
-            );
+            if start.elapsed() > Duration::from_secs(30) {
+                // The folder goes with the fixture: the log's end is shown.
+                let log = self
+                    ._dir
+                    .path()
+                    .join(format!("{}.log", self.members[i].name));
+                let text = std::fs::read_to_string(&log).unwrap_or_default();
+                let lines: Vec<&str> = text.lines().collect();
+                let tail = lines[lines.len().saturating_sub(20)..].join("\n");
+                panic!("etcd member {i} did not come up in 30 s; its log ends:\n{tail}");
+            }
             std::thread::sleep(Duration::from_millis(50));
         }
     }
