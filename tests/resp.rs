@@ -920,7 +920,15 @@ fn pipelined_gets_answer_in_place_with_the_value_at_their_place() {
                     let r = resp_request(&["GET", &key]);
                     (r, bulk(model.get(&key)))
                 }
-                5 => (format!("GET {key}\r\n").into_bytes(), bulk(model.get(&key))),
+                5 => {
+                    // Inline, and with quotes (its arguments are then
+                    // copies, not slices of what was read).
+                    let line = match next() % 2 {
+                        0 => format!("GET {key}\r\n"),
+                        _ => format!("GET \"{key}\"\r\n"),
+                    };
+                    (line.into_bytes(), bulk(model.get(&key)))
+                }
                 6 | 7 => {
                     let v = format!("v{round}-{i}");
                     model.insert(key.clone(), v.clone());

@@ -159,6 +159,10 @@ pub struct Reactor {
     next_generation: u64,
     /// Where sessions' bytes are read into, before they join their input.
     read_buf: Vec<u8>,
+    /// A RESP round's batch and its command-table places, kept from a
+    /// round answered here (GETs) for the next: a lone GET allocated both.
+    spare_batch: Vec<crate::reactor::store_ops::BatchItem>,
+    spare_names: Vec<Option<usize>>,
     /// The log is synced up to here (`--fsync always`).
     durable: u64,
     /// Sessions whose answers wait for a sync.
@@ -260,6 +264,8 @@ impl Reactor {
             opts,
             next_generation: 0,
             read_buf: vec![0; super::session::READ_CHUNK],
+            spare_batch: Vec::new(),
+            spare_names: Vec::new(),
             durable: 0,
             syncing: Vec::new(),
             dirty: Vec::new(),

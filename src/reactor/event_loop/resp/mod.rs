@@ -228,10 +228,17 @@ impl Reactor {
         // uses, takes a slow over-allocating path above that for sizes that
         // are not a power of two (16 items, 1280 bytes, cost a lone
         // request 420 instructions more than 12).
-        let mut batch: Vec<BatchItem> = Vec::with_capacity(12);
+        // The last round's, if it was answered here.
+        let mut batch = std::mem::take(&mut self.spare_batch);
+        if batch.capacity() == 0 {
+            batch.reserve_exact(12);
+        }
         // For commandstats, beside `batch`: each command's place in the
         // command table, or `None` once counted.
-        let mut names: Vec<Option<usize>> = Vec::with_capacity(16);
+        let mut names = std::mem::take(&mut self.spare_names);
+        if names.capacity() == 0 {
+            names.reserve_exact(16);
+        }
         // GETs before anything else, kept as keys: `batch` is empty while
         // there are any.
         let mut gets = LeadingGets::new();
@@ -390,6 +397,7 @@ impl Reactor {
         }
         if count == 0 {
             s.silenced = silenced;
+            self.keep_spares(batch, names);
             return false;
         }
         self.dirty.push(sid);
@@ -401,6 +409,7 @@ impl Reactor {
             for &i in names.iter().flatten() {
                 self.cmdstats.ran_at(i, each, None);
             }
+            self.keep_spares(batch, names);
             return more;
         }
         s.silenced = silenced;
@@ -490,6 +499,17 @@ impl Reactor {
     fn unsay(&mut self, sid: SessionId, silent: bool, mark: usize) {
         if let (true, Some(s)) = (silent, self.sessions.get_mut(sid)) {
             s.replies().truncate(mark);
+        }
+    }
+
+    /// Keeps a round's emptied batch and names for the next round, unless
+    /// a long pipeline grew them (they would hold its room for good).
+    fn keep_spares(&mut self, mut batch: Vec<BatchItem>, mut names: Vec<Option<usize>>) {
+        if batch.capacity() <= 64 && names.capacity() <= 64 {
+            batch.clear();
+            names.clear();
+            self.spare_batch = batch;
+            self.spare_names = names;
         }
     }
 
