@@ -480,6 +480,9 @@ fn as_read(item: &BatchItem) -> Option<Result<&[u8], &Reply>> {
     }
 }
 
+/// Encodes each read's reply into `out` (none for a silenced one);
+/// `false`, with `out` as it was, at the first key whose shard a writer
+/// holds.
 fn encode_reads<'a>(
     store: &crate::store::Store,
     reads: impl Iterator<Item = Result<&'a [u8], &'a Reply>>,
