@@ -146,6 +146,16 @@ impl Shard {
         (!self.expired(key)).then_some(v)
     }
 
+    /// [`Shard::value`] through a slot found before (see
+    /// [`Table::slot_of`]); `None` looks the key up. Kept apart from
+    /// `value`, which every GET takes: through here it cost a pipelined GET
+    /// 29 instructions more.
+    #[inline]
+    fn value_in(&self, found: Option<table::Found>, h: u64, key: &[u8]) -> Option<&[u8]> {
+        let v = self.map.get_in(found, h, key)?;
+        (!self.expired(key)).then_some(v)
+    }
+
     #[inline]
     fn expired(&self, key: &[u8]) -> bool {
         !self.deadlines.is_empty() && self.deadlines.due(key, now_ms())

@@ -417,9 +417,7 @@ impl Transaction<'_> {
 
     /// [`Transaction::get`] at a [`Transaction::spot`] of `key`.
     pub fn value_at(&self, at: Spot, key: &[u8]) -> Option<&[u8]> {
-        let g = self.shard(at.s);
-        let v = g.map.get_in(at.slot, at.h, key)?;
-        (!g.expired(key)).then_some(v)
+        self.shard(at.s).value_in(at.slot, at.h, key)
     }
 
     /// Sets `key` to `value`, keeping its deadline (INCR, APPEND and

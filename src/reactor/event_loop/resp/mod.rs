@@ -513,11 +513,6 @@ impl Reactor {
         }
     }
 
-    /// Whether the session tracks its reads for client-side caching.
-    fn tracks_reads(&mut self, sid: SessionId) -> bool {
-        self.resp_state(sid).is_some_and(|r| r.tracking.is_some())
-    }
-
     fn silence_in_batch(&mut self, sid: SessionId, silent: bool, index: usize) {
         if let (true, Some(s)) = (silent, self.sessions.get_mut(sid)) {
             s.silenced.push(index);

@@ -454,6 +454,11 @@ impl Reactor {
         self.resp_state(sid)?.tracking.as_mut()
     }
 
+    /// Whether the session tracks its reads for client-side caching.
+    pub(super) fn tracks_reads(&mut self, sid: SessionId) -> bool {
+        self.tracking_mut(sid).is_some()
+    }
+
     /// CLIENT TRACKING on|off with its options, checked in Redis's order
     /// and with its errors. Turning it on again keeps the prefixes a BCAST
     /// client had and adds the new ones, as Redis does.
