@@ -31,6 +31,13 @@ const GROUP_BYTES: usize = 256 * 1024;
 
 type Outcome = Result<TxnResult, EtcdError>;
 
+/// A change's outcome, and whether its transaction carried that change
+/// alone (its revision is then the change's own, nothing else's).
+pub struct Sent {
+    pub outcome: Outcome,
+    pub alone: bool,
+}
+
 struct Waiting {
     id: u64,
     ops: Vec<Op>,
@@ -40,7 +47,7 @@ struct Waiting {
 #[derive(Default)]
 struct State {
     queue: Vec<Waiting>,
-    done: HashMap<u64, Outcome>,
+    done: HashMap<u64, Sent>,
     in_flight: usize,
     next_id: u64,
 }
@@ -89,14 +96,17 @@ impl Group {
 
     /// Makes `ops` (see [`groupable`]) in etcd, with whatever other
     /// changes are queued at the time; their results and the revision.
-    pub fn txn(&self, etcd: &Etcd, ops: Vec<Op>) -> Outcome {
+    pub fn txn(&self, etcd: &Etcd, ops: Vec<Op>) -> Sent {
         let mut st = self.lock();
         if st.in_flight < IN_FLIGHT && st.queue.is_empty() {
             st.in_flight += 1;
             drop(st);
-            let r = etcd.txn(&[], &ops);
+            let outcome = etcd.txn(&[], &ops);
             self.finished();
-            return r;
+            return Sent {
+                outcome,
+                alone: true,
+            };
         }
         let id = st.next_id;
         st.next_id += 1;
@@ -157,6 +167,7 @@ impl Group {
 
     /// Sends `batch` as one transaction and gives each member its part.
     fn send(&self, etcd: &Etcd, batch: Vec<Waiting>) {
+        let alone = batch.len() == 1;
         let outcomes: Vec<Outcome> = match &batch[..] {
             [one] => vec![etcd.txn(&[], &one.ops)],
             _ => {
@@ -174,7 +185,7 @@ impl Group {
         };
         let mut st = self.lock();
         for (w, outcome) in batch.iter().zip(outcomes) {
-            st.done.insert(w.id, outcome);
+            st.done.insert(w.id, Sent { outcome, alone });
             w.thread.unpark();
         }
         drop(st);

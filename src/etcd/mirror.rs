@@ -4,17 +4,20 @@
 //! construction), through the store's own methods, so the change hook
 //! tells subscribers here of every change made through any node, this
 //! one's included, in etcd's one order. Changes made through this node go
-//! to etcd first ([`Remote::commit`]) and are answered once the feed has
-//! applied them here. A watch that breaks is started again from the last
+//! to etcd first ([`Remote::commit`]) and are answered once the table has
+//! them: a change whose transaction was its own, made when the table was
+//! at the revision just before it, is applied here by the thread that made
+//! it (it is then exactly that revision; the feed skips it when it comes),
+//! any other waits for the feed. A watch that breaks is started again from the last
 //! revision applied, on whichever member answers; one whose history was
 //! compacted away reloads the prefix and applies the difference.
 
 use super::client::{Compare, Etcd, EtcdError, Event, Op, OpResult, WatchMessage};
-use super::group::{groupable, Group};
+use super::group::{groupable, Group, Sent};
 use crate::store::remote::{applying, Commit, CommitResult, Remote, RemoteOp};
 use crate::store::Store;
 use std::collections::HashMap;
-use std::sync::atomic::{AtomicBool, AtomicI64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicI64, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, PoisonError};
 use std::thread::Thread;
 use std::time::{Duration, Instant};
@@ -63,6 +66,14 @@ pub struct Mirror {
     prefix: Vec<u8>,
     store: Arc<Store>,
     applied: Mutex<Applied>,
+    /// Held by whoever applies a revision to the table (the feed, or a
+    /// store thread its own change), so that each is applied once, in
+    /// order. Never taken under a shard lock: [`Remote::version`] is asked
+    /// under one, so `applied` cannot be the lock held while the table is
+    /// written.
+    applier: Mutex<()>,
+    /// Changes of this node's applied by the thread that made them.
+    applied_at_once: AtomicU64,
     stop: AtomicBool,
     /// The highest revision etcd has answered this node with: how far the
     /// feed is behind is this less the revision applied.
@@ -108,6 +119,8 @@ impl Mirror {
                 versions: HashMap::new(),
                 waiters: Vec::new(),
             }),
+            applier: Mutex::new(()),
+            applied_at_once: AtomicU64::new(0),
             stop: AtomicBool::new(false),
             seen: AtomicI64::new(0),
             linearizable,
@@ -166,6 +179,12 @@ impl Mirror {
         (self.seen.load(Ordering::Relaxed) - self.revision()).max(0)
     }
 
+    /// Changes made through this node that were applied by the thread
+    /// that made them, not waited for from the feed (INFO).
+    pub fn applied_at_once(&self) -> u64 {
+        self.applied_at_once.load(Ordering::Relaxed)
+    }
+
     /// Ends the feed (at its next message or read timeout).
     pub fn stop(&self) {
         self.stop.store(true, Ordering::SeqCst);
@@ -187,6 +206,7 @@ impl Mirror {
     /// tells, if it changes anything).
     fn reload(&self) -> Result<(), EtcdError> {
         let (revision, kvs) = self.etcd.range_prefix(&self.prefix)?;
+        let _applier = lock(&self.applier);
         let mut versions = HashMap::with_capacity(kvs.len());
         let mut pairs = Vec::with_capacity(kvs.len());
         for kv in kvs {
@@ -255,6 +275,7 @@ impl Mirror {
                             }
                             Ok(Some(WatchMessage::Progress { revision })) => {
                                 heard = Instant::now();
+                                let _applier = lock(&self.applier);
                                 lock(&self.applied).reached(revision);
                             }
                             Ok(Some(WatchMessage::Compacted(r))) => {
@@ -304,7 +325,11 @@ impl Mirror {
 
     /// Applies one message's events to the table, a revision at a time
     /// (a transaction's changes together), then says the table is there.
+    /// A revision the table has (a store thread applied its own change)
+    /// is skipped.
     fn apply(&self, revision: i64, events: Vec<Event>) {
+        let _applier = lock(&self.applier);
+        let at = lock(&self.applied).revision;
         let mut i = 0;
         while i < events.len() {
             let rev = event_revision(&events[i]);
@@ -312,56 +337,103 @@ impl Mirror {
             while j < events.len() && event_revision(&events[j]) == rev {
                 j += 1;
             }
-            self.apply_revision(&events[i..j]);
-            let mut a = lock(&self.applied);
-            for e in &events[i..j] {
-                let (full, r) = match e {
-                    Event::Put(kv) => (&kv.key, kv.mod_revision),
-                    Event::Delete { key, .. } => (key, 0),
-                };
-                if let Some(k) = self.key_of(full) {
-                    if r == 0 {
-                        a.versions.remove(&k);
-                    } else {
-                        a.versions.insert(k, r);
-                    }
-                }
+            if rev > at {
+                let changes: Vec<Change> = events[i..j]
+                    .iter()
+                    .filter_map(|e| match e {
+                        Event::Put(kv) => self
+                            .key_of(&kv.key)
+                            .map(|k| Change::Put(k, kv.value.as_slice())),
+                        Event::Delete { key, .. } => self.key_of(key).map(Change::Delete),
+                    })
+                    .collect();
+                self.apply_revision(rev, &changes);
             }
-            a.reached(rev);
-            drop(a);
             i = j;
         }
         lock(&self.applied).reached(revision);
     }
 
-    fn apply_revision(&self, events: &[Event]) {
+    /// Makes the table revision `rev`, whose changes are `changes`, in
+    /// order, and wakes who waited for it. The caller holds `applier`.
+    fn apply_revision(&self, rev: i64, changes: &[Change]) {
         applying(|| {
             // Runs of puts as one write, runs of deletes as one delete,
             // in order.
             let mut k = 0;
-            while k < events.len() {
-                if let Event::Put(_) = events[k] {
+            while k < changes.len() {
+                if let Change::Put(..) = changes[k] {
                     let mut pairs = Vec::new();
-                    while let Some(Event::Put(kv)) = events.get(k) {
-                        if let Some(key) = self.key_of(&kv.key) {
-                            pairs.push((key, kv.value.clone()));
-                        }
+                    while let Some(Change::Put(key, value)) = changes.get(k) {
+                        pairs.push((key.as_slice(), *value));
                         k += 1;
                     }
                     self.store.write(&pairs);
                 } else {
                     let mut keys = Vec::new();
-                    while let Some(Event::Delete { key, .. }) = events.get(k) {
-                        if let Some(key) = self.key_of(key) {
-                            keys.push(key);
-                        }
+                    while let Some(Change::Delete(key)) = changes.get(k) {
+                        keys.push(key.as_slice());
                         k += 1;
                     }
                     self.store.delete(&keys);
                 }
             }
         });
+        let mut a = lock(&self.applied);
+        for c in changes {
+            match c {
+                Change::Put(k, _) => {
+                    a.versions.insert(k.clone(), rev);
+                }
+                Change::Delete(k) => {
+                    a.versions.remove(k);
+                }
+            }
+        }
+        a.reached(rev);
     }
+
+    /// A change this thread made alone in revision `rev`: applied here if
+    /// the table is at the revision before (the table then is `rev`
+    /// exactly, whatever other nodes do), so the change is answered
+    /// without waiting for the feed to bring it back. A transaction that
+    /// changed nothing made no revision of its own and is left alone, as
+    /// is a flush (the table may not name every key it took).
+    fn apply_own(&self, rev: i64, ops: &[RemoteOp], results: &[OpResult]) {
+        if results.len() != ops.len() {
+            return;
+        }
+        let mut changes = Vec::with_capacity(ops.len());
+        let mut changed = false;
+        for (op, r) in ops.iter().zip(results) {
+            match op {
+                RemoteOp::Put(k, v) | RemoteOp::Swap(k, v) => {
+                    changed = true;
+                    changes.push(Change::Put(k.clone(), v.as_slice()));
+                }
+                RemoteOp::Delete(k) => {
+                    changed |= matches!(r, OpResult::Deleted(n) if *n > 0);
+                    changes.push(Change::Delete(k.clone()));
+                }
+                RemoteOp::DeleteAll => return,
+            }
+        }
+        if !changed {
+            return;
+        }
+        let _applier = lock(&self.applier);
+        if lock(&self.applied).revision != rev - 1 {
+            return;
+        }
+        self.apply_revision(rev, &changes);
+        self.applied_at_once.fetch_add(1, Ordering::Relaxed);
+    }
+}
+
+/// One change of a revision, by the table's key.
+enum Change<'a> {
+    Put(Vec<u8>, &'a [u8]),
+    Delete(Vec<u8>),
 }
 
 fn event_revision(e: &Event) -> i64 {
@@ -386,10 +458,13 @@ impl Remote for Mirror {
                 RemoteOp::DeleteAll => Op::DeletePrefix(self.prefix.clone()),
             })
             .collect();
-        let r = if compares.is_empty() && groupable(&etcd_ops) {
+        let Sent { outcome: r, alone } = if compares.is_empty() && groupable(&etcd_ops) {
             self.group.txn(&self.etcd, etcd_ops)
         } else {
-            self.etcd.txn(&compares, &etcd_ops)
+            Sent {
+                outcome: self.etcd.txn(&compares, &etcd_ops),
+                alone: true,
+            }
         };
         let r = r.map_err(|e| {
             let why = self.failed(&e);
@@ -401,6 +476,9 @@ impl Remote for Mirror {
         })?;
         lock(&self.last_error).clear();
         self.seen.fetch_max(r.revision, Ordering::Relaxed);
+        if alone && r.succeeded {
+            self.apply_own(r.revision, ops, &r.results);
+        }
         Ok(Commit {
             applied: r.succeeded,
             revision: r.revision,

@@ -306,6 +306,10 @@ impl Reactor {
                     ("kvs_store_feed_lag_revisions", m.lag().to_string()),
                     ("kvs_store_following", u8::from(m.following()).to_string()),
                     (
+                        "kvs_store_changes_applied_at_once",
+                        m.applied_at_once().to_string(),
+                    ),
+                    (
                         "kvs_store_last_error",
                         m.last_error().replace(['\r', '\n'], " "),
                     ),
