@@ -775,7 +775,8 @@ fn a_node_leaves_a_silent_member_for_another() {
 
 /// A value over etcd's request limit (`--max-request-bytes`, 1.5 MiB by
 /// default) gets an error that names the limit, not a TRYAGAIN that would
-/// never succeed; nothing is made, and the node goes on.
+/// never succeed; nothing is made (not even for a WATCH), and the node
+/// goes on.
 #[test]
 fn a_value_over_etcds_request_limit_is_refused_clearly() {
     let Some((_cluster, url)) = shared("a_value_over_etcds_request_limit_is_refused_clearly")
@@ -799,6 +800,22 @@ fn a_value_over_etcds_request_limit_is_refused_clearly() {
     assert_eq!(on_a.ask(&["SET", "small", "ok"]), "+OK\r\n");
     let mut fifo = session("big", &a.server.fifo);
     assert_eq!(fifo.ask(common::write("k", "v")), b'0');
+    // A read-modify-write refused: computed on the node's copy, then put
+    // back. A transaction watching its key must not take it for a change.
+    let mut watcher = a.raw();
+    assert_eq!(watcher.ask(&["WATCH", "small"]), "+OK\r\n");
+    let r = on_a.ask(&["APPEND", "small", &big]);
+    assert!(r.starts_with("-ERR"), "{r}");
+    assert_eq!(on_a.ask(&["GET", "small"]), "$2\r\nok\r\n");
+    assert_eq!(watcher.ask(&["MULTI"]), "+OK\r\n");
+    assert_eq!(watcher.ask(&["GET", "small"]), "+QUEUED\r\n");
+    assert_eq!(watcher.ask(&["EXEC"]), "*1\r\n$2\r\nok\r\n");
+    // A change that is made still counts.
+    assert_eq!(watcher.ask(&["WATCH", "small"]), "+OK\r\n");
+    assert_eq!(on_a.ask(&["APPEND", "small", "!"]), ":3\r\n");
+    assert_eq!(watcher.ask(&["MULTI"]), "+OK\r\n");
+    assert_eq!(watcher.ask(&["GET", "small"]), "+QUEUED\r\n");
+    assert_eq!(watcher.ask(&["EXEC"]), "*-1\r\n");
 }
 
 /// Changes made at the same time through one node share etcd transactions

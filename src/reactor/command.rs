@@ -675,11 +675,11 @@ fn exec_on_shared_dataset(
         store.unwatch_versions(&watched_keys);
         return Reply::Error(NOT_ON_ETCD.into());
     };
-    // The change counts each attempt expects: WATCH's, then what an
-    // attempt's own commands left (they count too, though the attempt's
-    // changes are put back); any other difference is a change applied
-    // here since, which only the feed makes while the keys are not held.
-    let mut expected: Vec<u64> = watched.iter().map(|(_, v)| *v).collect();
+    // The change counts each attempt expects: WATCH's (an attempt's own
+    // commands leave none: their changes are put back, counts and all); any
+    // other difference is a change applied here since, which only the
+    // feed makes while the keys are not held.
+    let expected: Vec<u64> = watched.iter().map(|(_, v)| *v).collect();
     let reply = until_made(|| {
         // Read before the watches are checked: a change between the two
         // shows in the check, or fails the compare.
@@ -688,7 +688,6 @@ fn exec_on_shared_dataset(
             .map(|(k, _)| (k.clone(), store.remote_version(k).unwrap_or(0)))
             .collect();
         let queued = queued.clone();
-        let expected = &mut expected;
         store.attempt_remote(keys, &pinned, |tx| {
             let moved = watched
                 .iter()
@@ -697,11 +696,7 @@ fn exec_on_shared_dataset(
             if moved {
                 return Reply::Exec(None);
             }
-            let reply = exec_in(tx, &[], queued);
-            for ((k, _), v) in watched.iter().zip(expected.iter_mut()) {
-                *v = tx.watch_version(k).unwrap_or(*v);
-            }
-            reply
+            exec_in(tx, &[], queued)
         })
     });
     store.unwatch_versions(&watched_keys);

@@ -158,11 +158,14 @@ impl Store {
         // A key named twice is compared once.
         expect.sort_unstable();
         expect.dedup_by(|a, b| a.0 == b.0);
-        // What the keys hold now, to put back after `f`.
+        // What the keys hold now, to put back after `f`, and their change
+        // counts for WATCH: a change not made here is not one (it counts
+        // when the feed brings it, if it is made).
         let before: Vec<Held> = keys
             .iter()
             .map(|k| (k.to_vec(), tx.get(k).map(<[u8]>::to_vec), tx.deadline(k)))
             .collect();
+        let counts: Vec<Option<u64>> = keys.iter().map(|k| tx.watch_version(k)).collect();
         let hold = super::held::Hold::start();
         let r = f(&mut tx);
         // Told to no one: the feed tells the change when it is made.
@@ -183,6 +186,11 @@ impl Store {
                 None => {
                     g.remove(h, k);
                 }
+            }
+        }
+        for (k, count) in keys.iter().zip(counts) {
+            if let Some(count) = count {
+                tx.set_watch_version(k, count);
             }
         }
         let mutations = std::mem::take(&mut tx.mutations);
@@ -301,6 +309,15 @@ impl Transaction<'_> {
         g.versions
             .get(key)
             .map(|v| v.version.load(Ordering::Relaxed))
+    }
+
+    /// Puts a watched key's change count back (see
+    /// [`Store::attempt_remote`]: a change undone is not one).
+    fn set_watch_version(&mut self, key: &[u8], version: u64) {
+        let (_, s) = self.locate(key);
+        if let Some(v) = self.shard_mut(s).versions.get(key) {
+            v.version.store(version, Ordering::Relaxed);
+        }
     }
 
     /// Whether a key watched at `version` (see [`Store::watch_versions`])
