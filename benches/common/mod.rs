@@ -164,14 +164,14 @@ pub fn run_batch<S: AsRef<std::ffi::OsStr>>(
 /// A private `redis-server` on a Unix socket in its own temporary folder,
 /// with no snapshots; killed on drop.
 pub struct Redis {
-    child: Child,
+    child: Killed,
     pub dir: tempfile::TempDir,
     pub sock: PathBuf,
 }
 
 impl Redis {
     pub fn pid(&self) -> u32 {
-        self.child.id()
+        self.child.0.id()
     }
 
     /// `redis-server --port 0 --save "" <extra...>`, once its socket exists.
@@ -192,9 +192,14 @@ impl Redis {
             .stderr(Stdio::null())
             .spawn()
             .expect("start redis-server");
+        let redis = Redis {
+            child: Killed(child),
+            dir,
+            sock,
+        };
         // The socket file appears before redis-server accepts on it.
-        assert!(accepting(&sock), "redis-server did not start");
-        Redis { child, dir, sock }
+        assert!(accepting(&redis.sock), "redis-server did not start");
+        redis
     }
 }
 
@@ -216,7 +221,7 @@ fn accepting(sock: &std::path::Path) -> bool {
 /// measured as this one), on the Unix socket `sock`; killed on drop.
 /// `None`, said, if it cannot be built or does not start.
 pub struct Floor {
-    child: Child,
+    _child: Killed,
     pub sock: PathBuf,
 }
 
@@ -236,7 +241,7 @@ impl Floor {
         // Port 0: the floor's TCP listener is not used here.
         let child = Command::new(&bin).arg(sock).arg("0").spawn().ok()?;
         let floor = Floor {
-            child,
+            _child: Killed(child),
             sock: sock.to_path_buf(),
         };
         if !accepting(sock) {
@@ -247,17 +252,13 @@ impl Floor {
     }
 }
 
-impl Drop for Floor {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-}
+/// A reference server's process, killed and reaped on drop.
+struct Killed(Child);
 
-impl Drop for Redis {
+impl Drop for Killed {
     fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
+        let _ = self.0.kill();
+        let _ = self.0.wait();
     }
 }
 
