@@ -9,9 +9,31 @@ use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
-/// A port that was free a moment ago (the kernel does not hand it out
-/// again at once).
+/// A port free a moment ago, below the kernel's ephemeral range: a port
+/// from `bind(0)` may be handed out again as the source port of any
+/// outgoing connection (etcd members dial each other and kvs nodes dial
+/// them) before the server meant to listen on it has started or, after a
+/// restart, started again; one below the range is never given out so.
+/// Processes running tests at once start at different places and each
+/// takes the next one free.
 pub fn free_port() -> u16 {
+    use std::sync::atomic::{AtomicU32, Ordering};
+    static NEXT: AtomicU32 = AtomicU32::new(0);
+    const LOWEST: u32 = 10_000;
+    let first_ephemeral = std::fs::read_to_string("/proc/sys/net/ipv4/ip_local_port_range")
+        .ok()
+        .and_then(|r| r.split_whitespace().next()?.parse::<u32>().ok())
+        .unwrap_or(32_768);
+    let span = first_ephemeral.saturating_sub(LOWEST);
+    let start = std::process::id().wrapping_mul(7_919);
+    for _ in 0..span.min(1_000) {
+        let port = LOWEST + start.wrapping_add(NEXT.fetch_add(1, Ordering::Relaxed)) % span;
+        let port = u16::try_from(port).expect("a port below the ephemeral range");
+        if std::net::TcpListener::bind(("127.0.0.1", port)).is_ok() {
+            return port;
+        }
+    }
+    // No room below the range on this machine: as the kernel gives one.
     std::net::TcpListener::bind("127.0.0.1:0")
         .and_then(|l| l.local_addr())
         .map(|a| a.port())
