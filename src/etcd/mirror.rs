@@ -8,9 +8,10 @@
 //! them: a change whose transaction was its own, made when the table was
 //! at the revision just before it, is applied here by the thread that made
 //! it (it is then exactly that revision; the feed skips it when it comes),
-//! any other waits for the feed. A watch that breaks is started again from the last
-//! revision applied, on whichever member answers; one whose history was
-//! compacted away reloads the prefix and applies the difference.
+//! any other waits for the feed. A watch that breaks is started again from
+//! the last revision applied, on whichever member answers; one whose
+//! history was compacted away reloads the prefix and applies the
+//! difference.
 
 use super::client::{Compare, Etcd, EtcdError, Event, Op, OpResult, WatchMessage};
 use super::group::{groupable, Group, Sent};
@@ -67,8 +68,8 @@ pub struct Mirror {
     store: Arc<Store>,
     applied: Mutex<Applied>,
     /// Held by whoever applies a revision to the table (the feed, or a
-    /// store thread its own change), so that each is applied once, in
-    /// order. Never taken under a shard lock: [`Remote::version`] is asked
+    /// store thread applying its own change), so that each is applied
+    /// once, in order. Never taken under a shard lock: [`Remote::version`] is asked
     /// under one, so `applied` cannot be the lock held while the table is
     /// written.
     applier: Mutex<()>,
@@ -205,8 +206,10 @@ impl Mirror {
     /// says: keys it lacks deleted, the rest set (each a change the hook
     /// tells, if it changes anything).
     fn reload(&self) -> Result<(), EtcdError> {
-        let (revision, kvs) = self.etcd.range_prefix(&self.prefix)?;
+        // Held across the read too: a store thread's own change applied
+        // between the read and the table's update would be undone.
         let _applier = lock(&self.applier);
+        let (revision, kvs) = self.etcd.range_prefix(&self.prefix)?;
         let mut versions = HashMap::with_capacity(kvs.len());
         let mut pairs = Vec::with_capacity(kvs.len());
         for kv in kvs {

@@ -375,7 +375,7 @@ impl Reactor {
         // core their own work needs (SET -c 50 lost a fifth on 2 cores).
         // One operation in flight is not enough to tell: fifty clients
         // sending 100 KiB values had one out most of the time, and the
-        // spin cost a quarter of the CPU per request.
+        // spin cost a sixth to a quarter of their CPU per request.
         let spin = !work_left
             && self.pool.in_flight() == 1
             && !self.spin.is_zero()
