@@ -159,8 +159,9 @@ impl Store {
         expect.sort_unstable();
         expect.dedup_by(|a, b| a.0 == b.0);
         // What the keys hold now, to put back after `f`, and their change
-        // counts for WATCH: a change not made here is not one (it counts
-        // when the feed brings it, if it is made).
+        // counts for WATCH: a change not made here is not one (if it is
+        // made, it counts when it is applied, by the feed or by this
+        // thread: see `Mirror`).
         let before: Vec<Held> = keys
             .iter()
             .map(|k| (k.to_vec(), tx.get(k).map(<[u8]>::to_vec), tx.deadline(k)))
