@@ -380,17 +380,11 @@ fn without_quorum_changes_are_refused_and_reads_go_on() {
     assert!(info.contains("kvs_store_last_error:\r\n"), "{info}");
     // The feed's watch comes back too (a change the node made itself may
     // be answered before: its copy was at the revision just before it).
-    let start = Instant::now();
-    while !on_a
-        .ask(&["INFO", "store"])
-        .contains("kvs_store_following:1")
-    {
-        assert!(
-            start.elapsed() < Duration::from_secs(30),
-            "the feed never followed again"
-        );
-        std::thread::sleep(Duration::from_millis(100));
-    }
+    on_a.ask_until_contains(
+        &["INFO", "store"],
+        "kvs_store_following:1",
+        Duration::from_secs(30),
+    );
 }
 
 /// Counters on a shared dataset: INCR from clients of two nodes racing,

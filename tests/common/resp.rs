@@ -188,12 +188,24 @@ impl Raw {
     /// Asks `args` until the reply is `want`, for at most 10 s (a node of
     /// a shared dataset hears of a change made elsewhere a little later).
     pub fn ask_until(&mut self, args: &[&str], want: &str) {
+        self.ask_until_reply(args, Duration::from_secs(10), |r| r == want, want);
+    }
+
+    /// Asks `args` until the reply contains `part`, for at most `within`.
+    pub fn ask_until_contains(&mut self, args: &[&str], part: &str, within: Duration) {
+        self.ask_until_reply(args, within, |r| r.contains(part), part);
+    }
+
+    fn ask_until_reply(
+        &mut self,
+        args: &[&str],
+        within: Duration,
+        done: impl Fn(&str) -> bool,
+        want: &str,
+    ) {
         let start = Instant::now();
-        while self.ask(args) != want {
-            assert!(
-                start.elapsed() < Duration::from_secs(10),
-                "{args:?} never answered {want:?}"
-            );
+        while !done(&self.ask(args)) {
+            assert!(start.elapsed() < within, "{args:?} never answered {want:?}");
             std::thread::sleep(Duration::from_millis(10));
         }
     }
