@@ -233,6 +233,13 @@ impl Reactor {
         let mut signals = Signals::new([SIGUSR1, SIGINT, SIGTERM])?;
         poll.registry()
             .register(&mut signals, SIGNALS, Interest::READABLE)?;
+        let spin = match opts.spin {
+            Some(spin) => spin,
+            None if pool.store().is_remote() => Duration::ZERO,
+            None => SPIN,
+        };
+        let mut pool = pool;
+        pool.set_linger(spin);
         Ok(Reactor {
             poll,
             listener: None,
@@ -241,11 +248,7 @@ impl Reactor {
             framer: Framer::default(),
             drop_log: Throttle::new(1),
             next_sweep: Instant::now() + SWEEP_EVERY,
-            spin: match opts.spin {
-                Some(spin) => spin,
-                None if pool.store().is_remote() => Duration::ZERO,
-                None => SPIN,
-            },
+            spin,
             signals,
             sessions: Slab::new(),
             subs: Subscriptions::default(),
@@ -351,7 +354,8 @@ impl Reactor {
                 crate::log_warn!("dropped an incomplete connect request");
             }
             inbox_left = self.drain_inbox();
-            self.pool.dispatch();
+            let lone = self.turn - self.others_turn > LONE_TURNS;
+            self.pool.dispatch(lone);
             self.flush_dirty();
             if self.shutting_down && self.jobs_done {
                 break;
@@ -359,7 +363,7 @@ impl Reactor {
         }
         let open = self.sessions.len();
         self.close_all();
-        self.pool.dispatch();
+        self.pool.dispatch(false);
         self.pool.join();
         Ok(open)
     }

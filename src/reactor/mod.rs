@@ -18,6 +18,7 @@ pub mod event_loop;
 pub mod expire;
 pub mod fifo;
 pub mod inbuf;
+pub mod linger;
 pub mod mailbox;
 pub mod notify_flags;
 pub mod pubsub;

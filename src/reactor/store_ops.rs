@@ -6,6 +6,7 @@
 //! per turn, however many clients and commands.
 
 use super::command::{execute, execute_on_one_shard, Command, Reply};
+use super::linger::{Job, Lane};
 use super::mailbox::{Event, Mailbox, OpResult};
 use super::pubsub::{ChangeFilter, FilterList, SessionId};
 use crate::persist::{Fsync, Log};
@@ -58,6 +59,10 @@ pub struct StorePool {
     /// holds while it waits, so every job also woke the other idle thread
     /// to take the mutex over: two wake-ups per hand-off where one does.
     pools: Vec<ThreadPool>,
+    /// Where each pool's thread lingers for a lone client's next job.
+    lanes: Vec<Arc<Lane>>,
+    /// How long it lingers (the reactor's `--spin`).
+    linger: std::time::Duration,
     /// Where a job goes when every thread is busy (in turn).
     next: std::cell::Cell<usize>,
     store: Arc<Store>,
@@ -83,6 +88,8 @@ impl StorePool {
             pools: (0..threads.max(1))
                 .map(|_| ThreadPool::with_name("kvs-store".into(), 1))
                 .collect(),
+            lanes: (0..threads.max(1)).map(|_| Arc::default()).collect(),
+            linger: std::time::Duration::ZERO,
             next: std::cell::Cell::new(0),
             store,
             filter,
@@ -93,20 +100,28 @@ impl StorePool {
         }
     }
 
+    /// How long a store thread that answered a lone client waits, busy,
+    /// for its next operation (0: not at all).
+    pub fn set_linger(&mut self, most: std::time::Duration) {
+        self.linger = most;
+    }
+
     /// Queues `op` for the pool; its answer names `sid` and `generation`.
     /// Nothing runs before [`StorePool::dispatch`].
     pub fn submit(&mut self, sid: SessionId, generation: u64, op: StoreOp) {
         self.pending.push((sid, generation, op));
     }
 
-    /// Hands the operations queued this turn to the pool; their answers
-    /// come back together as one [`Event::Done`].
     /// Operations handed to the pool and not yet done.
     pub fn in_flight(&self) -> usize {
         self.in_flight.load(Ordering::Acquire)
     }
 
-    pub fn dispatch(&mut self) {
+    /// Hands the operations queued this turn to the pool; their answers
+    /// come back together as one [`Event::Done`]. `lone`: they are a lone
+    /// client's, whose next request is likely on its way, so the thread
+    /// lingers for it after (see [`Lane`]).
+    pub fn dispatch(&mut self, lone: bool) {
         if self.pending.is_empty() {
             return;
         }
@@ -120,7 +135,7 @@ impl StorePool {
                 self.log.clone(),
             );
             let in_flight = self.in_flight.clone();
-            self.execute(move || {
+            self.execute(Box::new(move || {
                 let ops = part.len();
                 let ctx = Context {
                     store: &store,
@@ -147,7 +162,8 @@ impl StorePool {
                 if !done.is_empty() {
                     mailbox.post(Event::Done(done));
                 }
-            });
+                lone
+            }));
         }
     }
 
@@ -180,7 +196,10 @@ impl StorePool {
     /// it takes shard locks, which the reactor never does.
     pub fn unwatch(&self, keys: Vec<Vec<u8>>) {
         let store = self.store.clone();
-        self.execute(move || store.unwatch(&keys));
+        self.execute(Box::new(move || {
+            store.unwatch(&keys);
+            false
+        }));
     }
 
     /// Ends WATCHes (UNWATCH, DISCARD, a session gone), on the pool.
@@ -189,13 +208,19 @@ impl StorePool {
             return;
         }
         let store = self.store.clone();
-        self.execute(move || store.unwatch_versions(&keys));
+        self.execute(Box::new(move || {
+            store.unwatch_versions(&keys);
+            false
+        }));
     }
 
     /// Installs a filter nobody waits for (after unsubscribing).
     pub fn install_filter(&self, generation: u64, list: FilterList) {
         let (store, filter) = (self.store.clone(), self.filter.clone());
-        self.execute(move || filter.install(generation, list, &store));
+        self.execute(Box::new(move || {
+            filter.install(generation, list, &store);
+            false
+        }));
     }
 
     /// The store the pool works on, for the reactor's lock-free fast path.
@@ -210,9 +235,17 @@ impl StorePool {
         }
     }
 
-    /// Runs `job` on an idle store thread (the first, so that a quiet
-    /// server keeps one warm), or on the next in turn if all are busy.
-    fn execute(&self, job: impl FnOnce() + Send + 'static) {
+    /// Runs `job` on a lingering store thread, or else on an idle one (the
+    /// first, so that a quiet server keeps one warm), or on the next in
+    /// turn if all are busy.
+    fn execute(&self, job: Job) {
+        let mut job = job;
+        for lane in &self.lanes {
+            match lane.hand(job) {
+                Ok(()) => return,
+                Err(back) => job = back,
+            }
+        }
         let idle = self
             .pools
             .iter()
@@ -222,7 +255,8 @@ impl StorePool {
             self.next.set(i + 1);
             i
         });
-        self.pools[i].execute(job);
+        let (lane, most) = (self.lanes[i].clone(), self.linger);
+        self.pools[i].execute(move || lane.run(job, most));
     }
 }
 
