@@ -49,9 +49,10 @@ Server options:
   --store-threads <n>       threads running client store operations (default 2; 32 with
                             --store etcd, where each waits on etcd for its change)
   --spin <microseconds>     how long the server watches, busy, for a lone client's answer
-                            from a store thread, and that thread for the client's next
-                            request, before each sleeps (default 50; 0 with --store
-                            etcd): two wake-ups less per request, for that much CPU
+                            from a store thread and then for its next request, and that
+                            thread for the client's next operation, before each sleeps
+                            (default 50; 0 with --store etcd): wake-ups saved on each
+                            request, for up to that much CPU
   --fifo-mode <octal>       mode of the registration FIFO (default 600)
   --log-level <level>       error | warn | info | debug (default info): how much the
                             server logs on stderr, each line timestamped (UTC)

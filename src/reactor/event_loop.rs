@@ -189,6 +189,8 @@ pub struct Reactor {
     /// one had events before it: the reactor spins only for a lone client.
     last_active: usize,
     others_turn: u64,
+    /// The last turn in which a session had events.
+    event_turn: u64,
 }
 
 pub struct ReactorParts {
@@ -289,6 +291,7 @@ impl Reactor {
             turn: 0,
             last_active: usize::MAX,
             others_turn: 0,
+            event_turn: 0,
         })
     }
 
@@ -319,6 +322,7 @@ impl Reactor {
                     RESP_UNIX | RESP_TCP => self.accept_streams(ev.token()),
                     Token(t) => {
                         let sid = t / 3;
+                        self.event_turn = self.turn;
                         if sid != self.last_active {
                             self.last_active = sid;
                             self.others_turn = self.turn;
@@ -368,20 +372,26 @@ impl Reactor {
         Ok(open)
     }
 
-    /// Waits for events, or with `work_left` not at all. While the pool
-    /// works on one operation only, for a lone client (no other session
-    /// had events in the last [`LONE_TURNS`] turns), it watches the inbox
-    /// for up to `--spin` ([`SPIN`]), looking for events now and then: an
-    /// answer that comes within it goes out without the reactor being put
-    /// to sleep and woken again (one client's SETs 1.12-1.19x, BENCHMARKS).
+    /// Waits for events, or with `work_left` not at all. For a lone client
+    /// (no other session had events in the last [`LONE_TURNS`] turns),
+    /// while the pool works on its one operation or just after its answer
+    /// went out, it watches the inbox and the client for up to `--spin`
+    /// ([`SPIN`]), looking for events now and then: an answer or a next
+    /// request that comes within it is taken without the reactor being put
+    /// to sleep and woken again (BENCHMARKS, "A lone client's round trip").
     fn wait(&mut self, events: &mut Events, work_left: bool) -> io::Result<()> {
         // Only for a lone client: with more, the spinning would take a
         // core their own work needs (SET -c 50 lost a fifth on 2 cores).
         // One operation in flight is not enough to tell: fifty clients
         // sending 100 KiB values had one out most of the time, and the
         // spin cost a sixth to a quarter of their CPU per request.
+        let in_flight = self.pool.in_flight();
+        // The client had events in one of the last two turns (its request
+        // answered here, or sent to the pool and answered last turn): its
+        // next request is likely on its way.
+        let answered = in_flight == 0 && self.turn - self.event_turn <= 2;
         let spin = !work_left
-            && self.pool.in_flight() == 1
+            && (in_flight == 1 || answered)
             && !self.spin.is_zero()
             && self.turn - self.others_turn > LONE_TURNS;
         if spin {
