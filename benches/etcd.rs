@@ -17,7 +17,9 @@
 //!
 //! `KVS_BENCH_MEMBERS=1` runs one member instead of three (etcd then
 //! leaves more of the machine to the rest); `KVS_BENCH_WRITES_ONLY=1`
-//! stops after the write rows. Says SKIPPED where etcd is not installed.
+//! stops after the write rows; `KVS_BENCH_NODE_ARGS="--spin 50"` passes
+//! more options to the two kvs nodes. Says SKIPPED where etcd is not
+//! installed.
 
 #[path = "../tests/common/mod.rs"]
 mod fixtures;
@@ -321,8 +323,11 @@ fn main() {
     };
     let url = format!("etcd://{}", cluster.endpoints());
     let endpoints = cluster.endpoint_list();
-    let a = RespServer::start(&[], &["--store", &url]);
-    let b = RespServer::start(&[], &["--store", &url]);
+    let extra = std::env::var("KVS_BENCH_NODE_ARGS").unwrap_or_default();
+    let mut node_args = vec!["--store", url.as_str()];
+    node_args.extend(extra.split_whitespace());
+    let a = RespServer::start(&[], &node_args);
+    let b = RespServer::start(&[], &node_args);
     let local = RespServer::start(&[], &[]);
     let (sa, sb, sl) = (sock(&a), sock(&b), sock(&local));
 
