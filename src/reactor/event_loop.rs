@@ -358,8 +358,7 @@ impl Reactor {
                 crate::log_warn!("dropped an incomplete connect request");
             }
             inbox_left = self.drain_inbox();
-            let lone = self.turn - self.others_turn > LONE_TURNS;
-            self.pool.dispatch(lone);
+            self.pool.dispatch(self.lone());
             self.flush_dirty();
             if self.shutting_down && self.jobs_done {
                 break;
@@ -390,10 +389,8 @@ impl Reactor {
         // answered here, or sent to the pool and answered last turn): its
         // next request is likely on its way.
         let answered = in_flight == 0 && self.turn - self.event_turn <= 2;
-        let spin = !work_left
-            && (in_flight == 1 || answered)
-            && !self.spin.is_zero()
-            && self.turn - self.others_turn > LONE_TURNS;
+        let spin =
+            !work_left && (in_flight == 1 || answered) && !self.spin.is_zero() && self.lone();
         if spin {
             // Events are looked for now and then meanwhile: another
             // client's request is not kept waiting for the spin.
@@ -421,6 +418,12 @@ impl Reactor {
             }
         }
         self.poll_events(events, self.timeout(work_left))
+    }
+
+    /// Whether one client alone had events in the last [`LONE_TURNS`]
+    /// turns: the one the reactor and a store thread spin for.
+    fn lone(&self) -> bool {
+        self.turn - self.others_turn > LONE_TURNS
     }
 
     fn poll_events(&mut self, events: &mut Events, timeout: Option<Duration>) -> io::Result<()> {
