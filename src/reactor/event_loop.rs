@@ -14,6 +14,7 @@
 //! FIFO (`listener`), each protocol's requests (`fifo_requests`, `resp`)
 //! and subscriptions and their messages (`deliver`).
 
+use super::activity::Activity;
 use super::fifo::{FifoId, RegistrationFifo};
 use super::mailbox::{Event, Mailbox, OpResult};
 use super::pubsub::{SessionId, Subscriptions};
@@ -189,6 +190,8 @@ pub struct Reactor {
     /// one had events before it: the reactor spins only for a lone client.
     last_active: usize,
     others_turn: u64,
+    /// How many clients are at work (see [`StorePool::dispatch`]).
+    activity: Activity,
     /// The last turn in which a session had events.
     event_turn: u64,
 }
@@ -291,6 +294,7 @@ impl Reactor {
             turn: 0,
             last_active: usize::MAX,
             others_turn: 0,
+            activity: Activity::default(),
             event_turn: 0,
         })
     }
@@ -314,6 +318,7 @@ impl Reactor {
                 || !self.resume.is_empty()
                 || !self.accept_left.is_empty();
             self.wait(&mut events, left)?;
+            self.activity.tick(Instant::now());
             for ev in events.iter() {
                 match ev.token() {
                     REGISTRATION => registration_left = true,
@@ -322,6 +327,7 @@ impl Reactor {
                     RESP_UNIX | RESP_TCP => self.accept_streams(ev.token()),
                     Token(t) => {
                         let sid = t / 3;
+                        self.activity.saw(sid);
                         self.event_turn = self.turn;
                         if sid != self.last_active {
                             self.last_active = sid;
@@ -358,7 +364,7 @@ impl Reactor {
                 crate::log_warn!("dropped an incomplete connect request");
             }
             inbox_left = self.drain_inbox();
-            self.pool.dispatch(self.lone());
+            self.pool.dispatch(self.lone(), self.activity.clients());
             self.flush_dirty();
             if self.shutting_down && self.jobs_done {
                 break;
@@ -366,7 +372,7 @@ impl Reactor {
         }
         let open = self.sessions.len();
         self.close_all();
-        self.pool.dispatch(false);
+        self.pool.dispatch_now(false);
         self.pool.join();
         Ok(open)
     }
@@ -446,6 +452,7 @@ impl Reactor {
             backlog,
             Some(self.next_registration_check),
             Some(self.next_sweep),
+            self.pool.hold_deadline(),
         ]
         .into_iter()
         .flatten()

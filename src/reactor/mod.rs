@@ -13,6 +13,7 @@
 //!   the way its results and change events come back.
 //! - [`event_loop`]: the reactor itself.
 
+pub mod activity;
 pub mod command;
 pub mod event_loop;
 pub mod expire;
