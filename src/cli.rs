@@ -50,9 +50,10 @@ Server options:
                             --store etcd, where each waits on etcd for its change)
   --spin <microseconds>     how long the server watches, busy, for a lone client's answer
                             from a store thread and then for its next request, and that
-                            thread for the client's next operation, before each sleeps
-                            (default 50; 0 with --store etcd): wake-ups saved on each
-                            request, for up to that much CPU
+                            thread for the client's (or, under 32 clients, the clients')
+                            next operation, before each sleeps (default 50; 0 with
+                            --store etcd): wake-ups saved on each request, for up to
+                            that much CPU
   --fifo-mode <octal>       mode of the registration FIFO (default 600)
   --log-level <level>       error | warn | info | debug (default info): how much the
                             server logs on stderr, each line timestamped (UTC)

@@ -372,7 +372,7 @@ impl Reactor {
         }
         let open = self.sessions.len();
         self.close_all();
-        self.pool.dispatch_now(false);
+        self.pool.dispatch_now(false, false);
         self.pool.join();
         Ok(open)
     }

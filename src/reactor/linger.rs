@@ -2,18 +2,19 @@
 //! a job to a sleeping pool thread costs a futex wake, the thread's wake-up
 //! on another CPU, and its futex sleep after: on this kind of machine that
 //! is most of a lone client's round trip beside Redis's single thread. So a
-//! store thread that has just answered a lone client lingers for up to
-//! `--spin` on its [`Lane`], and the reactor hands the next job straight
-//! to it there; when nothing comes in time, the thread goes back to its
-//! pool's queue as before. The reactor spins for the answer the same way
-//! (see the mailbox); this is the other half of the round trip.
+//! store thread that has just answered a lone client (or a few clients,
+//! see `StorePool::dispatch`) lingers for up to `--spin` on its [`Lane`],
+//! and the reactor hands the next job straight to it there; when nothing
+//! comes in time, the thread goes back to its pool's queue as before. The
+//! reactor spins for a lone client's answer the same way (see the
+//! mailbox); this is the other half of the round trip.
 
 use std::sync::atomic::{AtomicU8, Ordering};
 use std::sync::{Mutex, PoisonError};
 use std::time::{Duration, Instant};
 
 /// A pool job: whether its thread should linger after it (it answered a
-/// lone client).
+/// lone client, or a short job of a few clients').
 pub type Job = Box<dyn FnOnce() -> bool + Send + 'static>;
 
 /// The thread is not lingering: jobs go through the pool's queue.
