@@ -3,10 +3,18 @@
 //! job out only when many are (see `StorePool::dispatch`): with many
 //! clients the work of several turns then goes as one job; with a few, each
 //! waiting on one request, holding one's request for another's job only
-//! adds that job's round trip to it.
+//! adds that job's round trip to it. With a few, the reactor and the store
+//! threads spin for each other instead.
 
 use super::pubsub::SessionId;
 use std::time::{Duration, Instant};
+
+/// Fewer clients at work than this are a few: the reactor watches, busy,
+/// for the answers of their operations, and a store thread for their next
+/// operations after a short job (see `Reactor::wait` and
+/// `StorePool::dispatch`), since their requests come within the spin.
+/// With more, the spinning took CPU the reactor or store thread needed.
+pub const FEW_CLIENTS: usize = 32;
 
 /// How long a window of counting lasts.
 const WINDOW: Duration = Duration::from_millis(1);

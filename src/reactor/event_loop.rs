@@ -14,7 +14,7 @@
 //! FIFO (`listener`), each protocol's requests (`fifo_requests`, `resp`)
 //! and subscriptions and their messages (`deliver`).
 
-use super::activity::Activity;
+use super::activity::{Activity, FEW_CLIENTS};
 use super::fifo::{FifoId, RegistrationFifo};
 use super::mailbox::{Event, Mailbox, OpResult};
 use super::pubsub::{SessionId, Subscriptions};
@@ -63,7 +63,7 @@ const SPIN: Duration = Duration::from_micros(50);
 /// How long it watches the inbox between two looks for events.
 const SPIN_STEP: Duration = Duration::from_micros(5);
 /// Turns of the loop in which no session but one may have had events
-/// before the reactor spins for that one's answers: a lone client.
+/// before it counts as a lone client (see [`Reactor::lone`]).
 const LONE_TURNS: u64 = 8;
 /// Most reads of one session's requests in one turn of the loop, each of
 /// at most [`SERVICE_READ`] bytes.
@@ -187,7 +187,8 @@ pub struct Reactor {
     /// Turns of the loop so far.
     turn: u64,
     /// The session that had events last, and the turn in which another
-    /// one had events before it: the reactor spins only for a lone client.
+    /// one had events before it: a lone client's store thread lingers
+    /// after any job of its.
     last_active: usize,
     others_turn: u64,
     /// How many clients are at work (see [`StorePool::dispatch`]).
@@ -377,26 +378,28 @@ impl Reactor {
         Ok(open)
     }
 
-    /// Waits for events, or with `work_left` not at all. For a lone client
-    /// (no other session had events in the last [`LONE_TURNS`] turns),
-    /// while the pool works on its one operation or just after its answer
-    /// went out, it watches the inbox and the client for up to `--spin`
-    /// ([`SPIN`]), looking for events now and then: an answer or a next
-    /// request that comes within it is taken without the reactor being put
-    /// to sleep and woken again (BENCHMARKS, "A lone client's round trip").
+    /// Waits for events, or with `work_left` not at all. While the pool
+    /// works on a few clients' operations (fewer than [`FEW_CLIENTS`] at
+    /// work, a lone client's included), or just after sessions' requests
+    /// were answered with nothing left on the pool, it watches the inbox
+    /// and the clients for up to `--spin` ([`SPIN`]), looking for events
+    /// now and then: an answer or a next request that comes within it is
+    /// taken without the reactor being put to sleep and woken again
+    /// (BENCHMARKS, "A lone client's round trip" and "Work waits for the
+    /// job out").
     fn wait(&mut self, events: &mut Events, work_left: bool) -> io::Result<()> {
-        // Only for a lone client: with more, the spinning would take a
-        // core their own work needs (SET -c 50 lost a fifth on 2 cores).
-        // One operation in flight is not enough to tell: fifty clients
-        // sending 100 KiB values had one out most of the time, and the
-        // spin cost a sixth to a quarter of their CPU per request.
+        // Not while many clients' operations are out: the store thread
+        // working on them needs the other core (on two cores, where
+        // redis-benchmark takes one, SET -c 50 lost a fifth before their
+        // work was held for the job out, and gained nothing after).
         let in_flight = self.pool.in_flight();
-        // The client had events in one of the last two turns (its request
-        // answered here, or sent to the pool and answered last turn): its
-        // next request is likely on its way.
+        // Sessions had events in one of the last two turns (requests
+        // answered here, or sent to the pool and answered last turn): more
+        // are likely on their way. Spinning then took GET -c 50 from 0.86x
+        // of Redis to 1.13x, and cost nothing where SETs went to the pool.
         let answered = in_flight == 0 && self.turn - self.event_turn <= 2;
-        let spin =
-            !work_left && (in_flight == 1 || answered) && !self.spin.is_zero() && self.lone();
+        let few = self.activity.clients() < FEW_CLIENTS;
+        let spin = !work_left && !self.spin.is_zero() && (answered || in_flight > 0 && few);
         if spin {
             // Events are looked for now and then meanwhile: another
             // client's request is not kept waiting for the spin.

@@ -7,6 +7,7 @@
 //! out as there are cores beside the reactor's, new work waits for one to
 //! come back and then goes as one larger job (see [`StorePool::dispatch`]).
 
+use super::activity::FEW_CLIENTS;
 use super::command::{execute, execute_on_one_shard, Command, Reply};
 use super::linger::{Job, Lane};
 use super::mailbox::{Event, Mailbox, OpResult};
@@ -68,14 +69,13 @@ const HOLD_MOST: Duration = Duration::from_micros(500);
 /// that job's round trip to it (SET from 4 clients: 0.85x).
 pub const HOLD_CLIENTS: usize = 8;
 
-/// A store thread also lingers after a job of fewer than
-/// [`LINGER_COMMANDS`] commands while fewer than this many clients are at
-/// work: their next requests come within the spin, and catching them there
-/// saved a sleep and a wake-up each (SET from 8 to 32 clients: 1.1-1.3x).
-/// With fifty, or with pipelined batches, the reactor has more to do
-/// between jobs and a spinning thread took the CPU it needed (SET -c 50
-/// 0.9-0.96x, INCR -c 24 -P 16 0.87x).
-const LINGER_BELOW: usize = 32;
+/// A store thread also lingers after a job of fewer than this many
+/// commands while fewer than [`FEW_CLIENTS`] clients are at work: their
+/// next requests come within the spin, and catching them there saved a
+/// sleep and a wake-up each (SET from 8 to 32 clients: 1.1-1.3x). With
+/// fifty, or with pipelined batches, the reactor has more to do between
+/// jobs and a spinning thread took the CPU it needed (SET -c 50 0.9-0.96x,
+/// INCR -c 24 -P 16 0.87x).
 const LINGER_COMMANDS: usize = 16;
 
 pub struct StorePool {
@@ -159,7 +159,7 @@ impl StorePool {
     /// come back together as one [`Event::Done`]. `lone`: they are a lone
     /// client's, whose next request is likely on its way, so the thread
     /// lingers for it after (see [`Lane`]); with a few clients it lingers
-    /// after short jobs (see [`LINGER_BELOW`]).
+    /// after short jobs (see [`LINGER_COMMANDS`]).
     ///
     /// Over a table of its own, with `clients` at work (at least
     /// [`HOLD_CLIENTS`]) and as many jobs out as there are cores beside the
@@ -180,7 +180,7 @@ impl StorePool {
         if self.hold.holds(busy, Instant::now()) {
             return;
         }
-        self.dispatch_now(lone, clients < LINGER_BELOW);
+        self.dispatch_now(lone, clients < FEW_CLIENTS);
     }
 
     /// When work held back by [`StorePool::dispatch`] must go, whatever is
