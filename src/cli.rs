@@ -53,7 +53,7 @@ Server options:
                             thread for the client's (or, under 32 clients, the clients')
                             next operation, before each sleeps (default 50; 0 with
                             --store etcd): wake-ups saved on each request, for up to
-                            that much CPU
+                            that much CPU while such waits catch what they wait for
   --fifo-mode <octal>       mode of the registration FIFO (default 600)
   --log-level <level>       error | warn | info | debug (default info): how much the
                             server logs on stderr, each line timestamped (UTC)

@@ -17,6 +17,7 @@
 use super::activity::{Activity, FEW_CLIENTS};
 use super::fifo::{FifoId, RegistrationFifo};
 use super::mailbox::{Event, Mailbox, OpResult};
+use super::payoff::Payoff;
 use super::pubsub::{SessionId, Subscriptions};
 use super::registration::Framer;
 use super::session::{Link, Session};
@@ -193,6 +194,8 @@ pub struct Reactor {
     others_turn: u64,
     /// How many clients are at work (see [`StorePool::dispatch`]).
     activity: Activity,
+    /// Whether its spin has paid lately (see [`Reactor::wait`]).
+    spin_payoff: Payoff,
     /// The last turn in which a session had events.
     event_turn: u64,
 }
@@ -296,6 +299,7 @@ impl Reactor {
             last_active: usize::MAX,
             others_turn: 0,
             activity: Activity::default(),
+            spin_payoff: Payoff::default(),
             event_turn: 0,
         })
     }
@@ -399,7 +403,10 @@ impl Reactor {
         // of Redis to 1.13x, and cost nothing where SETs went to the pool.
         let answered = in_flight == 0 && self.turn - self.event_turn <= 2;
         let few = self.activity.clients() < FEW_CLIENTS;
-        let spin = !work_left && !self.spin.is_zero() && (answered || in_flight > 0 && few);
+        let spin = !work_left
+            && !self.spin.is_zero()
+            && (answered || in_flight > 0 && few)
+            && self.spin_payoff.worth();
         if spin {
             // Events are looked for now and then meanwhile: another
             // client's request is not kept waiting for the spin.
@@ -421,6 +428,7 @@ impl Reactor {
             };
             // Before any return: a reactor about to sleep must be woken.
             let posted = self.mailbox.unwatch() || posted;
+            self.spin_payoff.paid(posted || !events.is_empty());
             polled?;
             if posted || !events.is_empty() {
                 return Ok(());

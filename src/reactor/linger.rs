@@ -9,6 +9,7 @@
 //! reactor spins for a lone client's answer the same way (see the
 //! mailbox); this is the other half of the round trip.
 
+use super::payoff::Payoff;
 use std::sync::atomic::{AtomicU8, Ordering};
 use std::sync::{Mutex, PoisonError};
 use std::time::{Duration, Instant};
@@ -28,6 +29,8 @@ const HANDED: u8 = 2;
 pub struct Lane {
     state: AtomicU8,
     slot: Mutex<Option<Job>>,
+    /// Whether lingering has paid lately; only the lane's thread takes it.
+    payoff: Mutex<Payoff>,
 }
 
 impl Default for Lane {
@@ -35,6 +38,7 @@ impl Default for Lane {
         Lane {
             state: AtomicU8::new(AWAY),
             slot: Mutex::new(None),
+            payoff: Mutex::default(),
         }
     }
 }
@@ -65,8 +69,10 @@ impl Lane {
     /// asks for it, lingers up to `most` for the next one handed over.
     pub fn run(&self, job: Job, most: Duration) {
         let mut job = job;
-        while job() && !most.is_zero() {
-            match self.next(most) {
+        while job() && !most.is_zero() && self.payoff().worth() {
+            let next = self.next(most);
+            self.payoff().paid(next.is_some());
+            match next {
                 Some(next) => job = next,
                 None => return,
             }
@@ -96,6 +102,10 @@ impl Lane {
             }
             std::thread::yield_now();
         }
+    }
+
+    fn payoff(&self) -> std::sync::MutexGuard<'_, Payoff> {
+        self.payoff.lock().unwrap_or_else(PoisonError::into_inner)
     }
 
     /// The handed job, the lane away again.

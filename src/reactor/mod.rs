@@ -22,6 +22,7 @@ pub mod inbuf;
 pub mod linger;
 pub mod mailbox;
 pub mod notify_flags;
+pub mod payoff;
 pub mod pubsub;
 pub mod registration;
 pub mod session;
