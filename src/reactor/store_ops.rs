@@ -67,7 +67,7 @@ const HOLD_MOST: Duration = Duration::from_micros(500);
 /// [`super::activity::Activity`]): with a few, each waiting on one
 /// request, holding one's request until another's job is back only added
 /// that job's round trip to it (SET from 4 clients: 0.85x).
-pub const HOLD_CLIENTS: usize = 8;
+const HOLD_CLIENTS: usize = 8;
 
 /// A store thread also lingers after a job of fewer than this many
 /// commands while fewer than [`FEW_CLIENTS`] clients are at work: their
