@@ -79,13 +79,7 @@ const HOLD_CLIENTS: usize = 8;
 const LINGER_COMMANDS: usize = 16;
 
 pub struct StorePool {
-    /// One single-thread pool per store thread. One `ThreadPool` of n
-    /// threads shares its job queue behind one mutex that an idle thread
-    /// holds while it waits, so every job also woke the other idle thread
-    /// to take the mutex over: two wake-ups per hand-off where one does.
-    pools: Vec<ThreadPool>,
-    /// Where each pool's thread lingers for its clients' next job.
-    lanes: Vec<Arc<Lane>>,
+    threads: Vec<StoreThread>,
     /// How long it lingers (the reactor's `--spin`).
     linger: Duration,
     /// Where a job goes when every thread is busy (in turn).
@@ -123,10 +117,12 @@ impl StorePool {
             most_out: threads.max(1).min(cores.saturating_sub(1).max(1)),
             jobs_out: Arc::new(AtomicUsize::new(0)),
             hold: Hold::default(),
-            pools: (0..threads.max(1))
-                .map(|_| ThreadPool::with_name("kvs-store".into(), 1))
+            threads: (0..threads.max(1))
+                .map(|_| StoreThread {
+                    pool: ThreadPool::with_name("kvs-store".into(), 1),
+                    lane: Arc::default(),
+                })
                 .collect(),
-            lanes: (0..threads.max(1)).map(|_| Arc::default()).collect(),
             linger: Duration::ZERO,
             next: std::cell::Cell::new(0),
             store,
@@ -312,8 +308,8 @@ impl StorePool {
 
     /// Waits for every submitted operation to finish.
     pub fn join(&self) {
-        for pool in &self.pools {
-            pool.join();
+        for t in &self.threads {
+            t.pool.join();
         }
     }
 
@@ -322,23 +318,38 @@ impl StorePool {
     /// turn if all are busy.
     fn execute(&self, job: Job) {
         let mut job = job;
-        for lane in &self.lanes {
-            match lane.hand(job) {
+        for t in &self.threads {
+            match t.lane.hand(job) {
                 Ok(()) => return,
                 Err(back) => job = back,
             }
         }
-        let idle = self
-            .pools
-            .iter()
-            .position(|p| p.active_count() + p.queued_count() == 0);
+        let idle = self.threads.iter().position(StoreThread::idle);
         let i = idle.unwrap_or_else(|| {
-            let i = self.next.get() % self.pools.len();
+            let i = self.next.get() % self.threads.len();
             self.next.set(i + 1);
             i
         });
-        let (lane, most) = (self.lanes[i].clone(), self.linger);
-        self.pools[i].execute(move || lane.run(job, most));
+        let t = &self.threads[i];
+        let (lane, most) = (t.lane.clone(), self.linger);
+        t.pool.execute(move || lane.run(job, most));
+    }
+}
+
+/// One store thread: a pool of one thread, and the lane where it lingers
+/// for its clients' next job. (One `ThreadPool` of n threads shares its
+/// job queue behind one mutex that an idle thread holds while it waits,
+/// so every job also woke the other idle thread to take the mutex over:
+/// two wake-ups per hand-off where one does.)
+struct StoreThread {
+    pool: ThreadPool,
+    lane: Arc<Lane>,
+}
+
+impl StoreThread {
+    /// Neither running a job nor with one queued.
+    fn idle(&self) -> bool {
+        self.pool.active_count() + self.pool.queued_count() == 0
     }
 }
 
