@@ -390,7 +390,8 @@ impl Reactor {
     /// now and then: an answer or a next request that comes within it is
     /// taken without the reactor being put to sleep and woken again
     /// (BENCHMARKS, "A lone client's round trip" and "Work waits for the
-    /// job out").
+    /// job out"), as long as such spins have lately caught something
+    /// ([`Payoff`]).
     fn wait(&mut self, events: &mut Events, work_left: bool) -> io::Result<()> {
         // Not while many clients' operations are out: the store thread
         // working on them needs the other core (on two cores, where
