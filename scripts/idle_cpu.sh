@@ -25,14 +25,9 @@ clients=${N:-50}
 rate=${RATE:-5000}
 seconds=${SECONDS_RUN:-8}
 
-work=$(mktemp -d /tmp/kvs-idle-cpu.XXXXXX)
-pids=()
-cleanup() {
-  for p in "${pids[@]}"; do kill "$p" 2>/dev/null || true; done
-  wait 2>/dev/null || true
-  rm -rf "$work"
-}
-trap cleanup EXIT
+# shellcheck source=scripts/scratch.sh
+. scripts/scratch.sh
+scratch kvs-idle-cpu
 
 mkdir "$work/jobs"
 "$kvs" "$work/jobs" 2 2 "$work/reg" --resp-socket "$work/kvs.sock" 2>"$work/kvs.log" &

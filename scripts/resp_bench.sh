@@ -31,14 +31,9 @@ done
 rounds=${KVS_BENCH_ROUNDS:-2}
 n=${KVS_BENCH_N:-200000}
 cargo build --release --quiet --bin kvs --example resp_floor
-work=$(mktemp -d /tmp/kvs-resp-bench.XXXXXX)
-pids=()
-cleanup() {
-  for p in "${pids[@]}"; do kill "$p" 2>/dev/null || true; done
-  wait 2>/dev/null || true
-  rm -rf "$work"
-}
-trap cleanup EXIT
+# shellcheck source=scripts/scratch.sh
+. scripts/scratch.sh
+scratch kvs-resp-bench
 
 free_port() {
   python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])'
