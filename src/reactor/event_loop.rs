@@ -323,6 +323,8 @@ impl Reactor {
                 || !self.resume.is_empty()
                 || !self.accept_left.is_empty();
             self.wait(&mut events, left)?;
+            // Before this turn's sessions are counted: a window that ended
+            // while the reactor slept does not take them.
             self.activity.tick(Instant::now());
             for ev in events.iter() {
                 match ev.token() {
@@ -357,15 +359,18 @@ impl Reactor {
             if !self.opening.is_empty() {
                 self.retry_opening();
             }
-            if Instant::now() >= self.next_registration_check {
+            // One clock reading for the turn's timers; the rare checks read
+            // it again after their work to set their next time.
+            let now = Instant::now();
+            if now >= self.next_registration_check {
                 self.check_registration();
                 self.next_registration_check = Instant::now() + REGISTRATION_CHECK;
             }
-            if Instant::now() >= self.next_sweep {
+            if now >= self.next_sweep {
                 self.sweep();
                 self.next_sweep = Instant::now() + SWEEP_EVERY;
             }
-            if self.framer.expire(Instant::now()) {
+            if self.framer.expire(now) {
                 crate::log_warn!("dropped an incomplete connect request");
             }
             inbox_left = self.drain_inbox();

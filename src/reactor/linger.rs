@@ -6,7 +6,7 @@
 //! see `StorePool::dispatch`) lingers for up to `--spin` on its [`Lane`],
 //! and the reactor hands the next job straight to it there; when nothing
 //! comes in time, the thread goes back to its pool's queue as before. The
-//! reactor spins for a lone client's answer the same way (see the
+//! reactor spins for such clients' answers the same way (see the
 //! mailbox); this is the other half of the round trip.
 
 use super::payoff::Payoff;
